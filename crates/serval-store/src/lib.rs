@@ -1,0 +1,123 @@
+//! serval's control store: serving services and their configuration (endpoints, canaries,
+//! auto-update rules, metric rules, settings) and the model registry.
+//!
+//! Callers see the [`Store`] trait only; [`SqliteStore`] is the embedded default and a PostgreSQL
+//! implementation can stand beside it. Every write is one transaction, and every change to a
+//! service's configuration bumps that service's revision, which running servers watch. Writers
+//! change a service through [`Store::update_service`]: the store reads the configuration inside a
+//! write transaction, the caller's closure checks and edits it, and the store writes back what
+//! changed — so concurrent CLI processes never lose each other's changes.
+
+pub mod names;
+mod sqlite;
+mod types;
+
+use std::path::Path;
+
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+/// What went wrong in the store, named by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The service or model does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change was refused; nothing was written.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The store cannot be reached or opened (busy past the timeout, unreadable file, ...).
+    #[error("control store unavailable: {0}")]
+    Unavailable(String),
+    /// The store holds something this version cannot read, or a bug.
+    #[error("control store error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    /// A stable name for the error kind (logs, JSON errors, metrics).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::NotFound(_) => "not_found",
+            StoreError::InvalidInput(_) => "invalid_input",
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Internal(_) => "internal",
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A change to one service's configuration, run inside the write transaction.
+pub type ConfigEdit<'a> = dyn FnMut(&mut ServiceConfig) -> Result<()> + 'a;
+
+/// The control store. Implementations must make every method one transaction.
+pub trait Store: Send + Sync {
+    /// Creates a service with an empty configuration (revision 1).
+    fn create_service(&self, new: &NewService) -> Result<Service>;
+
+    /// All services, oldest first.
+    fn list_services(&self) -> Result<Vec<Service>>;
+
+    /// One service (without its configuration).
+    fn service(&self, id: &str) -> Result<Service>;
+
+    /// The current revision of a service: cheap, for polling.
+    fn revision(&self, id: &str) -> Result<u64>;
+
+    /// A service and its whole configuration, read consistently.
+    fn snapshot(&self, id: &str) -> Result<Snapshot>;
+
+    /// Reads the configuration in a write transaction, lets `edit` change it and writes back the
+    /// difference. If `edit` fails nothing is written. Returns the service afterwards: its
+    /// revision is bumped by one if the configuration changed, and unchanged otherwise.
+    fn update_service(&self, id: &str, edit: &mut ConfigEdit<'_>) -> Result<Service>;
+
+    /// Registers a model; bumps the revision of services whose auto-update rules match it.
+    fn add_model(&self, new: &NewModel) -> Result<Model>;
+
+    /// One model of the registry.
+    fn model(&self, id: &str) -> Result<Model>;
+
+    /// Models matching a query, newest first, up to its limit.
+    fn query_models(&self, query: &ModelQuery) -> Result<Vec<Model>>;
+
+    /// Changes a model's tags or published flag; bumps the revision of services whose
+    /// auto-update rules match it before or after the change.
+    fn update_model(
+        &self,
+        id: &str,
+        edit: &mut dyn FnMut(&mut Model) -> Result<()>,
+    ) -> Result<Model>;
+}
+
+/// Opens the store a URL names: `sqlite:///abs/path.db`, `sqlite://relative.db` or a plain path.
+pub fn open(url: &str) -> Result<Box<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Box::new(SqliteStore::open(Path::new(path))?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::InvalidInput(
+            "PostgreSQL stores are not supported by this build yet; use sqlite://PATH".to_string(),
+        ));
+    }
+    if url.contains("://") {
+        return Err(StoreError::InvalidInput(format!(
+            "unknown store URL '{url}': expected sqlite://PATH"
+        )));
+    }
+    Ok(Box::new(SqliteStore::open(Path::new(url))?))
+}
+
+/// Current time as unix epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A new random id: 32 lowercase hex characters.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

@@ -1,0 +1,348 @@
+//! The records the store keeps. Plain data: validation of names lives in [`crate::names`], the
+//! rules that tie records together (what a command may store) in the callers.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// A serving service: one set of endpoints that `serval serve` processes answer for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    pub project: String,
+    pub tags: Vec<String>,
+    pub created_ms: i64,
+    /// Bumped by every change to the service's configuration; servers watch it.
+    pub revision: u64,
+}
+
+/// Settings of a service (`serval config`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSettings {
+    /// Base URL that `send_request` in user code calls (`http://host:port/serve`).
+    pub serving_base_url: Option<String>,
+    /// Address of the V2 gRPC server the `triton` engine forwards to.
+    pub triton_grpc_server: Option<String>,
+    /// Accepted for clearml-serving compatibility; serval exports metrics on `/metrics` instead.
+    pub kafka_metric_server: Option<String>,
+    /// Default sampling rate of metric logging, in [0, 1]; 1.0 when unset.
+    pub metric_log_freq: Option<f64>,
+    /// Python interpreter for worker processes.
+    pub python: Option<String>,
+}
+
+/// Everything about a service that servers serve from; one consistent view at one revision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceConfig {
+    pub settings: ServiceSettings,
+    /// Static endpoints by url (`name` or `name/version`).
+    pub endpoints: BTreeMap<String, Endpoint>,
+    /// Canary endpoints by name.
+    pub canaries: BTreeMap<String, Canary>,
+    /// Auto-update rules by base endpoint name.
+    pub auto_update: BTreeMap<String, AutoUpdateRule>,
+    /// Metric logging rules by endpoint url or `prefix*`.
+    pub metrics: BTreeMap<String, MetricRule>,
+}
+
+/// A service with its configuration, read in one transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub service: Service,
+    pub config: ServiceConfig,
+}
+
+/// The engine an endpoint runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    Sklearn,
+    Xgboost,
+    Lightgbm,
+    Onnx,
+    Triton,
+    Custom,
+    CustomAsync,
+}
+
+impl EngineKind {
+    pub const ALL: [EngineKind; 7] = [
+        EngineKind::Sklearn,
+        EngineKind::Xgboost,
+        EngineKind::Lightgbm,
+        EngineKind::Onnx,
+        EngineKind::Triton,
+        EngineKind::Custom,
+        EngineKind::CustomAsync,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Sklearn => "sklearn",
+            EngineKind::Xgboost => "xgboost",
+            EngineKind::Lightgbm => "lightgbm",
+            EngineKind::Onnx => "onnx",
+            EngineKind::Triton => "triton",
+            EngineKind::Custom => "custom",
+            EngineKind::CustomAsync => "custom_async",
+        }
+    }
+
+    /// Engines that run user code only and load no model file.
+    pub fn needs_model(self) -> bool {
+        !matches!(self, EngineKind::Custom | EngineKind::CustomAsync)
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EngineKind::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = EngineKind::ALL.iter().map(|e| e.as_str()).collect();
+                StoreError::InvalidInput(format!(
+                    "'{s}' is not a supported engine (one of: {})",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// Stored preprocess code: a single Python file or a packed folder (tar.gz with `__init__.py`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeRef {
+    pub sha256: String,
+    /// Original file or folder name.
+    pub name: String,
+    pub kind: CodeKind,
+    /// Where the bytes are (content-addressed).
+    pub uri: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeKind {
+    /// One `.py` file.
+    File,
+    /// A folder packed as tar.gz; its `__init__.py` is the entry point.
+    Package,
+    /// A zip file of a package (as clearml-serving accepts); its `__init__.py` is the entry point.
+    Zip,
+}
+
+/// Declared inputs and outputs of an endpoint (clearml's six io fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_name: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_type: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_size: Vec<Vec<i64>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_name: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_type: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_size: Vec<Vec<i64>>,
+}
+
+impl IoSpec {
+    pub fn is_empty(&self) -> bool {
+        *self == IoSpec::default()
+    }
+}
+
+/// A static endpoint: `name` or `name/version`, served by one engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub version: Option<String>,
+    pub engine: EngineKind,
+    pub model_id: Option<String>,
+    pub preprocess: Option<CodeRef>,
+    pub io: IoSpec,
+    pub aux_config: Option<serde_json::Value>,
+    pub created_ms: i64,
+}
+
+impl Endpoint {
+    /// The key the endpoint is stored and addressed by.
+    pub fn url(&self) -> String {
+        crate::names::endpoint_url(&self.name, self.version.as_deref())
+    }
+}
+
+/// Where a canary sends its traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CanaryTarget {
+    /// Weight i goes to endpoint i.
+    Endpoints(Vec<String>),
+    /// Every endpoint whose url starts with the prefix, newest version first.
+    Prefix(String),
+}
+
+/// A canary endpoint: requests to `name` are split between targets by weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Canary {
+    pub name: String,
+    pub weights: Vec<f64>,
+    pub target: CanaryTarget,
+}
+
+/// An auto-update rule: serve the newest models of the registry that match as `endpoint/<v>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoUpdateRule {
+    pub endpoint: String,
+    pub engine: EngineKind,
+    pub model_name: Option<String>,
+    /// Match `model_name` as a regular expression instead of exactly.
+    pub name_regex: bool,
+    pub project: Option<String>,
+    pub tags: Vec<String>,
+    pub only_published: bool,
+    pub max_versions: u32,
+    pub preprocess: Option<CodeRef>,
+    pub io: IoSpec,
+    pub aux_config: Option<serde_json::Value>,
+}
+
+/// One variable a metric rule records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MetricVariable {
+    /// A histogram with these upper bounds (ascending).
+    Scalar { buckets: Vec<f64> },
+    /// Counts per value.
+    Enum { buckets: Vec<String> },
+    /// A gauge set to the last value.
+    Value,
+    /// A counter incremented by the value.
+    Counter,
+}
+
+impl MetricVariable {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            MetricVariable::Scalar { .. } => "scalar",
+            MetricVariable::Enum { .. } => "enum",
+            MetricVariable::Value => "value",
+            MetricVariable::Counter => "counter",
+        }
+    }
+}
+
+/// A metric logging rule for one endpoint url or every url starting with a prefix (`prefix*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRule {
+    pub endpoint: String,
+    /// Sampling rate in [0, 1]; the service default when unset.
+    pub log_frequency: Option<f64>,
+    pub variables: BTreeMap<String, MetricVariable>,
+}
+
+/// A model in the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub id: String,
+    pub name: String,
+    pub project: Option<String>,
+    pub tags: Vec<String>,
+    pub framework: Option<String>,
+    pub published: bool,
+    /// Where the model file is: `file://...`, `s3://...`, `https://...`, ...
+    pub uri: String,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub created_ms: i64,
+}
+
+/// A new model to register.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewModel {
+    pub name: String,
+    pub project: Option<String>,
+    pub tags: Vec<String>,
+    pub framework: Option<String>,
+    pub published: bool,
+    pub uri: String,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+}
+
+/// A registry query, with clearml-serving's semantics: exact name (or a regular expression when
+/// `name_regex`), exact project, any of the tags, published only if asked; newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelQuery {
+    pub name: Option<String>,
+    pub name_regex: bool,
+    pub project: Option<String>,
+    pub tags: Vec<String>,
+    pub only_published: bool,
+    pub limit: Option<usize>,
+}
+
+impl ModelQuery {
+    /// Whether a model matches. A `name_regex` that does not compile matches nothing; callers
+    /// validate it with [`crate::names::validate_name_regex`] before storing it.
+    pub fn matches(&self, model: &Model) -> bool {
+        if let Some(name) = &self.name {
+            let name_ok = if self.name_regex {
+                regex::Regex::new(name).is_ok_and(|re| re.is_match(&model.name))
+            } else {
+                &model.name == name
+            };
+            if !name_ok {
+                return false;
+            }
+        }
+        if self
+            .project
+            .as_ref()
+            .is_some_and(|p| model.project.as_ref() != Some(p))
+        {
+            return false;
+        }
+        if !self.tags.is_empty() && !self.tags.iter().any(|t| model.tags.contains(t)) {
+            return false;
+        }
+        !self.only_published || model.published
+    }
+}
+
+impl AutoUpdateRule {
+    /// The registry query this rule runs (without a limit: the caller takes `max_versions`).
+    pub fn query(&self) -> ModelQuery {
+        ModelQuery {
+            name: self.model_name.clone(),
+            name_regex: self.name_regex,
+            project: self.project.clone(),
+            tags: self.tags.clone(),
+            only_published: self.only_published,
+            limit: None,
+        }
+    }
+}
+
+/// A new serving service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewService {
+    pub name: String,
+    pub project: String,
+    pub tags: Vec<String>,
+}

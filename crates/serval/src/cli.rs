@@ -1,0 +1,342 @@
+//! The command line: clearml-serving's commands and flags, plus serval's own.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serval_store::EngineKind;
+
+/// serval: serve ONNX, XGBoost, LightGBM, scikit-learn and custom Python models over HTTP.
+///
+/// Drop-in for clearml-serving's CLI: the same commands and flags, on an embedded store.
+#[derive(Debug, Parser)]
+#[command(name = "serval", version, infer_long_args = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Serving service id (default: $SERVAL_SERVICE_ID, else the only service)
+    #[arg(long, global = true, env = "SERVAL_SERVICE_ID")]
+    pub id: Option<String>,
+
+    /// Accepted for clearml-serving compatibility: serval never prompts
+    #[arg(long, global = true)]
+    pub yes: bool,
+
+    /// Show the full error chain and debug logs
+    #[arg(long, global = true)]
+    pub debug: bool,
+
+    /// Print results as JSON (listings, create, upload, info)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// serval's data folder: the store and the local artifacts [default: ~/.serval]
+    #[arg(long, global = true, env = "SERVAL_HOME")]
+    pub home: Option<PathBuf>,
+
+    /// Control store URL [default: sqlite://<home>/serval.db]
+    #[arg(long, global = true, env = "SERVAL_STORE")]
+    pub store: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
+pub enum Command {
+    /// List serving services
+    List,
+    /// Create a new serving service
+    Create(CreateArgs),
+    /// Show or change the settings of a serving service
+    Config(ConfigArgs),
+    /// Manage model endpoints and the model registry
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Manage metric logging of endpoints
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Service name
+    #[arg(long, default_value = "Serving Service")]
+    pub name: String,
+    /// Service tags
+    #[arg(long, num_args = 1..)]
+    pub tags: Vec<String>,
+    /// Service project
+    #[arg(long, default_value = "DevOps")]
+    pub project: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Base URL that send_request in user code calls, e.g. http://127.0.0.1:8080/serve
+    #[arg(long)]
+    pub base_serving_url: Option<String>,
+    /// host:port of the V2 gRPC server the triton engine forwards to
+    #[arg(long)]
+    pub triton_grpc_server: Option<String>,
+    /// Accepted for compatibility; serval exports metrics on /metrics instead of Kafka
+    #[arg(long)]
+    pub kafka_metric_server: Option<String>,
+    /// Default sampling rate of metric logging, between 0 and 1
+    #[arg(long)]
+    pub metric_log_freq: Option<f64>,
+    /// Python interpreter for worker processes (e.g. your venv's bin/python)
+    #[arg(long)]
+    pub python: Option<String>,
+}
+
+/// The six input/output flags of clearml-serving.
+#[derive(Debug, Args, Default)]
+pub struct IoArgs {
+    /// Input shape(s): `1 28 28` for one input, or one JSON list per input: `"[1, 784]"`
+    #[arg(long, num_args = 1.., allow_negative_numbers = true)]
+    pub input_size: Vec<String>,
+    /// Input type(s), numpy names: float32, int64, uint8, ...
+    #[arg(long, num_args = 1..)]
+    pub input_type: Vec<String>,
+    /// Input name(s); for native engines also the order of request fields
+    #[arg(long, num_args = 1..)]
+    pub input_name: Vec<String>,
+    /// Output shape(s), as --input-size
+    #[arg(long, num_args = 1.., allow_negative_numbers = true)]
+    pub output_size: Vec<String>,
+    /// Output type(s)
+    #[arg(long, num_args = 1..)]
+    pub output_type: Vec<String>,
+    /// Output name(s)
+    #[arg(long, num_args = 1..)]
+    pub output_name: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
+pub enum ModelCommand {
+    /// List endpoints, auto-update rules and canaries of a service
+    List,
+    /// Add or replace a model endpoint
+    Add(ModelAddArgs),
+    /// Remove an endpoint, an auto-update rule or a canary
+    Remove(ModelRemoveArgs),
+    /// Upload a model file (or folder) and register it in the model registry
+    Upload(ModelUploadArgs),
+    /// Add or replace a canary endpoint that splits traffic between endpoints
+    Canary(CanaryArgs),
+    /// Serve the newest matching registry models as versions of an endpoint
+    AutoUpdate(AutoUpdateArgs),
+    /// Mark a registered model as published
+    Publish(ModelIdArgs),
+    /// Add or remove tags of a registered model
+    Tag(ModelTagArgs),
+    /// Show a registered model
+    Info(ModelIdArgs),
+    /// List the models in the registry
+    Registry(RegistryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelAddArgs {
+    /// Engine: sklearn, xgboost, lightgbm, onnx, triton, custom, custom_async
+    #[arg(long)]
+    pub engine: EngineKind,
+    /// Endpoint name (the url is /serve/<endpoint>[/<version>])
+    #[arg(long)]
+    pub endpoint: String,
+    /// Endpoint version
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Registry id of the model to serve
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Preprocess code: a .py file, a folder with __init__.py, or a .zip of one
+    #[arg(long)]
+    pub preprocess: Option<PathBuf>,
+    #[command(flatten)]
+    pub io: IoArgs,
+    /// Extra engine configuration: key=value pairs (dotted keys nest) or a file
+    #[arg(long, num_args = 1..)]
+    pub aux_config: Vec<String>,
+    /// Select the newest registry model with this name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Select the newest registry model with any of these tags
+    #[arg(long, num_args = 1..)]
+    pub tags: Vec<String>,
+    /// Select the newest registry model in this project
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Select only published models
+    #[arg(long)]
+    pub published: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelRemoveArgs {
+    /// Endpoint (name or name/version), auto-update rule or canary to remove
+    #[arg(long)]
+    pub endpoint: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelUploadArgs {
+    /// Model name in the registry
+    #[arg(long)]
+    pub name: String,
+    /// Model tags
+    #[arg(long, num_args = 1..)]
+    pub tags: Vec<String>,
+    /// Model project
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Model framework (detected from the file when omitted)
+    #[arg(long)]
+    pub framework: Option<String>,
+    /// Publish the model right away
+    #[arg(long)]
+    pub publish: bool,
+    /// Model file or folder to upload
+    #[arg(long)]
+    pub path: Option<PathBuf>,
+    /// Register a model that is already stored at this URI (s3://, gs://, azure://, https://, file://)
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Upload to this storage URI instead of the local home (s3://bucket/models, ...)
+    #[arg(long)]
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CanaryArgs {
+    /// Canary endpoint name
+    #[arg(long)]
+    pub endpoint: String,
+    /// Traffic weights, one per target (normalised to sum 1)
+    #[arg(long, num_args = 1.., allow_negative_numbers = true)]
+    pub weights: Vec<f64>,
+    /// Target endpoints, weight i goes to endpoint i
+    #[arg(long, num_args = 1..)]
+    pub input_endpoints: Vec<String>,
+    /// Target every endpoint starting with this prefix, newest version first
+    #[arg(long)]
+    pub input_endpoint_prefix: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AutoUpdateArgs {
+    /// Engine of the served versions
+    #[arg(long)]
+    pub engine: EngineKind,
+    /// Base endpoint name; versions are served at /serve/<endpoint>/<n>
+    #[arg(long)]
+    pub endpoint: String,
+    /// How many of the newest matching models to serve
+    #[arg(long, default_value_t = 1)]
+    pub max_versions: u32,
+    /// Model name to match (exactly, or as a regular expression with --name-regex)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Match --name as a regular expression
+    #[arg(long)]
+    pub name_regex: bool,
+    /// Match models with any of these tags
+    #[arg(long, num_args = 1..)]
+    pub tags: Vec<String>,
+    /// Match models in this project
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Match only published models
+    #[arg(long)]
+    pub published: bool,
+    /// Preprocess code for every version
+    #[arg(long)]
+    pub preprocess: Option<PathBuf>,
+    #[command(flatten)]
+    pub io: IoArgs,
+    /// Extra engine configuration
+    #[arg(long, num_args = 1..)]
+    pub aux_config: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelIdArgs {
+    /// Model id
+    pub model_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelTagArgs {
+    /// Model id
+    pub model_id: String,
+    /// Tags to add
+    #[arg(long, num_args = 1..)]
+    pub add: Vec<String>,
+    /// Tags to remove
+    #[arg(long, num_args = 1..)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Only models with this name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only models in this project
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only models with any of these tags
+    #[arg(long, num_args = 1..)]
+    pub tags: Vec<String>,
+    /// Only published models
+    #[arg(long)]
+    pub published: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Add or update metric logging for an endpoint (or `prefix*`)
+    Add(MetricsAddArgs),
+    /// Remove metric logging, or some of its variables
+    Remove(MetricsRemoveArgs),
+    /// List metric logging rules
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsAddArgs {
+    /// Endpoint url (name or name/version), or a prefix ending with `*`
+    #[arg(long)]
+    pub endpoint: String,
+    /// Fraction of requests to log, between 0 and 1 (default: the service's)
+    #[arg(long)]
+    pub log_freq: Option<f64>,
+    /// Histogram variables: name=b1,b2,... or name=min/max/count (count equal buckets)
+    #[arg(long, num_args = 1..)]
+    pub variable_scalar: Vec<String>,
+    /// Enumeration variables: name=value1,value2,...
+    #[arg(long, num_args = 1..)]
+    pub variable_enum: Vec<String>,
+    /// Gauge variables (last value): name
+    #[arg(long, num_args = 1..)]
+    pub variable_value: Vec<String>,
+    /// Counter variables (summed): name
+    #[arg(long, num_args = 1..)]
+    pub variable_counter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsRemoveArgs {
+    /// Endpoint url or prefix of the rule
+    #[arg(long)]
+    pub endpoint: String,
+    /// Variables to remove (default: the whole rule)
+    #[arg(long, num_args = 1..)]
+    pub variable: Vec<String>,
+}

@@ -1,0 +1,6 @@
+//! One module per command group; each function runs one command against a [`Context`].
+
+pub mod endpoints;
+pub mod metrics;
+pub mod registry;
+pub mod service;

@@ -1,0 +1,129 @@
+//! What every command needs: the store, the artifact folder, the selected service, and output.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use comfy_table::{ContentArrangement, Table, presets};
+use serde::Serialize;
+use serval_artifacts::ArtifactStore;
+use serval_store::{Service, Store};
+
+use crate::cli::GlobalArgs;
+
+pub struct Context {
+    pub store: Box<dyn Store>,
+    pub artifacts: ArtifactStore,
+    pub json: bool,
+    service_id: Option<String>,
+}
+
+/// The data folder: `--home`, `$SERVAL_HOME`, else `~/.serval`.
+pub fn home_dir(global: &GlobalArgs) -> Result<PathBuf> {
+    if let Some(home) = &global.home {
+        return Ok(home.clone());
+    }
+    let user_home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| anyhow!("cannot find the home folder: set --home or SERVAL_HOME"))?;
+    Ok(Path::new(&user_home).join(".serval"))
+}
+
+impl Context {
+    pub fn open(global: &GlobalArgs) -> Result<Self> {
+        let home = home_dir(global)?;
+        let url = match &global.store {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", home.join("serval.db").display()),
+        };
+        let store =
+            serval_store::open(&url).with_context(|| format!("opening the control store {url}"))?;
+        Ok(Context {
+            store,
+            artifacts: ArtifactStore::new(home.join("artifacts")),
+            json: global.json,
+            service_id: global.id.clone().filter(|id| !id.is_empty()),
+        })
+    }
+
+    /// The service a command works on: `--id`/`$SERVAL_SERVICE_ID`, else the only one.
+    pub fn service(&self) -> Result<Service> {
+        if let Some(id) = &self.service_id {
+            let id = id.to_ascii_lowercase();
+            return self.store.service(&id).map_err(|e| match e {
+                serval_store::StoreError::NotFound(_) => {
+                    anyhow!("serving service '{id}' not found (`serval list` shows the services)")
+                }
+                other => other.into(),
+            });
+        }
+        let services = self.store.list_services()?;
+        match services.as_slice() {
+            [] => {
+                bail!("no serving service exists yet: create one with `serval create --name NAME`")
+            }
+            [only] => {
+                note(format!(
+                    "Notice! serving service ID not provided, using the only service id={} ({})",
+                    only.id, only.name
+                ));
+                Ok(only.clone())
+            }
+            several => {
+                let ids: Vec<_> = several
+                    .iter()
+                    .map(|s| format!("{} ({})", s.id, s.name))
+                    .collect();
+                bail!(
+                    "{} serving services exist: pass --id or set SERVAL_SERVICE_ID to one of {}",
+                    several.len(),
+                    ids.join(", ")
+                )
+            }
+        }
+    }
+
+    /// Prints a JSON document on stdout.
+    pub fn print_json<T: Serialize>(&self, value: &T) -> Result<()> {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        Ok(())
+    }
+}
+
+/// An informational line on stderr (stdout carries results only).
+pub fn note(line: impl AsRef<str>) {
+    eprintln!("{}", line.as_ref());
+}
+
+/// A warning on stderr.
+pub fn warn(line: impl AsRef<str>) {
+    eprintln!("Warning: {}", line.as_ref());
+}
+
+/// A table in serval's style, for stdout.
+pub fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.iter().map(|h| h.to_uppercase()));
+    table
+}
+
+/// Prints a table, trimming the trailing spaces comfy-table pads lines with.
+pub fn print_table(table: &Table) {
+    for line in table.to_string().lines() {
+        let line = line.strip_prefix(' ').unwrap_or(line);
+        println!("{}", line.trim_end());
+    }
+}
+
+/// Formats epoch milliseconds as an RFC 3339 time (UTC, seconds).
+pub fn time(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// An optional value for a table cell.
+pub fn cell(value: Option<&str>) -> String {
+    value.unwrap_or("-").to_string()
+}

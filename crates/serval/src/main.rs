@@ -1,0 +1,78 @@
+//! The `serval` binary: clearml-serving's command line on serval's store.
+
+mod cli;
+mod commands;
+mod context;
+mod parse;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command, MetricsCommand, ModelCommand};
+use commands::{endpoints, metrics, registry, service};
+use context::Context;
+
+fn run(cli: &Cli) -> Result<()> {
+    let Some(command) = &cli.command else {
+        Cli::command().print_help()?;
+        return Ok(());
+    };
+    let ctx = Context::open(&cli.global)?;
+    match command {
+        Command::List => service::list(&ctx),
+        Command::Create(args) => service::create(&ctx, args),
+        Command::Config(args) => service::config(&ctx, args),
+        Command::Model(cmd) => match cmd {
+            ModelCommand::List => endpoints::list(&ctx),
+            ModelCommand::Add(args) => endpoints::add(&ctx, args),
+            ModelCommand::Remove(args) => endpoints::remove(&ctx, args),
+            ModelCommand::Canary(args) => endpoints::canary(&ctx, args),
+            ModelCommand::AutoUpdate(args) => endpoints::auto_update(&ctx, args),
+            ModelCommand::Upload(args) => registry::upload(&ctx, args),
+            ModelCommand::Publish(args) => registry::publish(&ctx, args),
+            ModelCommand::Tag(args) => registry::tag(&ctx, args),
+            ModelCommand::Info(args) => registry::info(&ctx, args),
+            ModelCommand::Registry(args) => registry::registry(&ctx, args),
+        },
+        Command::Metrics(cmd) => match cmd {
+            MetricsCommand::Add(args) => metrics::add(&ctx, args),
+            MetricsCommand::Remove(args) => metrics::remove(&ctx, args),
+            MetricsCommand::List => metrics::list(&ctx),
+        },
+    }
+}
+
+fn init_logging(debug: bool) {
+    let default = if debug { "debug" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SERVAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.debug);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if cli.global.debug {
+                eprintln!("Error: {error:?}");
+            } else {
+                // One readable line: the outermost context and its root cause.
+                let root = error.root_cause().to_string();
+                let top = error.to_string();
+                if top == root {
+                    eprintln!("Error: {top}");
+                } else {
+                    eprintln!("Error: {top}: {root}");
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Integration tests: the real `serval` binary against a temporary home.
+#![allow(clippy::unwrap_used)]
+
+mod cli_endpoints;
+mod cli_metrics;
+mod cli_registry;
+mod cli_service;
+mod concurrency;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary serval home and helpers to run the binary in it.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Home {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Home {
+    pub fn new() -> Self {
+        Home {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_serval"));
+        cmd.args(args)
+            .env("SERVAL_HOME", self.dir.path().join("home"))
+            .env_remove("SERVAL_SERVICE_ID")
+            .env_remove("SERVAL_STORE")
+            .env_remove("SERVAL_LOG");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run serval")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "serval {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs a command that must succeed and print one JSON document on stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let stdout = self.ok(&all);
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("stdout of {args:?} is not JSON ({e}):\n{stdout}"))
+    }
+
+    /// Runs a command that must fail with exit code 1 and one `Error:` line; returns stderr.
+    pub fn fail(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "serval {args:?} should fail with exit 1:\nstdout: {}\nstderr: {stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("Error:")).collect();
+        assert_eq!(errors.len(), 1, "expected one Error line in:\n{stderr}");
+        assert!(!errors[0].contains("panicked"), "{stderr}");
+        stderr
+    }
+
+    /// Creates a service and returns its id.
+    pub fn service(&self, name: &str) -> String {
+        let out = self.ok(&["create", "--name", name]);
+        let id = out
+            .trim()
+            .strip_prefix("New Serving Service created: id=")
+            .unwrap_or_else(|| panic!("unexpected create output: {out}"))
+            .to_string();
+        assert_eq!(id.len(), 32);
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        id
+    }
+
+    /// Uploads a fixture model and returns its id.
+    pub fn upload(&self, name: &str, file: &str, extra: &[&str]) -> String {
+        let path = fixture(file);
+        let mut args = vec![
+            "model",
+            "upload",
+            "--name",
+            name,
+            "--path",
+            path.to_str().expect("path"),
+        ];
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
+        let first = out.lines().next().unwrap_or_default();
+        first
+            .strip_prefix("Model created and registered, new Model ID=")
+            .unwrap_or_else(|| panic!("unexpected upload output: {out}"))
+            .to_string()
+    }
+
+    pub fn revision(&self, id: &str) -> u64 {
+        let services = self.json(&["list"]);
+        services
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["id"] == id))
+            .and_then(|s| s["revision"].as_u64())
+            .expect("service in list")
+    }
+
+    /// Writes a file under the temp dir and returns its path.
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+}
+
+pub fn fixture(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/public")
+        .join(file)
+}
+
+pub const PREPROCESS: &str = "class Preprocess:\n    def preprocess(self, body, state, collect_custom_statistics_fn=None):\n        return [[body['x0'], body['x1']]]\n";

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, build, unit and integration tests of every crate.
+# Usage: scripts/test.sh        (what CI runs through .ci/run)
+# Each step prints how long it took; the script stops at the first failing step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() {
+  local name=$1; shift
+  local start=$SECONDS
+  echo "==> $name"
+  "$@"
+  echo "<== $name: $((SECONDS - start)) s"
+}
+
+total=$SECONDS
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo build (tests)" cargo test --workspace --locked --no-run
+step "cargo test" cargo test --workspace --locked
+echo "All steps passed in $((SECONDS - total)) s"
