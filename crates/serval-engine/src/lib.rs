@@ -1,0 +1,120 @@
+//! The engine contract: what every model engine (native trees, ONNX Runtime, Python workers)
+//! implements, and the typed tensors they exchange. Engines see tensors and metadata only —
+//! never HTTP, JSON bodies, the store or configuration files.
+
+mod tensor;
+
+pub use tensor::{DataType, Tensor, TensorData};
+
+/// What went wrong in an engine, named by what the caller should do.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model file cannot be loaded: corrupt, unsupported feature, mismatched format.
+    #[error("{0}")]
+    Load(String),
+    /// The inputs do not fit the model (names, types, shapes); the client must fix the request.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The engine's runtime is missing (e.g. the ONNX Runtime library); the operator must fix it.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Inference failed inside the engine.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// A stable name for the error kind (logs, JSON errors, metric labels).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineError::Load(_) => "load_failed",
+            EngineError::InvalidInput(_) => "invalid_input",
+            EngineError::Unavailable(_) => "unavailable",
+            EngineError::Internal(_) => "internal",
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// What a model predicts, which decides how a reply is shaped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Task {
+    /// One or more real values per row.
+    Regression,
+    /// One class per row, with probabilities over `labels` (in output column order).
+    Classification { labels: Vec<ClassLabel> },
+    /// Raw scores (ranking objectives, margins): no link function applied.
+    RawScore,
+    /// Anything else: outputs are returned by name as they are.
+    Other,
+}
+
+/// A class label as the model reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClassLabel {
+    Int(i64),
+    Str(String),
+}
+
+/// One named input or output of a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: DataType,
+    /// Dimensions; `None` is dynamic (e.g. the batch dimension).
+    pub shape: Vec<Option<usize>>,
+}
+
+/// What an engine knows about its model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMetadata {
+    /// Which engine runs it and the model format, e.g. `xgboost (json)`.
+    pub format: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    /// Feature names stored in the model, in column order (trees), if any.
+    pub feature_names: Option<Vec<String>>,
+    pub task: Task,
+}
+
+impl ModelMetadata {
+    /// Number of feature columns of a single-input tabular model.
+    pub fn num_features(&self) -> Option<usize> {
+        match self.inputs.as_slice() {
+            [only] if only.shape.len() == 2 => only.shape[1],
+            _ => None,
+        }
+    }
+}
+
+/// A named tensor, as models take and give them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedTensor {
+    pub name: String,
+    pub tensor: Tensor,
+}
+
+/// One output of a model: a tensor, or a sequence of maps (ONNX ZipMap: one map per row from
+/// class label to probability, in the model's label order).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputValue {
+    Tensor(Tensor),
+    Maps(Vec<Vec<(ClassLabel, f32)>>),
+}
+
+/// A named output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedOutput {
+    pub name: String,
+    pub value: OutputValue,
+}
+
+/// A loaded model, ready to predict. Synchronous: callers run it off the async runtime.
+/// Implementations are shared between threads and must allow concurrent `infer` calls.
+pub trait Engine: Send + Sync {
+    fn metadata(&self) -> &ModelMetadata;
+
+    /// Runs the model on a batch. Inputs are matched to the model's inputs by name.
+    fn infer(&self, inputs: &[NamedTensor]) -> Result<Vec<NamedOutput>>;
+}

@@ -1,0 +1,272 @@
+//! serval's native tree evaluators, written for this project: XGBoost (JSON and UBJSON) and
+//! LightGBM (text format) models run in-process, matching the libraries' own predictions.
+//!
+//! Both compile their trees into one flat node array ([`forest`]) and apply their library's exact
+//! split rules and link functions. [`XgboostEngine`] and [`LightgbmEngine`] wrap them in the
+//! [`serval_engine::Engine`] contract: input `[rows, features]`, outputs `label` + `probabilities`
+//! for classifiers and `predictions` otherwise.
+
+mod forest;
+pub mod lightgbm;
+mod ubjson;
+pub mod xgboost;
+
+use serval_engine::{
+    ClassLabel, DataType, Engine, EngineError, ModelMetadata, NamedOutput, NamedTensor,
+    OutputValue, Result, Task, Tensor, TensorData, TensorSpec,
+};
+
+pub use lightgbm::LgbModel;
+pub use xgboost::XgbModel;
+
+/// Output names of the tree engines.
+pub const OUTPUT_LABEL: &str = "label";
+pub const OUTPUT_PROBABILITIES: &str = "probabilities";
+pub const OUTPUT_PREDICTIONS: &str = "predictions";
+/// Input name of the tree engines.
+pub const INPUT_NAME: &str = "input";
+
+fn input_matrix<'a>(inputs: &'a [NamedTensor], num_features: usize) -> Result<(&'a Tensor, usize)> {
+    let tensor = match inputs {
+        [only] => &only.tensor,
+        _ => {
+            return Err(EngineError::InvalidInput(format!(
+                "tree models take one input matrix, got {} inputs",
+                inputs.len()
+            )));
+        }
+    };
+    let (rows, width) = tensor.rows_and_width()?;
+    if width != num_features {
+        return Err(EngineError::InvalidInput(format!(
+            "the model expects {num_features} features per row, got {width}"
+        )));
+    }
+    Ok((tensor, rows))
+}
+
+fn tensor(shape: Vec<usize>, data: TensorData) -> Result<Tensor> {
+    Tensor::new(shape, data).map_err(|e| EngineError::Internal(e.to_string()))
+}
+
+fn class_labels(n: usize) -> Vec<ClassLabel> {
+    (0..n as i64).map(ClassLabel::Int).collect()
+}
+
+fn argmax<T: PartialOrd + Copy>(row: &[T]) -> i64 {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best as i64
+}
+
+fn metadata(
+    format: String,
+    num_features: usize,
+    feature_names: Option<Vec<String>>,
+    task: Task,
+    output_dtype: DataType,
+    groups: usize,
+) -> ModelMetadata {
+    let rows = None;
+    let outputs = match &task {
+        Task::Classification { labels } => vec![
+            TensorSpec {
+                name: OUTPUT_LABEL.into(),
+                dtype: DataType::I64,
+                shape: vec![rows],
+            },
+            TensorSpec {
+                name: OUTPUT_PROBABILITIES.into(),
+                dtype: output_dtype,
+                shape: vec![rows, Some(labels.len())],
+            },
+        ],
+        _ => vec![TensorSpec {
+            name: OUTPUT_PREDICTIONS.into(),
+            dtype: output_dtype,
+            shape: if groups == 1 {
+                vec![rows]
+            } else {
+                vec![rows, Some(groups)]
+            },
+        }],
+    };
+    ModelMetadata {
+        format,
+        inputs: vec![TensorSpec {
+            name: INPUT_NAME.into(),
+            dtype: output_dtype,
+            shape: vec![rows, Some(num_features)],
+        }],
+        outputs,
+        feature_names,
+        task,
+    }
+}
+
+/// Builds classifier outputs from per-row probabilities `[rows, k]`.
+fn classifier_outputs<T: PartialOrd + Copy>(
+    rows: usize,
+    k: usize,
+    probabilities: Vec<T>,
+    wrap: fn(Vec<T>) -> TensorData,
+) -> Result<Vec<NamedOutput>> {
+    let labels: Vec<i64> = probabilities.chunks(k.max(1)).map(argmax).collect();
+    Ok(vec![
+        NamedOutput {
+            name: OUTPUT_LABEL.into(),
+            value: OutputValue::Tensor(tensor(vec![rows], TensorData::I64(labels))?),
+        },
+        NamedOutput {
+            name: OUTPUT_PROBABILITIES.into(),
+            value: OutputValue::Tensor(tensor(vec![rows, k], wrap(probabilities))?),
+        },
+    ])
+}
+
+fn regression_output(rows: usize, groups: usize, data: TensorData) -> Result<Vec<NamedOutput>> {
+    let shape = if groups == 1 {
+        vec![rows]
+    } else {
+        vec![rows, groups]
+    };
+    Ok(vec![NamedOutput {
+        name: OUTPUT_PREDICTIONS.into(),
+        value: OutputValue::Tensor(tensor(shape, data)?),
+    }])
+}
+
+/// An XGBoost model behind the engine contract.
+pub struct XgboostEngine {
+    model: XgbModel,
+    metadata: ModelMetadata,
+}
+
+impl XgboostEngine {
+    pub fn load(bytes: &[u8]) -> Result<Self> {
+        let model = XgbModel::load(bytes).map_err(EngineError::Load)?;
+        let task = match model.task {
+            xgboost::XgbTask::Binary => Task::Classification {
+                labels: class_labels(2),
+            },
+            xgboost::XgbTask::Multiclass => Task::Classification {
+                labels: class_labels(model.num_groups),
+            },
+            xgboost::XgbTask::Regression => Task::Regression,
+            xgboost::XgbTask::Raw => Task::RawScore,
+        };
+        let metadata = metadata(
+            format!("xgboost ({}, {})", model.format, model.objective),
+            model.num_features,
+            model.feature_names.clone(),
+            task,
+            DataType::F32,
+            model.num_groups,
+        );
+        Ok(XgboostEngine { model, metadata })
+    }
+
+    pub fn model(&self) -> &XgbModel {
+        &self.model
+    }
+
+    /// Predictions as XGBoost's `Booster.predict` returns them: `[rows, groups]` after the link.
+    pub fn predict(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let mut out = self.model.predict_margin(x, rows);
+        self.model.transform(&mut out);
+        out
+    }
+}
+
+impl Engine for XgboostEngine {
+    fn metadata(&self) -> &ModelMetadata {
+        &self.metadata
+    }
+
+    fn infer(&self, inputs: &[NamedTensor]) -> Result<Vec<NamedOutput>> {
+        let (input, rows) = input_matrix(inputs, self.model.num_features)?;
+        let x = input.to_f32()?;
+        let out = self.predict(&x, rows);
+        match self.model.task {
+            xgboost::XgbTask::Binary => {
+                let probabilities = out.iter().flat_map(|p| [1.0 - p, *p]).collect();
+                classifier_outputs(rows, 2, probabilities, TensorData::F32)
+            }
+            xgboost::XgbTask::Multiclass => {
+                classifier_outputs(rows, self.model.num_groups, out, TensorData::F32)
+            }
+            _ => regression_output(rows, self.model.num_groups, TensorData::F32(out)),
+        }
+    }
+}
+
+/// A LightGBM model behind the engine contract.
+pub struct LightgbmEngine {
+    model: LgbModel,
+    metadata: ModelMetadata,
+}
+
+impl LightgbmEngine {
+    pub fn load(bytes: &[u8]) -> Result<Self> {
+        let model = LgbModel::load(bytes).map_err(EngineError::Load)?;
+        let task = match model.task {
+            lightgbm::LgbTask::Binary => Task::Classification {
+                labels: class_labels(2),
+            },
+            lightgbm::LgbTask::Multiclass => Task::Classification {
+                labels: class_labels(model.num_groups),
+            },
+            lightgbm::LgbTask::Regression => Task::Regression,
+            lightgbm::LgbTask::Raw => Task::RawScore,
+        };
+        let metadata = metadata(
+            format!(
+                "lightgbm (text, {})",
+                model.objective.split_whitespace().next().unwrap_or("raw")
+            ),
+            model.num_features,
+            model.feature_names.clone(),
+            task,
+            DataType::F64,
+            model.num_groups,
+        );
+        Ok(LightgbmEngine { model, metadata })
+    }
+
+    pub fn model(&self) -> &LgbModel {
+        &self.model
+    }
+
+    /// Predictions as LightGBM's `Booster.predict` returns them: `[rows, groups]`.
+    pub fn predict(&self, x: &[f64], rows: usize) -> Vec<f64> {
+        let mut out = self.model.predict_raw(x, rows);
+        self.model.transform(&mut out);
+        out
+    }
+}
+
+impl Engine for LightgbmEngine {
+    fn metadata(&self) -> &ModelMetadata {
+        &self.metadata
+    }
+
+    fn infer(&self, inputs: &[NamedTensor]) -> Result<Vec<NamedOutput>> {
+        let (input, rows) = input_matrix(inputs, self.model.num_features)?;
+        let x = input.to_f64()?;
+        let out = self.predict(&x, rows);
+        match self.model.task {
+            lightgbm::LgbTask::Binary => {
+                let probabilities = out.iter().flat_map(|p| [1.0 - p, *p]).collect();
+                classifier_outputs(rows, 2, probabilities, TensorData::F64)
+            }
+            lightgbm::LgbTask::Multiclass => {
+                classifier_outputs(rows, self.model.num_groups, out, TensorData::F64)
+            }
+            _ => regression_output(rows, self.model.num_groups, TensorData::F64(out)),
+        }
+    }
+}
