@@ -14,6 +14,9 @@ step() {
 }
 
 total=$SECONDS
+# The Python side of the tests: onnxruntime (ONNX engine), scikit-learn, xgboost, lightgbm.
+setup_python() { SERVAL_PYTHON=$(scripts/setup-python.sh); export SERVAL_PYTHON; echo "python: $SERVAL_PYTHON"; }
+step "python venv (scripts/setup-python.sh)" setup_python
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (tests)" cargo test --workspace --locked --no-run

@@ -60,6 +60,33 @@ pub enum Command {
     /// Manage metric logging of endpoints
     #[command(subcommand)]
     Metrics(MetricsCommand),
+    /// Run a model file locally through a native engine and print the reply as JSON
+    Predict(PredictArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Engine: xgboost, lightgbm or onnx [default: detected from the file's content]
+    #[arg(long)]
+    pub engine: Option<EngineKind>,
+    /// Model file
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Request body: JSON text, or @FILE to read it from a file
+    #[arg(long)]
+    pub input: String,
+    /// Feature order for named features when the model stores no feature names
+    #[arg(long, num_args = 1..)]
+    pub input_name: Vec<String>,
+    /// ONNX Runtime shared library (libonnxruntime.so)
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub onnxruntime_lib: Option<PathBuf>,
+    /// Python interpreter whose onnxruntime package provides ONNX Runtime
+    #[arg(long, env = "SERVAL_PYTHON")]
+    pub python: Option<String>,
+    /// ONNX Runtime intra-op threads
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Args)]

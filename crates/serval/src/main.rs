@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command, MetricsCommand, ModelCommand};
-use commands::{endpoints, metrics, registry, service};
+use commands::{endpoints, metrics, predict, registry, service};
 use context::Context;
 
 fn run(cli: &Cli) -> Result<()> {
@@ -19,6 +19,10 @@ fn run(cli: &Cli) -> Result<()> {
         Cli::command().print_help()?;
         return Ok(());
     };
+    // Commands that need no store.
+    if let Command::Predict(args) = command {
+        return predict::predict(args);
+    }
     let ctx = Context::open(&cli.global)?;
     match command {
         Command::List => service::list(&ctx),
@@ -41,6 +45,7 @@ fn run(cli: &Cli) -> Result<()> {
             MetricsCommand::Remove(args) => metrics::remove(&ctx, args),
             MetricsCommand::List => metrics::list(&ctx),
         },
+        Command::Predict(_) => unreachable!("handled before opening the store"),
     }
 }
 

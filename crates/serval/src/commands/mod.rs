@@ -2,5 +2,6 @@
 
 pub mod endpoints;
 pub mod metrics;
+pub mod predict;
 pub mod registry;
 pub mod service;

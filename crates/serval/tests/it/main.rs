@@ -6,6 +6,7 @@ mod cli_metrics;
 mod cli_registry;
 mod cli_service;
 mod concurrency;
+mod predict;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

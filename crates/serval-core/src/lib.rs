@@ -1,0 +1,9 @@
+//! serval's model pipeline, shared by `serval predict` and the server: detecting a model file's
+//! format from its content, loading it into the right engine, and the default mapping between
+//! clearml-style JSON bodies and tensors, used when an endpoint has no preprocess code.
+
+pub mod formats;
+pub mod mapping;
+
+pub use formats::{ModelFormat, load_engine};
+pub use mapping::{reply_from_outputs, request_to_inputs};
