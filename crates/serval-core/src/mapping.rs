@@ -284,10 +284,12 @@ pub fn request_to_inputs(
     input_names: &[String],
 ) -> Result<Vec<NamedTensor>> {
     if let [only] = meta.inputs.as_slice() {
-        if let (2, Some(width)) = (only.shape.len(), only.shape[1]) {
-            if only.dtype != DataType::String {
-                return tabular(body, meta, input_names, width);
-            }
+        if let (2, Some(width), false) = (
+            only.shape.len(),
+            only.shape.get(1).copied().flatten(),
+            only.dtype == DataType::String,
+        ) {
+            return tabular(body, meta, input_names, width);
         }
         let value = match body {
             Value::Object(map)

@@ -26,7 +26,7 @@ pub const OUTPUT_PREDICTIONS: &str = "predictions";
 /// Input name of the tree engines.
 pub const INPUT_NAME: &str = "input";
 
-fn input_matrix<'a>(inputs: &'a [NamedTensor], num_features: usize) -> Result<(&'a Tensor, usize)> {
+fn input_matrix(inputs: &[NamedTensor], num_features: usize) -> Result<(&Tensor, usize)> {
     let tensor = match inputs {
         [only] => &only.tensor,
         _ => {

@@ -277,14 +277,12 @@ impl XgbModel {
                 model.trees.len()
             ));
         }
-        if let Some(w) = &weights {
-            if w.len() != model.trees.len() {
-                return Err(format!(
-                    "dart weight_drop has {} weights for {} trees",
-                    w.len(),
-                    model.trees.len()
-                ));
-            }
+        if let Some(w) = weights.as_ref().filter(|w| w.len() != model.trees.len()) {
+            return Err(format!(
+                "dart weight_drop has {} weights for {} trees",
+                w.len(),
+                model.trees.len()
+            ));
         }
 
         let mut base = parse_base_score(&learner.learner_model_param.base_score)?;
@@ -307,13 +305,11 @@ impl XgbModel {
                 .map_err(|e| format!("tree {t}: {e}"))?;
         }
         let feature_names = (!learner.feature_names.is_empty()).then_some(learner.feature_names);
-        if let Some(names) = &feature_names {
-            if names.len() != num_features {
-                return Err(format!(
-                    "{} feature names for {num_features} features",
-                    names.len()
-                ));
-            }
+        if let Some(names) = feature_names.as_ref().filter(|n| n.len() != num_features) {
+            return Err(format!(
+                "{} feature names for {num_features} features",
+                names.len()
+            ));
         }
         Ok(XgbModel {
             forest,

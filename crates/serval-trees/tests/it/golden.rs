@@ -143,7 +143,7 @@ fn xgboost_models_match_xgboost() {
                     .map(f64::from)
                     .collect()
             };
-            check(&format!("{file}"), model, &engine, &predict, &margin);
+            check(file, model, &engine, &predict, &margin);
             let (x, rows) = input_rows(&refs, model, "batch");
             predictions.push(engine.predict(&x, rows));
             checked += 1;
