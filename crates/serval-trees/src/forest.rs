@@ -29,12 +29,15 @@ pub struct Node<T> {
 #[derive(Debug, Clone)]
 pub enum NodeBuilder<T> {
     Leaf(T),
+    /// A numerical split; `missing_flag` is [`MISSING_ZERO`] or [`MISSING_NAN`] for LightGBM's
+    /// missing types, 0 otherwise.
     Split {
         feature: u32,
         threshold: T,
         left: u32,
         right: u32,
         default_left: bool,
+        missing_flag: u8,
     },
     Categorical {
         feature: u32,
@@ -43,15 +46,6 @@ pub enum NodeBuilder<T> {
         default_left: bool,
         categories: Vec<u32>,
         listed_go_left: bool,
-    },
-    /// A LightGBM numerical split with its missing-value type.
-    SplitWithMissing {
-        feature: u32,
-        threshold: T,
-        left: u32,
-        right: u32,
-        default_left: bool,
-        missing_flag: u8,
     },
 }
 
@@ -97,8 +91,7 @@ impl<T: Copy + Default> Forest<T> {
             let children = match &nodes[i] {
                 NodeBuilder::Leaf(_) => None,
                 NodeBuilder::Split { left, right, .. }
-                | NodeBuilder::Categorical { left, right, .. }
-                | NodeBuilder::SplitWithMissing { left, right, .. } => Some((*left, *right)),
+                | NodeBuilder::Categorical { left, right, .. } => Some((*left, *right)),
             };
             if let Some((l, r)) = children {
                 for c in [l, r] {
@@ -122,20 +115,6 @@ impl<T: Copy + Default> Forest<T> {
                     flags: LEAF,
                 },
                 NodeBuilder::Split {
-                    feature,
-                    threshold,
-                    left,
-                    right,
-                    default_left,
-                } => Node {
-                    value: *threshold,
-                    feature: *feature,
-                    left: offset + left,
-                    right: offset + right,
-                    categories: 0,
-                    flags: if *default_left { DEFAULT_LEFT } else { 0 },
-                },
-                NodeBuilder::SplitWithMissing {
                     feature,
                     threshold,
                     left,

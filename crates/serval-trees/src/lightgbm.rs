@@ -312,7 +312,7 @@ impl LgbModel {
                     2 => MISSING_NAN,
                     other => return Err(format!("unknown missing type {other}")),
                 };
-                nodes.push(NodeBuilder::SplitWithMissing {
+                nodes.push(NodeBuilder::Split {
                     feature,
                     threshold: threshold[i],
                     left: l,

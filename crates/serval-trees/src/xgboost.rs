@@ -410,6 +410,7 @@ impl XgbModel {
                         left,
                         right,
                         default_left,
+                        missing_flag: 0,
                     })
                 }
             })
