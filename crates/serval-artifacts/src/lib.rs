@@ -327,6 +327,50 @@ pub async fn head(uri: &str) -> Result<u64> {
     Ok(meta.size)
 }
 
+/// A local path holding the artifact at `uri`: `file://` URIs are used in place; anything else is
+/// downloaded once into `cache/<sha256 of the uri>/<file name>`.
+pub async fn fetch(uri: &str, cache: &Path) -> Result<PathBuf> {
+    let url = parse_uri(uri)?;
+    if url.scheme() == "file" {
+        let path = url
+            .to_file_path()
+            .map_err(|_| ArtifactError::InvalidInput(format!("'{uri}' is not a local path")))?;
+        if !path.is_file() {
+            return Err(ArtifactError::NotFound(format!(
+                "model file '{}' not found",
+                path.display()
+            )));
+        }
+        return Ok(path);
+    }
+    let name = url
+        .path_segments()
+        .and_then(|mut s| s.next_back().map(str::to_string))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "model".to_string());
+    let dir = cache.join(hash_bytes(uri.as_bytes()));
+    let target = dir.join(checked_name(&name)?);
+    if target.is_file() {
+        return Ok(target);
+    }
+    let (store, path) = object_store_for(&url)?;
+    let bytes = store
+        .get(&path)
+        .await
+        .map_err(|e| storage_error(uri, e))?
+        .bytes()
+        .await
+        .map_err(|e| storage_error(uri, e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| io_error("cache folder", &dir, e))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(&dir).map_err(|e| io_error("cache folder", &dir, e))?;
+    tmp.write_all(&bytes)
+        .map_err(|e| io_error("cache", tmp.path(), e))?;
+    tmp.persist(&target)
+        .map_err(|e| io_error("cache", &target, e.error))?;
+    Ok(target)
+}
+
 /// Runs an async artifact operation from synchronous code (the CLI).
 pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -89,6 +89,15 @@ pub trait Store: Send + Sync {
         id: &str,
         edit: &mut dyn FnMut(&mut Model) -> Result<()>,
     ) -> Result<Model>;
+
+    /// Records (inserts or replaces) a server instance's status; does not bump the revision.
+    fn put_instance(&self, status: &InstanceStatus) -> Result<()>;
+
+    /// Instances of a service, newest heartbeat first.
+    fn instances(&self, service_id: &str) -> Result<Vec<InstanceStatus>>;
+
+    /// Removes an instance (on shutdown).
+    fn remove_instance(&self, id: &str) -> Result<()>;
 }
 
 /// Opens the store a URL names: `sqlite:///abs/path.db`, `sqlite://relative.db` or a plain path.

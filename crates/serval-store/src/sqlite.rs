@@ -12,13 +12,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    AutoUpdateRule, Canary, CanaryTarget, ConfigEdit, Endpoint, Model, ModelQuery, NewModel,
-    NewService, Result, Service, ServiceConfig, ServiceSettings, Snapshot, Store, StoreError,
-    new_id, now_ms,
+    AutoUpdateRule, Canary, CanaryTarget, ConfigEdit, Endpoint, InstanceStatus, Model, ModelQuery,
+    NewModel, NewService, Result, Service, ServiceConfig, ServiceSettings, Snapshot, Store,
+    StoreError, new_id, now_ms,
 };
 
 /// Schema migrations, applied in order; the database's `user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_instances.sql"),
+];
 
 /// How long a writer waits for another one before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -665,6 +668,70 @@ impl Store for SqliteStore {
         tx.commit()?;
         Ok(new)
     }
+
+    fn put_instance(&self, status: &InstanceStatus) -> Result<()> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT OR REPLACE INTO instances
+             (id, service_id, host, port, pid, started_ms, heartbeat_ms, revision, ready, endpoints)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                status.id,
+                status.service_id,
+                status.host,
+                status.port,
+                status.pid,
+                status.started_ms,
+                status.heartbeat_ms,
+                status.revision as i64,
+                status.ready,
+                to_json(&status.endpoints)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn instances(&self, service_id: &str) -> Result<Vec<InstanceStatus>> {
+        Self::read_instances(&*self.lock()?, service_id)
+    }
+
+    fn remove_instance(&self, id: &str) -> Result<()> {
+        self.lock()?
+            .execute("DELETE FROM instances WHERE id = ?1", [id])?;
+        Ok(())
+    }
+}
+
+impl SqliteStore {
+    fn read_instances(conn: &Connection, service_id: &str) -> Result<Vec<InstanceStatus>> {
+        let mut stmt = conn.prepare(
+            "SELECT id, service_id, host, port, pid, started_ms, heartbeat_ms, revision, ready, endpoints
+             FROM instances WHERE service_id = ?1 ORDER BY heartbeat_ms DESC, id",
+        )?;
+        let rows = stmt.query_map([service_id], |r| {
+            Ok((
+                InstanceStatus {
+                    id: r.get(0)?,
+                    service_id: r.get(1)?,
+                    host: r.get(2)?,
+                    port: r.get::<_, i64>(3)?.clamp(0, i64::from(u16::MAX)) as u16,
+                    pid: r.get::<_, i64>(4)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    started_ms: r.get(5)?,
+                    heartbeat_ms: r.get(6)?,
+                    revision: r.get::<_, i64>(7)? as u64,
+                    ready: r.get(8)?,
+                    endpoints: Default::default(),
+                },
+                r.get::<_, String>(9)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (mut status, endpoints) = row?;
+            status.endpoints = from_json(&endpoints, "instance endpoints")?;
+            Ok(status)
+        })
+        .collect()
+    }
 }
 
 #[cfg(test)]
@@ -857,6 +924,42 @@ mod tests {
             .unwrap();
         assert_eq!(published.len(), 1);
         assert_eq!(published[0].id, a.id);
+    }
+
+    #[test]
+    fn instance_status_is_kept_without_bumping_the_revision() {
+        let (_dir, store) = store();
+        let svc = service(&store);
+        let mut status = InstanceStatus {
+            id: "i1".into(),
+            service_id: svc.id.clone(),
+            host: "127.0.0.1".into(),
+            port: 8080,
+            pid: 42,
+            started_ms: 1,
+            heartbeat_ms: 2,
+            revision: 1,
+            ready: false,
+            endpoints: Default::default(),
+        };
+        store.put_instance(&status).unwrap();
+        status.ready = true;
+        status.endpoints.insert(
+            "m/1".into(),
+            crate::EndpointStatus {
+                state: "failed".into(),
+                engine: EngineKind::Xgboost,
+                model_id: Some("abc".into()),
+                error: Some("corrupt".into()),
+                serving: false,
+                path: None,
+            },
+        );
+        store.put_instance(&status).unwrap();
+        assert_eq!(store.instances(&svc.id).unwrap(), vec![status]);
+        assert_eq!(store.revision(&svc.id).unwrap(), 1);
+        store.remove_instance("i1").unwrap();
+        assert!(store.instances(&svc.id).unwrap().is_empty());
     }
 
     #[test]

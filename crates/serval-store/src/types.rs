@@ -346,3 +346,36 @@ pub struct NewService {
     pub project: String,
     pub tags: Vec<String>,
 }
+
+/// What one running server instance reports about itself (`serval serve` heartbeats).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub id: String,
+    pub service_id: String,
+    pub host: String,
+    pub port: u16,
+    pub pid: u32,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+    /// The service revision this instance serves.
+    pub revision: u64,
+    /// The first load pass has finished.
+    pub ready: bool,
+    /// Per endpoint url.
+    pub endpoints: BTreeMap<String, EndpointStatus>,
+}
+
+/// Load state of one endpoint in one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointStatus {
+    /// `loaded`, `failed` or `loading`.
+    pub state: String,
+    pub engine: EngineKind,
+    pub model_id: Option<String>,
+    /// Why the last load failed (the previous version may still be serving, see `serving`).
+    pub error: Option<String>,
+    /// Whether requests are answered (a failed reload keeps the previous version serving).
+    pub serving: bool,
+    /// How the endpoint runs, e.g. `native xgboost (json, reg:squarederror)`.
+    pub path: Option<String>,
+}

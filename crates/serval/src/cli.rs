@@ -62,6 +62,39 @@ pub enum Command {
     Metrics(MetricsCommand),
     /// Run a model file locally through a native engine and print the reply as JSON
     Predict(PredictArgs),
+    /// Serve the service's endpoints over HTTP (clearml's /serve/{endpoint}[/{version}])
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "SERVAL_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port to listen on (0 = any free port; the bound address is printed)
+    #[arg(long, env = "SERVAL_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Largest request body in bytes, also after gzip/deflate decoding (413 above)
+    #[arg(long, env = "SERVAL_BODY_LIMIT", default_value_t = 100 * 1024 * 1024)]
+    pub body_limit: usize,
+    /// Per-request timeout in seconds (504 past it)
+    #[arg(long, env = "SERVAL_REQUEST_TIMEOUT", default_value_t = 60.0)]
+    pub request_timeout: f64,
+    /// How often to check the store for configuration changes, in milliseconds
+    #[arg(long, env = "SERVAL_POLL_INTERVAL_MS", default_value_t = 250)]
+    pub poll_interval_ms: u64,
+    /// Seconds in-flight requests may take to finish on SIGTERM/SIGINT
+    #[arg(long, env = "SERVAL_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
+    pub shutdown_timeout: f64,
+    /// ONNX Runtime shared library (libonnxruntime.so)
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub onnxruntime_lib: Option<PathBuf>,
+    /// Python interpreter (its onnxruntime package provides ONNX Runtime)
+    #[arg(long, env = "SERVAL_PYTHON")]
+    pub python: Option<String>,
+    /// ONNX Runtime intra-op threads per model
+    #[arg(long, env = "SERVAL_ONNX_THREADS", default_value_t = 1)]
+    pub onnx_threads: usize,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! What every command needs: the store, the artifact folder, the selected service, and output.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use comfy_table::{ContentArrangement, Table, presets};
@@ -11,7 +12,7 @@ use serval_store::{Service, Store};
 use crate::cli::GlobalArgs;
 
 pub struct Context {
-    pub store: Box<dyn Store>,
+    pub store: Arc<dyn Store>,
     pub artifacts: ArtifactStore,
     pub json: bool,
     service_id: Option<String>,
@@ -38,7 +39,7 @@ impl Context {
         let store =
             serval_store::open(&url).with_context(|| format!("opening the control store {url}"))?;
         Ok(Context {
-            store,
+            store: Arc::from(store),
             artifacts: ArtifactStore::new(home.join("artifacts")),
             json: global.json,
             service_id: global.id.clone().filter(|id| !id.is_empty()),
@@ -126,4 +127,21 @@ pub fn time(ms: i64) -> String {
 /// An optional value for a table cell.
 pub fn cell(value: Option<&str>) -> String {
     value.unwrap_or("-").to_string()
+}
+
+/// Instances whose last heartbeat is older than this are shown as stale.
+const STALE_AFTER_MS: i64 = 15_000;
+
+/// Live (recently heard from) instances of a service.
+pub fn live_instances(
+    ctx: &Context,
+    service_id: &str,
+) -> anyhow::Result<Vec<serval_store::InstanceStatus>> {
+    let now = serval_store::now_ms();
+    Ok(ctx
+        .store
+        .instances(service_id)?
+        .into_iter()
+        .filter(|i| now - i.heartbeat_ms <= STALE_AFTER_MS)
+        .collect())
 }

@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
 use cli::{Cli, Command, MetricsCommand, ModelCommand};
-use commands::{endpoints, metrics, predict, registry, service};
+use commands::{endpoints, metrics, predict, registry, serve, service};
 use context::Context;
 
 fn run(cli: &Cli) -> Result<()> {
@@ -46,11 +46,16 @@ fn run(cli: &Cli) -> Result<()> {
             MetricsCommand::List => metrics::list(&ctx),
         },
         Command::Predict(_) => unreachable!("handled before opening the store"),
+        Command::Serve(args) => serve::serve(ctx, &cli.global, args),
     }
 }
 
-fn init_logging(debug: bool) {
-    let default = if debug { "debug" } else { "warn" };
+fn init_logging(debug: bool, serving: bool) {
+    let default = match (debug, serving) {
+        (true, _) => "debug",
+        (false, true) => "info",
+        (false, false) => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SERVAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
@@ -61,7 +66,10 @@ fn init_logging(debug: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.debug);
+    init_logging(
+        cli.global.debug,
+        matches!(cli.command, Some(Command::Serve(_))),
+    );
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

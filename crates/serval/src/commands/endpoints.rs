@@ -489,6 +489,36 @@ struct ModelListView<'a> {
     endpoints: Vec<EndpointView<'a>>,
     auto_update: Vec<&'a AutoUpdateRule>,
     canaries: Vec<&'a Canary>,
+    /// Running `serval serve` instances and the state of every endpoint in each.
+    instances: Vec<serval_store::InstanceStatus>,
+}
+
+/// One line of what running servers report for an endpoint.
+fn state_cell(instances: &[serval_store::InstanceStatus], url: &str) -> String {
+    let states: Vec<&serval_store::EndpointStatus> = instances
+        .iter()
+        .filter_map(|i| i.endpoints.get(url))
+        .collect();
+    if states.is_empty() {
+        return if instances.is_empty() {
+            "-".to_string()
+        } else {
+            "not loaded yet".to_string()
+        };
+    }
+    if let Some(failed) = states.iter().find(|s| s.state == "failed") {
+        let serving = if failed.serving {
+            " (previous version serving)"
+        } else {
+            ""
+        };
+        return format!(
+            "failed{serving}: {}",
+            failed.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    let loaded = states.iter().filter(|s| s.state == "loaded").count();
+    format!("loaded ({loaded}/{})", instances.len())
 }
 
 fn io_summary(e: &serval_store::IoSpec) -> String {
@@ -530,6 +560,7 @@ pub fn list(ctx: &Context) -> Result<()> {
         .snapshot(&service.id)
         .context("reading the service")?;
     let config = &snapshot.config;
+    let instances = crate::context::live_instances(ctx, &service.id)?;
     if ctx.json {
         return ctx.print_json(&ModelListView {
             service: &snapshot.service.id,
@@ -544,6 +575,7 @@ pub fn list(ctx: &Context) -> Result<()> {
                 .collect(),
             auto_update: config.auto_update.values().collect(),
             canaries: config.canaries.values().collect(),
+            instances,
         });
     }
     note(format!(
@@ -554,7 +586,7 @@ pub fn list(ctx: &Context) -> Result<()> {
     if config.endpoints.is_empty() {
         println!("  (none)");
     } else {
-        let mut t = table(&["url", "engine", "model", "preprocess", "io"]);
+        let mut t = table(&["url", "engine", "model", "preprocess", "io", "status"]);
         for (url, e) in &config.endpoints {
             t.add_row(vec![
                 url.clone(),
@@ -562,6 +594,7 @@ pub fn list(ctx: &Context) -> Result<()> {
                 model_cell(ctx, e.model_id.as_deref()),
                 code_summary(&e.preprocess),
                 io_summary(&e.io),
+                state_cell(&instances, url),
             ]);
         }
         print_table(&t);
@@ -615,6 +648,23 @@ pub fn list(ctx: &Context) -> Result<()> {
             };
             let weights: Vec<String> = c.weights.iter().map(|w| w.to_string()).collect();
             t.add_row(vec![c.name.clone(), weights.join(", "), targets]);
+        }
+        print_table(&t);
+    }
+    println!();
+    println!("Serving instances:");
+    if instances.is_empty() {
+        println!("  (none running: start one with `serval serve`)");
+    } else {
+        let mut t = table(&["instance", "address", "revision", "ready", "heartbeat"]);
+        for i in &instances {
+            t.add_row(vec![
+                i.id.clone(),
+                format!("{}:{}", i.host, i.port),
+                i.revision.to_string(),
+                if i.ready { "yes" } else { "loading" }.to_string(),
+                crate::context::time(i.heartbeat_ms),
+            ]);
         }
         print_table(&t);
     }

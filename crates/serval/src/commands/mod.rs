@@ -4,4 +4,5 @@ pub mod endpoints;
 pub mod metrics;
 pub mod predict;
 pub mod registry;
+pub mod serve;
 pub mod service;

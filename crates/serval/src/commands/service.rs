@@ -5,7 +5,7 @@ use serde::Serialize;
 use serval_store::{NewService, Service, ServiceSettings};
 
 use crate::cli::{ConfigArgs, CreateArgs};
-use crate::context::{Context, cell, note, print_table, table, time, warn};
+use crate::context::{Context, cell, live_instances, note, print_table, table, time, warn};
 use crate::parse;
 
 pub fn create(ctx: &Context, args: &CreateArgs) -> Result<()> {
@@ -31,13 +31,17 @@ struct ServiceView {
     endpoints: usize,
     canaries: usize,
     auto_update_rules: usize,
+    /// Running `serval serve` instances (heartbeat within 15 s).
+    instances: Vec<serval_store::InstanceStatus>,
 }
 
 pub fn list(ctx: &Context) -> Result<()> {
     let mut views = Vec::new();
     for service in ctx.store.list_services()? {
         let config = ctx.store.snapshot(&service.id)?.config;
+        let instances = live_instances(ctx, &service.id)?;
         views.push(ServiceView {
+            instances,
             service,
             endpoints: config.endpoints.len(),
             canaries: config.canaries.len(),
@@ -58,6 +62,7 @@ pub fn list(ctx: &Context) -> Result<()> {
         "tags",
         "endpoints",
         "revision",
+        "instances",
         "created",
     ]);
     for v in &views {
@@ -68,11 +73,31 @@ pub fn list(ctx: &Context) -> Result<()> {
             v.service.tags.join(","),
             (v.endpoints + v.canaries + v.auto_update_rules).to_string(),
             v.service.revision.to_string(),
+            instances_cell(&v.instances),
             time(v.service.created_ms),
         ]);
     }
     print_table(&t);
     Ok(())
+}
+
+fn instances_cell(instances: &[serval_store::InstanceStatus]) -> String {
+    if instances.is_empty() {
+        return "-".to_string();
+    }
+    let failed: usize = instances
+        .iter()
+        .map(|i| i.endpoints.values().filter(|e| e.state == "failed").count())
+        .sum();
+    let addresses: Vec<String> = instances
+        .iter()
+        .map(|i| format!("{}:{}", i.host, i.port))
+        .collect();
+    if failed > 0 {
+        format!("{} ({failed} failed endpoint(s))", addresses.join(","))
+    } else {
+        addresses.join(",")
+    }
 }
 
 fn check_url(flag: &str, value: &str) -> Result<()> {

@@ -1,0 +1,217 @@
+//! serval's inference server: `serval serve`. It serves one serving service on clearml-serving's
+//! REST contract (`/serve/{endpoint}[/{version}]`), routes through an immutable routing table
+//! that is rebuilt next to the running one and swapped atomically when the store's revision
+//! changes, and reports its state (instance status in the store, `/health/*`).
+//!
+//! Only this crate knows HTTP. Requests never lock: they load the current table (`ArcSwap`),
+//! clone the endpoint's `Arc`, and run the model; an old engine is dropped when its last request
+//! finishes.
+
+mod errors;
+mod loader;
+mod routes;
+mod sync;
+mod table;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::json;
+use serval_onnx::OnnxOptions;
+use serval_store::Store;
+use tokio::sync::watch;
+
+pub use errors::ServeError;
+pub use loader::Loader;
+pub use table::RoutingTable;
+
+/// Everything `serval serve` is configured with (built once from flags and env vars).
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub service_id: String,
+    pub host: String,
+    pub port: u16,
+    /// Largest accepted request body (after decompression too).
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    /// How often the store revision is checked.
+    pub poll_interval: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+    /// Where remote model files are cached.
+    pub cache_dir: PathBuf,
+    pub onnx: OnnxOptions,
+}
+
+/// Who this server instance is (reported in the store).
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+    pub started_ms: i64,
+}
+
+/// Shared state of the handlers: cheap handles only.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServeConfig>,
+    pub store: Arc<dyn Store>,
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    /// The first load pass has finished.
+    pub ready: Arc<AtomicBool>,
+    pub reloads: Arc<AtomicU64>,
+    pub instance: Arc<Instance>,
+}
+
+impl AppState {
+    pub fn new(config: ServeConfig, store: Arc<dyn Store>, instance: Instance) -> Self {
+        AppState {
+            config: Arc::new(config),
+            store,
+            table: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
+            ready: Arc::new(AtomicBool::new(false)),
+            reloads: Arc::new(AtomicU64::new(0)),
+            instance: Arc::new(instance),
+        }
+    }
+
+    /// A loader for this state's store and settings.
+    pub fn loader(&self) -> Arc<Loader> {
+        Arc::new(Loader {
+            store: self.store.clone(),
+            cache_dir: self.config.cache_dir.clone(),
+            onnx: self.config.onnx.clone(),
+        })
+    }
+
+    /// Loads the current configuration and swaps it in (the first pass marks the server ready).
+    pub async fn sync(&self) -> Result<u64, String> {
+        let revision = sync::sync_once(self, &self.loader()).await?;
+        self.ready.store(true, Ordering::Release);
+        Ok(revision)
+    }
+}
+
+async fn not_found() -> (StatusCode, axum::Json<serde_json::Value>) {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"detail": "Not Found"})),
+    )
+}
+
+async fn method_not_allowed() -> (StatusCode, axum::Json<serde_json::Value>) {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(json!({"detail": "Method Not Allowed"})),
+    )
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/serve/{endpoint}", post(routes::serve::unversioned))
+        .route("/serve/{endpoint}/", post(routes::serve::unversioned))
+        .route(
+            "/serve/{endpoint}/{version}",
+            post(routes::serve::versioned),
+        )
+        .route("/health/live", get(routes::health::live))
+        .route("/health/ready", get(routes::health::ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::compression::CompressionLayer::new())
+        .with_state(state)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+/// Runs the server until SIGTERM/SIGINT. `on_listening` is called with the bound address before
+/// the first load pass (the port may be 0 = any).
+pub async fn run(
+    config: ServeConfig,
+    store: Arc<dyn Store>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
+        .await
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", config.host, config.port))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let instance = Instance {
+        id: serval_store::new_id(),
+        host: config.host.clone(),
+        port: addr.port(),
+        started_ms: serval_store::now_ms(),
+    };
+    let shutdown_timeout = config.shutdown_timeout;
+    let state = AppState::new(config, store, instance);
+    on_listening(addr);
+
+    // Serve right away (liveness, readiness 503) while the first load pass runs.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = router(state.clone());
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+
+    sync::heartbeat(&state).await;
+    match state.sync().await {
+        Ok(revision) => tracing::info!(revision, "ready: first load pass finished"),
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            return Err(format!("cannot read the serving service: {e}"));
+        }
+    }
+    sync::heartbeat(&state).await;
+    let sync_task = tokio::spawn(sync::run(state.clone(), state.loader(), stop_rx));
+
+    shutdown_signal().await;
+    tracing::info!(
+        "shutting down: draining in-flight requests (up to {} s)",
+        shutdown_timeout.as_secs()
+    );
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(shutdown_timeout, server).await;
+    if drained.is_err() {
+        tracing::warn!(
+            "in-flight requests did not finish within {} s",
+            shutdown_timeout.as_secs()
+        );
+    }
+    let _ = sync_task.await;
+    let store = state.store.clone();
+    let id = state.instance.id.clone();
+    let _ = tokio::task::spawn_blocking(move || store.remove_instance(&id)).await;
+    Ok(())
+}

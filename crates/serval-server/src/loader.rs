@@ -1,0 +1,260 @@
+//! Building the next routing table from a store snapshot: endpoints whose configuration and model
+//! file are unchanged keep their loaded engine; new or changed ones are loaded (in parallel) and
+//! warmed; a failed load keeps the previous version serving and is reported in the status.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serval_engine::{Engine, NamedTensor, Tensor, TensorData};
+use serval_onnx::OnnxOptions;
+use serval_store::{Endpoint, EndpointStatus, EngineKind, Snapshot, Store};
+
+use crate::table::{Fingerprint, LoadedEndpoint, RoutingTable, Slot};
+
+/// A model file as seen on disk: a change to size or mtime triggers a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    pub fn read(path: &Path) -> Option<FileStamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+}
+
+/// What the last load attempt of a slot was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub fingerprint: Fingerprint,
+    pub stamp: Option<FileStamp>,
+}
+
+pub struct Loader {
+    pub store: Arc<dyn Store>,
+    pub cache_dir: PathBuf,
+    pub onnx: OnnxOptions,
+}
+
+struct Loaded {
+    endpoint: LoadedEndpoint,
+    stamp: Option<FileStamp>,
+}
+
+impl Loader {
+    fn fingerprint(&self, endpoint: &Endpoint) -> Fingerprint {
+        let model = endpoint
+            .model_id
+            .as_deref()
+            .and_then(|id| self.store.model(id).ok());
+        Fingerprint {
+            engine: endpoint.engine,
+            model_id: endpoint.model_id.clone(),
+            model_uri: model.as_ref().map(|m| m.uri.clone()),
+            model_sha256: model.and_then(|m| m.sha256),
+            preprocess_sha256: endpoint.preprocess.as_ref().map(|p| p.sha256.clone()),
+            settings: serde_json::to_string(&(&endpoint.io, &endpoint.aux_config))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The local file of the endpoint's model (downloading remote models into the cache).
+    fn model_file(&self, endpoint: &Endpoint) -> Result<(PathBuf, Option<String>), String> {
+        let id = endpoint
+            .model_id
+            .as_deref()
+            .ok_or("the endpoint has no model")?;
+        let model = self.store.model(id).map_err(|e| e.to_string())?;
+        let path = serval_artifacts::block_on(serval_artifacts::fetch(&model.uri, &self.cache_dir))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok((path, model.sha256))
+    }
+
+    fn load(
+        &self,
+        url: &str,
+        endpoint: &Endpoint,
+        fingerprint: Fingerprint,
+    ) -> Result<Loaded, String> {
+        if endpoint.preprocess.is_some()
+            || !matches!(
+                endpoint.engine,
+                EngineKind::Xgboost | EngineKind::Lightgbm | EngineKind::Onnx
+            )
+        {
+            return Err(format!(
+                "engine '{}'{} needs Python workers, which this version of serval serve does not run yet; \
+                 native engines without preprocess code (xgboost, lightgbm, onnx) are served",
+                endpoint.engine,
+                if endpoint.preprocess.is_some() {
+                    " with preprocess code"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let (path, sha256) = self.model_file(endpoint)?;
+        let stamp = FileStamp::read(&path);
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if let Some(expected) = sha256 {
+            let actual = serval_artifacts::hash_bytes(&bytes);
+            if actual != expected {
+                return Err(format!(
+                    "model file {} changed since it was registered (sha256 {actual}, registry {expected})",
+                    path.display()
+                ));
+            }
+        }
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let engine = serval_core::load_engine(endpoint.engine, &bytes, &name, &self.onnx)
+            .map_err(|e| e.to_string())?;
+        warm_up(engine.as_ref())?;
+        Ok(Loaded {
+            endpoint: LoadedEndpoint {
+                url: url.to_string(),
+                engine,
+                kind: endpoint.engine,
+                input_names: endpoint.io.input_name.clone(),
+                fingerprint,
+            },
+            stamp,
+        })
+    }
+
+    /// Builds the next table. Blocking: loads models.
+    pub fn build(&self, snapshot: &Snapshot, previous: &RoutingTable) -> RoutingTable {
+        let mut slots: HashMap<String, Slot> = HashMap::new();
+        let mut to_load = Vec::new();
+        for (url, endpoint) in &snapshot.config.endpoints {
+            let fingerprint = self.fingerprint(endpoint);
+            let previous_slot = previous.slots.get(url);
+            let unchanged = previous_slot
+                .and_then(|s| s.attempt.as_ref())
+                .is_some_and(|a| {
+                    a.fingerprint == fingerprint
+                        && a.stamp
+                            .as_ref()
+                            .is_none_or(|st| FileStamp::read(&st.path).as_ref() == Some(st))
+                });
+            match previous_slot {
+                Some(slot) if unchanged => {
+                    slots.insert(url.clone(), slot.clone());
+                }
+                _ => to_load.push((url, endpoint, fingerprint)),
+            }
+        }
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = to_load
+                .iter()
+                .map(|(url, endpoint, fingerprint)| {
+                    scope.spawn(move || self.load(url, endpoint, fingerprint.clone()))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("loading panicked".to_string()))
+                })
+                .collect()
+        });
+        for ((url, endpoint, fingerprint), result) in to_load.into_iter().zip(results) {
+            let previous_serving = previous
+                .slots
+                .get(url.as_str())
+                .and_then(|s| s.serving.clone());
+            let slot = match result {
+                Ok(loaded) => {
+                    tracing::info!(endpoint = %url, "loaded {}", loaded.endpoint.engine.metadata().format);
+                    let path = Some(format!(
+                        "native {}",
+                        loaded.endpoint.engine.metadata().format
+                    ));
+                    Slot {
+                        status: status(endpoint, "loaded", None, true, path),
+                        attempt: Some(Attempt {
+                            fingerprint,
+                            stamp: loaded.stamp,
+                        }),
+                        serving: Some(Arc::new(loaded.endpoint)),
+                    }
+                }
+                Err(error) => {
+                    let keeps = previous_serving.is_some();
+                    tracing::warn!(
+                        endpoint = %url,
+                        "failed to load: {error}{}",
+                        if keeps { " (the previous version keeps serving)" } else { "" }
+                    );
+                    let stamp = self
+                        .model_file(endpoint)
+                        .ok()
+                        .and_then(|(p, _)| FileStamp::read(&p));
+                    Slot {
+                        status: status(endpoint, "failed", Some(error), keeps, None),
+                        attempt: Some(Attempt { fingerprint, stamp }),
+                        serving: previous_serving,
+                    }
+                }
+            };
+            slots.insert(url.clone(), slot);
+        }
+        let canaries: Vec<_> = snapshot.config.canaries.values().collect();
+        RoutingTable::new(snapshot.service.revision, slots, &canaries)
+    }
+}
+
+fn status(
+    endpoint: &Endpoint,
+    state: &str,
+    error: Option<String>,
+    serving: bool,
+    path: Option<String>,
+) -> EndpointStatus {
+    EndpointStatus {
+        state: state.to_string(),
+        engine: endpoint.engine,
+        model_id: endpoint.model_id.clone(),
+        error,
+        serving,
+        path,
+    }
+}
+
+/// Runs one row of zeros through a tabular model so the first request does not pay for lazy
+/// initialisation; a model that cannot predict fails to load here rather than on traffic.
+fn warm_up(engine: &dyn Engine) -> Result<(), String> {
+    let meta = engine.metadata();
+    let (Some(width), [input]) = (meta.num_features(), meta.inputs.as_slice()) else {
+        return Ok(());
+    };
+    let data = match input.dtype {
+        serval_engine::DataType::F32 => TensorData::F32(vec![0.0; width]),
+        serval_engine::DataType::F64 => TensorData::F64(vec![0.0; width]),
+        serval_engine::DataType::I64 => TensorData::I64(vec![0; width]),
+        serval_engine::DataType::I32 => TensorData::I32(vec![0; width]),
+        _ => return Ok(()),
+    };
+    let tensor = Tensor::new(vec![1, width], data).map_err(|e| e.to_string())?;
+    engine
+        .infer(&[NamedTensor {
+            name: input.name.clone(),
+            tensor,
+        }])
+        .map(|_| ())
+        .map_err(|e| format!("warm-up prediction failed: {e}"))
+}

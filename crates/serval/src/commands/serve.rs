@@ -1,0 +1,55 @@
+//! `serve`: run the inference server for one service.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, ensure};
+use serval_onnx::OnnxOptions;
+use serval_server::ServeConfig;
+
+use crate::cli::{GlobalArgs, ServeArgs};
+use crate::context::{Context, home_dir};
+
+fn seconds(flag: &str, value: f64) -> Result<Duration> {
+    ensure!(
+        value.is_finite() && value > 0.0,
+        "{flag} must be a positive number of seconds"
+    );
+    Ok(Duration::from_secs_f64(value))
+}
+
+pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> {
+    let service = ctx.service()?;
+    ensure!(args.body_limit > 0, "--body-limit must be positive");
+    ensure!(
+        args.poll_interval_ms > 0,
+        "--poll-interval-ms must be positive"
+    );
+    let config = ServeConfig {
+        service_id: service.id.clone(),
+        host: args.host.clone(),
+        port: args.port,
+        body_limit: args.body_limit,
+        request_timeout: seconds("--request-timeout", args.request_timeout)?,
+        poll_interval: Duration::from_millis(args.poll_interval_ms),
+        shutdown_timeout: seconds("--shutdown-timeout", args.shutdown_timeout)?,
+        cache_dir: home_dir(global)?.join("cache"),
+        onnx: OnnxOptions {
+            library: args.onnxruntime_lib.clone(),
+            python: args.python.clone(),
+            intra_threads: args.onnx_threads,
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
+    let service_id = service.id.clone();
+    runtime
+        .block_on(serval_server::run(config, ctx.store.clone(), move |addr| {
+            // The one stdout line: scripts and tests read the bound address from it.
+            println!("serval serve: listening on http://{addr} (service {service_id})");
+            let _ = std::io::stdout().flush();
+        }))
+        .map_err(|e| anyhow!(e))
+}
