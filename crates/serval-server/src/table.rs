@@ -78,7 +78,7 @@ impl CanaryRoute {
             }
         };
         let total: f64 = pairs.iter().map(|(_, w)| w).sum();
-        if pairs.is_empty() || !(total > 0.0) {
+        if pairs.is_empty() || total.is_nan() || total <= 0.0 {
             return None;
         }
         let mut acc = 0.0;

@@ -87,13 +87,11 @@ pub async fn read_body(
     body: Body,
     limit: usize,
 ) -> Result<Payload, ServeError> {
-    if let Some(length) = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-    {
-        if length > limit {
-            return Err(ServeError::TooLarge(limit));
-        }
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ServeError::TooLarge(limit));
     }
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)

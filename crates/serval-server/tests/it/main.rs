@@ -31,6 +31,12 @@ pub struct Setup {
     pub artifacts: ArtifactStore,
 }
 
+impl Default for Setup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Setup {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();

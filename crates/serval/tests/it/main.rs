@@ -7,6 +7,7 @@ mod cli_registry;
 mod cli_service;
 mod concurrency;
 mod predict;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

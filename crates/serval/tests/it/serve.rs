@@ -1,0 +1,386 @@
+//! `serval serve` as a process: the real binary on port 0, driven by the real CLI.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::Home;
+
+/// Generous: these waits only end early, so they never make a test slow when things work.
+const DEADLINE: Duration = Duration::from_secs(60);
+pub const IRIS: &str = r#"{"x0": 1, "x1": 2, "x2": 3, "x3": 4}"#;
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    agent: ureq::Agent,
+}
+
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Server {
+    pub fn start(home: &Home) -> Server {
+        let log = std::fs::File::create(home.path().join("serve.log")).unwrap();
+        let mut child = home
+            .command(&[
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--poll-interval-ms",
+                "100",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start serval serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in: {line}"))
+            .to_string();
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        let server = Server { child, base, agent };
+        wait_until("readiness", || server.get("/health/ready").0 == 200);
+        server
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        match self.agent.get(format!("{}{path}", self.base)).call() {
+            Ok(mut r) => (
+                r.status().as_u16(),
+                r.body_mut()
+                    .read_to_string()
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or(Value::Null),
+            ),
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        match self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json")
+            .send(body)
+        {
+            Ok(mut r) => (
+                r.status().as_u16(),
+                r.body_mut()
+                    .read_to_string()
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or(Value::Null),
+            ),
+            Err(e) => (0, Value::String(e.to_string())),
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "serve did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn serve_answers_and_follows_cli_changes() {
+    let home = Home::new();
+    let service = home.service("demo");
+    let xgb = home.upload("xgb", "clearml_xgb.json", &[]);
+    let lgbm = home.upload("lgbm", "clearml_lgbm.txt", &[]);
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "xgboost",
+        "--endpoint",
+        "test_model_xgb",
+        "--model-id",
+        &xgb,
+    ]);
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "lightgbm",
+        "--endpoint",
+        "test_model_lgbm",
+        "--version",
+        "1",
+        "--model-id",
+        &lgbm,
+    ]);
+    let server = Server::start(&home);
+
+    assert_eq!(
+        server.post("/serve/test_model_xgb", IRIS),
+        (200, json!({"y": [1.9921026229858398]}))
+    );
+    let (status, reply) = server.post("/serve/test_model_lgbm/1", IRIS);
+    assert_eq!((status, &reply["y"]), (200, &json!([2])));
+    assert_eq!(server.post("/serve/missing", IRIS).0, 404);
+
+    // Add a version and a canary while serving; both are picked up.
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "xgboost",
+        "--endpoint",
+        "test_model_lgbm",
+        "--version",
+        "2",
+        "--model-id",
+        &xgb,
+    ]);
+    home.ok(&[
+        "model",
+        "canary",
+        "--endpoint",
+        "test_model_lgbm",
+        "--weights",
+        "1",
+        "0",
+        "--input-endpoint-prefix",
+        "test_model_lgbm/",
+    ]);
+    wait_until("version 2", || {
+        server.post("/serve/test_model_lgbm/2", IRIS).0 == 200
+    });
+    wait_until("the canary", || {
+        server.post("/serve/test_model_lgbm", IRIS).1 == json!({"y": [1.9921026229858398]})
+    });
+
+    // The instance and the endpoint states are visible to the CLI.
+    wait_until("status", || {
+        let list = home.json(&["model", "list"]);
+        list["instances"][0]["endpoints"]["test_model_lgbm/2"]["state"] == "loaded"
+    });
+    let services = home.json(&["list"]);
+    assert_eq!(
+        services[0]["instances"][0]["port"]
+            .as_u64()
+            .unwrap()
+            .to_string(),
+        server.base.rsplit(':').next().unwrap()
+    );
+    assert_eq!(services[0]["id"], service.as_str());
+
+    // A broken model shows as failed with the reason, and the previous version keeps serving.
+    let broken = home.write("broken.txt", "tree\nversion=v4\n");
+    let bad = home.json(&[
+        "model",
+        "upload",
+        "--name",
+        "bad",
+        "--path",
+        broken.to_str().unwrap(),
+    ]);
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "lightgbm",
+        "--endpoint",
+        "test_model_lgbm",
+        "--version",
+        "1",
+        "--model-id",
+        bad["id"].as_str().unwrap(),
+    ]);
+    wait_until("the failure in status", || {
+        let text = home.ok(&["model", "list"]);
+        text.lines().any(|l| {
+            l.starts_with("test_model_lgbm/1") && l.contains("failed (previous version serving)")
+        })
+    });
+    assert_eq!(
+        server.post("/serve/test_model_lgbm/1", IRIS).1["y"],
+        json!([2])
+    );
+
+    // SIGTERM: a clean exit, and the instance leaves the status.
+    let status = server.stop();
+    assert!(status.success(), "{status}");
+    assert_eq!(home.json(&["model", "list"])["instances"], json!([]));
+}
+
+#[test]
+fn reload_under_load_fails_no_request() {
+    let home = Home::new();
+    home.service("demo");
+    let xgb = home.upload("xgb", "clearml_xgb.json", &[]);
+    let lgbm = home.upload("lgbm", "clearml_lgbm.txt", &[]);
+    let other = home.upload("other", "lgbm_multi_iris.txt", &[]);
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "xgboost",
+        "--endpoint",
+        "stable",
+        "--model-id",
+        &xgb,
+    ]);
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "lightgbm",
+        "--endpoint",
+        "stable",
+        "--version",
+        "2",
+        "--model-id",
+        &lgbm,
+    ]);
+    home.ok(&[
+        "model",
+        "canary",
+        "--endpoint",
+        "split",
+        "--weights",
+        "0.5",
+        "0.5",
+        "--input-endpoints",
+        "stable",
+        "stable/2",
+    ]);
+    let server = Arc::new(Server::start(&home));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = ["/serve/stable", "/serve/stable/2", "/serve/split"]
+        .into_iter()
+        .map(|path| {
+            let (server, stop, ok, failures) =
+                (server.clone(), stop.clone(), ok.clone(), failures.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, body) = server.post(path, IRIS);
+                    if status == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{path}: {status} {body}"));
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // 50 changes to the endpoint set: add, replace the model, remove, canary edits.
+    for i in 0..50 {
+        match i % 5 {
+            0 => home.ok(&[
+                "model",
+                "add",
+                "--engine",
+                "lightgbm",
+                "--endpoint",
+                "churn",
+                "--version",
+                &i.to_string(),
+                "--model-id",
+                &other,
+            ]),
+            1 => home.ok(&[
+                "model",
+                "add",
+                "--engine",
+                "lightgbm",
+                "--endpoint",
+                "churn",
+                "--version",
+                &(i - 1).to_string(),
+                "--model-id",
+                &lgbm,
+            ]),
+            2 => home.ok(&[
+                "model",
+                "canary",
+                "--endpoint",
+                "split",
+                "--weights",
+                &format!("0.{}", i % 9 + 1),
+                "0.5",
+                "--input-endpoints",
+                "stable",
+                "stable/2",
+            ]),
+            3 => home.ok(&[
+                "model",
+                "canary",
+                "--endpoint",
+                "churn_canary",
+                "--weights",
+                "1",
+                "--input-endpoint-prefix",
+                "churn/",
+            ]),
+            _ => home.ok(&["model", "remove", "--endpoint", &format!("churn/{}", i - 4)]),
+        };
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the last change be served, with traffic still flowing.
+    let start = ok.load(Ordering::Relaxed);
+    wait_until("more traffic after the changes", || {
+        ok.load(Ordering::Relaxed) > start + 100
+    });
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok.load(Ordering::Relaxed) > 100);
+}
