@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Quickstart on the embedded default (SQLite + local folder): builds serval, creates a demo
-# serving service in ./.serval-demo, registers the example models and shows what is configured.
-# Usage: scripts/quickstart.sh
+# serving service in ./.serval-demo, registers the example models and serves them on port 8080
+# (PORT=... to change). Then, from another terminal:
+#   curl -X POST localhost:8080/serve/iris -H 'Content-Type: application/json' \
+#        -d '{"x0": 6.0, "x1": 3.4, "x2": 4.5, "x3": 1.6}'
+# Usage: scripts/quickstart.sh        (Ctrl-C stops the server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +26,13 @@ lgbm=$("$SERVAL" --json model upload --name iris-lightgbm --project examples --p
 "$SERVAL" metrics add --endpoint 'iris/*' --log-freq 1.0 --variable-scalar 'sepal_length=4.0/8.0/8'
 "$SERVAL" model list
 "$SERVAL" metrics list
-"$SERVAL" list
+set +x
+PORT=${PORT:-8080}
+cat <<MSG
+
+Serving on http://127.0.0.1:$PORT — try, from another terminal:
+  curl -X POST localhost:$PORT/serve/iris -H 'Content-Type: application/json' -d '{"x0": 6.0, "x1": 3.4, "x2": 4.5, "x3": 1.6}'
+  curl -X POST localhost:$PORT/serve/iris/1 -H 'Content-Type: application/json' -d '{"instances": [[6.0, 3.4, 4.5, 1.6], [5.1, 3.5, 1.4, 0.2]]}'
+  curl -X POST localhost:$PORT/serve/iris_canary -H 'Content-Type: application/json' -d '{"x0": 6.0, "x1": 3.4, "x2": 4.5, "x3": 1.6}'
+MSG
+exec "$SERVAL" serve --port "$PORT"

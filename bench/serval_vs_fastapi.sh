@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Load benchmark: serval vs the FastAPI baseline (clearml-serving's request path) on the XGBoost and
+# LightGBM iris models of ../shared/bench, single-row bodies, wrk at concurrency 1/16/64, same
+# machine, same sitting. Needs: wrk (apt-get install wrk), ../shared/bench beside the repo.
+# Usage: bench/serval_vs_fastapi.sh [RESULTS_CSV]     (DURATION=12 WARMUP=2 by default)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
+WORK=${WORK:-$(mktemp -d /tmp/serval-bench.XXXXXX)}
+RESULTS=${1:-$ROOT/bench/results/serval_vs_fastapi.csv}
+VENV=${BENCH_VENV:-$ROOT/.venv-bench}
+mkdir -p "$(dirname "$RESULTS")"
+
+# 1. Peers' venv and the benchmark models (trained into a copy of shared/bench: it is read-only).
+if [[ ! -x $VENV/bin/gunicorn ]]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/bench/requirements-peers.txt"
+fi
+cp -r "$SHARED_BENCH" "$WORK/bench"
+ln -sfn "$VENV" "$WORK/bench/venv"
+(cd "$WORK/bench" && OMP_NUM_THREADS=1 venv/bin/python train_models.py > "$WORK/train.log" 2>&1)
+test -f "$WORK/bench/models/xgb_iris.json" -a -f "$WORK/bench/models/lgbm_iris.txt"
+
+# wait_post URL BODY: until a POST answers 200 (60 s).
+wait_post() {
+  for _ in $(seq 600); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data-binary @"$2" "$1" || true) == 200 ]] && return 0
+    sleep 0.1
+  done
+  echo "timeout waiting for $1" >&2; return 1
+}
+
+# 2. Baseline A: FastAPI under gunicorn with 2 workers (clearml-serving's CLEARML_USE_GUNICORN mode).
+(cd "$WORK/bench" && OMP_NUM_THREADS=1 exec peers/start_fastapi.sh gunicorn2) > "$WORK/fastapi.log" 2>&1 &
+BASE_PID=$!
+trap 'kill $BASE_PID 2>/dev/null || true; kill ${SERVAL_PID:-0} 2>/dev/null || true' EXIT
+wait_post http://127.0.0.1:8080/serve/xgb_iris "$WORK/bench/bodies/A_xgb_iris.json"
+for m in xgb_iris lgbm_iris; do
+  "$WORK/bench/run_bench.sh" "http://127.0.0.1:8080/serve/$m" "$WORK/bench/bodies/A_$m.json" "fastapi_gunicorn2_$m" "$RESULTS"
+done
+kill $BASE_PID; wait $BASE_PID 2>/dev/null || true
+
+# 3. serval on the same model files.
+cargo build --release -q -p serval --manifest-path "$ROOT/Cargo.toml"
+SERVAL=$ROOT/target/release/serval
+export SERVAL_HOME=$WORK/serval-home
+"$SERVAL" create --name bench > /dev/null
+for m in xgb_iris:xgboost:json lgbm_iris:lightgbm:txt; do
+  IFS=: read -r name engine ext <<<"$m"
+  id=$("$SERVAL" --json model upload --name "$name" --path "$WORK/bench/models/$name.$ext" 2>/dev/null \
+       | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  "$SERVAL" model add --engine "$engine" --endpoint "$name" --model-id "$id" > /dev/null 2>&1
+done
+"$SERVAL" serve --host 127.0.0.1 --port 0 > "$WORK/serval.out" 2> "$WORK/serval.log" &
+SERVAL_PID=$!
+for _ in $(seq 100); do grep -q http:// "$WORK/serval.out" 2>/dev/null && break; sleep 0.1; done
+URL=$(grep -o 'http://[0-9.:]*' "$WORK/serval.out")
+wait_post "$URL/serve/xgb_iris" "$WORK/bench/bodies/A_xgb_iris.json"
+for m in xgb_iris lgbm_iris; do
+  "$WORK/bench/run_bench.sh" "$URL/serve/$m" "$WORK/bench/bodies/A_$m.json" "serval_$m" "$RESULTS"
+done
+echo "results: $RESULTS (work dir $WORK)"
