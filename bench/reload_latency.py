@@ -3,7 +3,9 @@
 1. Propagation: 20 times, after a random pause of 0-300 ms, `serval model add --endpoint probe --version K` and poll
    POST /serve/probe/K until it answers 200; report the time from starting the CLI command
    (and from its exit) to the first 200.
-2. Latency during reloads: wrk (1 thread, 16 connections, 10 s) on a stable endpoint, once steady
+2. Publish → served: an auto-update rule (max 1 version); 10 times, upload a model, then time
+   `serval model publish ID` until POST /serve/auto/K answers 200.
+3. Latency during reloads: wrk (1 thread, 16 connections, 10 s) on a stable endpoint, once steady
    and once while another thread changes the endpoint set every 200 ms (add, replace, remove,
    canary edits: 50 changes); report p50/p99/max and errors of both.
 
@@ -75,6 +77,22 @@ def main():
         percentile(from_start, 50), percentile(from_start, 90), max(from_start)))
     print("propagation, CLI exit  -> served (s): median %.3f p90 %.3f max %.3f" % (
         percentile(from_exit, 50), percentile(from_exit, 90), max(from_exit)))
+
+    # Publish -> served: an auto-update rule serving the newest published model.
+    cli("model", "auto-update", "--engine", "lightgbm", "--endpoint", "auto", "--name", "published-model",
+        "--published", "--max-versions", "1")
+    from_publish = []
+    for k in range(1, 11):
+        model = json.loads(cli("--json", "model", "upload", "--name", "published-model",
+                               "--path", str(FIXTURES / "clearml_lgbm.txt")))["id"]
+        time.sleep(random.uniform(0, 0.3))
+        t0 = time.perf_counter()
+        cli("model", "publish", model)
+        while post(f"/serve/auto/{k}") != 200:
+            time.sleep(0.002)
+        from_publish.append(time.perf_counter() - t0)
+    print("propagation, `model publish` start -> served (s): median %.3f p90 %.3f max %.3f" % (
+        percentile(from_publish, 50), percentile(from_publish, 90), max(from_publish)))
 
     body_file = Path(home) / "body.json"
     body_file.write_bytes(BODY)

@@ -139,7 +139,8 @@ impl Loader {
     pub fn build(&self, snapshot: &Snapshot, previous: &RoutingTable) -> RoutingTable {
         let mut slots: HashMap<String, Slot> = HashMap::new();
         let mut to_load = Vec::new();
-        for (url, endpoint) in &snapshot.config.endpoints {
+        let endpoints = snapshot.config.served_endpoints();
+        for (url, endpoint) in &endpoints {
             let fingerprint = self.fingerprint(endpoint);
             let previous_slot = previous.slots.get(url);
             let unchanged = previous_slot

@@ -8,6 +8,7 @@
 //! write transaction, the caller's closure checks and edits it, and the store writes back what
 //! changed — so concurrent CLI processes never lose each other's changes.
 
+pub mod auto_update;
 pub mod names;
 mod sqlite;
 mod types;

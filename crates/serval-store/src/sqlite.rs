@@ -21,6 +21,7 @@ use crate::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_instances.sql"),
+    include_str!("../migrations/0003_auto_update_versions.sql"),
 ];
 
 /// How long a writer waits for another one before giving up.
@@ -351,7 +352,64 @@ fn read_config(conn: &Connection, id: &str) -> Result<ServiceConfig> {
         };
         config.metrics.insert(endpoint, rule);
     }
+
+    let mut stmt = conn.prepare(
+        "SELECT endpoint, version, model_id FROM auto_update_versions WHERE service_id = ?1",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (endpoint, version, model_id) = row?;
+        let version = u32::try_from(version)
+            .map_err(|_| StoreError::Internal(format!("bad auto-update version {version}")))?;
+        config
+            .auto_versions
+            .entry(endpoint)
+            .or_default()
+            .insert(version, model_id);
+    }
     Ok(config)
+}
+
+/// All models, newest first (the registry is small; rules filter in memory).
+fn models_newest_first(conn: &Connection) -> Result<Vec<Model>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {MODEL_COLUMNS} FROM models ORDER BY created_ms DESC, rowid DESC"
+    ))?;
+    let rows = stmt.query_map([], read_model)?;
+    rows.map(|r| finish_model(r?)).collect()
+}
+
+/// Recomputes what every auto-update rule serves (see [`crate::auto_update`]).
+fn refresh_auto_versions(conn: &Connection, config: &mut ServiceConfig) -> Result<()> {
+    let rules: Vec<String> = config.auto_update.keys().cloned().collect();
+    config.auto_versions.retain(|name, _| rules.contains(name));
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let models = models_newest_first(conn)?;
+    for (name, rule) in &config.auto_update {
+        let query = rule.query();
+        let matching: Vec<Model> = models
+            .iter()
+            .filter(|m| query.matches(m))
+            .take(rule.max_versions as usize)
+            .cloned()
+            .collect();
+        let current = config.auto_versions.get(name).cloned().unwrap_or_default();
+        let next = crate::auto_update::assign_versions(&current, &matching);
+        if next.is_empty() {
+            config.auto_versions.remove(name);
+        } else {
+            config.auto_versions.insert(name.clone(), next);
+        }
+    }
+    Ok(())
 }
 
 /// Calls `write` for every key that is new or changed and `delete` for every key that is gone.
@@ -500,23 +558,46 @@ fn write_config(
             Ok(())
         },
     )?;
+    let delete_versions = |endpoint: &str| -> Result<()> {
+        tx.execute(
+            "DELETE FROM auto_update_versions WHERE service_id = ?1 AND endpoint = ?2",
+            params![id, endpoint],
+        )?;
+        Ok(())
+    };
+    write_diff(
+        &old.auto_versions,
+        &new.auto_versions,
+        |endpoint, versions| {
+            delete_versions(endpoint)?;
+            for (version, model_id) in versions {
+                tx.execute(
+                    "INSERT INTO auto_update_versions (service_id, endpoint, version, model_id)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![id, endpoint, version, model_id],
+                )?;
+            }
+            Ok(())
+        },
+        delete_versions,
+    )?;
     Ok(())
 }
 
-/// Bumps the revision of every service with an auto-update rule that matches one of `models`.
-fn bump_services_watching(tx: &Transaction<'_>, models: &[&Model]) -> Result<()> {
+/// After a registry change: recomputes the auto-update versions of every service with rules, and
+/// writes and bumps the revision of those whose served versions changed.
+fn refresh_services_watching(tx: &Transaction<'_>) -> Result<()> {
     let ids: Vec<String> = {
         let mut stmt = tx.prepare("SELECT DISTINCT service_id FROM auto_update_rules")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     for id in ids {
-        let config = read_config(tx, &id)?;
-        let watching = config
-            .auto_update
-            .values()
-            .any(|rule| models.iter().any(|m| rule.query().matches(m)));
-        if watching {
+        let old = read_config(tx, &id)?;
+        let mut new = old.clone();
+        refresh_auto_versions(tx, &mut new)?;
+        if new != old {
+            write_config(tx, &id, &old, &new)?;
             tx.execute(
                 "UPDATE services SET revision = revision + 1 WHERE id = ?1",
                 [&id],
@@ -579,6 +660,7 @@ impl Store for SqliteStore {
         let old = read_config(&tx, id)?;
         let mut new = old.clone();
         edit(&mut new)?;
+        refresh_auto_versions(&tx, &mut new)?;
         if new != old {
             write_config(&tx, id, &old, &new)?;
             tx.execute(
@@ -612,7 +694,7 @@ impl Store for SqliteStore {
             ],
         )?;
         let model = get_model(&tx, &id)?;
-        bump_services_watching(&tx, &[&model])?;
+        refresh_services_watching(&tx)?;
         tx.commit()?;
         Ok(model)
     }
@@ -663,7 +745,7 @@ impl Store for SqliteStore {
                     new.published
                 ],
             )?;
-            bump_services_watching(&tx, &[&old, &new])?;
+            refresh_services_watching(&tx)?;
         }
         tx.commit()?;
         Ok(new)
@@ -960,6 +1042,102 @@ mod tests {
         assert_eq!(store.revision(&svc.id).unwrap(), 1);
         store.remove_instance("i1").unwrap();
         assert!(store.instances(&svc.id).unwrap().is_empty());
+    }
+
+    #[test]
+    fn auto_update_versions_follow_the_registry_and_persist() {
+        let (_dir, store) = store();
+        let svc = service(&store);
+        store
+            .update_service(&svc.id, &mut |c| {
+                c.auto_update.insert(
+                    "b".into(),
+                    AutoUpdateRule {
+                        endpoint: "b".into(),
+                        engine: EngineKind::Xgboost,
+                        model_name: Some("m".into()),
+                        name_regex: false,
+                        project: None,
+                        tags: vec![],
+                        only_published: true,
+                        max_versions: 2,
+                        preprocess: None,
+                        io: IoSpec::default(),
+                        aux_config: None,
+                    },
+                );
+                Ok(())
+            })
+            .unwrap();
+        let versions = || {
+            store
+                .snapshot(&svc.id)
+                .unwrap()
+                .config
+                .auto_versions
+                .get("b")
+                .cloned()
+                .unwrap_or_default()
+        };
+        let publish = |id: &str| {
+            store
+                .update_model(id, &mut |m| {
+                    m.published = true;
+                    Ok(())
+                })
+                .unwrap();
+        };
+        let new = || {
+            store
+                .add_model(&NewModel {
+                    name: "m".into(),
+                    uri: "file:///m".into(),
+                    ..NewModel::default()
+                })
+                .unwrap()
+                .id
+        };
+        let (a, b, c) = (new(), new(), new());
+        assert!(versions().is_empty(), "nothing published yet");
+        let before = store.revision(&svc.id).unwrap();
+        publish(&a);
+        assert_eq!(versions(), [(1, a.clone())].into());
+        assert_eq!(store.revision(&svc.id).unwrap(), before + 1);
+        publish(&b);
+        publish(&c);
+        assert_eq!(versions(), [(2, b.clone()), (3, c.clone())].into());
+        let served = store.snapshot(&svc.id).unwrap().config.served_endpoints();
+        assert_eq!(served.keys().collect::<Vec<_>>(), vec!["b/2", "b/3"]);
+        assert_eq!(served["b/3"].model_id.as_deref(), Some(c.as_str()));
+        // Editing the rule applies to the versions it serves; the numbers stay.
+        store
+            .update_service(&svc.id, &mut |c| {
+                c.auto_update.get_mut("b").unwrap().io.input_name = vec!["f".into()];
+                Ok(())
+            })
+            .unwrap();
+        let served = store.snapshot(&svc.id).unwrap().config.served_endpoints();
+        assert_eq!(served.keys().collect::<Vec<_>>(), vec!["b/2", "b/3"]);
+        assert!(
+            served
+                .values()
+                .all(|e| e.io.input_name == vec!["f".to_string()])
+        );
+        // Removing the rule removes what it served.
+        store
+            .update_service(&svc.id, &mut |c| {
+                c.auto_update.remove("b");
+                Ok(())
+            })
+            .unwrap();
+        assert!(
+            store
+                .snapshot(&svc.id)
+                .unwrap()
+                .config
+                .served_endpoints()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -48,6 +48,36 @@ pub struct ServiceConfig {
     pub auto_update: BTreeMap<String, AutoUpdateRule>,
     /// Metric logging rules by endpoint url or `prefix*`.
     pub metrics: BTreeMap<String, MetricRule>,
+    /// What each auto-update rule serves: version → model id. Maintained by the store (recomputed
+    /// in every write that can change it); edits to it by callers are overwritten.
+    #[serde(default)]
+    pub auto_versions: BTreeMap<String, crate::auto_update::VersionMap>,
+}
+
+impl ServiceConfig {
+    /// Static endpoints plus the versions auto-update rules serve (`base/<v>`), by url.
+    pub fn served_endpoints(&self) -> BTreeMap<String, Endpoint> {
+        let mut all = self.endpoints.clone();
+        for (base, versions) in &self.auto_versions {
+            let Some(rule) = self.auto_update.get(base) else {
+                continue;
+            };
+            for (version, model_id) in versions {
+                let endpoint = Endpoint {
+                    name: base.clone(),
+                    version: Some(version.to_string()),
+                    engine: rule.engine,
+                    model_id: Some(model_id.clone()),
+                    preprocess: rule.preprocess.clone(),
+                    io: rule.io.clone(),
+                    aux_config: rule.aux_config.clone(),
+                    created_ms: 0,
+                };
+                all.entry(endpoint.url()).or_insert(endpoint);
+            }
+        }
+        all
+    }
 }
 
 /// A service with its configuration, read in one transaction.

@@ -457,14 +457,24 @@ pub fn auto_update(ctx: &Context, args: &AutoUpdateArgs) -> Result<()> {
     if overwritten {
         warn(format!("Model monitoring '{name}' overwritten"));
     }
-    let matching = ctx.store.query_models(&ModelQuery {
-        limit: Some(rule.max_versions as usize),
-        ..rule.query()
-    })?;
-    note(format!(
-        "{} registry model(s) match now; they are served as /serve/{name}/<version>",
-        matching.len()
-    ));
+    let versions = ctx
+        .store
+        .snapshot(&service.id)?
+        .config
+        .auto_versions
+        .remove(&name)
+        .unwrap_or_default();
+    if versions.is_empty() {
+        note(format!(
+            "No registry model matches yet; matching models will be served as /serve/{name}/<version>"
+        ));
+    } else {
+        let served: Vec<String> = versions
+            .iter()
+            .map(|(v, id)| format!("/serve/{name}/{v} (model {id})"))
+            .collect();
+        note(format!("Serving {}", served.join(", ")));
+    }
     if ctx.json {
         return ctx.print_json(&rule);
     }
@@ -483,14 +493,46 @@ struct EndpointView<'a> {
 }
 
 #[derive(Serialize)]
+struct AutoUpdateView<'a> {
+    #[serde(flatten)]
+    rule: &'a AutoUpdateRule,
+    /// What the rule serves now: version → model id (served at `endpoint/<version>`).
+    versions: std::collections::BTreeMap<u32, String>,
+}
+
+#[derive(Serialize)]
 struct ModelListView<'a> {
     service: &'a str,
     revision: u64,
     endpoints: Vec<EndpointView<'a>>,
-    auto_update: Vec<&'a AutoUpdateRule>,
+    auto_update: Vec<AutoUpdateView<'a>>,
     canaries: Vec<&'a Canary>,
     /// Running `serval serve` instances and the state of every endpoint in each.
     instances: Vec<serval_store::InstanceStatus>,
+}
+
+/// The versions an auto-update rule serves, with their state when one has failed.
+fn serving_cell(
+    versions: Option<&std::collections::BTreeMap<u32, String>>,
+    instances: &[serval_store::InstanceStatus],
+    base: &str,
+) -> String {
+    let Some(versions) = versions.filter(|v| !v.is_empty()) else {
+        return "(no matching model yet)".to_string();
+    };
+    versions
+        .iter()
+        .map(|(v, id)| {
+            let url = format!("{base}/{v}");
+            let state = state_cell(instances, &url);
+            if state.starts_with("failed") {
+                format!("{url}={id} [{state}]")
+            } else {
+                format!("{url}={id}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// One line of what running servers report for an endpoint.
@@ -573,7 +615,18 @@ pub fn list(ctx: &Context) -> Result<()> {
                     endpoint,
                 })
                 .collect(),
-            auto_update: config.auto_update.values().collect(),
+            auto_update: config
+                .auto_update
+                .values()
+                .map(|rule| AutoUpdateView {
+                    rule,
+                    versions: config
+                        .auto_versions
+                        .get(&rule.endpoint)
+                        .cloned()
+                        .unwrap_or_default(),
+                })
+                .collect(),
             canaries: config.canaries.values().collect(),
             instances,
         });
@@ -609,6 +662,7 @@ pub fn list(ctx: &Context) -> Result<()> {
             "engine",
             "match",
             "max versions",
+            "serving",
             "preprocess",
             "io",
         ]);
@@ -619,6 +673,11 @@ pub fn list(ctx: &Context) -> Result<()> {
                 describe_query(&rule.query())
                     .replace("name=", if rule.name_regex { "name~" } else { "name=" }),
                 rule.max_versions.to_string(),
+                serving_cell(
+                    config.auto_versions.get(&rule.endpoint),
+                    &instances,
+                    &rule.endpoint,
+                ),
                 code_summary(&rule.preprocess),
                 io_summary(&rule.io),
             ]);
