@@ -837,6 +837,23 @@ mod tests {
             .unwrap()
     }
 
+    /// Rule "b": published models named `name`, two versions.
+    fn rule(name: &str) -> AutoUpdateRule {
+        AutoUpdateRule {
+            endpoint: "b".into(),
+            engine: EngineKind::Xgboost,
+            model_name: Some(name.into()),
+            name_regex: false,
+            project: None,
+            tags: vec![],
+            only_published: true,
+            max_versions: 2,
+            preprocess: None,
+            io: IoSpec::default(),
+            aux_config: None,
+        }
+    }
+
     fn endpoint(name: &str, version: Option<&str>) -> Endpoint {
         Endpoint {
             name: name.into(),
@@ -949,22 +966,7 @@ mod tests {
         let svc = service(&store);
         store
             .update_service(&svc.id, &mut |c| {
-                c.auto_update.insert(
-                    "b".into(),
-                    AutoUpdateRule {
-                        endpoint: "b".into(),
-                        engine: EngineKind::Lightgbm,
-                        model_name: Some("iris".into()),
-                        name_regex: false,
-                        project: None,
-                        tags: vec![],
-                        only_published: true,
-                        max_versions: 2,
-                        preprocess: None,
-                        io: IoSpec::default(),
-                        aux_config: None,
-                    },
-                );
+                c.auto_update.insert("b".into(), rule("iris"));
                 Ok(())
             })
             .unwrap();
@@ -1050,22 +1052,7 @@ mod tests {
         let svc = service(&store);
         store
             .update_service(&svc.id, &mut |c| {
-                c.auto_update.insert(
-                    "b".into(),
-                    AutoUpdateRule {
-                        endpoint: "b".into(),
-                        engine: EngineKind::Xgboost,
-                        model_name: Some("m".into()),
-                        name_regex: false,
-                        project: None,
-                        tags: vec![],
-                        only_published: true,
-                        max_versions: 2,
-                        preprocess: None,
-                        io: IoSpec::default(),
-                        aux_config: None,
-                    },
-                );
+                c.auto_update.insert("b".into(), rule("m"));
                 Ok(())
             })
             .unwrap();

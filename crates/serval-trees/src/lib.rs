@@ -19,6 +19,75 @@ use serval_engine::{
 pub use lightgbm::LgbModel;
 pub use xgboost::XgbModel;
 
+/// What a tree model's objective means for replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeTask {
+    Regression,
+    /// One probability per row (of class 1).
+    Binary,
+    /// One probability per class and row.
+    Multiclass,
+    /// Raw scores (ranking, margins).
+    Raw,
+}
+
+impl TreeTask {
+    fn engine_task(self, groups: usize) -> Task {
+        match self {
+            TreeTask::Binary => Task::Classification {
+                labels: class_labels(2),
+            },
+            TreeTask::Multiclass => Task::Classification {
+                labels: class_labels(groups),
+            },
+            TreeTask::Regression => Task::Regression,
+            TreeTask::Raw => Task::RawScore,
+        }
+    }
+}
+
+/// The element types tree predictions come in (XGBoost f32, LightGBM f64).
+trait Prediction: Copy + PartialOrd {
+    fn complement(self) -> Self;
+    fn wrap(values: Vec<Self>) -> TensorData;
+}
+
+impl Prediction for f32 {
+    fn complement(self) -> Self {
+        1.0 - self
+    }
+    fn wrap(values: Vec<Self>) -> TensorData {
+        TensorData::F32(values)
+    }
+}
+
+impl Prediction for f64 {
+    fn complement(self) -> Self {
+        1.0 - self
+    }
+    fn wrap(values: Vec<Self>) -> TensorData {
+        TensorData::F64(values)
+    }
+}
+
+/// Engine outputs from predictions `[rows, groups]`: `label` + `probabilities` for classifiers,
+/// `predictions` otherwise.
+fn tree_outputs<T: Prediction>(
+    task: TreeTask,
+    rows: usize,
+    groups: usize,
+    out: Vec<T>,
+) -> Result<Vec<NamedOutput>> {
+    match task {
+        TreeTask::Binary => {
+            let probabilities = out.iter().flat_map(|p| [p.complement(), *p]).collect();
+            classifier_outputs(rows, 2, probabilities, T::wrap)
+        }
+        TreeTask::Multiclass => classifier_outputs(rows, groups, out, T::wrap),
+        TreeTask::Regression | TreeTask::Raw => regression_output(rows, groups, T::wrap(out)),
+    }
+}
+
 /// Output names of the tree engines.
 pub const OUTPUT_LABEL: &str = "label";
 pub const OUTPUT_PROBABILITIES: &str = "probabilities";
@@ -149,16 +218,7 @@ pub struct XgboostEngine {
 impl XgboostEngine {
     pub fn load(bytes: &[u8]) -> Result<Self> {
         let model = XgbModel::load(bytes).map_err(EngineError::Load)?;
-        let task = match model.task {
-            xgboost::XgbTask::Binary => Task::Classification {
-                labels: class_labels(2),
-            },
-            xgboost::XgbTask::Multiclass => Task::Classification {
-                labels: class_labels(model.num_groups),
-            },
-            xgboost::XgbTask::Regression => Task::Regression,
-            xgboost::XgbTask::Raw => Task::RawScore,
-        };
+        let task = model.task.engine_task(model.num_groups);
         let metadata = metadata(
             format!("xgboost ({}, {})", model.format, model.objective),
             model.num_features,
@@ -191,16 +251,7 @@ impl Engine for XgboostEngine {
         let (input, rows) = input_matrix(inputs, self.model.num_features)?;
         let x = input.to_f32()?;
         let out = self.predict(&x, rows);
-        match self.model.task {
-            xgboost::XgbTask::Binary => {
-                let probabilities = out.iter().flat_map(|p| [1.0 - p, *p]).collect();
-                classifier_outputs(rows, 2, probabilities, TensorData::F32)
-            }
-            xgboost::XgbTask::Multiclass => {
-                classifier_outputs(rows, self.model.num_groups, out, TensorData::F32)
-            }
-            _ => regression_output(rows, self.model.num_groups, TensorData::F32(out)),
-        }
+        tree_outputs(self.model.task, rows, self.model.num_groups, out)
     }
 }
 
@@ -213,16 +264,7 @@ pub struct LightgbmEngine {
 impl LightgbmEngine {
     pub fn load(bytes: &[u8]) -> Result<Self> {
         let model = LgbModel::load(bytes).map_err(EngineError::Load)?;
-        let task = match model.task {
-            lightgbm::LgbTask::Binary => Task::Classification {
-                labels: class_labels(2),
-            },
-            lightgbm::LgbTask::Multiclass => Task::Classification {
-                labels: class_labels(model.num_groups),
-            },
-            lightgbm::LgbTask::Regression => Task::Regression,
-            lightgbm::LgbTask::Raw => Task::RawScore,
-        };
+        let task = model.task.engine_task(model.num_groups);
         let metadata = metadata(
             format!(
                 "lightgbm (text, {})",
@@ -258,15 +300,6 @@ impl Engine for LightgbmEngine {
         let (input, rows) = input_matrix(inputs, self.model.num_features)?;
         let x = input.to_f64()?;
         let out = self.predict(&x, rows);
-        match self.model.task {
-            lightgbm::LgbTask::Binary => {
-                let probabilities = out.iter().flat_map(|p| [1.0 - p, *p]).collect();
-                classifier_outputs(rows, 2, probabilities, TensorData::F64)
-            }
-            lightgbm::LgbTask::Multiclass => {
-                classifier_outputs(rows, self.model.num_groups, out, TensorData::F64)
-            }
-            _ => regression_output(rows, self.model.num_groups, TensorData::F64(out)),
-        }
+        tree_outputs(self.model.task, rows, self.model.num_groups, out)
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use crate::TreeTask;
 use crate::forest::{
     CATEGORICAL, DEFAULT_LEFT, Forest, MISSING_NAN, MISSING_ZERO, Node, NodeBuilder,
 };
@@ -26,14 +27,6 @@ pub enum LgbLink {
     Log1pExp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LgbTask {
-    Regression,
-    Binary,
-    Multiclass,
-    Raw,
-}
-
 #[derive(Debug, Clone)]
 pub struct LgbModel {
     pub(crate) forest: Forest<f64>,
@@ -42,7 +35,7 @@ pub struct LgbModel {
     pub num_groups: usize,
     pub average_output: bool,
     pub link: LgbLink,
-    pub task: LgbTask,
+    pub task: TreeTask,
     pub objective: String,
     /// Names as stored; `None` when they are LightGBM's defaults (`Column_0`, ...).
     pub feature_names: Option<Vec<String>>,
@@ -57,7 +50,7 @@ fn parse_list<T: std::str::FromStr>(key: &str, text: &str) -> Result<Vec<T>, Str
         .collect()
 }
 
-fn objective_semantics(objective: &str) -> Result<(LgbLink, LgbTask), String> {
+fn objective_semantics(objective: &str) -> Result<(LgbLink, TreeTask), String> {
     let mut tokens = objective.split_whitespace();
     let name = tokens.next().unwrap_or("");
     let params: HashMap<&str, &str> = tokens.filter_map(|t| t.split_once(':')).collect();
@@ -87,18 +80,18 @@ fn objective_semantics(objective: &str) -> Result<(LgbLink, LgbTask), String> {
             } else {
                 LgbLink::Identity
             },
-            LgbTask::Regression,
+            TreeTask::Regression,
         ),
-        "binary" => (LgbLink::Sigmoid(sigmoid()?), LgbTask::Binary),
-        "multiclass" | "softmax" => (LgbLink::Softmax, LgbTask::Multiclass),
+        "binary" => (LgbLink::Sigmoid(sigmoid()?), TreeTask::Binary),
+        "multiclass" | "softmax" => (LgbLink::Softmax, TreeTask::Multiclass),
         "multiclassova" | "multiclass_ova" | "ova" | "ovr" => {
-            (LgbLink::SigmoidEach(sigmoid()?), LgbTask::Multiclass)
+            (LgbLink::SigmoidEach(sigmoid()?), TreeTask::Multiclass)
         }
-        "cross_entropy" | "xentropy" => (LgbLink::Sigmoid(1.0), LgbTask::Regression),
-        "cross_entropy_lambda" | "xentlambda" => (LgbLink::Log1pExp, LgbTask::Regression),
-        "poisson" | "gamma" | "tweedie" => (LgbLink::Exp, LgbTask::Regression),
+        "cross_entropy" | "xentropy" => (LgbLink::Sigmoid(1.0), TreeTask::Regression),
+        "cross_entropy_lambda" | "xentlambda" => (LgbLink::Log1pExp, TreeTask::Regression),
+        "poisson" | "gamma" | "tweedie" => (LgbLink::Exp, TreeTask::Regression),
         "lambdarank" | "rank_xendcg" | "xendcg" | "xe_ndcg" | "xe_ndcg_mart" | "xendcg_mart"
-        | "custom" | "" => (LgbLink::Identity, LgbTask::Raw),
+        | "custom" | "" => (LgbLink::Identity, TreeTask::Raw),
         other => {
             return Err(format!(
                 "objective '{other}' is not supported by serval's LightGBM engine"

@@ -9,6 +9,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::TreeTask;
 use crate::forest::{CATEGORICAL, DEFAULT_LEFT, Forest, Node, NodeBuilder};
 
 /// How raw margins become predictions.
@@ -24,15 +25,6 @@ pub enum Link {
     Hinge,
 }
 
-/// What the objective means for replies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XgbTask {
-    Regression,
-    Binary,
-    Multiclass,
-    Raw,
-}
-
 /// A loaded XGBoost model.
 #[derive(Debug, Clone)]
 pub struct XgbModel {
@@ -43,7 +35,7 @@ pub struct XgbModel {
     tree_weight: Option<Vec<f32>>,
     base_margin: Vec<f32>,
     pub link: Link,
-    pub task: XgbTask,
+    pub task: TreeTask,
     pub objective: String,
     pub num_features: usize,
     pub num_groups: usize,
@@ -144,22 +136,22 @@ fn parse_base_score(text: &str) -> Result<Vec<f32>, String> {
         .collect()
 }
 
-fn objective_semantics(name: &str) -> Result<(Link, XgbTask), String> {
+fn objective_semantics(name: &str) -> Result<(Link, TreeTask), String> {
     Ok(match name {
         "reg:squarederror"
         | "reg:linear"
         | "reg:squaredlogerror"
         | "reg:pseudohubererror"
         | "reg:absoluteerror"
-        | "reg:quantileerror" => (Link::Identity, XgbTask::Regression),
-        "reg:logistic" => (Link::Sigmoid, XgbTask::Regression),
-        "binary:logistic" => (Link::Sigmoid, XgbTask::Binary),
-        "binary:logitraw" => (Link::Identity, XgbTask::Raw),
-        "binary:hinge" => (Link::Hinge, XgbTask::Binary),
-        "count:poisson" | "reg:gamma" | "reg:tweedie" => (Link::Exp, XgbTask::Regression),
-        "multi:softprob" => (Link::Softmax, XgbTask::Multiclass),
-        "multi:softmax" => (Link::ArgMax, XgbTask::Multiclass),
-        "rank:pairwise" | "rank:ndcg" | "rank:map" => (Link::Identity, XgbTask::Raw),
+        | "reg:quantileerror" => (Link::Identity, TreeTask::Regression),
+        "reg:logistic" => (Link::Sigmoid, TreeTask::Regression),
+        "binary:logistic" => (Link::Sigmoid, TreeTask::Binary),
+        "binary:logitraw" => (Link::Identity, TreeTask::Raw),
+        "binary:hinge" => (Link::Hinge, TreeTask::Binary),
+        "count:poisson" | "reg:gamma" | "reg:tweedie" => (Link::Exp, TreeTask::Regression),
+        "multi:softprob" => (Link::Softmax, TreeTask::Multiclass),
+        "multi:softmax" => (Link::ArgMax, TreeTask::Multiclass),
+        "rank:pairwise" | "rank:ndcg" | "rank:map" => (Link::Identity, TreeTask::Raw),
         other => {
             return Err(format!(
                 "objective '{other}' is not supported by serval's XGBoost engine (supported: regression, logistic, \
@@ -236,7 +228,7 @@ impl XgbModel {
             .transpose()?
             .unwrap_or(1);
         let num_groups = num_class.max(num_target).max(1);
-        if matches!(task, XgbTask::Multiclass) && num_class < 2 {
+        if matches!(task, TreeTask::Multiclass) && num_class < 2 {
             return Err(format!(
                 "objective {objective} needs num_class >= 2, the model has {num_class}"
             ));
