@@ -1,0 +1,256 @@
+//! Worker pools against a real Python interpreter (`SERVAL_PYTHON`, else `python3`): the
+//! Preprocess contract, errors, print(), timeouts, crashes and restarts, send_request.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use serval_python::{Body, CallFuture, Calls, Outcome, Pool, PoolId, PoolSpec, PyError, Step};
+use tokio::time::Instant;
+
+fn python() -> String {
+    std::env::var("SERVAL_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// Answers send_request with `{"echo": data, "endpoint": ...}`.
+struct Echo;
+
+impl Calls for Echo {
+    fn call(&self, _: PoolId, endpoint: String, version: Option<String>, data: Value) -> CallFuture {
+        Box::pin(async move {
+            if endpoint == "missing" {
+                return Err("not found".to_string());
+            }
+            Ok(json!({"endpoint": endpoint, "version": version, "echo": data}))
+        })
+    }
+}
+
+async fn pool(dir: &Path, engine: &str, code: &str, size: usize) -> Result<Pool, String> {
+    let file = dir.join("preprocess.py");
+    std::fs::write(&file, code).unwrap();
+    let package_dir = serval_python::install_package(&dir.join("python")).unwrap();
+    Pool::start(
+        PoolSpec {
+            label: "test".into(),
+            python: python(),
+            size,
+            package_dir,
+            load: json!({
+                "op": "load", "engine": engine,
+                "code": {"kind": "file", "path": file, "name": "preprocess.py"},
+                "model_path": null, "endpoint": {"serving_url": "test"},
+            }),
+            concurrent: engine == "custom_async",
+            load_timeout: Duration::from_secs(60),
+        },
+        Arc::new(Echo),
+    )
+    .await
+}
+
+fn deadline(seconds: u64) -> Instant {
+    Instant::now() + Duration::from_secs(seconds)
+}
+
+async fn infer(pool: &Pool, body: Value) -> Result<Outcome, PyError> {
+    match pool.infer(Body::Json(body), false, false, deadline(60)).await? {
+        Step::Done(outcome) => Ok(outcome),
+        Step::Pre { .. } => panic!("not a native endpoint"),
+    }
+}
+
+const ECHO: &str = r#"
+import os, sys
+class Preprocess:
+    def __init__(self):
+        self.calls = 0
+    def preprocess(self, body, state, collect_custom_statistics_fn=None):
+        state["seen"] = True
+        if isinstance(body, dict) and body.get("print"):
+            print("hello from user code", body)
+            sys.stdout.flush()
+            os.write(1, b"raw bytes on fd 1\n")
+        return body
+    def process(self, data, state, collect_custom_statistics_fn=None):
+        assert state == {"seen": True}
+        if isinstance(data, bytes):
+            return {"bytes": len(data), "first": data[0]}
+        op = data.get("op")
+        if op == "value_error":
+            raise ValueError("bad input here")
+        if op == "key_error":
+            return {}["missing"]
+        if op == "hang":
+            import time; time.sleep(3600)
+        if op == "die":
+            os.kill(os.getpid(), 9)
+        if op == "object":
+            return {"x": object()}
+        if op == "call":
+            return {"sub": self.send_request(endpoint="/other/", version=2, data={"a": 1}),
+                    "missing": self.send_request("missing", data={})}
+        if op == "endpoint":
+            return {"url": self.model_endpoint.serving_url}
+        self.calls += 1
+        return {"echo": data, "calls": self.calls, "pid": os.getpid()}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preprocess_contract_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(dir.path(), "custom", ECHO, 1).await.unwrap();
+    let out = infer(&pool, json!({"x": 1})).await.unwrap();
+    assert_eq!(out.value["echo"], json!({"x": 1}));
+    assert_eq!(out.value["calls"], 1);
+    assert!(out.timings.contains_key("process"));
+
+    // The instance is constructed once: state in self survives between requests.
+    let out = infer(&pool, json!({"x": 2})).await.unwrap();
+    assert_eq!(out.value["calls"], 2);
+
+    // print() and raw writes to fd 1 go to the log, the reply is intact.
+    let out = infer(&pool, json!({"print": true})).await.unwrap();
+    assert_eq!(out.value["echo"], json!({"print": true}));
+
+    match infer(&pool, json!({"op": "value_error"})).await {
+        Err(PyError::User { class, message, invalid }) => {
+            assert_eq!(class, "<class 'ValueError'>");
+            assert_eq!(message, "bad input here");
+            assert!(invalid);
+        }
+        other => panic!("{:?}", other.map(|o| o.value)),
+    }
+    match infer(&pool, json!({"op": "key_error"})).await {
+        Err(PyError::User { class, invalid, .. }) => {
+            assert_eq!(class, "<class 'KeyError'>");
+            assert!(!invalid);
+        }
+        other => panic!("{:?}", other.map(|o| o.value)),
+    }
+    match infer(&pool, json!({"op": "object"})).await {
+        Err(PyError::User { class, message, invalid }) => {
+            assert_eq!(class, "<class 'TypeError'>");
+            assert!(message.contains("'object'"), "{message}");
+            assert!(!invalid);
+        }
+        other => panic!("{:?}", other.map(|o| o.value)),
+    }
+    let out = infer(&pool, json!({"op": "endpoint"})).await.unwrap();
+    assert_eq!(out.value["url"], "test");
+
+    // Raw bytes arrive as bytes.
+    let bytes: Vec<u8> = (0..=255).collect();
+    match pool.infer(Body::Bytes(bytes), false, false, deadline(60)).await.unwrap() {
+        Step::Done(out) => assert_eq!(out.value, json!({"bytes": 256, "first": 0})),
+        Step::Pre { .. } => panic!(),
+    }
+
+    // send_request goes through the channel; failures are None.
+    let out = infer(&pool, json!({"op": "call"})).await.unwrap();
+    assert_eq!(
+        out.value["sub"],
+        json!({"endpoint": "other", "version": "2", "echo": {"a": 1}})
+    );
+    assert_eq!(out.value["missing"], Value::Null);
+    assert_eq!(pool.status().restarts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_worker_is_killed_at_the_deadline_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(dir.path(), "custom", ECHO, 1).await.unwrap();
+    let first = infer(&pool, json!({})).await.unwrap().value["pid"].clone();
+    let hung = pool
+        .infer(
+            Body::Json(json!({"op": "hang"})),
+            false,
+            false,
+            Instant::now() + Duration::from_secs(2),
+        )
+        .await;
+    assert!(matches!(hung, Err(PyError::Timeout)));
+    // The next request waits for the replacement and succeeds.
+    let out = infer(&pool, json!({})).await.unwrap();
+    assert_ne!(out.value["pid"], first);
+    assert_eq!(out.value["calls"], 1, "a fresh Preprocess instance");
+    assert_eq!(pool.status().restarts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_fails_only_the_requests_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(dir.path(), "custom", ECHO, 1).await.unwrap();
+    match infer(&pool, json!({"op": "die"})).await {
+        Err(PyError::WorkerExited(message)) => {
+            assert!(message.contains("signal 9"), "{message}");
+        }
+        other => panic!("{:?}", other.map(|o| o.value)),
+    }
+    for _ in 0..3 {
+        infer(&pool, json!({})).await.unwrap();
+    }
+    let status = pool.status();
+    assert_eq!(status.restarts, 1);
+    assert_eq!(status.alive, 1);
+    assert!(status.last_exit.unwrap().contains("signal 9"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load_failures_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = pool(dir.path(), "custom", "import no_such_module_here\n", 1)
+        .await
+        .err()
+        .unwrap();
+    assert!(error.contains("No module named 'no_such_module_here'"), "{error}");
+    let error = pool(dir.path(), "custom", "class Other: pass\n", 1)
+        .await
+        .err()
+        .unwrap();
+    assert!(error.contains("Preprocess"), "{error}");
+    let error = pool(dir.path(), "custom", "raise SystemExit(3)\n", 1)
+        .await
+        .err()
+        .unwrap();
+    assert!(error.contains("status 3"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn async_workers_overlap_requests() {
+    let code = r#"
+import asyncio
+class Preprocess:
+    async def process(self, data, state, collect_custom_statistics_fn=None):
+        await asyncio.sleep(data["sleep"])
+        sub = await self.send_request("other", data={"n": data["n"]})
+        if collect_custom_statistics_fn:
+            collect_custom_statistics_fn({"n": data["n"]})
+        return {"n": data["n"], "sub": sub["echo"]["n"]}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(pool(dir.path(), "custom_async", code, 1).await.unwrap());
+    // 8 requests that each sleep 1 s finish well under 8 s only if they overlap; the assertion
+    // is on the answers, the overlap itself is what makes this test finish.
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                match pool
+                    .infer(Body::Json(json!({"sleep": 1, "n": n})), false, true, deadline(60))
+                    .await
+                    .unwrap()
+                {
+                    Step::Done(out) => out,
+                    Step::Pre { .. } => panic!(),
+                }
+            })
+        })
+        .collect();
+    for (n, task) in tasks.into_iter().enumerate() {
+        let out = task.await.unwrap();
+        assert_eq!(out.value, json!({"n": n, "sub": n}));
+        assert_eq!(out.stats.unwrap()["n"], n);
+    }
+}
