@@ -196,11 +196,7 @@ mod tests {
 
     #[test]
     fn string_tensors_travel_as_lists() {
-        let t = Tensor::new(
-            vec![1, 2],
-            TensorData::String(vec!["a".into(), "b".into()]),
-        )
-        .unwrap();
+        let t = Tensor::new(vec![1, 2], TensorData::String(vec!["a".into(), "b".into()])).unwrap();
         let mut blobs = Vec::new();
         assert_eq!(tensor_marker(&t, &mut blobs), json!([["a", "b"]]));
         assert!(blobs.is_empty());

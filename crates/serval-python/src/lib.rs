@@ -23,8 +23,14 @@ pub use pool::{
 
 /// The worker package's files, embedded so the binary is self-contained.
 const PACKAGE: &[(&str, &str)] = &[
-    ("__init__.py", include_str!("../python/serval_worker/__init__.py")),
-    ("protocol.py", include_str!("../python/serval_worker/protocol.py")),
+    (
+        "__init__.py",
+        include_str!("../python/serval_worker/__init__.py"),
+    ),
+    (
+        "protocol.py",
+        include_str!("../python/serval_worker/protocol.py"),
+    ),
     ("main.py", include_str!("../python/serval_worker/main.py")),
 ];
 

@@ -52,13 +52,15 @@ pub struct PoolSpec {
 pub type CallFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
 
 pub trait Calls: Send + Sync + 'static {
-    /// Serves `data` on `endpoint` (`version` optional) for a worker of pool `caller`.
+    /// Serves `data` on `endpoint` (`version` optional) for a worker of pool `caller`, within
+    /// the calling request's deadline.
     fn call(
         &self,
         caller: PoolId,
         endpoint: String,
         version: Option<String>,
         data: Value,
+        deadline: Instant,
     ) -> CallFuture;
 }
 
@@ -533,7 +535,7 @@ async fn start_worker(shared: &Arc<Shared>) -> Result<Worker, String> {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "serval::python", endpoint = %label, pid, "{line}");
+                tracing::info!(target: "serval::python", "[{label} pid {pid}] {line}");
                 let mut tail = lock(&tail);
                 if tail.len() == STDERR_TAIL {
                     tail.pop_front();
@@ -659,9 +661,10 @@ async fn read_loop(shared: Arc<Shared>, conn: Arc<Conn>, mut stdout: BufReader<C
                 let endpoint = text("endpoint").unwrap_or_default();
                 let version = text("version");
                 let data = frame.header.get("data").cloned().unwrap_or_default();
-                let future = shared
-                    .calls
-                    .call(shared.id, endpoint.clone(), version, data);
+                let future =
+                    shared
+                        .calls
+                        .call(shared.id, endpoint.clone(), version, data, deadline);
                 let conn = conn.clone();
                 tokio::spawn(async move {
                     let result = tokio::time::timeout_at(deadline, future)
@@ -670,8 +673,12 @@ async fn read_loop(shared: Arc<Shared>, conn: Arc<Conn>, mut stdout: BufReader<C
                             Err(format!("'{endpoint}' did not answer before the deadline"))
                         });
                     let reply = match result {
-                        Ok(value) => json!({"op": "call_result", "call": call, "ok": true, "value": value}),
-                        Err(error) => json!({"op": "call_result", "call": call, "ok": false, "error": error}),
+                        Ok(value) => {
+                            json!({"op": "call_result", "call": call, "ok": true, "value": value})
+                        }
+                        Err(error) => {
+                            json!({"op": "call_result", "call": call, "ok": false, "error": error})
+                        }
                     };
                     conn.send(&Frame::new(reply));
                 });

@@ -34,6 +34,25 @@ pub enum ServeError {
     Unavailable(String, String),
     #[error("Error  [<class 'RuntimeError'>] processing request: {0}")]
     Internal(String),
+    /// User Python code raised: `ValueError` → 422, anything else → 500 (clearml's texts, the
+    /// second with its two spaces).
+    #[error("{}", user_code_detail(class, message, *invalid))]
+    UserCode {
+        class: String,
+        message: String,
+        invalid: bool,
+    },
+    /// A Python worker died or broke the protocol while handling the request.
+    #[error("{0}")]
+    Worker(String),
+}
+
+fn user_code_detail(class: &str, message: &str, invalid: bool) -> String {
+    if invalid {
+        format!("Error [{class}] processing request: {message}")
+    } else {
+        format!("Error  [{class}] processing request: {message}")
+    }
 }
 
 impl ServeError {
@@ -47,6 +66,9 @@ impl ServeError {
             ServeError::Timeout(_) => "timeout",
             ServeError::Unavailable(..) => "unavailable",
             ServeError::Internal(_) => "internal",
+            ServeError::UserCode { invalid: true, .. } => "invalid_input",
+            ServeError::UserCode { .. } => "user_code",
+            ServeError::Worker(_) => "worker_exited",
         }
     }
 
@@ -60,7 +82,10 @@ impl ServeError {
             ServeError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ServeError::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
-            ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ServeError::UserCode { invalid: true, .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ServeError::Internal(_) | ServeError::UserCode { .. } | ServeError::Worker(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

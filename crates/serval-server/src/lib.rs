@@ -9,6 +9,7 @@
 
 mod errors;
 mod loader;
+mod python;
 mod routes;
 mod sync;
 mod table;
@@ -48,6 +49,10 @@ pub struct ServeConfig {
     /// Where remote model files are cached.
     pub cache_dir: PathBuf,
     pub onnx: OnnxOptions,
+    /// Interpreter for Python workers when the service names none (`None`: `python3`).
+    pub python: Option<String>,
+    /// Worker processes per endpoint that needs Python.
+    pub python_workers: usize,
 }
 
 /// Who this server instance is (reported in the store).
@@ -89,6 +94,13 @@ impl AppState {
             store: self.store.clone(),
             cache_dir: self.config.cache_dir.clone(),
             onnx: self.config.onnx.clone(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            calls: Arc::new(python::ServerCalls {
+                table: Arc::downgrade(&self.table),
+            }),
+            python: self.config.python.clone(),
+            python_workers: self.config.python_workers,
+            request_timeout: self.config.request_timeout,
         })
     }
 

@@ -5,12 +5,16 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
 
 use serval_engine::{Engine, NamedTensor, Tensor, TensorData};
 use serval_onnx::OnnxOptions;
-use serval_store::{Endpoint, EndpointStatus, EngineKind, Snapshot, Store};
+use serval_store::{Endpoint, EndpointStatus, EngineKind, ServiceSettings, Snapshot, Store};
 
+use crate::python;
 use crate::table::{Fingerprint, LoadedEndpoint, RoutingTable, Slot};
 
 /// A model file as seen on disk: a change to size or mtime triggers a reload.
@@ -43,7 +47,20 @@ pub struct Loader {
     pub store: Arc<dyn Store>,
     pub cache_dir: PathBuf,
     pub onnx: OnnxOptions,
+    /// Where Python worker pools run their tasks (`None`: Python endpoints fail to load).
+    pub runtime: Option<tokio::runtime::Handle>,
+    /// `send_request` from user code.
+    pub calls: Arc<dyn serval_python::Calls>,
+    /// The interpreter when the service names none (`serve --python`, else `python3`).
+    pub python: Option<String>,
+    /// Worker processes per Python endpoint.
+    pub python_workers: usize,
+    /// Bounds `send_request` calls that are not tied to a request.
+    pub request_timeout: Duration,
 }
+
+/// How long starting a worker and loading the user's code and model may take.
+const PYTHON_LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 struct Loaded {
     endpoint: LoadedEndpoint,
@@ -51,7 +68,7 @@ struct Loaded {
 }
 
 impl Loader {
-    fn fingerprint(&self, endpoint: &Endpoint) -> Fingerprint {
+    fn fingerprint(&self, endpoint: &Endpoint, settings: &ServiceSettings) -> Fingerprint {
         let model = endpoint
             .model_id
             .as_deref()
@@ -64,6 +81,14 @@ impl Loader {
             preprocess_sha256: endpoint.preprocess.as_ref().map(|p| p.sha256.clone()),
             settings: serde_json::to_string(&(&endpoint.io, &endpoint.aux_config))
                 .unwrap_or_default(),
+            python: python::needs_python(endpoint).then(|| {
+                let interpreter = settings
+                    .python
+                    .clone()
+                    .or_else(|| self.python.clone())
+                    .unwrap_or_else(|| "python3".to_string());
+                (interpreter, self.python_workers.max(1))
+            }),
         }
     }
 
@@ -80,31 +105,9 @@ impl Loader {
         Ok((path, model.sha256))
     }
 
-    fn load(
-        &self,
-        url: &str,
-        endpoint: &Endpoint,
-        fingerprint: Fingerprint,
-    ) -> Result<Loaded, String> {
-        if endpoint.preprocess.is_some()
-            || !matches!(
-                endpoint.engine,
-                EngineKind::Xgboost | EngineKind::Lightgbm | EngineKind::Onnx
-            )
-        {
-            return Err(format!(
-                "engine '{}'{} needs Python workers, which this version of serval serve does not run yet; \
-                 native engines without preprocess code (xgboost, lightgbm, onnx) are served",
-                endpoint.engine,
-                if endpoint.preprocess.is_some() {
-                    " with preprocess code"
-                } else {
-                    ""
-                }
-            ));
-        }
+    /// The model's local file, checked against the registry's sha256.
+    fn verified_model(&self, endpoint: &Endpoint) -> Result<(PathBuf, Vec<u8>), String> {
         let (path, sha256) = self.model_file(endpoint)?;
-        let stamp = FileStamp::read(&path);
         let bytes =
             std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         if let Some(expected) = sha256 {
@@ -116,17 +119,62 @@ impl Loader {
                 ));
             }
         }
-        let name = path.file_name().map_or_else(
-            || path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
+        Ok((path, bytes))
+    }
+
+    fn load(
+        &self,
+        url: &str,
+        endpoint: &Endpoint,
+        fingerprint: Fingerprint,
+    ) -> Result<Loaded, String> {
+        let native_kind = matches!(
+            endpoint.engine,
+            EngineKind::Xgboost | EngineKind::Lightgbm | EngineKind::Onnx
         );
-        let engine = serval_core::load_engine(endpoint.engine, &bytes, &name, &self.onnx)
-            .map_err(|e| e.to_string())?;
-        warm_up(engine.as_ref())?;
+        if !native_kind && !python::needs_python(endpoint) {
+            return Err(format!(
+                "engine '{}' is not available in this version of serval",
+                endpoint.engine
+            ));
+        }
+        let model = match endpoint.model_id {
+            Some(_) => Some(self.verified_model(endpoint)?),
+            None if native_kind || endpoint.engine == EngineKind::Sklearn => {
+                return Err(format!("the {} engine needs a model", endpoint.engine));
+            }
+            None => None,
+        };
+        let stamp = model.as_ref().and_then(|(path, _)| FileStamp::read(path));
+        let engine = match (&model, native_kind) {
+            (Some((path, bytes)), true) => {
+                let name = path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                let engine = serval_core::load_engine(endpoint.engine, bytes, &name, &self.onnx)
+                    .map_err(|e| e.to_string())?;
+                warm_up(engine.as_ref())?;
+                Some(engine)
+            }
+            _ => None,
+        };
+        let pool = match &fingerprint.python {
+            Some((interpreter, workers)) => Some(Arc::new(self.start_python(
+                url,
+                endpoint,
+                model.as_ref().map(|(p, _)| p.as_path()),
+                interpreter,
+                *workers,
+            )?)),
+            None => None,
+        };
         Ok(Loaded {
             endpoint: LoadedEndpoint {
                 url: url.to_string(),
                 engine,
+                python: pool,
+                library_requests: AtomicU64::new(0),
                 kind: endpoint.engine,
                 input_names: endpoint.io.input_name.clone(),
                 fingerprint,
@@ -135,13 +183,51 @@ impl Loader {
         })
     }
 
+    /// Starts the endpoint's worker pool and waits until every worker has loaded the code.
+    fn start_python(
+        &self,
+        url: &str,
+        endpoint: &Endpoint,
+        model_path: Option<&Path>,
+        interpreter: &str,
+        workers: usize,
+    ) -> Result<serval_python::Pool, String> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or("Python workers need the server's async runtime")?;
+        let package_dir = serval_python::install_package(&self.cache_dir.join("python"))
+            .map_err(|e| format!("cannot install the Python worker package: {e}"))?;
+        let code = match &endpoint.preprocess {
+            Some(code) => python::code_spec(code, &self.cache_dir)?,
+            None => Value::Null,
+        };
+        let spec = serval_python::PoolSpec {
+            label: url.to_string(),
+            python: interpreter.to_string(),
+            size: workers,
+            package_dir,
+            load: json!({
+                "op": "load",
+                "engine": endpoint.engine.to_string(),
+                "code": code,
+                "model_path": model_path,
+                "endpoint": python::endpoint_info(url, endpoint),
+                "call_timeout": self.request_timeout.as_secs_f64(),
+            }),
+            concurrent: endpoint.engine == EngineKind::CustomAsync,
+            load_timeout: PYTHON_LOAD_TIMEOUT,
+        };
+        runtime.block_on(serval_python::Pool::start(spec, self.calls.clone()))
+    }
+
     /// Builds the next table. Blocking: loads models.
     pub fn build(&self, snapshot: &Snapshot, previous: &RoutingTable) -> RoutingTable {
         let mut slots: HashMap<String, Slot> = HashMap::new();
         let mut to_load = Vec::new();
         let endpoints = snapshot.config.served_endpoints();
         for (url, endpoint) in &endpoints {
-            let fingerprint = self.fingerprint(endpoint);
+            let fingerprint = self.fingerprint(endpoint, &snapshot.config.settings);
             let previous_slot = previous.slots.get(url);
             let unchanged = previous_slot
                 .and_then(|s| s.attempt.as_ref())
@@ -180,11 +266,8 @@ impl Loader {
                 .and_then(|s| s.serving.clone());
             let slot = match result {
                 Ok(loaded) => {
-                    tracing::info!(endpoint = %url, "loaded {}", loaded.endpoint.engine.metadata().format);
-                    let path = Some(format!(
-                        "native {}",
-                        loaded.endpoint.engine.metadata().format
-                    ));
+                    let path = Some(path_of(&loaded.endpoint));
+                    tracing::info!(endpoint = %url, "loaded: {}", path.as_deref().unwrap_or_default());
                     Slot {
                         status: status(endpoint, "loaded", None, true, path),
                         attempt: Some(Attempt {
@@ -219,6 +302,30 @@ impl Loader {
     }
 }
 
+/// How an endpoint runs, for the status.
+fn path_of(loaded: &LoadedEndpoint) -> String {
+    let native = loaded
+        .engine
+        .as_ref()
+        .map(|e| format!("native {}", e.metadata().format));
+    match (&loaded.python, native) {
+        (None, Some(native)) => native,
+        (Some(pool), _) if pool.custom_model() => {
+            "python worker (the model returned by Preprocess.load)".to_string()
+        }
+        (Some(_), Some(native)) => format!(
+            "python pre/postprocess + {native} (the {} library in Python when preprocess \
+             returns data that is not array-like)",
+            loaded.kind
+        ),
+        (Some(_), None) => match loaded.kind {
+            EngineKind::Sklearn => "python worker (scikit-learn model)".to_string(),
+            kind => format!("python worker ({kind})"),
+        },
+        (None, None) => "nothing".to_string(),
+    }
+}
+
 fn status(
     endpoint: &Endpoint,
     state: &str,
@@ -233,6 +340,7 @@ fn status(
         error,
         serving,
         path,
+        python: None,
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serval_store::{InstanceStatus, now_ms};
+use serval_store::{InstanceStatus, PythonStatus, now_ms};
 use tokio::sync::watch;
 
 use crate::AppState;
@@ -49,7 +49,22 @@ fn instance_status(state: &AppState) -> InstanceStatus {
         endpoints: table
             .slots
             .iter()
-            .map(|(url, slot)| (url.clone(), slot.status.clone()))
+            .map(|(url, slot)| {
+                let mut status = slot.status.clone();
+                if let Some(serving) = &slot.serving {
+                    if let Some(pool) = &serving.python {
+                        let pool = pool.status();
+                        status.python = Some(PythonStatus {
+                            workers: pool.workers,
+                            alive: pool.alive,
+                            restarts: pool.restarts,
+                            last_exit: pool.last_exit,
+                            library_requests: serving.library_requests.load(Ordering::Relaxed),
+                        });
+                    }
+                }
+                (url.clone(), status)
+            })
             .collect(),
     }
 }

@@ -21,12 +21,19 @@ pub struct Fingerprint {
     pub preprocess_sha256: Option<String>,
     /// io spec and aux config, serialised.
     pub settings: String,
+    /// Python endpoints: the interpreter and pool size.
+    pub python: Option<(String, usize)>,
 }
 
 /// A model ready to answer requests.
 pub struct LoadedEndpoint {
     pub url: String,
-    pub engine: Arc<dyn Engine>,
+    /// The native model, if the server runs it.
+    pub engine: Option<Arc<dyn Engine>>,
+    /// The endpoint's Python workers, if it brings Python.
+    pub python: Option<Arc<serval_python::Pool>>,
+    /// Requests whose model ran in Python because preprocess returned non-array data.
+    pub library_requests: std::sync::atomic::AtomicU64,
     pub kind: EngineKind,
     /// The endpoint's `--input-name` list (feature order for named features).
     pub input_names: Vec<String>,

@@ -1037,6 +1037,13 @@ mod tests {
                 error: Some("corrupt".into()),
                 serving: false,
                 path: None,
+                python: Some(crate::PythonStatus {
+                    workers: 2,
+                    alive: 1,
+                    restarts: 3,
+                    last_exit: Some("worker was killed by signal 9".into()),
+                    library_requests: 0,
+                }),
             },
         );
         store.put_instance(&status).unwrap();

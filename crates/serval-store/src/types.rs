@@ -408,4 +408,22 @@ pub struct EndpointStatus {
     pub serving: bool,
     /// How the endpoint runs, e.g. `native xgboost (json, reg:squarederror)`.
     pub path: Option<String>,
+    /// The endpoint's Python workers, if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PythonStatus>,
+}
+
+/// The Python worker pool of one endpoint in one instance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PythonStatus {
+    pub workers: usize,
+    pub alive: usize,
+    /// Worker processes restarted since the endpoint was loaded.
+    pub restarts: u64,
+    /// Why the last worker ended (or failed to restart).
+    pub last_exit: Option<String>,
+    /// Requests whose model ran in the worker because `preprocess` returned data only the model's
+    /// library understands (native engines with preprocess code).
+    #[serde(default)]
+    pub library_requests: u64,
 }

@@ -89,9 +89,14 @@ pub struct ServeArgs {
     /// ONNX Runtime shared library (libonnxruntime.so)
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub onnxruntime_lib: Option<PathBuf>,
-    /// Python interpreter (its onnxruntime package provides ONNX Runtime)
+    /// Python interpreter for worker processes (preprocess code, sklearn, custom engines) when the
+    /// service names none (`serval config --python`); its onnxruntime package also provides ONNX
+    /// Runtime [default: python3]
     #[arg(long, env = "SERVAL_PYTHON")]
     pub python: Option<String>,
+    /// Worker processes per endpoint that runs Python
+    #[arg(long, env = "SERVAL_PYTHON_WORKERS", default_value_t = 1)]
+    pub python_workers: usize,
     /// ONNX Runtime intra-op threads per model
     #[arg(long, env = "SERVAL_ONNX_THREADS", default_value_t = 1)]
     pub onnx_threads: usize,

@@ -17,7 +17,14 @@ fn python() -> String {
 struct Echo;
 
 impl Calls for Echo {
-    fn call(&self, _: PoolId, endpoint: String, version: Option<String>, data: Value) -> CallFuture {
+    fn call(
+        &self,
+        _: PoolId,
+        endpoint: String,
+        version: Option<String>,
+        data: Value,
+        _: Instant,
+    ) -> CallFuture {
         Box::pin(async move {
             if endpoint == "missing" {
                 return Err("not found".to_string());
@@ -55,7 +62,10 @@ fn deadline(seconds: u64) -> Instant {
 }
 
 async fn infer(pool: &Pool, body: Value) -> Result<Outcome, PyError> {
-    match pool.infer(Body::Json(body), false, false, deadline(60)).await? {
+    match pool
+        .infer(Body::Json(body), false, false, deadline(60))
+        .await?
+    {
         Step::Done(outcome) => Ok(outcome),
         Step::Pre { .. } => panic!("not a native endpoint"),
     }
@@ -115,7 +125,11 @@ async fn preprocess_contract_and_errors() {
     assert_eq!(out.value["echo"], json!({"print": true}));
 
     match infer(&pool, json!({"op": "value_error"})).await {
-        Err(PyError::User { class, message, invalid }) => {
+        Err(PyError::User {
+            class,
+            message,
+            invalid,
+        }) => {
             assert_eq!(class, "<class 'ValueError'>");
             assert_eq!(message, "bad input here");
             assert!(invalid);
@@ -130,7 +144,11 @@ async fn preprocess_contract_and_errors() {
         other => panic!("{:?}", other.map(|o| o.value)),
     }
     match infer(&pool, json!({"op": "object"})).await {
-        Err(PyError::User { class, message, invalid }) => {
+        Err(PyError::User {
+            class,
+            message,
+            invalid,
+        }) => {
             assert_eq!(class, "<class 'TypeError'>");
             assert!(message.contains("'object'"), "{message}");
             assert!(!invalid);
@@ -142,7 +160,11 @@ async fn preprocess_contract_and_errors() {
 
     // Raw bytes arrive as bytes.
     let bytes: Vec<u8> = (0..=255).collect();
-    match pool.infer(Body::Bytes(bytes), false, false, deadline(60)).await.unwrap() {
+    match pool
+        .infer(Body::Bytes(bytes), false, false, deadline(60))
+        .await
+        .unwrap()
+    {
         Step::Done(out) => assert_eq!(out.value, json!({"bytes": 256, "first": 0})),
         Step::Pre { .. } => panic!(),
     }
@@ -204,7 +226,10 @@ async fn load_failures_are_reported() {
         .await
         .err()
         .unwrap();
-    assert!(error.contains("No module named 'no_such_module_here'"), "{error}");
+    assert!(
+        error.contains("No module named 'no_such_module_here'"),
+        "{error}"
+    );
     let error = pool(dir.path(), "custom", "class Other: pass\n", 1)
         .await
         .err()
@@ -238,7 +263,12 @@ class Preprocess:
             let pool = pool.clone();
             tokio::spawn(async move {
                 match pool
-                    .infer(Body::Json(json!({"sleep": 1, "n": n})), false, true, deadline(60))
+                    .infer(
+                        Body::Json(json!({"sleep": 1, "n": n})),
+                        false,
+                        true,
+                        deadline(60),
+                    )
                     .await
                     .unwrap()
                 {

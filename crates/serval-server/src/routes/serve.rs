@@ -2,7 +2,8 @@
 //!
 //! Body rules: `Content-Encoding: gzip` (or `x-gzip`, `deflate`, any case) is decoded first;
 //! no Content-Type, `application/json` or `application/*+json` is parsed as JSON (objects *and*
-//! arrays — clearml rejects arrays); other content types are raw bytes; an empty body is `null`.
+//! arrays — clearml rejects arrays); a form-urlencoded body that is a JSON object or list (what
+//! `curl -d` sends) is JSON too; other content types are raw bytes; an empty body is `null`.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -14,6 +15,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use serde_json::{Value, json};
 use serval_core::{reply_from_outputs, request_to_inputs};
+use serval_engine::{Engine, NamedOutput, NamedTensor};
+use tokio::time::Instant;
 
 use crate::AppState;
 use crate::errors::ServeError;
@@ -62,6 +65,19 @@ fn is_json(headers: &HeaderMap) -> bool {
     mime.is_empty()
         || mime == "application/json"
         || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 /// FastAPI's detail for invalid JSON: where it broke (byte offset) and why.
@@ -113,6 +129,18 @@ pub async fn read_body(
         _ => return Err(ServeError::BadBody),
     };
     if !is_json(headers) {
+        // `curl -d '{...}'` without a Content-Type sends form-urlencoded: a body that is a JSON
+        // object or list is read as JSON (clearml-serving would hand the preprocess code bytes).
+        if is_form(headers)
+            && decoded
+                .iter()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| *b == b'{' || *b == b'[')
+        {
+            if let Ok(value) = serde_json::from_slice(&decoded) {
+                return Ok(Payload::Json(value));
+            }
+        }
         return Ok(Payload::Bytes(decoded));
     }
     if decoded.iter().all(u8::is_ascii_whitespace) {
@@ -132,7 +160,39 @@ fn runs_inline(endpoint: &LoadedEndpoint, rows: usize) -> bool {
     ) && rows <= 64
 }
 
-async fn run(endpoint: Arc<LoadedEndpoint>, payload: Payload) -> Result<Value, ServeError> {
+/// Runs a native model (inline or on a blocking thread, see [`runs_inline`]).
+pub(crate) async fn infer_native(
+    endpoint: &LoadedEndpoint,
+    engine: Arc<dyn Engine>,
+    inputs: Vec<NamedTensor>,
+) -> Result<Vec<NamedOutput>, ServeError> {
+    let rows = inputs
+        .first()
+        .and_then(|i| i.tensor.shape().first().copied())
+        .unwrap_or(1);
+    if runs_inline(endpoint, rows) {
+        return Ok(engine.infer(&inputs)?);
+    }
+    Ok(tokio::task::spawn_blocking(move || engine.infer(&inputs))
+        .await
+        .map_err(|e| ServeError::Internal(format!("inference task failed: {e}")))??)
+}
+
+/// Serves one request on a resolved endpoint (HTTP requests and `send_request` calls alike).
+pub(crate) async fn run(
+    endpoint: Arc<LoadedEndpoint>,
+    payload: Payload,
+    deadline: Instant,
+) -> Result<Value, ServeError> {
+    if endpoint.python.is_some() {
+        return crate::python::run(&endpoint, payload, deadline).await;
+    }
+    let Some(engine) = endpoint.engine.clone() else {
+        return Err(ServeError::Internal(format!(
+            "endpoint '{}' has nothing to run",
+            endpoint.url
+        )));
+    };
     let body = match payload {
         Payload::Json(value) => value,
         // Native models only take JSON: read it whatever the Content-Type says (curl -d sends
@@ -144,20 +204,9 @@ async fn run(endpoint: Arc<LoadedEndpoint>, payload: Payload) -> Result<Value, S
             ))
         })?,
     };
-    let meta = endpoint.engine.metadata();
+    let meta = engine.metadata();
     let inputs = request_to_inputs(&body, meta, &endpoint.input_names)?;
-    let rows = inputs
-        .first()
-        .and_then(|i| i.tensor.shape().first().copied())
-        .unwrap_or(1);
-    let outputs = if runs_inline(&endpoint, rows) {
-        endpoint.engine.infer(&inputs)?
-    } else {
-        let worker = endpoint.clone();
-        tokio::task::spawn_blocking(move || worker.engine.infer(&inputs))
-            .await
-            .map_err(|e| ServeError::Internal(format!("inference task failed: {e}")))??
-    };
+    let outputs = infer_native(&endpoint, engine.clone(), inputs).await?;
     Ok(reply_from_outputs(meta, &outputs)?)
 }
 
@@ -169,13 +218,14 @@ async fn serve(
     body: Body,
 ) -> Result<Json<Value>, ServeError> {
     let version = version.filter(|v| !v.is_empty());
+    let deadline = Instant::now() + state.config.request_timeout;
     let work = async {
         let payload = read_body(&headers, body, state.config.body_limit).await?;
         let endpoint = state
             .table
             .load()
             .resolve(&name, version.as_deref(), fastrand::f64())?;
-        run(endpoint, payload).await
+        run(endpoint, payload, deadline).await
     };
     match tokio::time::timeout(state.config.request_timeout, work).await {
         Ok(result) => result.map(Json),

@@ -114,6 +114,8 @@ impl Setup {
             shutdown_timeout: Duration::from_secs(5),
             cache_dir: self.dir.path().join("cache"),
             onnx: OnnxOptions::default(),
+            python: std::env::var("SERVAL_PYTHON").ok(),
+            python_workers: 1,
         }
     }
 

@@ -560,7 +560,26 @@ fn state_cell(instances: &[serval_store::InstanceStatus], url: &str) -> String {
         );
     }
     let loaded = states.iter().filter(|s| s.state == "loaded").count();
-    format!("loaded ({loaded}/{})", instances.len())
+    let mut cell = format!("loaded ({loaded}/{})", instances.len());
+    let pools: Vec<&serval_store::PythonStatus> =
+        states.iter().filter_map(|s| s.python.as_ref()).collect();
+    if !pools.is_empty() {
+        let workers: usize = pools.iter().map(|p| p.workers).sum();
+        let alive: usize = pools.iter().map(|p| p.alive).sum();
+        let restarts: u64 = pools.iter().map(|p| p.restarts).sum();
+        cell.push_str(&format!(", python workers {alive}/{workers}"));
+        if restarts > 0 {
+            cell.push_str(&format!(", {restarts} restarts"));
+            if let Some(exit) = pools.iter().find_map(|p| p.last_exit.as_deref()) {
+                cell.push_str(&format!(" (last: {exit})"));
+            }
+        }
+        let library: u64 = pools.iter().map(|p| p.library_requests).sum();
+        if library > 0 {
+            cell.push_str(&format!(", {library} requests via the model library"));
+        }
+    }
+    cell
 }
 
 fn io_summary(e: &serval_store::IoSpec) -> String {

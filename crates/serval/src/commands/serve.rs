@@ -22,6 +22,10 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
     let service = ctx.service()?;
     ensure!(args.body_limit > 0, "--body-limit must be positive");
     ensure!(
+        (1..=64).contains(&args.python_workers),
+        "--python-workers must be between 1 and 64"
+    );
+    ensure!(
         args.poll_interval_ms > 0,
         "--poll-interval-ms must be positive"
     );
@@ -39,6 +43,8 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
             python: args.python.clone(),
             intra_threads: args.onnx_threads,
         },
+        python: args.python.clone(),
+        python_workers: args.python_workers,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -7,7 +7,9 @@ mod cli_metrics;
 mod cli_registry;
 mod cli_service;
 mod concurrency;
+mod examples;
 mod predict;
+mod python_faults;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -148,3 +150,25 @@ pub fn fixture(file: &str) -> PathBuf {
 }
 
 pub const PREPROCESS: &str = "class Preprocess:\n    def preprocess(self, body, state, collect_custom_statistics_fn=None):\n        return [[body['x0'], body['x1']]]\n";
+
+/// The Python for workers and example scripts: `SERVAL_PYTHON` (set by scripts/test.sh), else the
+/// project's test venv, else `python3`.
+pub fn python() -> String {
+    if let Ok(python) = std::env::var("SERVAL_PYTHON") {
+        return python;
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    if venv.is_file() {
+        return venv.display().to_string();
+    }
+    "python3".to_string()
+}
+
+/// A file of the repository's `examples/` folder.
+pub fn example(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(rel)
+        .display()
+        .to_string()
+}

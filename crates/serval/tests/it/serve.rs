@@ -15,7 +15,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 pub const IRIS: &str = r#"{"x0": 1, "x1": 2, "x2": 3, "x3": 4}"#;
 
 pub struct Server {
-    child: Child,
+    pub child: Child,
     pub base: String,
     agent: ureq::Agent,
 }
@@ -30,17 +30,25 @@ pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
 
 impl Server {
     pub fn start(home: &Home) -> Server {
+        Server::start_with(home, &[])
+    }
+
+    /// Starts `serval serve` with extra flags (the test venv's Python for workers).
+    pub fn start_with(home: &Home, extra: &[&str]) -> Server {
         let log = std::fs::File::create(home.path().join("serve.log")).unwrap();
+        let mut args = vec![
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--poll-interval-ms",
+            "100",
+        ];
+        args.extend_from_slice(extra);
         let mut child = home
-            .command(&[
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--poll-interval-ms",
-                "100",
-            ])
+            .command(&args)
+            .env("SERVAL_PYTHON", crate::python())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -78,12 +86,21 @@ impl Server {
     }
 
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        match self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("Content-Type", "application/json")
-            .send(body)
-        {
+        self.post_as(path, "application/json", body.as_bytes())
+    }
+
+    /// POSTs a body with the given Content-Type.
+    pub fn post_as(&self, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+        self.post_with(path, &[("Content-Type", content_type)], body)
+    }
+
+    /// POSTs a body with the given headers.
+    pub fn post_with(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+        let mut request = self.agent.post(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        match request.send(body) {
             Ok(mut r) => (
                 r.status().as_u16(),
                 r.body_mut()

@@ -1,0 +1,211 @@
+//! Python user code misbehaving, through the real server: raising, hanging past the timeout,
+//! printing, returning what JSON cannot hold, and its worker being SIGKILLed under load. The
+//! endpoint keeps working after each.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::Home;
+use crate::serve::{Server, wait_until};
+
+const FAULTY: &str = r#"
+import os, sys, time
+import numpy as np
+
+class Preprocess:
+    def __init__(self):
+        self.served = 0
+
+    def preprocess(self, body, state, collect_custom_statistics_fn=None):
+        if isinstance(body, bytes):
+            return {"op": "bytes", "raw": body}
+        return body
+
+    def process(self, data, state, collect_custom_statistics_fn=None):
+        op = data.get("op")
+        self.served += 1
+        if op == "value":
+            raise ValueError("x0 must be positive")
+        if op == "key":
+            return data["missing"]
+        if op == "hang":
+            time.sleep(3600)
+        if op == "print":
+            print("a debugging print from user code")
+            os.write(1, b"and a raw write to fd 1\n")
+            return {"printed": True}
+        if op == "object":
+            return {"handle": object()}
+        if op == "numpy":
+            return {"array": np.arange(3, dtype=np.int64), "scalar": np.float32(0.5), "bytes": b"\x00\x01"}
+        if op == "bytes":
+            return {"length": len(data["raw"])}
+        if op == "slow":
+            time.sleep(0.02)
+        return {"pid": os.getpid(), "served": self.served}
+"#;
+
+fn setup() -> (Home, Server) {
+    let home = Home::new();
+    home.service("faults");
+    let code = home.write("faulty/preprocess.py", FAULTY);
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "custom",
+        "--endpoint",
+        "faulty",
+        "--preprocess",
+        code.to_str().unwrap(),
+    ]);
+    let server = Server::start_with(&home, &["--request-timeout", "3"]);
+    (home, server)
+}
+
+fn pid(server: &Server) -> u64 {
+    let (status, body) = server.post("/serve/faulty", r#"{"op": "pid"}"#);
+    assert_eq!(status, 200, "{body}");
+    body["pid"].as_u64().unwrap()
+}
+
+#[test]
+fn misbehaving_user_code_gets_clear_errors_and_the_endpoint_keeps_working() {
+    let (home, server) = setup();
+    let first = pid(&server);
+
+    assert_eq!(
+        server.post("/serve/faulty", r#"{"op": "value"}"#),
+        (
+            422,
+            json!({"detail": "Error [<class 'ValueError'>] processing request: x0 must be positive"})
+        )
+    );
+    assert_eq!(
+        server.post("/serve/faulty", r#"{"op": "key"}"#),
+        (
+            500,
+            json!({"detail": "Error  [<class 'KeyError'>] processing request: 'missing'"})
+        )
+    );
+    let (status, body) = server.post("/serve/faulty", r#"{"op": "object"}"#);
+    assert_eq!(status, 500, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("Error  [<class 'TypeError'>]") && detail.contains("'object'"),
+        "{detail}"
+    );
+    assert_eq!(
+        server.post("/serve/faulty", r#"{"op": "print"}"#),
+        (200, json!({"printed": true}))
+    );
+    assert_eq!(
+        server.post("/serve/faulty", r#"{"op": "numpy"}"#),
+        (
+            200,
+            json!({"array": [0, 1, 2], "scalar": 0.5, "bytes": "AAE="})
+        )
+    );
+    // Binary bodies reach preprocess as bytes.
+    assert_eq!(
+        server.post_as("/serve/faulty", "application/octet-stream", &[0u8; 1000]),
+        (200, json!({"length": 1000}))
+    );
+    // Nothing so far cost the worker its life.
+    assert_eq!(pid(&server), first);
+    let log = std::fs::read_to_string(home.path().join("serve.log")).unwrap();
+    assert!(log.contains("[faulty pid "), "{log}");
+    assert!(log.contains("a debugging print from user code"), "{log}");
+    assert!(log.contains("and a raw write to fd 1"), "{log}");
+
+    // A hang past the request timeout: 504, the worker is replaced, the endpoint answers again.
+    let (status, body) = server.post("/serve/faulty", r#"{"op": "hang"}"#);
+    assert_eq!(status, 504, "{body}");
+    let second = pid(&server);
+    assert_ne!(second, first);
+    wait_until("the restart in the status", || {
+        home.json(&["model", "list"])["instances"][0]["endpoints"]["faulty"]["python"]["restarts"]
+            == 1
+    });
+}
+
+#[test]
+fn a_killed_worker_fails_only_its_requests_and_comes_back() {
+    let (home, server) = setup();
+    let server = Arc::new(server);
+    let victim = pid(&server);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(Vec::<(u16, Value)>::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (server, stop, ok, failed) =
+                (server.clone(), stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, body) = server.post("/serve/faulty", r#"{"op": "slow"}"#);
+                    if status == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.lock().unwrap().push((status, body));
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_until("traffic", || ok.load(Ordering::Relaxed) >= 20);
+
+    let killed_at = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Back when a request is answered by a new worker.
+    let mut recovered = None;
+    wait_until("a request served by the restarted worker", || {
+        let (status, body) = server.post("/serve/faulty", r#"{"op": "pid"}"#);
+        if status == 200 && body["pid"].as_u64() != Some(victim) {
+            recovered = Some(killed_at.elapsed());
+            true
+        } else {
+            false
+        }
+    });
+    let before = ok.load(Ordering::Relaxed);
+    wait_until("traffic after the restart", || {
+        ok.load(Ordering::Relaxed) >= before + 20
+    });
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+
+    // Only what the worker held failed: a sync worker holds one request at a time, and the
+    // kill may land between two of them.
+    let failed = failed.lock().unwrap();
+    assert!(failed.len() <= 1, "{failed:?}");
+    for (status, body) in failed.iter() {
+        assert_eq!(*status, 500, "{body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("was killed by signal 9") && detail.contains("being restarted"),
+            "{detail}"
+        );
+    }
+    eprintln!(
+        "worker SIGKILL → first request served by its replacement: {:?} ({} requests failed)",
+        recovered.unwrap_or(Duration::ZERO),
+        failed.len()
+    );
+    let list = home.json(&["model", "list"]);
+    wait_until("the restart in the status", || {
+        home.json(&["model", "list"])["instances"][0]["endpoints"]["faulty"]["python"]["restarts"]
+            == 1
+    });
+    assert!(list["instances"][0]["ready"].as_bool().unwrap());
+}
