@@ -53,7 +53,9 @@ pub fn install_package(dir: &Path) -> std::io::Result<PathBuf> {
         return Ok(target);
     }
     std::fs::create_dir_all(dir)?;
-    let staging = dir.join(format!(".worker-{short}.{}.tmp", std::process::id()));
+    static STAGING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STAGING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = dir.join(format!(".worker-{short}.{}.{n}.tmp", std::process::id()));
     let package = staging.join("serval_worker");
     std::fs::create_dir_all(&package)?;
     for (name, text) in PACKAGE {

@@ -17,9 +17,12 @@ use tokio::time::Instant;
 
 use crate::frame::{self, Frame};
 
-/// How many requests one `custom_async` worker takes at once (sync workers take one).
+/// How many requests one `custom_async` worker takes at once.
 const ASYNC_CONCURRENCY: usize = 32;
-/// A worker that stayed up this long restarts without delay the next time it dies.
+/// Requests sent ahead to a sync worker: it runs them one at a time, but the next one is already
+/// in its pipe when it finishes, so the round trip to the server is not on the critical path.
+const SYNC_PIPELINE: usize = 2;
+/// A worker that stayed up this long (or answered a request) restarts without delay when it dies.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Lines of a worker's stderr kept to explain a failed start.
@@ -140,6 +143,16 @@ struct Conn {
     /// Why the process ended (set before its pending requests are failed).
     exit: OnceLock<String>,
     inflight: AtomicUsize,
+    /// Replies received: a worker that answered restarts without delay when it dies.
+    answered: AtomicU64,
+    /// Which slot of its pool it fills.
+    slot: usize,
+}
+
+tokio::task_local! {
+    /// Set while serving a `send_request` call: the worker that is waiting for it, which a
+    /// sync call must not be queued behind.
+    static CALLER: (PoolId, usize);
 }
 
 impl Conn {
@@ -201,7 +214,7 @@ impl Pool {
             * if spec.concurrent {
                 ASYNC_CONCURRENCY
             } else {
-                1
+                SYNC_PIPELINE
             };
         let shared = Arc::new(Shared {
             id: PoolId(NEXT_POOL.fetch_add(1, Ordering::Relaxed)),
@@ -218,9 +231,9 @@ impl Pool {
         });
         let (stop, stop_rx) = watch::channel(false);
         let starts: Vec<_> = (0..size)
-            .map(|_| {
+            .map(|slot| {
                 let shared = shared.clone();
-                tokio::spawn(async move { start_worker(&shared).await })
+                tokio::spawn(async move { start_worker(&shared, slot).await })
             })
             .collect();
         let mut workers = Vec::with_capacity(size);
@@ -250,11 +263,6 @@ impl Pool {
     /// Whether `Preprocess.load` returned the model (then the worker runs it, not the server).
     pub fn custom_model(&self) -> bool {
         self.shared.custom_model.load(Ordering::Relaxed)
-    }
-
-    /// Whether every request slot is taken (a call from a worker into its own pool would wait).
-    pub fn saturated(&self) -> bool {
-        self.shared.permits.available_permits() == 0
     }
 
     /// Total requests the pool takes at once.
@@ -323,12 +331,28 @@ impl Pool {
     /// are restarting.
     async fn connection(&self, deadline: Instant) -> Result<Arc<Conn>, PyError> {
         let shared = &self.shared;
+        // A sync worker calling its own endpoint waits for the answer: never queue the call
+        // behind it.
+        let avoid = CALLER
+            .try_with(|caller| *caller)
+            .ok()
+            .filter(|(pool, _)| *pool == shared.id && !shared.spec.concurrent)
+            .map(|(_, slot)| slot);
+        if avoid.is_some() && shared.slots.len() == 1 {
+            return Err(PyError::Unavailable(format!(
+                "'{}' called itself from its only Python worker, which is busy waiting for the \
+                 answer; start the server with more --python-workers",
+                shared.spec.label
+            )));
+        }
         loop {
             let changed = shared.changed.notified();
             let best = shared
                 .slots
                 .iter()
-                .filter_map(|s| lock(s).clone())
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != avoid)
+                .filter_map(|(_, s)| lock(s).clone())
                 .filter(|c| !c.dying.load(Ordering::Relaxed))
                 .min_by_key(|c| c.inflight.load(Ordering::Relaxed));
             if let Some(conn) = best {
@@ -506,7 +530,7 @@ fn describe(status: std::io::Result<ExitStatus>) -> String {
 }
 
 /// Starts one worker process and waits for it to load the endpoint.
-async fn start_worker(shared: &Arc<Shared>) -> Result<Worker, String> {
+async fn start_worker(shared: &Arc<Shared>, slot: usize) -> Result<Worker, String> {
     let spec = &shared.spec;
     let mut child = Command::new(&spec.python)
         .arg("-u")
@@ -560,6 +584,8 @@ async fn start_worker(shared: &Arc<Shared>) -> Result<Worker, String> {
         dying: AtomicBool::new(false),
         exit: OnceLock::new(),
         inflight: AtomicUsize::new(0),
+        answered: AtomicU64::new(0),
+        slot,
     });
     conn.send(&Frame::new(spec.load.clone()));
 
@@ -666,7 +692,8 @@ async fn read_loop(shared: Arc<Shared>, conn: Arc<Conn>, mut stdout: BufReader<C
                         .calls
                         .call(shared.id, endpoint.clone(), version, data, deadline);
                 let conn = conn.clone();
-                tokio::spawn(async move {
+                let caller = (shared.id, conn.slot);
+                tokio::spawn(CALLER.scope(caller, async move {
                     let result = tokio::time::timeout_at(deadline, future)
                         .await
                         .unwrap_or_else(|_| {
@@ -681,9 +708,10 @@ async fn read_loop(shared: Arc<Shared>, conn: Arc<Conn>, mut stdout: BufReader<C
                         }
                     };
                     conn.send(&Frame::new(reply));
-                });
+                }));
             }
             _ => {
+                conn.answered.fetch_add(1, Ordering::Relaxed);
                 let waiting = frame.id().and_then(|id| lock(&conn.pending).remove(&id));
                 if let Some(pending) = waiting {
                     let _ = pending.reply.send(frame);
@@ -726,7 +754,10 @@ async fn supervise(
         lock(&worker.conn.pending).clear();
         shared.restarts.fetch_add(1, Ordering::Relaxed);
         *lock(&shared.last_exit) = Some(format!("worker {reason}"));
-        if worker.started.elapsed() >= HEALTHY_AFTER {
+        // Back off only when workers die without doing any work (a crash loop at start).
+        if worker.started.elapsed() >= HEALTHY_AFTER
+            || worker.conn.answered.load(Ordering::Relaxed) > 0
+        {
             backoff = Duration::ZERO;
         }
         tracing::warn!(endpoint = %label, "Python worker {reason}; restarting in {} ms", backoff.as_millis());
@@ -736,7 +767,7 @@ async fn supervise(
                 _ = stopped(&mut stop) => return,
             }
             backoff = (backoff * 2).clamp(Duration::from_millis(250), MAX_BACKOFF);
-            match start_worker(&shared).await {
+            match start_worker(&shared, index).await {
                 Ok(worker) => break worker,
                 Err(e) => {
                     tracing::warn!(endpoint = %label, "Python worker restart failed: {e}");

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Weak;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use serde_json::{Value, json};
@@ -44,7 +44,7 @@ pub struct ServerCalls {
 impl Calls for ServerCalls {
     fn call(
         &self,
-        caller: PoolId,
+        _caller: PoolId,
         endpoint: String,
         version: Option<String>,
         data: Value,
@@ -62,17 +62,6 @@ impl Calls for ServerCalls {
                 .load()
                 .resolve(&name, version.as_deref(), fastrand::f64())
                 .map_err(|e| e.to_string())?;
-            if let Some(pool) = &target.python {
-                if pool.id() == caller && pool.saturated() {
-                    return Err(format!(
-                        "'{}' is the calling endpoint and all {} of its worker slots are busy \
-                         (one is this request): the call would wait for itself; start the server \
-                         with more --python-workers",
-                        target.url,
-                        pool.capacity()
-                    ));
-                }
-            }
             crate::routes::serve::run(target, Payload::Json(data), deadline)
                 .await
                 .map_err(|e| e.to_string())
@@ -102,8 +91,13 @@ pub fn code_spec(code: &CodeRef, cache_dir: &Path) -> Result<Value, String> {
         }),
         CodeKind::Package => {
             if !unpacked.is_dir() {
-                let staging =
-                    PathBuf::from(format!("{}.{}.tmp", unpacked.display(), std::process::id()));
+                static STAGING: AtomicU64 = AtomicU64::new(0);
+                let staging = PathBuf::from(format!(
+                    "{}.{}.{}.tmp",
+                    unpacked.display(),
+                    std::process::id(),
+                    STAGING.fetch_add(1, Ordering::Relaxed)
+                ));
                 let _ = std::fs::remove_dir_all(&staging);
                 serval_artifacts::unpack(&bytes, &staging)
                     .map_err(|e| format!("cannot unpack '{}': {e}", code.name))?;
@@ -317,5 +311,109 @@ fn library_outputs(
         several => Ok(Value::Array(
             several.iter().map(|o| value(o, blobs)).collect(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serval_engine::{DataType, ModelMetadata, Task, TensorSpec};
+
+    fn tensor(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
+        Tensor::new(shape, TensorData::F32(data)).unwrap()
+    }
+
+    fn output(name: &str, t: Tensor) -> NamedOutput {
+        NamedOutput {
+            name: name.into(),
+            value: OutputValue::Tensor(t),
+        }
+    }
+
+    fn decoded(value: &Value, blobs: &[Vec<u8>]) -> Tensor {
+        frame::marker_tensor(value, blobs).unwrap().unwrap()
+    }
+
+    #[test]
+    fn boosters_give_postprocess_what_predict_returns() {
+        // Binary: the probability of class 1 per row, as Booster.predict.
+        let labels = output(
+            "label",
+            Tensor::new(vec![2], TensorData::I64(vec![1, 0])).unwrap(),
+        );
+        let probs = output(
+            "probabilities",
+            tensor(vec![2, 2], vec![0.2, 0.8, 0.9, 0.1]),
+        );
+        let mut blobs = Vec::new();
+        let v = library_outputs(EngineKind::Xgboost, &[labels.clone(), probs], &mut blobs).unwrap();
+        assert_eq!(decoded(&v, &blobs), tensor(vec![2], vec![0.8, 0.1]));
+        // Multiclass: every probability.
+        let probs = output("probabilities", tensor(vec![1, 3], vec![0.1, 0.2, 0.7]));
+        let mut blobs = Vec::new();
+        let v = library_outputs(EngineKind::Lightgbm, &[labels, probs], &mut blobs).unwrap();
+        assert_eq!(decoded(&v, &blobs), tensor(vec![1, 3], vec![0.1, 0.2, 0.7]));
+        // Regression: one value per row.
+        let preds = output("predictions", tensor(vec![2, 1], vec![1.5, 2.5]));
+        let mut blobs = Vec::new();
+        let v = library_outputs(EngineKind::Xgboost, &[preds], &mut blobs).unwrap();
+        assert_eq!(decoded(&v, &blobs), tensor(vec![2], vec![1.5, 2.5]));
+    }
+
+    #[test]
+    fn onnx_gives_the_list_of_outputs() {
+        let a = output("a", tensor(vec![1], vec![1.0]));
+        let b = output("b", tensor(vec![1, 2], vec![0.5, 0.5]));
+        let mut blobs = Vec::new();
+        let v = library_outputs(EngineKind::Onnx, &[a.clone(), b], &mut blobs).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        assert_eq!(decoded(&v[1], &blobs), tensor(vec![1, 2], vec![0.5, 0.5]));
+        let mut blobs = Vec::new();
+        let v = library_outputs(EngineKind::Onnx, &[a], &mut blobs).unwrap();
+        assert_eq!(decoded(&v, &blobs), tensor(vec![1], vec![1.0]));
+    }
+
+    fn tabular(width: usize) -> ModelMetadata {
+        ModelMetadata {
+            format: "test".into(),
+            inputs: vec![TensorSpec {
+                name: "input".into(),
+                dtype: DataType::F32,
+                shape: vec![None, Some(width)],
+            }],
+            outputs: vec![],
+            feature_names: None,
+            task: Task::Regression,
+        }
+    }
+
+    #[test]
+    fn preprocess_output_becomes_model_inputs() {
+        let meta = tabular(2);
+        // A 1-d array is one row.
+        let mut blobs = Vec::new();
+        let marker = frame::tensor_marker(&tensor(vec![2], vec![1.0, 2.0]), &mut blobs);
+        let inputs = preprocessed_inputs(marker, &blobs, &meta, &[]).unwrap();
+        assert_eq!(inputs[0].tensor, tensor(vec![1, 2], vec![1.0, 2.0]));
+        // Nested lists and named features go through the default mapping.
+        let inputs = preprocessed_inputs(json!([[1, 2], [3, 4]]), &[], &meta, &[]).unwrap();
+        assert_eq!(
+            inputs[0].tensor,
+            tensor(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])
+        );
+        let inputs = preprocessed_inputs(json!({"x1": 2, "x0": 1}), &[], &meta, &[]).unwrap();
+        assert_eq!(inputs[0].tensor, tensor(vec![1, 2], vec![1.0, 2.0]));
+        // A dict of arrays (named columns).
+        let mut blobs = Vec::new();
+        let x0 = frame::tensor_marker(&tensor(vec![2], vec![1.0, 3.0]), &mut blobs);
+        let x1 = frame::tensor_marker(&tensor(vec![2], vec![2.0, 4.0]), &mut blobs);
+        let inputs = preprocessed_inputs(json!({"x0": x0, "x1": x1}), &blobs, &meta, &[]).unwrap();
+        assert_eq!(
+            inputs[0].tensor,
+            tensor(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0])
+        );
+        // A wrong width is the user's error (422).
+        let error = preprocessed_inputs(json!([[1, 2, 3]]), &[], &meta, &[]).unwrap_err();
+        assert_eq!(error.kind(), "invalid_input");
     }
 }

@@ -3,6 +3,7 @@ clearml-serving's `Preprocess` contract (preprocess → process → postprocess,
 request, `collect_custom_statistics_fn`, `send_request`)."""
 
 import asyncio
+import collections
 import contextvars
 import importlib.util
 import inspect
@@ -40,10 +41,14 @@ def _open_channel():
     return protocol.Channel(reader, writer)
 
 
-async def _maybe_await(value):
-    if inspect.isawaitable(value):
-        return await value
-    return value
+def drive(coroutine):
+    """Runs a coroutine that never suspends (sync mode: nothing in it awaits a real future)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("a synchronous stage tried to suspend")
 
 
 def _class_text(error):
@@ -72,7 +77,7 @@ def import_code(code):
         if kind == "zip":
             folder = code["extract_to"]
             if not os.path.isdir(folder):
-                staging = "%s.%d.tmp" % (folder, os.getpid())
+                staging = "%s.%d.%d.tmp" % (folder, os.getpid(), threading.get_ident())
                 with zipfile.ZipFile(path) as archive:
                     archive.extractall(staging)
                 try:
@@ -104,6 +109,9 @@ class Worker:
         self.model_path = None
         self.library_model = None
         self.concurrent = False
+        self.private_loop = None
+        self.read_lock = threading.Lock()
+        self.backlog = collections.deque()
         self.call_timeout = 600.0
         self.calls = {}
         self.call_ids = itertools.count(1)
@@ -147,6 +155,29 @@ class Worker:
             entry[1] = header
             entry[0].set()
 
+    async def resolve(self, value):
+        """A user method's result: awaited if it is awaitable (in sync mode on a private event
+        loop, so `async def` methods work with every engine)."""
+        if not inspect.isawaitable(value):
+            return value
+        if self.concurrent:
+            return await value
+        if self.private_loop is None:
+            self.private_loop = asyncio.new_event_loop()
+        return self.private_loop.run_until_complete(value)
+
+    def pump(self):
+        """Sync mode: reads one frame (the caller holds read_lock). Call results go to their
+        waiter, everything else to the backlog. False when the channel is closed."""
+        frame = self.channel.read()
+        if frame is None:
+            return False
+        if frame[0].get("op") == "call_result":
+            self.resolve_call(frame[0])
+        else:
+            self.backlog.append(frame)
+        return True
+
     # ---- send_request
 
     def _call_header(self, endpoint, version, data):
@@ -179,8 +210,20 @@ class Worker:
         self.calls[call] = entry
         header["call"] = call
         self.send(header)
-        if not entry[0].wait(self.call_timeout):
-            self.calls.pop(call, None)
+        deadline = time.monotonic() + self.call_timeout
+        # Whoever holds the read lock reads the channel for everyone (the main thread is the one
+        # waiting here, unless user code calls from threads of its own).
+        while not entry[0].is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.calls.pop(call, None)
+                break
+            if self.read_lock.acquire(timeout=min(remaining, 0.05)):
+                try:
+                    if not entry[0].is_set() and not self.pump():
+                        os._exit(0)
+                finally:
+                    self.read_lock.release()
         return self._call_value(entry[1], endpoint)
 
     async def async_send_request(self, endpoint, version=None, data=None):
@@ -201,7 +244,6 @@ class Worker:
 
     async def load(self, msg):
         self.engine = msg["engine"]
-        self.concurrent = self.engine == "custom_async"
         self.call_timeout = float(msg.get("call_timeout") or 600.0)
         self.model_path = msg.get("model_path")
         code = msg.get("code")
@@ -219,7 +261,7 @@ class Worker:
             loader = getattr(self.instance, "load", None)
             model = None
             if callable(loader):
-                model = await _maybe_await(loader(self.model_path))
+                model = await self.resolve(loader(self.model_path))
             self.model = model
             if model is None and self.engine == "sklearn":
                 self.library_model = self._load_library_model()
@@ -277,7 +319,7 @@ class Worker:
             return data
         start = time.perf_counter()
         try:
-            return await _maybe_await(method(data, state, fn))
+            return await self.resolve(method(data, state, fn))
         finally:
             timings[name] = time.perf_counter() - start
 
@@ -366,27 +408,65 @@ class Worker:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def serve(self):
-        self.loop = asyncio.get_running_loop()
-        self.inbox = asyncio.Queue()
-        threading.Thread(target=self.read_loop, name="serval-reader", daemon=True).start()
+    def next_frame(self):
+        while not self.backlog:
+            with self.read_lock:
+                if not self.backlog and not self.pump():
+                    return None
+        return self.backlog.popleft()
+
+    def serve_sync(self):
+        """One request at a time on the main thread: no event loop, no reader thread."""
         while True:
-            header, blobs = await self.inbox.get()
+            frame = self.next_frame()
+            if frame is None:
+                return
+            header, blobs = frame
             op = header.get("op")
-            if op == "load":
-                await self.load(header)
-            elif op == "infer":
-                work = self.infer(header, blobs)
-                self.spawn(work) if self.concurrent else await work
+            if op == "infer":
+                drive(self.infer(header, blobs))
             elif op == "post":
-                work = self.post(header, blobs)
-                self.spawn(work) if self.concurrent else await work
+                drive(self.post(header, blobs))
             elif op == "drop":
                 self.parked.pop(header.get("id"), None)
             elif op == "exit":
                 return
 
+    async def serve_async(self):
+        """custom_async: requests run as tasks on an event loop; a reader thread feeds it."""
+        self.loop = asyncio.get_running_loop()
+        self.inbox = asyncio.Queue()
+        for frame in self.backlog:
+            self.inbox.put_nowait(frame)
+        self.backlog.clear()
+        threading.Thread(target=self.read_loop, name="serval-reader", daemon=True).start()
+        while True:
+            header, blobs = await self.inbox.get()
+            op = header.get("op")
+            if op == "infer":
+                self.spawn(self.infer(header, blobs))
+            elif op == "post":
+                self.spawn(self.post(header, blobs))
+            elif op == "drop":
+                self.parked.pop(header.get("id"), None)
+            elif op == "exit":
+                return
+
+    def serve(self):
+        frame = self.next_frame()
+        if frame is None or frame[0].get("op") != "load":
+            return
+        if frame[0].get("engine") == "custom_async":
+            self.concurrent = True
+            asyncio.run(self._load_then_serve(frame[0]))
+        else:
+            drive(self.load(frame[0]))
+            self.serve_sync()
+
+    async def _load_then_serve(self, header):
+        await self.load(header)
+        await self.serve_async()
+
 
 def run():
-    channel = _open_channel()
-    asyncio.run(Worker(channel).serve())
+    Worker(_open_channel()).serve()

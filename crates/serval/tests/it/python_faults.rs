@@ -45,10 +45,19 @@ class Preprocess:
             return {"length": len(data["raw"])}
         if op == "slow":
             time.sleep(0.02)
+        if op == "self":
+            # One worker, busy with this very request: the call is refused at once, not deadlocked.
+            return {"self": self.send_request("faulty", data={"op": "pid"})}
+        if op == "package":
+            return {"package": self.send_request("packaged", data={"v": 2})}
         return {"pid": os.getpid(), "served": self.served}
 "#;
 
 fn setup() -> (Home, Server) {
+    setup_with(&[])
+}
+
+fn setup_with(flags: &[&str]) -> (Home, Server) {
     let home = Home::new();
     home.service("faults");
     let code = home.write("faulty/preprocess.py", FAULTY);
@@ -62,7 +71,25 @@ fn setup() -> (Home, Server) {
         "--preprocess",
         code.to_str().unwrap(),
     ]);
-    let server = Server::start_with(&home, &["--request-timeout", "3"]);
+    // A package: a folder whose __init__.py imports a sibling module.
+    home.write(
+        "pkg/__init__.py",
+        "from .helpers import double\n\nclass Preprocess:\n    def process(self, data, state, fn=None):\n        return {'doubled': double(data['v'])}\n",
+    );
+    home.write("pkg/helpers.py", "def double(x):\n    return 2 * x\n");
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "custom",
+        "--endpoint",
+        "packaged",
+        "--preprocess",
+        home.path().join("pkg").to_str().unwrap(),
+    ]);
+    let mut all = vec!["--request-timeout", "3"];
+    all.extend_from_slice(flags);
+    let server = Server::start_with(&home, &all);
     (home, server)
 }
 
@@ -114,6 +141,16 @@ fn misbehaving_user_code_gets_clear_errors_and_the_endpoint_keeps_working() {
         server.post_as("/serve/faulty", "application/octet-stream", &[0u8; 1000]),
         (200, json!({"length": 1000}))
     );
+    // send_request: to another endpoint (a package with a sibling module), and to itself with
+    // its only worker busy (answered None at once instead of waiting for itself).
+    assert_eq!(
+        server.post("/serve/faulty", r#"{"op": "package"}"#),
+        (200, json!({"package": {"doubled": 4}}))
+    );
+    assert_eq!(
+        server.post("/serve/faulty", r#"{"op": "self"}"#),
+        (200, json!({"self": null}))
+    );
     // Nothing so far cost the worker its life.
     assert_eq!(pid(&server), first);
     let log = std::fs::read_to_string(home.path().join("serve.log")).unwrap();
@@ -130,6 +167,34 @@ fn misbehaving_user_code_gets_clear_errors_and_the_endpoint_keeps_working() {
         home.json(&["model", "list"])["instances"][0]["endpoints"]["faulty"]["python"]["restarts"]
             == 1
     });
+
+    // New code that cannot be imported is a load error; the previous code keeps serving.
+    let broken = home.write("broken/preprocess.py", "import no_such_module_anywhere\n");
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "custom",
+        "--endpoint",
+        "packaged",
+        "--preprocess",
+        broken.to_str().unwrap(),
+    ]);
+    wait_until("the load failure in the status", || {
+        let status = &home.json(&["model", "list"])["instances"][0]["endpoints"]["packaged"];
+        status["state"] == "failed"
+    });
+    let status = &home.json(&["model", "list"])["instances"][0]["endpoints"]["packaged"];
+    assert_eq!(status["serving"], true);
+    let error = status["error"].as_str().unwrap();
+    assert!(
+        error.contains("No module named 'no_such_module_anywhere'"),
+        "{error}"
+    );
+    assert_eq!(
+        server.post("/serve/packaged", r#"{"v": 5}"#),
+        (200, json!({"doubled": 10}))
+    );
 }
 
 #[test]
@@ -185,10 +250,10 @@ fn a_killed_worker_fails_only_its_requests_and_comes_back() {
         client.join().unwrap();
     }
 
-    // Only what the worker held failed: a sync worker holds one request at a time, and the
-    // kill may land between two of them.
+    // Only what the worker held failed: a sync worker runs one request and has at most one
+    // more waiting in its pipe.
     let failed = failed.lock().unwrap();
-    assert!(failed.len() <= 1, "{failed:?}");
+    assert!(failed.len() <= 2, "{failed:?}");
     for (status, body) in failed.iter() {
         assert_eq!(*status, 500, "{body}");
         let detail = body["detail"].as_str().unwrap();
@@ -208,4 +273,14 @@ fn a_killed_worker_fails_only_its_requests_and_comes_back() {
             == 1
     });
     assert!(list["instances"][0]["ready"].as_bool().unwrap());
+}
+
+#[test]
+fn a_worker_calling_its_own_endpoint_is_served_by_another_worker() {
+    let (_home, server) = setup_with(&["--python-workers", "2"]);
+    for _ in 0..10 {
+        let (status, body) = server.post("/serve/faulty", r#"{"op": "self"}"#);
+        assert_eq!(status, 200, "{body}");
+        assert!(body["self"]["pid"].is_u64(), "{body}");
+    }
 }

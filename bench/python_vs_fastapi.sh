@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Load benchmark of the Python path: the sklearn example endpoint (upstream-style preprocess.py +
+# the pickled LogisticRegression) on serval's Python workers vs the FastAPI baseline of
+# ../shared/bench (clearml-serving's request path, gunicorn 2 workers) on the same model file,
+# wrk at concurrency 1/16/64, same sitting. Then the worker restart time: SIGKILL the worker,
+# time until the endpoint answers 200 again (bench/worker_restart.py).
+# Needs: wrk (apt-get install wrk), ../shared/bench beside the repo, the test venv (.venv).
+# Usage: bench/python_vs_fastapi.sh [RESULTS_CSV]     (DURATION=12 WARMUP=2 by default)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
+WORK=${WORK:-$(mktemp -d /tmp/serval-bench.XXXXXX)}
+RESULTS=${1:-$ROOT/bench/results/python_vs_fastapi.csv}
+VENV=${BENCH_VENV:-$ROOT/.venv-bench}
+mkdir -p "$(dirname "$RESULTS")"
+
+if [[ ! -x $VENV/bin/gunicorn ]]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/bench/requirements-peers.txt"
+fi
+PYTHON=$("$ROOT/scripts/setup-python.sh")
+cp -r "$SHARED_BENCH" "$WORK/bench"
+ln -sfn "$VENV" "$WORK/bench/venv"
+(cd "$WORK/bench" && OMP_NUM_THREADS=1 venv/bin/python train_models.py > "$WORK/train.log" 2>&1)
+MODEL=$WORK/bench/models/sklearn_lr.pkl
+BODY=$WORK/bench/bodies/A_sklearn_lr.json
+test -f "$MODEL"
+
+wait_post() {
+  for _ in $(seq 600); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data-binary @"$2" "$1" || true) == 200 ]] && return 0
+    sleep 0.1
+  done
+  echo "timeout waiting for $1" >&2; return 1
+}
+
+# 1. Baseline A: FastAPI under gunicorn with 2 workers.
+(cd "$WORK/bench" && OMP_NUM_THREADS=1 exec peers/start_fastapi.sh gunicorn2) > "$WORK/fastapi.log" 2>&1 &
+BASE_PID=$!
+trap 'kill $BASE_PID 2>/dev/null || true; kill ${SERVAL_PID:-0} 2>/dev/null || true' EXIT
+wait_post http://127.0.0.1:8080/serve/sklearn_lr "$BODY"
+"$WORK/bench/run_bench.sh" http://127.0.0.1:8080/serve/sklearn_lr "$BODY" fastapi_gunicorn2_sklearn_lr "$RESULTS"
+kill $BASE_PID; wait $BASE_PID 2>/dev/null || true
+
+# 2. serval: the sklearn example's preprocess.py and the same pickle, 1 and 2 Python workers.
+cargo build --release -q -p serval --manifest-path "$ROOT/Cargo.toml"
+SERVAL=$ROOT/target/release/serval
+export SERVAL_HOME=$WORK/serval-home SERVAL_PYTHON=$PYTHON
+"$SERVAL" create --name bench > /dev/null
+"$SERVAL" model upload --name sklearn_lr --path "$MODEL" > /dev/null 2>&1
+"$SERVAL" model add --engine sklearn --endpoint sklearn_lr --name sklearn_lr \
+  --preprocess "$ROOT/examples/sklearn/preprocess.py" > /dev/null 2>&1
+for workers in 1 2; do
+  "$SERVAL" serve --host 127.0.0.1 --port 0 --python-workers $workers > "$WORK/serval.out" 2> "$WORK/serval.log" &
+  SERVAL_PID=$!
+  for _ in $(seq 100); do grep -q http:// "$WORK/serval.out" 2>/dev/null && break; sleep 0.1; done
+  URL=$(grep -o 'http://[0-9.:]*' "$WORK/serval.out")
+  wait_post "$URL/serve/sklearn_lr" "$BODY"
+  "$WORK/bench/run_bench.sh" "$URL/serve/sklearn_lr" "$BODY" "serval_py${workers}_sklearn_lr" "$RESULTS"
+  if [[ $workers == 1 ]]; then
+    "$PYTHON" "$ROOT/bench/worker_restart.py" --server-pid $SERVAL_PID --url "$URL/serve/sklearn_lr" --body "$BODY"
+  fi
+  kill $SERVAL_PID; wait $SERVAL_PID 2>/dev/null || true
+done
+echo "results: $RESULTS (work dir $WORK)"
