@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Quickstart on the embedded default (SQLite + local folder): builds serval, creates a demo
-# serving service in ./.serval-demo, registers the example models and serves them on port 8080
+# serving service in ./.serval-demo, registers the example models — native XGBoost/LightGBM with a
+# canary, and clearml-serving's sklearn example (preprocess.py + pickled model, in a Python worker
+# from the project's venv, made by scripts/setup-python.sh) — and serves them on port 8080
 # (PORT=... to change). Then, from another terminal:
 #   curl -X POST localhost:8080/serve/iris -H 'Content-Type: application/json' \
 #        -d '{"x0": 6.0, "x1": 3.4, "x2": 4.5, "x3": 1.6}'
@@ -10,9 +12,11 @@ cd "$(dirname "$0")/.."
 
 cargo build --release -p serval
 SERVAL=$PWD/target/release/serval
+export SERVAL_PYTHON=${SERVAL_PYTHON:-$(scripts/setup-python.sh)}
 export SERVAL_HOME=${SERVAL_HOME:-$PWD/.serval-demo}
 rm -rf "$SERVAL_HOME"
 MODELS=$PWD/fixtures/public
+"$SERVAL_PYTHON" examples/sklearn/train_model.py --out "$SERVAL_HOME/train" > /dev/null
 
 set -x
 "$SERVAL" create --name demo --project examples
@@ -23,6 +27,10 @@ lgbm=$("$SERVAL" --json model upload --name iris-lightgbm --project examples --p
 "$SERVAL" model add --engine xgboost --endpoint iris --version 1 --model-id "$xgb"
 "$SERVAL" model add --engine lightgbm --endpoint iris --version 2 --model-id "$lgbm"
 "$SERVAL" model canary --endpoint iris_canary --weights 0.1 0.9 --input-endpoints iris/2 iris/1
+"$SERVAL" model upload --name "train sklearn model - sklearn-model" --project "serving examples" \
+  --framework scikitlearn --path "$SERVAL_HOME/train/sklearn-model.pkl"
+"$SERVAL" model add --engine sklearn --endpoint test_model_sklearn --preprocess examples/sklearn/preprocess.py \
+  --name "train sklearn model - sklearn-model" --project "serving examples"
 "$SERVAL" metrics add --endpoint 'iris/*' --log-freq 1.0 --variable-scalar 'sepal_length=4.0/8.0/8'
 "$SERVAL" model list
 "$SERVAL" metrics list
@@ -34,5 +42,6 @@ Serving on http://127.0.0.1:$PORT — try, from another terminal:
   curl -X POST localhost:$PORT/serve/iris -H 'Content-Type: application/json' -d '{"x0": 6.0, "x1": 3.4, "x2": 4.5, "x3": 1.6}'
   curl -X POST localhost:$PORT/serve/iris/1 -H 'Content-Type: application/json' -d '{"instances": [[6.0, 3.4, 4.5, 1.6], [5.1, 3.5, 1.4, 0.2]]}'
   curl -X POST localhost:$PORT/serve/iris_canary -H 'Content-Type: application/json' -d '{"x0": 6.0, "x1": 3.4, "x2": 4.5, "x3": 1.6}'
+  curl -X POST localhost:$PORT/serve/test_model_sklearn -H 'Content-Type: application/json' -d '{"x0": 1, "x1": 2}'
 MSG
 exec "$SERVAL" serve --port "$PORT"

@@ -51,17 +51,17 @@ fn instance_status(state: &AppState) -> InstanceStatus {
             .iter()
             .map(|(url, slot)| {
                 let mut status = slot.status.clone();
-                if let Some(serving) = &slot.serving {
-                    if let Some(pool) = &serving.python {
-                        let pool = pool.status();
-                        status.python = Some(PythonStatus {
-                            workers: pool.workers,
-                            alive: pool.alive,
-                            restarts: pool.restarts,
-                            last_exit: pool.last_exit,
-                            library_requests: serving.library_requests.load(Ordering::Relaxed),
-                        });
-                    }
+                if let Some(serving) = &slot.serving
+                    && let Some(pool) = &serving.python
+                {
+                    let pool = pool.status();
+                    status.python = Some(PythonStatus {
+                        workers: pool.workers,
+                        alive: pool.alive,
+                        restarts: pool.restarts,
+                        last_exit: pool.last_exit,
+                        library_requests: serving.library_requests.load(Ordering::Relaxed),
+                    });
                 }
                 (url.clone(), status)
             })

@@ -1,5 +1,6 @@
 //! Worker pools against a real Python interpreter (`SERVAL_PYTHON`, else `python3`): the
 //! Preprocess contract, errors, print(), timeouts, crashes and restarts, send_request.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::sync::Arc;

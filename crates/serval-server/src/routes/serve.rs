@@ -136,10 +136,9 @@ pub async fn read_body(
                 .iter()
                 .find(|b| !b.is_ascii_whitespace())
                 .is_some_and(|b| *b == b'{' || *b == b'[')
+            && let Ok(value) = serde_json::from_slice(&decoded)
         {
-            if let Ok(value) = serde_json::from_slice(&decoded) {
-                return Ok(Payload::Json(value));
-            }
+            return Ok(Payload::Json(value));
         }
         return Ok(Payload::Bytes(decoded));
     }
