@@ -53,6 +53,20 @@ class Preprocess:
         return {"pid": os.getpid(), "served": self.served}
 "#;
 
+/// `model add --engine custom --endpoint NAME --preprocess PATH`.
+fn add_custom(home: &Home, endpoint: &str, code: &std::path::Path) {
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "custom",
+        "--endpoint",
+        endpoint,
+        "--preprocess",
+        code.to_str().unwrap(),
+    ]);
+}
+
 fn setup() -> (Home, Server) {
     setup_with(&[])
 }
@@ -61,32 +75,29 @@ fn setup_with(flags: &[&str]) -> (Home, Server) {
     let home = Home::new();
     home.service("faults");
     let code = home.write("faulty/preprocess.py", FAULTY);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "custom",
-        "--endpoint",
-        "faulty",
-        "--preprocess",
-        code.to_str().unwrap(),
-    ]);
+    add_custom(&home, "faulty", &code);
     // A package: a folder whose __init__.py imports a sibling module.
     home.write(
         "pkg/__init__.py",
         "from .helpers import double\n\nclass Preprocess:\n    def process(self, data, state, fn=None):\n        return {'doubled': double(data['v'])}\n",
     );
     home.write("pkg/helpers.py", "def double(x):\n    return 2 * x\n");
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "custom",
-        "--endpoint",
-        "packaged",
-        "--preprocess",
-        home.path().join("pkg").to_str().unwrap(),
-    ]);
+    add_custom(&home, "packaged", &home.path().join("pkg"));
+    // A zip of a package folder (clearml-serving accepts these), made with Python's zipfile.
+    let zip = home.path().join("zpkg.zip");
+    let made = std::process::Command::new(crate::python())
+        .arg("-c")
+        .arg(
+            "import sys, zipfile\n\
+             with zipfile.ZipFile(sys.argv[1], 'w') as z:\n\
+             \x20   z.writestr('zpkg/__init__.py', 'from .helper import triple\\nclass Preprocess:\\n    def process(self, data, state, fn=None):\\n        return {\"tripled\": triple(data[\"v\"])}\\n')\n\
+             \x20   z.writestr('zpkg/helper.py', 'def triple(x):\\n    return 3 * x\\n')\n",
+        )
+        .arg(&zip)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    add_custom(&home, "zipped", &zip);
     let mut all = vec!["--request-timeout", "3"];
     all.extend_from_slice(flags);
     let server = Server::start_with(&home, &all);
@@ -151,6 +162,10 @@ fn misbehaving_user_code_gets_clear_errors_and_the_endpoint_keeps_working() {
         server.post("/serve/faulty", r#"{"op": "self"}"#),
         (200, json!({"self": null}))
     );
+    assert_eq!(
+        server.post("/serve/zipped", r#"{"v": 3}"#),
+        (200, json!({"tripled": 9}))
+    );
     // Nothing so far cost the worker its life.
     assert_eq!(pid(&server), first);
     let log = std::fs::read_to_string(home.path().join("serve.log")).unwrap();
@@ -170,16 +185,7 @@ fn misbehaving_user_code_gets_clear_errors_and_the_endpoint_keeps_working() {
 
     // New code that cannot be imported is a load error; the previous code keeps serving.
     let broken = home.write("broken/preprocess.py", "import no_such_module_anywhere\n");
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "custom",
-        "--endpoint",
-        "packaged",
-        "--preprocess",
-        broken.to_str().unwrap(),
-    ]);
+    add_custom(&home, "packaged", &broken);
     wait_until("the load failure in the status", || {
         let status = &home.json(&["model", "list"])["instances"][0]["endpoints"]["packaged"];
         status["state"] == "failed"
