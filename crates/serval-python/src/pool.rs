@@ -86,6 +86,8 @@ pub struct Outcome {
     /// `python` (the worker ran the model), `native` (the server did) or `library` (the model's
     /// library in Python, because preprocess returned something only it understands).
     pub path: String,
+    /// Time spent waiting for a worker.
+    pub queue: Duration,
 }
 
 /// The result of sending a request to a worker.
@@ -294,11 +296,13 @@ impl Pool {
         deadline: Instant,
     ) -> Result<Step, PyError> {
         let shared = &self.shared;
+        let start = Instant::now();
         let permit = tokio::time::timeout_at(deadline, shared.permits.clone().acquire_owned())
             .await
             .map_err(|_| PyError::Timeout)?
             .map_err(|_| PyError::Unavailable("the worker pool is closed".into()))?;
         let conn = self.connection(deadline).await?;
+        let queue = start.elapsed();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let mut request = Frame::new(json!({
             "op": "infer", "id": id, "native": native, "sampled": sampled,
@@ -318,13 +322,14 @@ impl Pool {
                     conn,
                     id,
                     deadline,
+                    queue,
                     done: false,
                     _permit: permit,
                 },
             });
         }
         drop(permit);
-        outcome(reply).map(Step::Done)
+        outcome(reply, queue).map(Step::Done)
     }
 
     /// A live worker with the fewest requests in flight, waiting (until `deadline`) while all
@@ -375,6 +380,7 @@ pub struct Continuation {
     conn: Arc<Conn>,
     id: u64,
     deadline: Instant,
+    queue: Duration,
     done: bool,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -387,7 +393,7 @@ impl Continuation {
         request.header["outputs"] = outputs;
         request.blobs = blobs;
         let reply = exchange(&self.shared, &self.conn, self.id, &request, self.deadline).await?;
-        outcome(reply)
+        outcome(reply, self.queue)
     }
 }
 
@@ -468,7 +474,7 @@ async fn exchange(
     }
 }
 
-fn outcome(reply: Frame) -> Result<Outcome, PyError> {
+fn outcome(reply: Frame, queue: Duration) -> Result<Outcome, PyError> {
     let Frame { header, .. } = reply;
     let text = |key: &str| {
         header
@@ -487,6 +493,7 @@ fn outcome(reply: Frame) -> Result<Outcome, PyError> {
                 .unwrap_or_default(),
             stats: header.get("stats").and_then(Value::as_object).cloned(),
             path: text("path"),
+            queue,
         }),
         Some("error") => Err(PyError::User {
             class: text("class"),

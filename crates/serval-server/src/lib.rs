@@ -9,6 +9,7 @@
 
 mod errors;
 mod loader;
+pub mod metrics;
 mod python;
 mod routes;
 mod sync;
@@ -53,6 +54,10 @@ pub struct ServeConfig {
     pub python: Option<String>,
     /// Worker processes per endpoint that needs Python.
     pub python_workers: usize,
+    /// Record and expose Prometheus metrics (`/metrics`).
+    pub metrics: bool,
+    /// Also serve `/metrics` on this port.
+    pub metrics_port: Option<u16>,
 }
 
 /// Who this server instance is (reported in the store).
@@ -74,10 +79,15 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     pub reloads: Arc<AtomicU64>,
     pub instance: Arc<Instance>,
+    /// `None` when metrics are off.
+    pub metrics: Option<Arc<metrics::Metrics>>,
 }
 
 impl AppState {
     pub fn new(config: ServeConfig, store: Arc<dyn Store>, instance: Instance) -> Self {
+        let metrics = config
+            .metrics
+            .then(|| Arc::new(metrics::Metrics::default()));
         AppState {
             config: Arc::new(config),
             store,
@@ -85,6 +95,7 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(false)),
             reloads: Arc::new(AtomicU64::new(0)),
             instance: Arc::new(instance),
+            metrics,
         }
     }
 
@@ -101,6 +112,7 @@ impl AppState {
             python: self.config.python.clone(),
             python_workers: self.config.python_workers,
             request_timeout: self.config.request_timeout,
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -135,6 +147,7 @@ pub fn router(state: AppState) -> Router {
             "/serve/{endpoint}/{version}",
             post(routes::serve::versioned),
         )
+        .route("/metrics", get(routes::health::metrics))
         .route("/health/live", get(routes::health::live))
         .route("/health/ready", get(routes::health::ready))
         .fallback(not_found)
@@ -196,6 +209,29 @@ pub async fn run(
             })
             .await
     });
+
+    if let Some(port) = state.config.metrics_port {
+        let listener = tokio::net::TcpListener::bind((state.config.host.as_str(), port))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot listen on {}:{port} for metrics: {e}",
+                    state.config.host
+                )
+            })?;
+        let app = Router::new()
+            .route("/metrics", get(routes::health::metrics))
+            .fallback(not_found)
+            .with_state(state.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+    }
 
     sync::heartbeat(&state).await;
     match state.sync().await {

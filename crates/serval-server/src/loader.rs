@@ -57,6 +57,8 @@ pub struct Loader {
     pub python_workers: usize,
     /// Bounds `send_request` calls that are not tied to a request.
     pub request_timeout: Duration,
+    /// `None` when metrics are off.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// How long starting a worker and loading the user's code and model may take.
@@ -176,6 +178,8 @@ impl Loader {
                 python: pool,
                 library_requests: AtomicU64::new(0),
                 kind: endpoint.engine,
+                metrics: self.metrics.as_ref().map(|m| m.endpoint(url)),
+                monitor: arc_swap::ArcSwapOption::empty(),
                 input_names: endpoint.io.input_name.clone(),
                 fingerprint,
             },
@@ -248,7 +252,14 @@ impl Loader {
             let handles: Vec<_> = to_load
                 .iter()
                 .map(|(url, endpoint, fingerprint)| {
-                    scope.spawn(move || self.load(url, endpoint, fingerprint.clone()))
+                    scope.spawn(move || {
+                        let start = std::time::Instant::now();
+                        let result = self.load(url, endpoint, fingerprint.clone());
+                        if let Some(metrics) = &self.metrics {
+                            metrics.loaded(url, start.elapsed(), result.is_ok());
+                        }
+                        result
+                    })
                 })
                 .collect();
             handles
@@ -296,6 +307,15 @@ impl Loader {
                 }
             };
             slots.insert(url.clone(), slot);
+        }
+        if let Some(metrics) = &self.metrics {
+            let urls: Vec<&str> = slots.keys().map(String::as_str).collect();
+            let mut monitors = metrics.monitors(&snapshot.config, &urls);
+            for (url, slot) in &slots {
+                if let Some(serving) = &slot.serving {
+                    serving.monitor.store(monitors.remove(url));
+                }
+            }
         }
         let canaries: Vec<_> = snapshot.config.canaries.values().collect();
         RoutingTable::new(snapshot.service.revision, slots, &canaries)

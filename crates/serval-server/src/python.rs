@@ -24,7 +24,7 @@ use serval_store::{CodeKind, CodeRef, Endpoint, EngineKind};
 use tokio::time::Instant;
 
 use crate::errors::ServeError;
-use crate::routes::serve::{Payload, infer_native};
+use crate::routes::serve::{Payload, Served, infer_native};
 use crate::table::{LoadedEndpoint, RoutingTable};
 
 /// Whether an endpoint needs Python workers.
@@ -155,7 +155,8 @@ pub async fn run(
     endpoint: &LoadedEndpoint,
     payload: Payload,
     deadline: Instant,
-) -> Result<Value, ServeError> {
+    sampled: bool,
+) -> Result<Served, ServeError> {
     let Some(pool) = endpoint.python.as_ref() else {
         return Err(ServeError::Internal(
             "the endpoint has no Python workers".into(),
@@ -168,15 +169,15 @@ pub async fn run(
     };
     let native = endpoint.engine.is_some() && !pool.custom_model();
     let step = pool
-        .infer(body, native, false, deadline)
+        .infer(body, native, sampled, deadline)
         .await
         .map_err(|e| py_error(e, timeout, &endpoint.url))?;
-    match step {
+    let outcome = match step {
         Step::Done(outcome) => {
             if outcome.path == "library" {
                 endpoint.library_requests.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(outcome.value)
+            outcome
         }
         Step::Pre { data, blobs, next } => {
             let Some(engine) = endpoint.engine.as_ref() else {
@@ -189,10 +190,22 @@ pub async fn run(
             let value = library_outputs(endpoint.kind, &outputs, &mut out_blobs)?;
             next.post(value, out_blobs)
                 .await
-                .map(|o| o.value)
-                .map_err(|e| py_error(e, timeout, &endpoint.url))
+                .map_err(|e| py_error(e, timeout, &endpoint.url))?
+        }
+    };
+    if let Some(metrics) = &endpoint.metrics {
+        metrics.stage(0, outcome.queue.as_secs_f64());
+        // The worker's stages; `process` is inference when the worker ran the model.
+        for (stage, name) in [(1, "preprocess"), (2, "process"), (3, "postprocess")] {
+            if let Some(seconds) = outcome.timings.get(name).and_then(Value::as_f64) {
+                metrics.stage(stage, seconds);
+            }
         }
     }
+    Ok(Served {
+        value: outcome.value,
+        stats: outcome.stats,
+    })
 }
 
 /// Model inputs from what `preprocess` returned: an array goes straight in (a 1-d array is one

@@ -109,6 +109,9 @@ pub async fn run(state: AppState, loader: Arc<Loader>, mut shutdown: watch::Rece
                 Ok(now) if now != served => {
                     tracing::info!(revision = now, "serving revision {now}");
                     state.reloads.fetch_add(1, Ordering::Relaxed);
+                    if let Some(metrics) = &state.metrics {
+                        metrics.reloaded();
+                    }
                     heartbeat(&state).await;
                     last_heartbeat = Instant::now();
                 }

@@ -35,6 +35,10 @@ pub struct LoadedEndpoint {
     /// Requests whose model ran in Python because preprocess returned non-array data.
     pub library_requests: std::sync::atomic::AtomicU64,
     pub kind: EngineKind,
+    /// Request metrics (`None` when metrics are off).
+    pub metrics: Option<crate::metrics::EndpointMetrics>,
+    /// clearml statistics of this url (sampling, variables); set at every table build.
+    pub monitor: arc_swap::ArcSwapOption<crate::metrics::Monitor>,
     /// The endpoint's `--input-name` list (feature order for named features).
     pub input_names: Vec<String>,
     pub fingerprint: Fingerprint,

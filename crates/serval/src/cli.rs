@@ -97,6 +97,12 @@ pub struct ServeArgs {
     /// Worker processes per endpoint that runs Python
     #[arg(long, env = "SERVAL_PYTHON_WORKERS", default_value_t = 1)]
     pub python_workers: usize,
+    /// Also serve GET /metrics on this port (it is always on the serving port)
+    #[arg(long, env = "SERVAL_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    /// Record no metrics and answer 404 on /metrics
+    #[arg(long, env = "SERVAL_DISABLE_METRICS")]
+    pub disable_metrics: bool,
     /// ONNX Runtime intra-op threads per model
     #[arg(long, env = "SERVAL_ONNX_THREADS", default_value_t = 1)]
     pub onnx_threads: usize,

@@ -1,10 +1,11 @@
-//! `GET /health/live` and `GET /health/ready`.
+//! `GET /health/live`, `GET /health/ready` and `GET /metrics`.
 
 use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -39,4 +40,29 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "failed": failed,
         })),
     )
+}
+
+/// `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(metrics) = state.metrics.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"detail": "metrics are disabled (serve --disable-metrics)"})),
+        )
+            .into_response();
+    };
+    let table = state.table.load_full();
+    let text = tokio::task::spawn_blocking(move || {
+        metrics.encode(|registry| crate::metrics::table_metrics(registry, &table))
+    })
+    .await
+    .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

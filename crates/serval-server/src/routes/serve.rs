@@ -159,7 +159,8 @@ fn runs_inline(endpoint: &LoadedEndpoint, rows: usize) -> bool {
     ) && rows <= 64
 }
 
-/// Runs a native model (inline or on a blocking thread, see [`runs_inline`]).
+/// Runs a native model (inline or on a blocking thread, see [`runs_inline`]), recording the
+/// inference stage.
 pub(crate) async fn infer_native(
     endpoint: &LoadedEndpoint,
     engine: Arc<dyn Engine>,
@@ -169,22 +170,81 @@ pub(crate) async fn infer_native(
         .first()
         .and_then(|i| i.tensor.shape().first().copied())
         .unwrap_or(1);
-    if runs_inline(endpoint, rows) {
-        return Ok(engine.infer(&inputs)?);
+    let start = Instant::now();
+    let outputs = if runs_inline(endpoint, rows) {
+        engine.infer(&inputs)?
+    } else {
+        tokio::task::spawn_blocking(move || engine.infer(&inputs))
+            .await
+            .map_err(|e| ServeError::Internal(format!("inference task failed: {e}")))??
+    };
+    if let Some(metrics) = &endpoint.metrics {
+        metrics.stage(STAGE_INFERENCE, start.elapsed().as_secs_f64());
     }
-    Ok(tokio::task::spawn_blocking(move || engine.infer(&inputs))
-        .await
-        .map_err(|e| ServeError::Internal(format!("inference task failed: {e}")))??)
+    Ok(outputs)
 }
 
-/// Serves one request on a resolved endpoint (HTTP requests and `send_request` calls alike).
+/// Index of the inference stage in [`crate::metrics::STAGES`].
+pub(crate) const STAGE_INFERENCE: usize = 2;
+
+/// What serving a request produced, besides the reply.
+#[derive(Default)]
+pub(crate) struct Served {
+    pub value: Value,
+    /// What `collect_custom_statistics_fn` collected (Python endpoints, sampled requests).
+    pub stats: Option<serde_json::Map<String, Value>>,
+}
+
+/// Serves one request on a resolved endpoint (HTTP requests and `send_request` calls alike),
+/// recording its metrics: outcome and duration always, clearml variables when sampled.
 pub(crate) async fn run(
     endpoint: Arc<LoadedEndpoint>,
     payload: Payload,
     deadline: Instant,
 ) -> Result<Value, ServeError> {
+    let start = Instant::now();
+    let monitor = endpoint.monitor.load_full();
+    let sampled = monitor.as_ref().is_some_and(|m| m.sample(fastrand::f64()));
+    let body = match (&payload, &monitor) {
+        (Payload::Json(value), Some(m)) if sampled && m.wants_body() => Some(value.clone()),
+        _ => None,
+    };
+    // Dropped unfinished = cancelled by the request timeout: counted as a timeout.
+    struct Unfinished<'a>(Option<&'a LoadedEndpoint>, Instant);
+    impl Drop for Unfinished<'_> {
+        fn drop(&mut self) {
+            if let Some(metrics) = self.0.and_then(|e| e.metrics.as_ref()) {
+                metrics.finished(self.1.elapsed(), Err("timeout"));
+            }
+        }
+    }
+    let mut unfinished = Unfinished(Some(&endpoint), start);
+    let result = execute(&endpoint, payload, deadline, sampled).await;
+    unfinished.0 = None;
+    let took = start.elapsed();
+    if let Some(metrics) = &endpoint.metrics {
+        metrics.finished(took, result.as_ref().map(|_| ()).map_err(ServeError::kind));
+    }
+    let served = result?;
+    if let (true, Some(monitor)) = (sampled, monitor) {
+        monitor.record(
+            took.as_secs_f64(),
+            body.as_ref(),
+            &served.value,
+            served.stats.as_ref(),
+        );
+    }
+    Ok(served.value)
+}
+
+async fn execute(
+    endpoint: &Arc<LoadedEndpoint>,
+    payload: Payload,
+    deadline: Instant,
+    sampled: bool,
+) -> Result<Served, ServeError> {
     if endpoint.python.is_some() {
-        return crate::python::run(&endpoint, payload, deadline).await;
+        return crate::python::run(endpoint, payload, deadline, sampled).await;
     }
     let Some(engine) = endpoint.engine.clone() else {
         return Err(ServeError::Internal(format!(
@@ -205,8 +265,11 @@ pub(crate) async fn run(
     };
     let meta = engine.metadata();
     let inputs = request_to_inputs(&body, meta, &endpoint.input_names)?;
-    let outputs = infer_native(&endpoint, engine.clone(), inputs).await?;
-    Ok(reply_from_outputs(meta, &outputs)?)
+    let outputs = infer_native(endpoint, engine.clone(), inputs).await?;
+    Ok(Served {
+        value: reply_from_outputs(meta, &outputs)?,
+        stats: None,
+    })
 }
 
 async fn serve(
@@ -218,18 +281,29 @@ async fn serve(
 ) -> Result<Json<Value>, ServeError> {
     let version = version.filter(|v| !v.is_empty());
     let deadline = Instant::now() + state.config.request_timeout;
+    let _in_flight = state.metrics.as_ref().map(|m| m.in_flight());
+    let routed = std::sync::atomic::AtomicBool::new(false);
     let work = async {
         let payload = read_body(&headers, body, state.config.body_limit).await?;
         let endpoint = state
             .table
             .load()
             .resolve(&name, version.as_deref(), fastrand::f64())?;
-        run(endpoint, payload, deadline).await
+        routed.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, ServeError>(run(endpoint, payload, deadline).await)
     };
-    match tokio::time::timeout(state.config.request_timeout, work).await {
-        Ok(result) => result.map(Json),
+    let result = match tokio::time::timeout(state.config.request_timeout, work).await {
+        // Routed: `run` recorded it.
+        Ok(Ok(served)) => return served.map(Json),
+        Ok(Err(error)) => Err(error),
         Err(_) => Err(ServeError::Timeout(state.config.request_timeout)),
+    };
+    if let (Err(error), Some(metrics)) = (&result, &state.metrics)
+        && !routed.load(std::sync::atomic::Ordering::Relaxed)
+    {
+        metrics.unrouted(error.kind());
     }
+    result
 }
 
 pub async fn unversioned(

@@ -116,6 +116,8 @@ impl Setup {
             onnx: OnnxOptions::default(),
             python: std::env::var("SERVAL_PYTHON").ok(),
             python_workers: 1,
+            metrics: true,
+            metrics_port: None,
         }
     }
 

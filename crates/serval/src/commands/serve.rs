@@ -45,6 +45,8 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         },
         python: args.python.clone(),
         python_workers: args.python_workers,
+        metrics: !args.disable_metrics,
+        metrics_port: args.metrics_port,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
