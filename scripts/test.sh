@@ -17,6 +17,9 @@ total=$SECONDS
 # The Python side of the tests: onnxruntime (ONNX engine), scikit-learn, xgboost, lightgbm.
 setup_python() { SERVAL_PYTHON=$(scripts/setup-python.sh); export SERVAL_PYTHON; echo "python: $SERVAL_PYTHON"; }
 step "python venv (scripts/setup-python.sh)" setup_python
+# A real Prometheus server for the monitoring test (Debian's package).
+setup_prometheus() { SERVAL_PROMETHEUS=$(scripts/setup-prometheus.sh); export SERVAL_PROMETHEUS; echo "prometheus: $SERVAL_PROMETHEUS"; }
+step "prometheus (scripts/setup-prometheus.sh)" setup_prometheus
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (tests)" cargo test --workspace --locked --no-run

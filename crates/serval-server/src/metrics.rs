@@ -116,20 +116,11 @@ impl Metrics {
     /// Handles for one endpoint's request metrics.
     pub fn endpoint(self: &Arc<Self>, url: &str) -> EndpointMetrics {
         let labels = EndpointLabels::of(url);
-        let stage = |stage: &str| {
-            self.stages
-                .get_or_create(&StageLabels {
-                    endpoint: labels.endpoint.clone(),
-                    version: labels.version.clone(),
-                    stage: stage.to_string(),
-                })
-                .clone()
-        };
         EndpointMetrics {
             metrics: self.clone(),
             ok: self.outcome(&labels, "ok"),
             duration: self.duration.get_or_create(&labels).clone(),
-            stages: STAGES.map(stage),
+            stages: Default::default(),
             labels,
         }
     }
@@ -283,8 +274,8 @@ pub struct EndpointMetrics {
     labels: EndpointLabels,
     ok: Counter,
     duration: Histogram,
-    /// By [`STAGES`] index.
-    stages: [Histogram; 4],
+    /// By [`STAGES`] index; created on first use (native endpoints only have inference).
+    stages: [std::sync::OnceLock<Histogram>; 4],
 }
 
 impl EndpointMetrics {
@@ -302,9 +293,20 @@ impl EndpointMetrics {
 
     /// Records a stage's time (`stage` indexes [`STAGES`]).
     pub fn stage(&self, stage: usize, seconds: f64) {
-        if let Some(h) = self.stages.get(stage) {
-            h.observe(seconds);
-        }
+        let (Some(cell), Some(name)) = (self.stages.get(stage), STAGES.get(stage)) else {
+            return;
+        };
+        cell.get_or_init(|| {
+            self.metrics
+                .stages
+                .get_or_create(&StageLabels {
+                    endpoint: self.labels.endpoint.clone(),
+                    version: self.labels.version.clone(),
+                    stage: (*name).to_string(),
+                })
+                .clone()
+        })
+        .observe(seconds);
     }
 }
 
