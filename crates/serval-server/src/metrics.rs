@@ -460,18 +460,23 @@ impl Monitor {
         self.freq >= 1.0 || (self.freq > 0.0 && r < self.freq)
     }
 
-    /// Whether recording needs the request body.
-    pub fn wants_body(&self) -> bool {
-        !self.variables.is_empty()
+    /// The request body's values of the configured variables (taken before the body is
+    /// consumed; only these are copied).
+    pub fn body_values(&self, body: &Value) -> Vec<Option<Value>> {
+        self.variables
+            .iter()
+            .map(|(name, _)| body.get(name).cloned())
+            .collect()
     }
 
     /// Records a sampled, successful request: `<url>:_latency` (seconds), `<url>:_count` (by
     /// 1/freq, so it estimates all requests), and each variable found in the response, else the
     /// request body, else the custom statistics (clearml's precedence).
+    /// `body` is [`Monitor::body_values`] of the request (empty if it had no JSON body).
     pub fn record(
         &self,
         latency: f64,
-        body: Option<&Value>,
+        body: &[Option<Value>],
         reply: &Value,
         stats: Option<&Map<String, Value>>,
     ) {
@@ -479,10 +484,10 @@ impl Monitor {
         if self.freq > 0.0 {
             self.count.record(&Value::from(1.0 / self.freq));
         }
-        for (name, variable) in &self.variables {
+        for (i, (name, variable)) in self.variables.iter().enumerate() {
             let value = reply
                 .get(name)
-                .or_else(|| body.and_then(|b| b.get(name)))
+                .or_else(|| body.get(i).and_then(Option::as_ref))
                 .or_else(|| stats.and_then(|s| s.get(name)));
             if let Some(value) = value {
                 variable.record(value);
@@ -692,14 +697,24 @@ mod tests {
         let monitors = metrics.monitors(&config, &["reg/1"]);
         let m = &monitors["reg/1"];
         let body = json!({"x0": 0.5, "animal": "dog", "temp": 20, "items": 3});
-        m.record(0.002, Some(&body), &json!({"y": [1.0, 3.0]}), None);
+        m.record(
+            0.002,
+            &m.body_values(&body),
+            &json!({"y": [1.0, 3.0]}),
+            None,
+        );
         let body = json!({"x0": 4, "animal": "cow", "temp": 21.5, "items": 2});
         let stats = json!({"animal": "cat", "x0": 100}).as_object().cloned();
         // The body's x0 wins over the custom statistics'; animal comes from the body (cow, not
         // configured, ignored).
-        m.record(0.02, Some(&body), &json!({"y": [0.1]}), stats.as_ref());
+        m.record(
+            0.02,
+            &m.body_values(&body),
+            &json!({"y": [0.1]}),
+            stats.as_ref(),
+        );
         let stats = json!({"animal": "cat"}).as_object().cloned();
-        m.record(0.02, None, &json!({}), stats.as_ref());
+        m.record(0.02, &[], &json!({}), stats.as_ref());
         let text = scrape(&metrics);
         // Standard cumulative histograms with a true sum.
         assert_eq!(
@@ -769,7 +784,7 @@ mod tests {
         let mut config = ServiceConfig::default();
         config.metrics.insert("a".into(), rule("a", Some(0.2), &[]));
         let m = &metrics.monitors(&config, &["a"])["a"];
-        m.record(0.001, None, &json!({}), None);
+        m.record(0.001, &[], &json!({}), None);
         assert_eq!(sample_value(&scrape(&metrics), "a:_count_total"), Some(5.0));
     }
 

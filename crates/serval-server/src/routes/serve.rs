@@ -206,8 +206,8 @@ pub(crate) async fn run(
     let monitor = endpoint.monitor.load_full();
     let sampled = monitor.as_ref().is_some_and(|m| m.sample(fastrand::f64()));
     let body = match (&payload, &monitor) {
-        (Payload::Json(value), Some(m)) if sampled && m.wants_body() => Some(value.clone()),
-        _ => None,
+        (Payload::Json(value), Some(m)) if sampled => m.body_values(value),
+        _ => Vec::new(),
     };
     // Dropped unfinished = cancelled by the request timeout: counted as a timeout.
     struct Unfinished<'a>(Option<&'a LoadedEndpoint>, Instant);
@@ -229,7 +229,7 @@ pub(crate) async fn run(
     if let (true, Some(monitor)) = (sampled, monitor) {
         monitor.record(
             took.as_secs_f64(),
-            body.as_ref(),
+            &body,
             &served.value,
             served.stats.as_ref(),
         );

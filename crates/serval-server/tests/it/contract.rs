@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use serval_store::{Canary, CanaryTarget};
+use tower::ServiceExt;
 
 use crate::{IRIS_BODY, Setup, call, post};
 
@@ -333,4 +334,57 @@ async fn canary_splits_follow_the_weights() {
         "10% expected, got {:.2}%",
         share * 100.0
     );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_can_be_disabled() {
+    let fx = Setup::new();
+    let state = fx.serving().await;
+    for _ in 0..3 {
+        call(&state, post("/serve/test_model_lgbm/2", IRIS_BODY)).await;
+    }
+    call(&state, post("/serve/test_model_lgbm/2", "{}")).await;
+    call(&state, post("/serve/missing", IRIS_BODY)).await;
+    let request = Request::get("/metrics").body(Body::empty()).unwrap();
+    let response = serval_server::router(state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    for line in [
+        r#"serval_requests_total{endpoint="test_model_lgbm",version="2",outcome="ok"} 3"#,
+        r#"serval_requests_total{endpoint="test_model_lgbm",version="2",outcome="invalid_input"} 1"#,
+        r#"serval_requests_total{endpoint="",version="",outcome="not_found"} 1"#,
+        r#"serval_request_duration_seconds_count{endpoint="test_model_lgbm",version="2"} 4"#,
+        r#"serval_stage_duration_seconds_count{endpoint="test_model_lgbm",version="2",stage="inference"} 3"#,
+        r#"serval_endpoint_serving{endpoint="test_model_xgb",version=""} 1"#,
+        "serval_requests_in_flight 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    // Load durations were recorded for the three endpoints.
+    assert!(text.contains(
+        r#"serval_endpoint_load_duration_seconds_count{endpoint="test_model_lgbm",version="1"} 1"#
+    ));
+
+    let mut config = fx.config();
+    config.metrics = false;
+    let state = fx.state(config);
+    state.sync().await.unwrap();
+    let (status, body) = call(
+        &state,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["detail"].as_str().unwrap().contains("disabled"));
+    let (status, _) = call(&state, post("/serve/test_model_lgbm/2", IRIS_BODY)).await;
+    assert_eq!(status, StatusCode::OK);
 }

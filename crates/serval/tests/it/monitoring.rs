@@ -200,7 +200,8 @@ fn prometheus_sees_requests_variables_and_sampling_and_runs_the_dashboard() {
         "legs",
     ]);
 
-    let server = Server::start(&home);
+    let metrics_port = free_port().to_string();
+    let server = Server::start_with(&home, &["--metrics-port", &metrics_port]);
     let target = server.base.trim_start_matches("http://").to_string();
     let prometheus = Prometheus::start(home.path(), &target);
 
@@ -295,6 +296,20 @@ fn prometheus_sees_requests_variables_and_sampling_and_runs_the_dashboard() {
         ));
         assert_eq!(n, Some(10.0), "stage {stage}");
     }
+
+    // --metrics-port serves the same metrics on a port of its own.
+    let text = prometheus
+        .agent
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        text.contains(r#"serval_requests_total{endpoint="half",version="",outcome="ok"} 400"#),
+        "{text}"
+    );
 
     // Every query of the dashboard runs and returns data, with Grafana's variables filled in.
     let dashboard: Value = serde_json::from_str(
