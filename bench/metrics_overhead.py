@@ -1,6 +1,6 @@
 """Cost of metrics: requests/s of a native endpoint with metrics on vs off, from alternating runs.
 
-    cargo build --release -p serval && python3 bench/metrics_overhead.py [--rounds 5] [--seconds 8]
+    cargo build --release -p serval && python3 bench/metrics_overhead.py [--rounds 5] [--seconds 8] [--pin]
 
 Starts two `serval serve` processes on one service — one with metrics, one with
 `--disable-metrics` — and loads them in turn with wrk (16 connections, single-row bodies): off, on,
@@ -27,6 +27,8 @@ BODY = {"x0": 6.0, "x1": 3.4, "x2": 4.5, "x3": 1.6}
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--rounds", type=int, default=5)
 parser.add_argument("--seconds", type=int, default=8)
+parser.add_argument("--pin", action="store_true",
+                    help="run the servers on CPU 0 and wrk on CPU 1 (taskset): less scheduling noise")
 args = parser.parse_args()
 
 work = tempfile.mkdtemp(prefix="serval-metrics-")
@@ -46,7 +48,8 @@ cli("metrics", "add", "--endpoint", "iris_ruled", "--log-freq", "1",
 
 servers = {}
 for name, flags in [("on", []), ("off", ["--disable-metrics"])]:
-    proc = subprocess.Popen([SERVAL, "serve", "--host", "127.0.0.1", "--port", "0", *flags],
+    pin = ["taskset", "-c", "0"] if args.pin else []
+    proc = subprocess.Popen([*pin, SERVAL, "serve", "--host", "127.0.0.1", "--port", "0", *flags],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     servers[name] = (proc, re.search(r"http://[0-9.:]+", line).group(0))
@@ -69,7 +72,8 @@ def ready(url):
 
 
 def wrk(url, seconds):
-    out = subprocess.run(["wrk", "-t1", "-c16", "-d%ds" % seconds, "-s", LUA, url],
+    pin = ["taskset", "-c", "1"] if args.pin else []
+    out = subprocess.run([*pin, "wrk", "-t1", "-c16", "-d%ds" % seconds, "-s", LUA, url],
                          env=dict(os.environ, BODY_FILE=body_file), capture_output=True, text=True, check=True).stdout
     result = re.search(r"RESULT requests=\d+ rps=([0-9.]+) p50_ms=([0-9.]+) p99_ms=([0-9.]+).*errors=(\d+)", out)
     assert result and result.group(4) == "0", out

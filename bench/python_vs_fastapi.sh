@@ -13,26 +13,14 @@ WORK=${WORK:-$(mktemp -d /tmp/serval-bench.XXXXXX)}
 RESULTS=${1:-$ROOT/bench/results/python_vs_fastapi.csv}
 VENV=${BENCH_VENV:-$ROOT/.venv-bench}
 mkdir -p "$(dirname "$RESULTS")"
+# shellcheck source=lib/peers.sh
+source "$ROOT/bench/lib/peers.sh"
 
-if [[ ! -x $VENV/bin/gunicorn ]]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/bench/requirements-peers.txt"
-fi
 PYTHON=$("$ROOT/scripts/setup-python.sh")
-cp -r "$SHARED_BENCH" "$WORK/bench"
-ln -sfn "$VENV" "$WORK/bench/venv"
-(cd "$WORK/bench" && OMP_NUM_THREADS=1 venv/bin/python train_models.py > "$WORK/train.log" 2>&1)
+prepare_peers
 MODEL=$WORK/bench/models/sklearn_lr.pkl
 BODY=$WORK/bench/bodies/A_sklearn_lr.json
 test -f "$MODEL"
-
-wait_post() {
-  for _ in $(seq 600); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data-binary @"$2" "$1" || true) == 200 ]] && return 0
-    sleep 0.1
-  done
-  echo "timeout waiting for $1" >&2; return 1
-}
 
 # 1. Baseline A: FastAPI under gunicorn with 2 workers.
 (cd "$WORK/bench" && OMP_NUM_THREADS=1 exec peers/start_fastapi.sh gunicorn2) > "$WORK/fastapi.log" 2>&1 &

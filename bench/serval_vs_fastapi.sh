@@ -10,25 +10,12 @@ WORK=${WORK:-$(mktemp -d /tmp/serval-bench.XXXXXX)}
 RESULTS=${1:-$ROOT/bench/results/serval_vs_fastapi.csv}
 VENV=${BENCH_VENV:-$ROOT/.venv-bench}
 mkdir -p "$(dirname "$RESULTS")"
+# shellcheck source=lib/peers.sh
+source "$ROOT/bench/lib/peers.sh"
 
-# 1. Peers' venv and the benchmark models (trained into a copy of shared/bench: it is read-only).
-if [[ ! -x $VENV/bin/gunicorn ]]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/bench/requirements-peers.txt"
-fi
-cp -r "$SHARED_BENCH" "$WORK/bench"
-ln -sfn "$VENV" "$WORK/bench/venv"
-(cd "$WORK/bench" && OMP_NUM_THREADS=1 venv/bin/python train_models.py > "$WORK/train.log" 2>&1)
+# 1. Peers' venv and the benchmark models (bench/lib/peers.sh).
+prepare_peers
 test -f "$WORK/bench/models/xgb_iris.json" -a -f "$WORK/bench/models/lgbm_iris.txt"
-
-# wait_post URL BODY: until a POST answers 200 (60 s).
-wait_post() {
-  for _ in $(seq 600); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' --data-binary @"$2" "$1" || true) == 200 ]] && return 0
-    sleep 0.1
-  done
-  echo "timeout waiting for $1" >&2; return 1
-}
 
 # 2. Baseline A: FastAPI under gunicorn with 2 workers (clearml-serving's CLEARML_USE_GUNICORN mode).
 (cd "$WORK/bench" && OMP_NUM_THREADS=1 exec peers/start_fastapi.sh gunicorn2) > "$WORK/fastapi.log" 2>&1 &

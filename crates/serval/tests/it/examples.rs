@@ -280,6 +280,16 @@ fn clearml_examples_answer_as_upstream() {
         let (status, body) = server.post(&format!("/serve/{pipeline}"), blobs);
         assert_eq!(status, 200, "{pipeline}: {body}");
         assert!(close(&body["y"], 0.0, 1e-9), "{pipeline}: {body}");
+        // A sub-model failing (x1 missing → its sklearn predict raises) makes send_request
+        // return None → the pipeline's ValueError → 422, as upstream.
+        assert_eq!(
+            server.post(&format!("/serve/{pipeline}"), r#"{"x0": 1}"#),
+            (
+                422,
+                json!({"detail": "Error [<class 'ValueError'>] processing request: Error, could not get predictions from sub-models"})
+            ),
+            "{pipeline}"
+        );
     }
 
     let (status, body) = server.post(

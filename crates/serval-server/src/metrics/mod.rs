@@ -1,0 +1,359 @@
+//! Prometheus metrics: serval's own (`serval_*`, `process_*`) and clearml-serving's per-endpoint
+//! variables from `metrics add` rules (`<endpoint url>:<variable>`), exposed on `GET /metrics` in
+//! the OpenMetrics text format.
+//!
+//! Built-in metrics are recorded for every request through handles resolved once per endpoint
+//! ([`EndpointMetrics`]), so the hot path never hashes labels. clearml variables are recorded for
+//! sampled requests only, through the endpoint's [`Monitor`], which each table build recomputes
+//! from the rules (an unchanged variable keeps its counts; a bucket change starts it afresh).
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+mod clearml;
+mod process;
+
+use clearml::Variable;
+pub use clearml::{Monitor, family_name, rule_for};
+
+/// Seconds, for request and stage durations: 0.1 ms to 60 s.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+/// Model loading: 1 ms to 5 min.
+const LOAD_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+type FloatCounter = Counter<f64, AtomicU64>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    endpoint: String,
+    version: String,
+}
+
+impl EndpointLabels {
+    /// `name` and `version` of an endpoint url (`iris/2` → `iris`, `2`).
+    pub fn of(url: &str) -> Self {
+        let (endpoint, version) = url.split_once('/').unwrap_or((url, ""));
+        EndpointLabels {
+            endpoint: endpoint.to_string(),
+            version: version.to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    endpoint: String,
+    version: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    endpoint: String,
+    version: String,
+    stage: String,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS.iter().copied())
+}
+
+fn load_histogram() -> Histogram {
+    Histogram::new(LOAD_BUCKETS.iter().copied())
+}
+
+/// Stages of a request, for `serval_stage_duration_seconds`.
+pub const STAGES: [&str; 4] = ["queue", "preprocess", "inference", "postprocess"];
+
+/// The server's metrics (one per process).
+pub struct Metrics {
+    requests: Family<OutcomeLabels, Counter>,
+    duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    stages: Family<StageLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+    load_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    load_failures: Family<EndpointLabels, Counter>,
+    reloads: Counter,
+    /// clearml variable families by metric name.
+    variables: Mutex<HashMap<String, Arc<Variable>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            stages: Family::new_with_constructor(duration_histogram),
+            in_flight: Gauge::default(),
+            load_duration: Family::new_with_constructor(load_histogram),
+            load_failures: Family::default(),
+            reloads: Counter::default(),
+            variables: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Metrics {
+    /// Handles for one endpoint's request metrics.
+    pub fn endpoint(self: &Arc<Self>, url: &str) -> EndpointMetrics {
+        let labels = EndpointLabels::of(url);
+        EndpointMetrics {
+            metrics: self.clone(),
+            ok: self.outcome(&labels, "ok"),
+            duration: self.duration.get_or_create(&labels).clone(),
+            stages: Default::default(),
+            labels,
+        }
+    }
+
+    fn outcome(&self, labels: &EndpointLabels, outcome: &str) -> Counter {
+        self.requests
+            .get_or_create(&OutcomeLabels {
+                endpoint: labels.endpoint.clone(),
+                version: labels.version.clone(),
+                outcome: outcome.to_string(),
+            })
+            .clone()
+    }
+
+    /// A request that failed before reaching an endpoint (unknown url, unreadable body): counted
+    /// under `endpoint=""`, so arbitrary urls cannot grow the label set.
+    pub fn unrouted(&self, kind: &str) {
+        self.outcome(&EndpointLabels::of(""), kind).inc();
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    pub fn loaded(&self, url: &str, took: Duration, ok: bool) {
+        let labels = EndpointLabels::of(url);
+        self.load_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.load_failures.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn reloaded(&self) {
+        self.reloads.inc();
+    }
+
+    /// Everything, for one scrape. `extra` adds families computed at scrape time.
+    pub fn encode(&self, extra: impl FnOnce(&mut Registry)) -> String {
+        let mut registry = Registry::default();
+        registry.register(
+            "serval_requests",
+            "Requests by endpoint, version and outcome (ok or the error kind)",
+            self.requests.clone(),
+        );
+        registry.register(
+            "serval_request_duration_seconds",
+            "End-to-end request duration by endpoint and version",
+            self.duration.clone(),
+        );
+        registry.register(
+            "serval_stage_duration_seconds",
+            "Time per request stage: queue (waiting for a Python worker), preprocess, inference, postprocess",
+            self.stages.clone(),
+        );
+        registry.register(
+            "serval_requests_in_flight",
+            "Requests being served",
+            self.in_flight.clone(),
+        );
+        registry.register(
+            "serval_endpoint_load_duration_seconds",
+            "Time to load an endpoint's model and code",
+            self.load_duration.clone(),
+        );
+        registry.register(
+            "serval_endpoint_load_failures",
+            "Endpoint loads that failed",
+            self.load_failures.clone(),
+        );
+        registry.register(
+            "serval_reloads",
+            "Routing tables swapped in after a configuration change",
+            self.reloads.clone(),
+        );
+        extra(&mut registry);
+        process::process_metrics(&mut registry);
+        for (name, variable) in lock(&self.variables).iter() {
+            variable.register(&mut registry, name);
+        }
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+/// Decrements the in-flight gauge when dropped.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// One endpoint's request metrics, resolved once.
+pub struct EndpointMetrics {
+    metrics: Arc<Metrics>,
+    labels: EndpointLabels,
+    ok: Counter,
+    duration: Histogram,
+    /// By [`STAGES`] index; created on first use (native endpoints only have inference).
+    stages: [std::sync::OnceLock<Histogram>; 4],
+}
+
+impl EndpointMetrics {
+    pub fn finished(&self, took: Duration, outcome: Result<(), &str>) {
+        match outcome {
+            Ok(()) => {
+                self.ok.inc();
+            }
+            Err(kind) => {
+                self.metrics.outcome(&self.labels, kind).inc();
+            }
+        }
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    /// Records a stage's time (`stage` indexes [`STAGES`]).
+    pub fn stage(&self, stage: usize, seconds: f64) {
+        let (Some(cell), Some(name)) = (self.stages.get(stage), STAGES.get(stage)) else {
+            return;
+        };
+        cell.get_or_init(|| {
+            self.metrics
+                .stages
+                .get_or_create(&StageLabels {
+                    endpoint: self.labels.endpoint.clone(),
+                    version: self.labels.version.clone(),
+                    stage: (*name).to_string(),
+                })
+                .clone()
+        })
+        .observe(seconds);
+    }
+}
+
+/// Scrape-time families from the routing table: load state and Python workers per endpoint.
+pub fn table_metrics(registry: &mut Registry, table: &crate::table::RoutingTable) {
+    let loaded: Family<EndpointLabels, Gauge> = Family::default();
+    let alive: Family<EndpointLabels, Gauge> = Family::default();
+    let restarts: Family<EndpointLabels, Counter> = Family::default();
+    for (url, slot) in &table.slots {
+        let labels = EndpointLabels::of(url);
+        loaded
+            .get_or_create(&labels)
+            .set(i64::from(slot.serving.is_some()));
+        if let Some(pool) = slot.serving.as_ref().and_then(|s| s.python.as_ref()) {
+            let status = pool.status();
+            alive.get_or_create(&labels).set(status.alive as i64);
+            restarts.get_or_create(&labels).inc_by(status.restarts);
+        }
+    }
+    registry.register(
+        "serval_endpoint_serving",
+        "1 if the endpoint answers requests (a loaded model or the previous version), else 0",
+        loaded,
+    );
+    registry.register(
+        "serval_python_workers_alive",
+        "Live Python worker processes per endpoint",
+        alive,
+    );
+    registry.register(
+        "serval_python_worker_restarts",
+        "Python worker processes restarted since the endpoint's workers were started",
+        restarts,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn scrape(metrics: &Metrics) -> String {
+        metrics.encode(|_| {})
+    }
+
+    pub(super) fn sample_value(text: &str, sample: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn request_metrics_carry_endpoint_version_and_outcome() {
+        let metrics = Arc::new(Metrics::default());
+        let e = metrics.endpoint("iris/2");
+        e.finished(Duration::from_millis(3), Ok(()));
+        e.finished(Duration::from_millis(3), Err("invalid_input"));
+        e.stage(2, 0.001);
+        metrics.unrouted("not_found");
+        let text = scrape(&metrics);
+        assert_eq!(
+            sample_value(
+                &text,
+                "serval_requests_total{endpoint=\"iris\",version=\"2\",outcome=\"ok\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample_value(
+                &text,
+                "serval_requests_total{endpoint=\"iris\",version=\"2\",outcome=\"invalid_input\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample_value(
+                &text,
+                "serval_requests_total{endpoint=\"\",version=\"\",outcome=\"not_found\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample_value(
+                &text,
+                "serval_request_duration_seconds_count{endpoint=\"iris\",version=\"2\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample_value(
+                &text,
+                "serval_stage_duration_seconds_count{endpoint=\"iris\",version=\"2\",stage=\"inference\"}"
+            ),
+            Some(1.0)
+        );
+        assert!(text.contains("process_resident_memory_bytes"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
