@@ -31,7 +31,7 @@ lgbm=$("$SERVAL" --json model upload --name iris-lightgbm --project examples --p
   --framework scikitlearn --path "$SERVAL_HOME/train/sklearn-model.pkl"
 "$SERVAL" model add --engine sklearn --endpoint test_model_sklearn --preprocess examples/sklearn/preprocess.py \
   --name "train sklearn model - sklearn-model" --project "serving examples"
-"$SERVAL" metrics add --endpoint 'iris/*' --log-freq 1.0 --variable-scalar 'sepal_length=4.0/8.0/8'
+"$SERVAL" metrics add --endpoint 'iris/*' --log-freq 1.0 --variable-scalar 'x0=4.0/8.0/8'
 "$SERVAL" model list
 "$SERVAL" metrics list
 set +x
@@ -43,5 +43,6 @@ Serving on http://127.0.0.1:$PORT — try, from another terminal:
   curl -X POST localhost:$PORT/serve/iris/1 -H 'Content-Type: application/json' -d '{"instances": [[6.0, 3.4, 4.5, 1.6], [5.1, 3.5, 1.4, 0.2]]}'
   curl -X POST localhost:$PORT/serve/iris_canary -H 'Content-Type: application/json' -d '{"x0": 6.0, "x1": 3.4, "x2": 4.5, "x3": 1.6}'
   curl -X POST localhost:$PORT/serve/test_model_sklearn -H 'Content-Type: application/json' -d '{"x0": 1, "x1": 2}'
+  curl -s localhost:$PORT/metrics | grep -E '^(serval_requests_total|iris_.*:x0_bucket)'
 MSG
 exec "$SERVAL" serve --port "$PORT"

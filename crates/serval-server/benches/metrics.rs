@@ -4,6 +4,7 @@
 //! alone. The load test `bench/metrics_overhead.py` measures the same over HTTP.
 //!
 //! `cargo bench -p serval-server --bench metrics`
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
