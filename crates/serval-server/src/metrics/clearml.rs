@@ -131,13 +131,13 @@ fn numbers(value: &Value, each: &mut impl FnMut(f64)) {
     }
 }
 
-/// The enum values in a value: strings (numbers and booleans as text), each of a list.
-fn labels(value: &Value, out: &mut Vec<String>) {
+/// Calls `each` per enum value in a value: strings (numbers and booleans as text), each of a list.
+fn labels(value: &Value, each: &mut impl FnMut(&str)) {
     match value {
-        Value::String(s) => out.push(s.clone()),
-        Value::Number(n) => out.push(n.to_string()),
-        Value::Bool(b) => out.push(if *b { "True" } else { "False" }.to_string()),
-        Value::Array(items) => items.iter().for_each(|v| labels(v, out)),
+        Value::String(s) => each(s),
+        Value::Number(n) => each(&n.to_string()),
+        Value::Bool(b) => each(if *b { "True" } else { "False" }),
+        Value::Array(items) => items.iter().for_each(|v| labels(v, each)),
         _ => {}
     }
 }
@@ -161,13 +161,14 @@ impl Variable {
     pub fn record(&self, value: &Value) {
         match (&self.metric, &self.kind) {
             (VariableMetric::Enum(family), MetricVariable::Enum { buckets }) => {
-                let mut found = Vec::new();
-                labels(value, &mut found);
-                for label in found.into_iter().filter(|l| buckets.contains(l)) {
-                    family
-                        .get_or_create(&vec![("enum".to_string(), label)])
-                        .inc();
-                }
+                // Only configured values become labels (bounded label sets).
+                labels(value, &mut |label| {
+                    if buckets.iter().any(|b| b == label) {
+                        family
+                            .get_or_create(&vec![("enum".to_string(), label.to_string())])
+                            .inc();
+                    }
+                });
             }
             (metric, _) => {
                 numbers(value, &mut |x| {
