@@ -49,7 +49,7 @@ cli("metrics", "add", "--endpoint", "iris_ruled", "--log-freq", "1",
 servers = {}
 for name, flags in [("on", []), ("off", ["--disable-metrics"])]:
     pin = ["taskset", "-c", "0"] if args.pin else []
-    proc = subprocess.Popen([*pin, SERVAL, "serve", "--host", "127.0.0.1", "--port", "0", *flags],
+    proc = subprocess.Popen([*pin, SERVAL, "serve", "--host", "127.0.0.1", "--port", "0", "--grpc-port", "off", *flags],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     servers[name] = (proc, re.search(r"http://[0-9.:]+", line).group(0))

@@ -39,7 +39,7 @@ export SERVAL_HOME=$WORK/serval-home SERVAL_PYTHON=$PYTHON
 "$SERVAL" model add --engine sklearn --endpoint sklearn_lr --name sklearn_lr \
   --preprocess "$ROOT/examples/sklearn/preprocess.py" > /dev/null 2>&1
 for workers in 1 2; do
-  "$SERVAL" serve --host 127.0.0.1 --port 0 --python-workers $workers > "$WORK/serval.out" 2> "$WORK/serval.log" &
+  "$SERVAL" serve --host 127.0.0.1 --port 0 --grpc-port off --python-workers $workers > "$WORK/serval.out" 2> "$WORK/serval.log" &
   SERVAL_PID=$!
   for _ in $(seq 100); do grep -q http:// "$WORK/serval.out" 2>/dev/null && break; sleep 0.1; done
   URL=$(grep -o 'http://[0-9.:]*' "$WORK/serval.out")

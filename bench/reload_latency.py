@@ -45,7 +45,7 @@ def main():
     xgb = json.loads(cli("--json", "model", "upload", "--name", "xgb", "--path", str(FIXTURES / "clearml_xgb.json")))["id"]
     lgbm = json.loads(cli("--json", "model", "upload", "--name", "lgbm", "--path", str(FIXTURES / "clearml_lgbm.txt")))["id"]
     cli("model", "add", "--engine", "xgboost", "--endpoint", "stable", "--model-id", xgb)
-    server = subprocess.Popen([serval, "serve", "--host", "127.0.0.1", "--port", "0"], env=env,
+    server = subprocess.Popen([serval, "serve", "--host", "127.0.0.1", "--port", "0", "--grpc-port", "off"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     base = re.search(r"http://\S+", server.stdout.readline()).group(0)
 

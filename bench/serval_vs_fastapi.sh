@@ -38,7 +38,7 @@ for m in xgb_iris:xgboost:json lgbm_iris:lightgbm:txt; do
        | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   "$SERVAL" model add --engine "$engine" --endpoint "$name" --model-id "$id" > /dev/null 2>&1
 done
-"$SERVAL" serve --host 127.0.0.1 --port 0 > "$WORK/serval.out" 2> "$WORK/serval.log" &
+"$SERVAL" serve --host 127.0.0.1 --port 0 --grpc-port off > "$WORK/serval.out" 2> "$WORK/serval.log" &
 SERVAL_PID=$!
 for _ in $(seq 100); do grep -q http:// "$WORK/serval.out" 2>/dev/null && break; sleep 0.1; done
 URL=$(grep -o 'http://[0-9.:]*' "$WORK/serval.out")

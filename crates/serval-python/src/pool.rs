@@ -286,11 +286,13 @@ impl Pool {
         }
     }
 
-    /// Sends a request: `native` asks the worker to stop after `preprocess` when it returns
-    /// array-like data (see [`Step::Pre`]). A worker that has not answered by `deadline` is killed.
+    /// Sends a request: `state` starts the request's `state` dict (`None`: empty); `native` asks
+    /// the worker to stop after `preprocess` when it returns array-like data (see [`Step::Pre`]).
+    /// A worker that has not answered by `deadline` is killed.
     pub async fn infer(
         &self,
         body: Body,
+        state: Option<Map<String, Value>>,
         native: bool,
         sampled: bool,
         deadline: Instant,
@@ -311,6 +313,9 @@ impl Pool {
             Body::Json(value) => value,
             Body::Bytes(bytes) => frame::bytes_marker(&bytes, &mut request.blobs),
         };
+        if let Some(state) = state {
+            request.header["state"] = Value::Object(state);
+        }
         let reply = exchange(shared, &conn, id, &request, deadline).await?;
         if reply.op() == "pre" {
             let Frame { mut header, blobs } = reply;

@@ -17,7 +17,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use serval_artifacts::ArtifactStore;
 use serval_onnx::OnnxOptions;
-use serval_server::metrics::Metrics;
+use serval_server::metrics::{Metrics, Protocol};
 use serval_server::{AppState, Instance, ServeConfig};
 use serval_store::{
     Endpoint, EngineKind, IoSpec, MetricRule, MetricVariable, NewModel, NewService, ServiceConfig,
@@ -97,6 +97,7 @@ fn state(dir: &Path, store: Arc<dyn Store>, service: &str, metrics: bool) -> App
         service_id: service.into(),
         host: "127.0.0.1".into(),
         port: 0,
+        grpc_port: None,
         body_limit: 1 << 20,
         request_timeout: Duration::from_secs(30),
         poll_interval: Duration::from_millis(250),
@@ -112,6 +113,7 @@ fn state(dir: &Path, store: Arc<dyn Store>, service: &str, metrics: bool) -> App
         id: "bench".into(),
         host: "127.0.0.1".into(),
         port: 0,
+        grpc_port: None,
         started_ms: 0,
     };
     AppState::new(config, store, instance)
@@ -162,7 +164,7 @@ fn recording_alone(c: &mut Criterion) {
             b.iter(|| {
                 let in_flight = metrics.in_flight();
                 endpoint.stage(2, 0.000_02);
-                endpoint.finished(Duration::from_micros(40), Ok(()));
+                endpoint.finished(Duration::from_micros(40), Protocol::Clearml, Ok(()));
                 drop(in_flight);
             });
         },

@@ -1,36 +1,37 @@
 //! serval's inference server: `serval serve`. It serves one serving service on clearml-serving's
-//! REST contract (`/serve/{endpoint}[/{version}]`), routes through an immutable routing table
-//! that is rebuilt next to the running one and swapped atomically when the store's revision
-//! changes, and reports its state (instance status in the store, `/health/*`).
+//! REST contract (`/serve/{endpoint}[/{version}]`) and the Open Inference Protocol (V2) over REST
+//! and gRPC, through one protocol-neutral [`pipeline`]. It routes through an immutable routing
+//! table that is rebuilt next to the running one and swapped atomically when the store's
+//! revision changes, and reports its state (instance status in the store, `/health/*`).
 //!
-//! Only this crate knows HTTP. Requests never lock: they load the current table (`ArcSwap`),
-//! clone the endpoint's `Arc`, and run the model; an old engine is dropped when its last request
-//! finishes.
+//! Only this crate knows HTTP and gRPC. Requests never lock: they load the current table
+//! (`ArcSwap`), clone the endpoint's `Arc`, and run the model; an old engine is dropped when its
+//! last request finishes.
+//!
+//! Module dependencies point one way: protocol adapters (`http`, `grpc`, `calls`) → `table` →
+//! `pipeline` → `metrics`; `sync` → `loader` → {`table`, `pipeline`}.
 
-mod errors;
+mod calls;
+pub mod grpc;
+pub mod http;
 mod loader;
 pub mod metrics;
-mod python;
-mod routes;
+pub mod pipeline;
 mod sync;
 mod table;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use serde_json::json;
 use serval_onnx::OnnxOptions;
 use serval_store::Store;
 use tokio::sync::watch;
 
-pub use errors::ServeError;
+pub use http::router;
 pub use loader::Loader;
 pub use table::RoutingTable;
 
@@ -40,6 +41,8 @@ pub struct ServeConfig {
     pub service_id: String,
     pub host: String,
     pub port: u16,
+    /// The V2 gRPC port (`Some(0)`: any free port; `None`: no gRPC).
+    pub grpc_port: Option<u16>,
     /// Largest accepted request body (after decompression too).
     pub body_limit: usize,
     pub request_timeout: Duration,
@@ -66,6 +69,7 @@ pub struct Instance {
     pub id: String,
     pub host: String,
     pub port: u16,
+    pub grpc_port: Option<u16>,
     pub started_ms: i64,
 }
 
@@ -75,8 +79,8 @@ pub struct AppState {
     pub config: Arc<ServeConfig>,
     pub store: Arc<dyn Store>,
     pub table: Arc<ArcSwap<RoutingTable>>,
-    /// The first load pass has finished.
-    pub ready: Arc<AtomicBool>,
+    /// The first load pass has finished (a watch, so the gRPC health service can follow it).
+    pub ready: Arc<watch::Sender<bool>>,
     pub reloads: Arc<AtomicU64>,
     pub instance: Arc<Instance>,
     /// `None` when metrics are off.
@@ -92,7 +96,7 @@ impl AppState {
             config: Arc::new(config),
             store,
             table: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
-            ready: Arc::new(AtomicBool::new(false)),
+            ready: Arc::new(watch::Sender::new(false)),
             reloads: Arc::new(AtomicU64::new(0)),
             instance: Arc::new(instance),
             metrics,
@@ -106,7 +110,7 @@ impl AppState {
             cache_dir: self.config.cache_dir.clone(),
             onnx: self.config.onnx.clone(),
             runtime: tokio::runtime::Handle::try_current().ok(),
-            calls: Arc::new(python::ServerCalls {
+            calls: Arc::new(calls::ServerCalls {
                 table: Arc::downgrade(&self.table),
             }),
             python: self.config.python.clone(),
@@ -119,41 +123,14 @@ impl AppState {
     /// Loads the current configuration and swaps it in (the first pass marks the server ready).
     pub async fn sync(&self) -> Result<u64, String> {
         let revision = sync::sync_once(self, &self.loader()).await?;
-        self.ready.store(true, Ordering::Release);
+        self.ready.send_replace(true);
         Ok(revision)
     }
-}
 
-async fn not_found() -> (StatusCode, axum::Json<serde_json::Value>) {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(json!({"detail": "Not Found"})),
-    )
-}
-
-async fn method_not_allowed() -> (StatusCode, axum::Json<serde_json::Value>) {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(json!({"detail": "Method Not Allowed"})),
-    )
-}
-
-/// The whole HTTP surface.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/serve/{endpoint}", post(routes::serve::unversioned))
-        .route("/serve/{endpoint}/", post(routes::serve::unversioned))
-        .route(
-            "/serve/{endpoint}/{version}",
-            post(routes::serve::versioned),
-        )
-        .route("/metrics", get(routes::health::metrics))
-        .route("/health/live", get(routes::health::live))
-        .route("/health/ready", get(routes::health::ready))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(tower_http::compression::CompressionLayer::new())
-        .with_state(state)
+    /// Whether the first load pass has finished.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
 }
 
 async fn shutdown_signal() {
@@ -177,61 +154,86 @@ async fn shutdown_signal() {
     }
 }
 
-/// Runs the server until SIGTERM/SIGINT. `on_listening` is called with the bound address before
-/// the first load pass (the port may be 0 = any).
+/// The addresses a server listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    pub http: SocketAddr,
+    pub grpc: Option<SocketAddr>,
+}
+
+async fn bind(host: &str, port: u16, what: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind((host, port))
+        .await
+        .map_err(|e| format!("cannot listen on {host}:{port}{what}: {e}"))
+}
+
+/// Runs the server until SIGTERM/SIGINT. `on_listening` is called with the bound addresses before
+/// the first load pass (ports may be 0 = any).
 pub async fn run(
     config: ServeConfig,
     store: Arc<dyn Store>,
-    on_listening: impl FnOnce(SocketAddr),
+    on_listening: impl FnOnce(Listening),
 ) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
-        .await
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", config.host, config.port))?;
+    let listener = bind(&config.host, config.port, "").await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let grpc_listener = match config.grpc_port {
+        Some(port) => Some(bind(&config.host, port, " for gRPC").await?),
+        None => None,
+    };
+    let grpc_addr = match &grpc_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let metrics_listener = match config.metrics_port {
+        Some(port) => Some(bind(&config.host, port, " for metrics").await?),
+        None => None,
+    };
     let instance = Instance {
         id: serval_store::new_id(),
         host: config.host.clone(),
         port: addr.port(),
+        grpc_port: grpc_addr.map(|a| a.port()),
         started_ms: serval_store::now_ms(),
     };
     let shutdown_timeout = config.shutdown_timeout;
     let state = AppState::new(config, store, instance);
-    on_listening(addr);
+    on_listening(Listening {
+        http: addr,
+        grpc: grpc_addr,
+    });
 
     // Serve right away (liveness, readiness 503) while the first load pass runs.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
     let app = router(state.clone());
-    let mut server_stop = stop_rx.clone();
+    let http_stop = stopped(stop_rx.clone());
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|stop| *stop).await;
-            })
+            .with_graceful_shutdown(http_stop)
             .await
+            .map_err(|e| e.to_string())
     });
-
-    if let Some(port) = state.config.metrics_port {
-        let listener = tokio::net::TcpListener::bind((state.config.host.as_str(), port))
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot listen on {}:{port} for metrics: {e}",
-                    state.config.host
-                )
-            })?;
-        let app = Router::new()
-            .route("/metrics", get(routes::health::metrics))
-            .fallback(not_found)
-            .with_state(state.clone());
-        let mut stop = stop_rx.clone();
+    let grpc_server = grpc_listener.map(|listener| {
+        let grpc_stop = stopped(stop_rx.clone());
+        let state = state.clone();
+        tokio::spawn(async move {
+            grpc::serve(state, listener, grpc_stop)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    });
+    let metrics_server = metrics_listener.map(|listener| {
+        let app = http::metrics_router(state.clone());
+        let metrics_stop = stopped(stop_rx.clone());
         tokio::spawn(async move {
             axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|stop| *stop).await;
-                })
+                .with_graceful_shutdown(metrics_stop)
                 .await
-        });
-    }
+                .map_err(|e| e.to_string())
+        })
+    });
 
     sync::heartbeat(&state).await;
     match state.sync().await {
@@ -250,8 +252,16 @@ pub async fn run(
         shutdown_timeout.as_secs()
     );
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(shutdown_timeout, server).await;
-    if drained.is_err() {
+    let drain = async {
+        let _ = server.await;
+        if let Some(grpc) = grpc_server {
+            let _ = grpc.await;
+        }
+        if let Some(metrics) = metrics_server {
+            let _ = metrics.await;
+        }
+    };
+    if tokio::time::timeout(shutdown_timeout, drain).await.is_err() {
         tracing::warn!(
             "in-flight requests did not finish within {} s",
             shutdown_timeout.as_secs()

@@ -41,18 +41,19 @@ fn instance_status(state: &AppState) -> InstanceStatus {
         service_id: state.config.service_id.clone(),
         host: state.instance.host.clone(),
         port: state.instance.port,
+        grpc_port: state.instance.grpc_port,
         pid: std::process::id(),
         started_ms: state.instance.started_ms,
         heartbeat_ms: now_ms(),
         revision: table.revision,
-        ready: state.ready.load(Ordering::Acquire),
+        ready: state.is_ready(),
         endpoints: table
             .slots
             .iter()
             .map(|(url, slot)| {
                 let mut status = slot.status.clone();
                 if let Some(serving) = &slot.serving
-                    && let Some(pool) = &serving.python
+                    && let Some(pool) = serving.runner.pool()
                 {
                     let pool = pool.status();
                     status.python = Some(PythonStatus {

@@ -2,13 +2,14 @@
 //! and the "highest version" fallback, built next to the running one and swapped atomically.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use serval_engine::Engine;
 use serval_store::names::{endpoint_url, newest_first};
 use serval_store::{Canary, CanaryTarget, EndpointStatus, EngineKind};
 
-use crate::errors::ServeError;
+use crate::pipeline::{Endpoint, Error};
 
 /// What makes an endpoint's loaded engine still valid: if any of this changes, it is reloaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,33 +26,40 @@ pub struct Fingerprint {
     pub python: Option<(String, usize)>,
 }
 
-/// A model ready to answer requests.
-pub struct LoadedEndpoint {
-    pub url: String,
-    /// The native model, if the server runs it.
-    pub engine: Option<Arc<dyn Engine>>,
-    /// The endpoint's Python workers, if it brings Python.
-    pub python: Option<Arc<serval_python::Pool>>,
-    /// Requests whose model ran in Python because preprocess returned non-array data.
-    pub library_requests: std::sync::atomic::AtomicU64,
-    pub kind: EngineKind,
-    /// Request metrics (`None` when metrics are off).
-    pub metrics: Option<crate::metrics::EndpointMetrics>,
-    /// clearml statistics of this url (sampling, variables); set at every table build.
-    pub monitor: arc_swap::ArcSwapOption<crate::metrics::Monitor>,
-    /// The endpoint's `--input-name` list (feature order for named features).
-    pub input_names: Vec<String>,
+/// A model file as seen on disk: a change to size or mtime triggers a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    pub fn read(path: &Path) -> Option<FileStamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+}
+
+/// What the last load attempt of a slot was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
     pub fingerprint: Fingerprint,
+    pub stamp: Option<FileStamp>,
 }
 
 /// One configured endpoint in the table.
 #[derive(Clone)]
 pub struct Slot {
     /// What answers requests, if anything (after a failed reload: the previous version).
-    pub serving: Option<Arc<LoadedEndpoint>>,
+    pub serving: Option<Arc<Endpoint>>,
     pub status: EndpointStatus,
     /// What the last load attempt used; an unchanged attempt is not repeated.
-    pub attempt: Option<crate::loader::Attempt>,
+    pub attempt: Option<Attempt>,
 }
 
 /// A canary after resolution: serving targets with normalised cumulative weights.
@@ -118,6 +126,17 @@ impl CanaryRoute {
     }
 }
 
+/// One model of the V2 repository index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub name: String,
+    /// Empty for an endpoint without a version.
+    pub version: String,
+    pub ready: bool,
+    /// Why it is not ready.
+    pub reason: String,
+}
+
 /// The immutable routing table.
 #[derive(Default)]
 pub struct RoutingTable {
@@ -155,37 +174,98 @@ impl RoutingTable {
         }
     }
 
-    /// Finds what answers `/serve/{name}[/{version}]`: a canary of that url first (as
-    /// clearml-serving), then the endpoint, then — unversioned only — the highest version.
+    /// Finds what answers `/serve/{name}[/{version}]` (and the V2 model `name`, version
+    /// `version`): a canary of that url first (as clearml-serving), then the endpoint, then —
+    /// unversioned only — the highest version.
     pub fn resolve(
         &self,
         name: &str,
         version: Option<&str>,
         random: f64,
-    ) -> Result<Arc<LoadedEndpoint>, ServeError> {
+    ) -> Result<Arc<Endpoint>, Error> {
+        let not_found = || Error::NotFound {
+            name: name.to_string(),
+            version: version.map(str::to_string),
+        };
         let url = endpoint_url(name, version);
         let target = match self.canaries.get(&url) {
-            Some(route) => route.pick(random).to_string(),
-            None if self.slots.contains_key(&url) => url.clone(),
-            None if version.is_none() => match self.latest.get(name) {
-                Some(latest) => latest.clone(),
-                None => return Err(ServeError::NotFound(url)),
-            },
-            None => return Err(ServeError::NotFound(url)),
+            Some(route) => route.pick(random),
+            None if self.slots.contains_key(&url) => url.as_str(),
+            None if version.is_none() => self.latest.get(name).ok_or_else(not_found)?,
+            None => return Err(not_found()),
         };
-        let slot = self
-            .slots
-            .get(&target)
-            .ok_or_else(|| ServeError::NotFound(target.clone()))?;
-        slot.serving.clone().ok_or_else(|| {
-            ServeError::Unavailable(
-                target.clone(),
-                slot.status
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| "not loaded".into()),
-            )
+        let slot = self.slots.get(target).ok_or_else(not_found)?;
+        slot.serving.clone().ok_or_else(|| Error::Unavailable {
+            endpoint: target.to_string(),
+            reason: slot
+                .status
+                .error
+                .clone()
+                .unwrap_or_else(|| "not loaded".into()),
         })
+    }
+
+    /// The versions configured under an endpoint name, oldest first.
+    pub fn versions(&self, name: &str) -> Vec<String> {
+        let mut versions: Vec<&str> = self
+            .slots
+            .keys()
+            .filter_map(|url| url.split_once('/'))
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .collect();
+        versions.sort_by(|a, b| newest_first(b, a));
+        versions.into_iter().map(str::to_string).collect()
+    }
+
+    /// Every name and version a request can reach, with its state: each configured url and each
+    /// canary. Sorted by name, then version.
+    pub fn index(&self) -> Vec<IndexEntry> {
+        let mut entries: Vec<IndexEntry> = self
+            .slots
+            .iter()
+            .map(|(url, slot)| {
+                let (name, version) = match url.split_once('/') {
+                    Some((n, v)) => (n.to_string(), v.to_string()),
+                    None => (url.clone(), String::new()),
+                };
+                IndexEntry {
+                    name,
+                    version,
+                    ready: slot.serving.is_some(),
+                    reason: match (&slot.serving, &slot.status.error) {
+                        (None, Some(error)) => error.clone(),
+                        (None, None) => "not loaded".to_string(),
+                        (Some(_), _) => String::new(),
+                    },
+                }
+            })
+            .collect();
+        for (url, route) in &self.canaries {
+            if self.slots.contains_key(url) {
+                continue;
+            }
+            let ready = route
+                .targets
+                .iter()
+                .any(|t| self.slots.get(t).is_some_and(|s| s.serving.is_some()));
+            let (name, version) = match url.split_once('/') {
+                Some((n, v)) => (n.to_string(), v.to_string()),
+                None => (url.clone(), String::new()),
+            };
+            entries.push(IndexEntry {
+                name,
+                version,
+                ready,
+                reason: if ready {
+                    String::new()
+                } else {
+                    "no target of this canary is serving".to_string()
+                },
+            });
+        }
+        entries.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+        entries
     }
 }
 

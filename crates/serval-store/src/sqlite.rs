@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_instances.sql"),
     include_str!("../migrations/0003_auto_update_versions.sql"),
+    include_str!("../migrations/0004_instance_grpc_port.sql"),
 ];
 
 /// How long a writer waits for another one before giving up.
@@ -755,8 +756,9 @@ impl Store for SqliteStore {
         let conn = self.lock()?;
         conn.execute(
             "INSERT OR REPLACE INTO instances
-             (id, service_id, host, port, pid, started_ms, heartbeat_ms, revision, ready, endpoints)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             (id, service_id, host, port, pid, started_ms, heartbeat_ms, revision, ready, endpoints,
+              grpc_port)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 status.id,
                 status.service_id,
@@ -767,7 +769,8 @@ impl Store for SqliteStore {
                 status.heartbeat_ms,
                 status.revision as i64,
                 status.ready,
-                to_json(&status.endpoints)?
+                to_json(&status.endpoints)?,
+                status.grpc_port,
             ],
         )?;
         Ok(())
@@ -787,7 +790,8 @@ impl Store for SqliteStore {
 impl SqliteStore {
     fn read_instances(conn: &Connection, service_id: &str) -> Result<Vec<InstanceStatus>> {
         let mut stmt = conn.prepare(
-            "SELECT id, service_id, host, port, pid, started_ms, heartbeat_ms, revision, ready, endpoints
+            "SELECT id, service_id, host, port, pid, started_ms, heartbeat_ms, revision, ready, endpoints,
+                    grpc_port
              FROM instances WHERE service_id = ?1 ORDER BY heartbeat_ms DESC, id",
         )?;
         let rows = stmt.query_map([service_id], |r| {
@@ -803,6 +807,9 @@ impl SqliteStore {
                     revision: r.get::<_, i64>(7)? as u64,
                     ready: r.get(8)?,
                     endpoints: Default::default(),
+                    grpc_port: r
+                        .get::<_, Option<i64>>(10)?
+                        .and_then(|p| u16::try_from(p).ok()),
                 },
                 r.get::<_, String>(9)?,
             ))
@@ -1025,6 +1032,7 @@ mod tests {
             revision: 1,
             ready: false,
             endpoints: Default::default(),
+            grpc_port: Some(8081),
         };
         store.put_instance(&status).unwrap();
         status.ready = true;

@@ -393,6 +393,8 @@ pub struct InstanceStatus {
     pub ready: bool,
     /// Per endpoint url.
     pub endpoints: BTreeMap<String, EndpointStatus>,
+    /// The V2 gRPC port, if the instance serves gRPC.
+    pub grpc_port: Option<u16>,
 }
 
 /// Load state of one endpoint in one instance.

@@ -62,8 +62,22 @@ pub enum Command {
     Metrics(MetricsCommand),
     /// Run a model file locally through a native engine and print the reply as JSON
     Predict(PredictArgs),
-    /// Serve the service's endpoints over HTTP (clearml's /serve/{endpoint}[/{version}])
+    /// Serve the service's endpoints: clearml's /serve/{endpoint}[/{version}] and the Open
+    /// Inference Protocol (KServe V2) over REST and gRPC
     Serve(ServeArgs),
+}
+
+/// `serve --grpc-port`: a port, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcPort(pub Option<u16>);
+
+fn grpc_port(raw: &str) -> Result<GrpcPort, String> {
+    if raw.eq_ignore_ascii_case("off") {
+        return Ok(GrpcPort(None));
+    }
+    raw.parse::<u16>()
+        .map(|port| GrpcPort(Some(port)))
+        .map_err(|_| format!("'{raw}' is not a port number (0-65535) or 'off'"))
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +88,10 @@ pub struct ServeArgs {
     /// Port to listen on (0 = any free port; the bound address is printed)
     #[arg(long, env = "SERVAL_PORT", default_value_t = 8080)]
     pub port: u16,
+    /// Port of the Open Inference Protocol (KServe V2) gRPC server: a number (0 = any free port;
+    /// the bound address is printed), or `off` for no gRPC
+    #[arg(long, env = "SERVAL_GRPC_PORT", default_value = "8081", value_parser = grpc_port)]
+    pub grpc_port: GrpcPort,
     /// Largest request body in bytes, also after gzip/deflate decoding (413 above)
     #[arg(long, env = "SERVAL_BODY_LIMIT", default_value_t = 100 * 1024 * 1024)]
     pub body_limit: usize,

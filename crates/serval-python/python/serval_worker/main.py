@@ -344,7 +344,7 @@ class Worker:
         token = CURRENT_REQUEST.set(rid)
         stats = {} if msg.get("sampled") else None
         fn = stats.update if stats is not None else None
-        state, timings = {}, {}
+        state, timings = dict(msg.get("state") or {}), {}
         try:
             body = protocol.decode(msg.get("body"), blobs)
             data = await self.stage("preprocess", body, state, fn, timings)

@@ -64,7 +64,7 @@ fn deadline(seconds: u64) -> Instant {
 
 async fn infer(pool: &Pool, body: Value) -> Result<Outcome, PyError> {
     match pool
-        .infer(Body::Json(body), false, false, deadline(60))
+        .infer(Body::Json(body), None, false, false, deadline(60))
         .await?
     {
         Step::Done(outcome) => Ok(outcome),
@@ -162,7 +162,7 @@ async fn preprocess_contract_and_errors() {
     // Raw bytes arrive as bytes.
     let bytes: Vec<u8> = (0..=255).collect();
     match pool
-        .infer(Body::Bytes(bytes), false, false, deadline(60))
+        .infer(Body::Bytes(bytes), None, false, false, deadline(60))
         .await
         .unwrap()
     {
@@ -188,6 +188,7 @@ async fn a_hung_worker_is_killed_at_the_deadline_and_replaced() {
     let hung = pool
         .infer(
             Body::Json(json!({"op": "hang"})),
+            None,
             false,
             false,
             Instant::now() + Duration::from_secs(2),
@@ -266,6 +267,7 @@ class Preprocess:
                 match pool
                     .infer(
                         Body::Json(json!({"sleep": 1, "n": n})),
+                        None,
                         false,
                         true,
                         deadline(60),

@@ -59,7 +59,43 @@ impl EndpointLabels {
 struct OutcomeLabels {
     endpoint: String,
     version: String,
+    protocol: &'static str,
     outcome: String,
+}
+
+/// Which adapter a request came through (the `protocol` label of request metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// clearml's `POST /serve/{endpoint}[/{version}]`.
+    Clearml,
+    /// Open Inference Protocol over REST (`/v2/...`).
+    V2Rest,
+    /// Open Inference Protocol over gRPC.
+    V2Grpc,
+    /// `send_request` from an endpoint's Python code.
+    SendRequest,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Clearml,
+        Protocol::V2Rest,
+        Protocol::V2Grpc,
+        Protocol::SendRequest,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Clearml => "clearml",
+            Protocol::V2Rest => "v2_rest",
+            Protocol::V2Grpc => "v2_grpc",
+            Protocol::SendRequest => "send_request",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,18 +154,19 @@ impl Metrics {
         let labels = EndpointLabels::of(url);
         EndpointMetrics {
             metrics: self.clone(),
-            ok: self.outcome(&labels, "ok"),
+            ok: Default::default(),
             duration: self.duration.get_or_create(&labels).clone(),
             stages: Default::default(),
             labels,
         }
     }
 
-    fn outcome(&self, labels: &EndpointLabels, outcome: &str) -> Counter {
+    fn outcome(&self, labels: &EndpointLabels, protocol: Protocol, outcome: &str) -> Counter {
         self.requests
             .get_or_create(&OutcomeLabels {
                 endpoint: labels.endpoint.clone(),
                 version: labels.version.clone(),
+                protocol: protocol.label(),
                 outcome: outcome.to_string(),
             })
             .clone()
@@ -137,8 +174,8 @@ impl Metrics {
 
     /// A request that failed before reaching an endpoint (unknown url, unreadable body): counted
     /// under `endpoint=""`, so arbitrary urls cannot grow the label set.
-    pub fn unrouted(&self, kind: &str) {
-        self.outcome(&EndpointLabels::of(""), kind).inc();
+    pub fn unrouted(&self, protocol: Protocol, kind: &str) {
+        self.outcome(&EndpointLabels::of(""), protocol, kind).inc();
     }
 
     /// Counts a request in flight until the guard is dropped.
@@ -166,7 +203,7 @@ impl Metrics {
         let mut registry = Registry::default();
         registry.register(
             "serval_requests",
-            "Requests by endpoint, version and outcome (ok or the error kind)",
+            "Requests by endpoint, version, protocol (clearml, v2_rest, v2_grpc, send_request) and outcome (ok or the error kind)",
             self.requests.clone(),
         );
         registry.register(
@@ -225,20 +262,23 @@ impl Drop for InFlight {
 pub struct EndpointMetrics {
     metrics: Arc<Metrics>,
     labels: EndpointLabels,
-    ok: Counter,
+    /// `outcome="ok"` by [`Protocol::index`]; created on first use.
+    ok: [std::sync::OnceLock<Counter>; 4],
     duration: Histogram,
     /// By [`STAGES`] index; created on first use (native endpoints only have inference).
     stages: [std::sync::OnceLock<Histogram>; 4],
 }
 
 impl EndpointMetrics {
-    pub fn finished(&self, took: Duration, outcome: Result<(), &str>) {
+    pub fn finished(&self, took: Duration, protocol: Protocol, outcome: Result<(), &str>) {
         match outcome {
             Ok(()) => {
-                self.ok.inc();
+                self.ok[protocol.index()]
+                    .get_or_init(|| self.metrics.outcome(&self.labels, protocol, "ok"))
+                    .inc();
             }
             Err(kind) => {
-                self.metrics.outcome(&self.labels, kind).inc();
+                self.metrics.outcome(&self.labels, protocol, kind).inc();
             }
         }
         self.duration.observe(took.as_secs_f64());
@@ -263,39 +303,6 @@ impl EndpointMetrics {
     }
 }
 
-/// Scrape-time families from the routing table: load state and Python workers per endpoint.
-pub fn table_metrics(registry: &mut Registry, table: &crate::table::RoutingTable) {
-    let loaded: Family<EndpointLabels, Gauge> = Family::default();
-    let alive: Family<EndpointLabels, Gauge> = Family::default();
-    let restarts: Family<EndpointLabels, Counter> = Family::default();
-    for (url, slot) in &table.slots {
-        let labels = EndpointLabels::of(url);
-        loaded
-            .get_or_create(&labels)
-            .set(i64::from(slot.serving.is_some()));
-        if let Some(pool) = slot.serving.as_ref().and_then(|s| s.python.as_ref()) {
-            let status = pool.status();
-            alive.get_or_create(&labels).set(status.alive as i64);
-            restarts.get_or_create(&labels).inc_by(status.restarts);
-        }
-    }
-    registry.register(
-        "serval_endpoint_serving",
-        "1 if the endpoint answers requests (a loaded model or the previous version), else 0",
-        loaded,
-    );
-    registry.register(
-        "serval_python_workers_alive",
-        "Live Python worker processes per endpoint",
-        alive,
-    );
-    registry.register(
-        "serval_python_worker_restarts",
-        "Python worker processes restarted since the endpoint's workers were started",
-        restarts,
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,29 +320,41 @@ mod tests {
     fn request_metrics_carry_endpoint_version_and_outcome() {
         let metrics = Arc::new(Metrics::default());
         let e = metrics.endpoint("iris/2");
-        e.finished(Duration::from_millis(3), Ok(()));
-        e.finished(Duration::from_millis(3), Err("invalid_input"));
+        e.finished(Duration::from_millis(3), Protocol::Clearml, Ok(()));
+        e.finished(Duration::from_millis(3), Protocol::V2Grpc, Ok(()));
+        e.finished(
+            Duration::from_millis(3),
+            Protocol::Clearml,
+            Err("invalid_input"),
+        );
         e.stage(2, 0.001);
-        metrics.unrouted("not_found");
+        metrics.unrouted(Protocol::V2Rest, "not_found");
         let text = scrape(&metrics);
         assert_eq!(
             sample_value(
                 &text,
-                "serval_requests_total{endpoint=\"iris\",version=\"2\",outcome=\"ok\"}"
+                "serval_requests_total{endpoint=\"iris\",version=\"2\",protocol=\"clearml\",outcome=\"ok\"}"
             ),
             Some(1.0)
         );
         assert_eq!(
             sample_value(
                 &text,
-                "serval_requests_total{endpoint=\"iris\",version=\"2\",outcome=\"invalid_input\"}"
+                "serval_requests_total{endpoint=\"iris\",version=\"2\",protocol=\"v2_grpc\",outcome=\"ok\"}"
             ),
             Some(1.0)
         );
         assert_eq!(
             sample_value(
                 &text,
-                "serval_requests_total{endpoint=\"\",version=\"\",outcome=\"not_found\"}"
+                "serval_requests_total{endpoint=\"iris\",version=\"2\",protocol=\"clearml\",outcome=\"invalid_input\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample_value(
+                &text,
+                "serval_requests_total{endpoint=\"\",version=\"\",protocol=\"v2_rest\",outcome=\"not_found\"}"
             ),
             Some(1.0)
         );
@@ -344,7 +363,7 @@ mod tests {
                 &text,
                 "serval_request_duration_seconds_count{endpoint=\"iris\",version=\"2\"}"
             ),
-            Some(2.0)
+            Some(3.0)
         );
         assert_eq!(
             sample_value(

@@ -359,9 +359,9 @@ async fn metrics_count_requests_and_can_be_disabled() {
         .unwrap();
     let text = String::from_utf8(bytes.to_vec()).unwrap();
     for line in [
-        r#"serval_requests_total{endpoint="test_model_lgbm",version="2",outcome="ok"} 3"#,
-        r#"serval_requests_total{endpoint="test_model_lgbm",version="2",outcome="invalid_input"} 1"#,
-        r#"serval_requests_total{endpoint="",version="",outcome="not_found"} 1"#,
+        r#"serval_requests_total{endpoint="test_model_lgbm",version="2",protocol="clearml",outcome="ok"} 3"#,
+        r#"serval_requests_total{endpoint="test_model_lgbm",version="2",protocol="clearml",outcome="invalid_input"} 1"#,
+        r#"serval_requests_total{endpoint="",version="",protocol="clearml",outcome="not_found"} 1"#,
         r#"serval_request_duration_seconds_count{endpoint="test_model_lgbm",version="2"} 4"#,
         r#"serval_stage_duration_seconds_count{endpoint="test_model_lgbm",version="2",stage="inference"} 3"#,
         r#"serval_endpoint_serving{endpoint="test_model_xgb",version=""} 1"#,

@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod contract;
+mod grpc;
 mod reload;
+mod v2;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -108,6 +110,7 @@ impl Setup {
             service_id: self.service.clone(),
             host: "127.0.0.1".into(),
             port: 0,
+            grpc_port: None,
             body_limit: 1 << 20,
             request_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_millis(50),
@@ -126,6 +129,7 @@ impl Setup {
             id: "test".into(),
             host: "127.0.0.1".into(),
             port: 0,
+            grpc_port: None,
             started_ms: 0,
         };
         AppState::new(config, self.store.clone(), instance)

@@ -89,12 +89,12 @@ async fn unchanged_endpoints_keep_their_engine_across_reloads() {
         .serving
         .clone()
         .unwrap();
-    setup.endpoint(
-        "another",
-        None,
-        EngineKind::Xgboost,
-        &before.fingerprint.model_id.clone().unwrap(),
-    );
+    let model_id = state.table.load().slots["test_model_xgb"]
+        .status
+        .model_id
+        .clone()
+        .unwrap();
+    setup.endpoint("another", None, EngineKind::Xgboost, &model_id);
     state.sync().await.unwrap();
     let table = state.table.load();
     let after = table.slots["test_model_xgb"].serving.clone().unwrap();
@@ -130,10 +130,7 @@ async fn prefix_canaries_follow_new_versions() {
         vec!["test_model_lgbm/2", "test_model_lgbm/1"]
     );
     let model = state.table.load().slots["test_model_lgbm/1"]
-        .serving
-        .clone()
-        .unwrap()
-        .fingerprint
+        .status
         .model_id
         .clone()
         .unwrap();

@@ -734,11 +734,20 @@ pub fn list(ctx: &Context) -> Result<()> {
     if instances.is_empty() {
         println!("  (none running: start one with `serval serve`)");
     } else {
-        let mut t = table(&["instance", "address", "revision", "ready", "heartbeat"]);
+        let mut t = table(&[
+            "instance",
+            "address",
+            "gRPC",
+            "revision",
+            "ready",
+            "heartbeat",
+        ]);
         for i in &instances {
             t.add_row(vec![
                 i.id.clone(),
                 format!("{}:{}", i.host, i.port),
+                i.grpc_port
+                    .map_or_else(|| "-".to_string(), |g| format!("{}:{g}", i.host)),
                 i.revision.to_string(),
                 if i.ready { "yes" } else { "loading" }.to_string(),
                 crate::context::time(i.heartbeat_ms),

@@ -33,6 +33,7 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         service_id: service.id.clone(),
         host: args.host.clone(),
         port: args.port,
+        grpc_port: args.grpc_port.0,
         body_limit: args.body_limit,
         request_timeout: seconds("--request-timeout", args.request_timeout)?,
         poll_interval: Duration::from_millis(args.poll_interval_ms),
@@ -54,10 +55,21 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
     let service_id = service.id.clone();
     runtime
-        .block_on(serval_server::run(config, ctx.store.clone(), move |addr| {
-            // The one stdout line: scripts and tests read the bound address from it.
-            println!("serval serve: listening on http://{addr} (service {service_id})");
-            let _ = std::io::stdout().flush();
-        }))
+        .block_on(serval_server::run(
+            config,
+            ctx.store.clone(),
+            move |listening| {
+                // The one stdout line: scripts and tests read the bound addresses from it.
+                let grpc = listening
+                    .grpc
+                    .map(|addr| format!(" and grpc://{addr}"))
+                    .unwrap_or_default();
+                println!(
+                    "serval serve: listening on http://{}{grpc} (service {service_id})",
+                    listening.http
+                );
+                let _ = std::io::stdout().flush();
+            },
+        ))
         .map_err(|e| anyhow!(e))
 }

@@ -91,7 +91,10 @@ fn instances_cell(instances: &[serval_store::InstanceStatus]) -> String {
         .sum();
     let addresses: Vec<String> = instances
         .iter()
-        .map(|i| format!("{}:{}", i.host, i.port))
+        .map(|i| match i.grpc_port {
+            Some(grpc) => format!("{}:{} (gRPC {}:{grpc})", i.host, i.port, i.host),
+            None => format!("{}:{}", i.host, i.port),
+        })
         .collect();
     if failed > 0 {
         format!("{} ({failed} failed endpoint(s))", addresses.join(","))

@@ -307,7 +307,7 @@ fn prometheus_sees_requests_variables_and_sampling_and_runs_the_dashboard() {
         .read_to_string()
         .unwrap();
     assert!(
-        text.contains(r#"serval_requests_total{endpoint="half",version="",outcome="ok"} 400"#),
+        text.contains(r#"serval_requests_total{endpoint="half",version="",protocol="clearml",outcome="ok"} 400"#),
         "{text}"
     );
 

@@ -17,6 +17,8 @@ pub const IRIS: &str = r#"{"x0": 1, "x1": 2, "x2": 3, "x3": 4}"#;
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// `host:port` of the V2 gRPC server.
+    pub grpc: String,
     agent: ureq::Agent,
 }
 
@@ -42,6 +44,8 @@ impl Server {
             "127.0.0.1",
             "--port",
             "0",
+            "--grpc-port",
+            "0",
             "--poll-interval-ms",
             "100",
         ];
@@ -61,12 +65,22 @@ impl Server {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no address in: {line}"))
             .to_string();
+        let grpc = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("grpc://"))
+            .unwrap_or_else(|| panic!("no gRPC address in: {line}"))
+            .to_string();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let server = Server { child, base, agent };
+        let server = Server {
+            child,
+            base,
+            grpc,
+            agent,
+        };
         wait_until("readiness", || server.get("/health/ready").0 == 200);
         server
     }

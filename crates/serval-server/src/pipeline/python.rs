@@ -1,177 +1,51 @@
-//! Endpoints that bring Python: starting their worker pools, running requests through them, and
-//! the native model in the middle when preprocess code feeds an XGBoost/LightGBM/ONNX model.
-//!
-//! Paths (shown in the endpoint status):
-//! - `sklearn`, `custom`, `custom_async`: the whole request runs in the worker (the sklearn model is
-//!   `joblib.load`ed there).
-//! - `xgboost`, `lightgbm`, `onnx` with preprocess code: the worker runs `preprocess`; if it returns
-//!   array-like data (numpy array, nested lists, dict of those, DataFrame) the server runs the model
-//!   natively and the worker runs `postprocess` on what the library's `predict` would have
-//!   returned; anything else (an `xgboost.DMatrix`, ...) makes the worker run the model's own
-//!   library instead (counted as `library_requests`). If `Preprocess.load` returns a model object,
-//!   that object serves every request in the worker.
+//! The Python request path: the body (or, for V2, `{input name: nested list}`) goes to the
+//! endpoint's worker pool; for a native model behind `preprocess`, the worker stops after
+//! `preprocess` when it returns array-like data, the server runs the model, and the worker runs
+//! `postprocess` on what the model library's `predict` would have returned.
 
-use std::path::{Path, PathBuf};
-use std::sync::Weak;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
-use arc_swap::ArcSwap;
 use serde_json::{Value, json};
 use serval_engine::{NamedOutput, NamedTensor, OutputValue, Tensor, TensorData};
 use serval_python::frame::{self, BLOB};
-use serval_python::{Body, CallFuture, Calls, PoolId, PyError, Step};
-use serval_store::{CodeKind, CodeRef, Endpoint, EngineKind};
-use tokio::time::Instant;
+use serval_python::{Body, Pool, Step};
+use serval_store::EngineKind;
 
-use crate::errors::ServeError;
-use crate::routes::serve::{Payload, Served, infer_native};
-use crate::table::{LoadedEndpoint, RoutingTable};
+use super::{
+    Context, Endpoint, Error, Executed, InferTensor, Input, NativeModel, Output, Payload,
+    STAGE_QUEUE, Signature, tensors_object,
+};
 
-/// Whether an endpoint needs Python workers.
-pub fn needs_python(endpoint: &Endpoint) -> bool {
-    endpoint.preprocess.is_some()
-        || matches!(
-            endpoint.engine,
-            EngineKind::Sklearn | EngineKind::Custom | EngineKind::CustomAsync
-        )
-}
-
-/// `send_request` from user code: served in-process, bounded by the calling request's deadline.
-pub struct ServerCalls {
-    pub table: Weak<ArcSwap<RoutingTable>>,
-}
-
-impl Calls for ServerCalls {
-    fn call(
-        &self,
-        _caller: PoolId,
-        endpoint: String,
-        version: Option<String>,
-        data: Value,
-        deadline: Instant,
-    ) -> CallFuture {
-        let table = self.table.upgrade();
-        Box::pin(async move {
-            let table = table.ok_or("the server is shutting down")?;
-            // clearml builds `<base>/<endpoint>[/<version>]`: an endpoint may carry its version.
-            let (name, version) = match (endpoint.split_once('/'), version) {
-                (Some((name, v)), None) => (name.to_string(), Some(v.to_string())),
-                (_, version) => (endpoint.clone(), version),
-            };
-            let target = table
-                .load()
-                .resolve(&name, version.as_deref(), fastrand::f64())
-                .map_err(|e| e.to_string())?;
-            crate::routes::serve::run(target, Payload::Json(data), deadline)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    }
-}
-
-/// The `load` message's description of the endpoint's code: where it is on disk, unpacked.
-pub fn code_spec(code: &CodeRef, cache_dir: &Path) -> Result<Value, String> {
-    let path = serval_artifacts::block_on(serval_artifacts::fetch(&code.uri, cache_dir))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot fetch preprocess code '{}': {e}", code.name))?;
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let actual = serval_artifacts::hash_bytes(&bytes);
-    if actual != code.sha256 {
-        return Err(format!(
-            "preprocess code {} changed since it was registered (sha256 {actual}, expected {})",
-            path.display(),
-            code.sha256
-        ));
-    }
-    let unpacked = cache_dir.join("code").join(&code.sha256);
-    Ok(match code.kind {
-        CodeKind::File => json!({"kind": "file", "path": path, "name": code.name}),
-        CodeKind::Zip => json!({
-            "kind": "zip", "path": path, "extract_to": unpacked, "name": code.name,
-        }),
-        CodeKind::Package => {
-            if !unpacked.is_dir() {
-                static STAGING: AtomicU64 = AtomicU64::new(0);
-                let staging = PathBuf::from(format!(
-                    "{}.{}.{}.tmp",
-                    unpacked.display(),
-                    std::process::id(),
-                    STAGING.fetch_add(1, Ordering::Relaxed)
-                ));
-                let _ = std::fs::remove_dir_all(&staging);
-                serval_artifacts::unpack(&bytes, &staging)
-                    .map_err(|e| format!("cannot unpack '{}': {e}", code.name))?;
-                if std::fs::rename(&staging, &unpacked).is_err() && !unpacked.is_dir() {
-                    return Err(format!("cannot unpack '{}' into the cache", code.name));
-                }
-                let _ = std::fs::remove_dir_all(&staging);
-            }
-            let name = code
-                .name
-                .strip_suffix(serval_artifacts::PACKAGE_SUFFIX)
-                .unwrap_or(&code.name);
-            json!({"kind": "package", "path": unpacked, "name": name})
-        }
-    })
-}
-
-/// What user code sees as `self.model_endpoint` (clearml's ModelEndpoint attribute names).
-pub fn endpoint_info(url: &str, endpoint: &Endpoint) -> Value {
-    json!({
-        "engine_type": endpoint.engine.to_string(),
-        "serving_url": url,
-        "model_id": endpoint.model_id,
-        "version": endpoint.version,
-        "preprocess_artifact": endpoint.preprocess.as_ref().map(|c| c.name.clone()),
-        "input_size": endpoint.io.input_size,
-        "input_type": endpoint.io.input_type,
-        "input_name": endpoint.io.input_name,
-        "output_size": endpoint.io.output_size,
-        "output_type": endpoint.io.output_type,
-        "output_name": endpoint.io.output_name,
-        "auxiliary_cfg": endpoint.aux_config,
-    })
-}
-
-pub fn py_error(error: PyError, timeout: std::time::Duration, url: &str) -> ServeError {
-    match error {
-        PyError::User {
-            class,
-            message,
-            invalid,
-        } => ServeError::UserCode {
-            class,
-            message,
-            invalid,
-        },
-        PyError::Timeout => ServeError::Timeout(timeout),
-        PyError::WorkerExited(m) | PyError::Protocol(m) => ServeError::Worker(m),
-        PyError::Unavailable(m) => ServeError::Unavailable(url.to_string(), m),
-    }
-}
-
-/// Runs one request on an endpoint with Python workers.
-pub async fn run(
-    endpoint: &LoadedEndpoint,
-    payload: Payload,
-    deadline: Instant,
+/// Runs one request on an endpoint's Python workers (with `model` in the server between
+/// `preprocess` and `postprocess` when there is one).
+pub(super) async fn run(
+    endpoint: &Endpoint,
+    pool: &Pool,
+    model: Option<&NativeModel>,
+    input: Input,
+    ctx: Context,
     sampled: bool,
-) -> Result<Served, ServeError> {
-    let Some(pool) = endpoint.python.as_ref() else {
-        return Err(ServeError::Internal(
-            "the endpoint has no Python workers".into(),
-        ));
+) -> Result<Executed, Error> {
+    let python_error = |e| Error::from_python(e, ctx.timeout, &endpoint.url);
+    let (body, state, tensors) = match input {
+        Input::Body(Payload::Json(value)) => (Body::Json(value), None, false),
+        Input::Body(Payload::Bytes(bytes)) => (Body::Bytes(bytes.to_vec()), None, false),
+        Input::Tensors {
+            inputs, parameters, ..
+        } => {
+            let state = (!parameters.is_empty()).then(|| {
+                let mut state = serde_json::Map::new();
+                state.insert("parameters".to_string(), Value::Object(parameters));
+                state
+            });
+            (Body::Json(tensors_object(&inputs, true)), state, true)
+        }
     };
-    let timeout = deadline.saturating_duration_since(Instant::now());
-    let body = match payload {
-        Payload::Json(value) => Body::Json(value),
-        Payload::Bytes(bytes) => Body::Bytes(bytes.to_vec()),
-    };
-    let native = endpoint.engine.is_some() && !pool.custom_model();
+    let model = model.filter(|_| !pool.custom_model());
     let step = pool
-        .infer(body, native, sampled, deadline)
+        .infer(body, state, model.is_some(), sampled, ctx.deadline)
         .await
-        .map_err(|e| py_error(e, timeout, &endpoint.url))?;
+        .map_err(python_error)?;
     let outcome = match step {
         Step::Done(outcome) => {
             if outcome.path == "library" {
@@ -180,21 +54,19 @@ pub async fn run(
             outcome
         }
         Step::Pre { data, blobs, next } => {
-            let Some(engine) = endpoint.engine.as_ref() else {
-                return Err(ServeError::Internal("no native model".into()));
+            let Some(model) = model else {
+                return Err(Error::Internal("no native model".into()));
             };
-            let meta = engine.metadata();
+            let meta = model.engine.metadata();
             let inputs = preprocessed_inputs(data, &blobs, meta, &endpoint.input_names)?;
-            let outputs = infer_native(endpoint, engine.clone(), inputs).await?;
+            let outputs = model.infer(endpoint.metrics.as_ref(), inputs).await?;
             let mut out_blobs = Vec::new();
             let value = library_outputs(endpoint.kind, &outputs, &mut out_blobs)?;
-            next.post(value, out_blobs)
-                .await
-                .map_err(|e| py_error(e, timeout, &endpoint.url))?
+            next.post(value, out_blobs).await.map_err(python_error)?
         }
     };
     if let Some(metrics) = &endpoint.metrics {
-        metrics.stage(0, outcome.queue.as_secs_f64());
+        metrics.stage(STAGE_QUEUE, outcome.queue.as_secs_f64());
         // The worker's stages; `process` is inference when the worker ran the model.
         for (stage, name) in [(1, "preprocess"), (2, "process"), (3, "postprocess")] {
             if let Some(seconds) = outcome.timings.get(name).and_then(Value::as_f64) {
@@ -202,10 +74,45 @@ pub async fn run(
             }
         }
     }
-    Ok(Served {
-        value: outcome.value,
+    let output = if tensors {
+        Output::Tensors(outputs_of(&endpoint.signature, outcome.value))
+    } else {
+        Output::Body(outcome.value)
+    };
+    Ok(Executed {
+        output,
         stats: outcome.stats,
     })
+}
+
+/// V2 outputs from what `postprocess` returned: a dict gives one output per key, anything else
+/// one output (named after the endpoint's only `--output-name`, else `output`). Declared
+/// `--output-type`s cast numbers.
+fn outputs_of(signature: &Signature, value: Value) -> Vec<InferTensor> {
+    let declared = |name: &str| {
+        signature
+            .outputs
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| o.datatype)
+    };
+    match value {
+        Value::Object(map) => map
+            .into_iter()
+            .map(|(name, value)| {
+                let datatype = declared(&name);
+                InferTensor::from_json(name, &value, datatype)
+            })
+            .collect(),
+        other => {
+            let name = match signature.outputs.as_slice() {
+                [only] => only.name.clone(),
+                _ => "output".to_string(),
+            };
+            let datatype = declared(&name);
+            vec![InferTensor::from_json(name, &other, datatype)]
+        }
+    }
 }
 
 /// Model inputs from what `preprocess` returned: an array goes straight in (a 1-d array is one
@@ -215,9 +122,9 @@ fn preprocessed_inputs(
     blobs: &[Vec<u8>],
     meta: &serval_engine::ModelMetadata,
     input_names: &[String],
-) -> Result<Vec<NamedTensor>, ServeError> {
+) -> Result<Vec<NamedTensor>, Error> {
     if let Some(tensor) = frame::marker_tensor(&data, blobs) {
-        let tensor = tensor.map_err(ServeError::Worker)?;
+        let tensor = tensor.map_err(Error::Worker)?;
         if let [only] = meta.inputs.as_slice() {
             let tensor = match tensor.shape() {
                 [n] if only.shape.len() == 2 => Tensor::new(vec![1, *n], tensor.into_data())?,
@@ -233,18 +140,18 @@ fn preprocessed_inputs(
     Ok(serval_core::request_to_inputs(&json, meta, input_names)?)
 }
 
-fn replace_markers(value: Value, blobs: &[Vec<u8>]) -> Result<Value, ServeError> {
+fn replace_markers(value: Value, blobs: &[Vec<u8>]) -> Result<Value, Error> {
     Ok(match value {
         Value::Object(map) if map.contains_key(BLOB) => {
             let tensor = frame::marker_tensor(&Value::Object(map), blobs)
                 .unwrap_or_else(|| Err("bad array".into()))
-                .map_err(ServeError::Worker)?;
+                .map_err(Error::Worker)?;
             serval_core::tensor_json(&tensor)
         }
         Value::Object(map) => Value::Object(
             map.into_iter()
                 .map(|(k, v)| Ok((k, replace_markers(v, blobs)?)))
-                .collect::<Result<_, ServeError>>()?,
+                .collect::<Result<_, Error>>()?,
         ),
         Value::Array(items) => Value::Array(
             items
@@ -280,7 +187,7 @@ fn library_outputs(
     kind: EngineKind,
     outputs: &[NamedOutput],
     blobs: &mut Vec<Vec<u8>>,
-) -> Result<Value, ServeError> {
+) -> Result<Value, Error> {
     let value = |output: &NamedOutput, blobs: &mut Vec<Vec<u8>>| match &output.value {
         OutputValue::Tensor(t) => frame::tensor_marker(t, blobs),
         OutputValue::Maps(rows) => Value::Array(
@@ -307,7 +214,7 @@ fn library_outputs(
             .find(|o| o.name == PROBABILITIES)
             .or_else(|| outputs.iter().find(|o| o.name == PREDICTIONS))
             .or(outputs.first())
-            .ok_or_else(|| ServeError::Internal("the model returned nothing".into()))?;
+            .ok_or_else(|| Error::Internal("the model returned nothing".into()))?;
         if let OutputValue::Tensor(t) = &chosen.value {
             let probabilities = chosen.name == PROBABILITIES;
             let flat = match t.shape() {

@@ -1,14 +1,18 @@
 //! `GET /health/live`, `GET /health/ready` and `GET /metrics`.
 
-use std::sync::atomic::Ordering;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::metrics::EndpointLabels;
+use crate::table::RoutingTable;
 
 /// 200 while the process runs.
 pub async fn live() -> Json<Value> {
@@ -18,7 +22,7 @@ pub async fn live() -> Json<Value> {
 /// 503 until the first load pass has finished (every configured endpoint loaded or failed), then
 /// 200 — also with zero endpoints. Failed endpoints show in the status, not here.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    if !state.ready.load(Ordering::Acquire) {
+    if !state.is_ready() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "loading"})),
@@ -53,7 +57,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     };
     let table = state.table.load_full();
     let text = tokio::task::spawn_blocking(move || {
-        metrics.encode(|registry| crate::metrics::table_metrics(registry, &table))
+        metrics.encode(|registry| table_metrics(registry, &table))
     })
     .await
     .unwrap_or_default();
@@ -65,4 +69,37 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// Scrape-time families from the routing table: load state and Python workers per endpoint.
+fn table_metrics(registry: &mut Registry, table: &RoutingTable) {
+    let loaded: Family<EndpointLabels, Gauge> = Family::default();
+    let alive: Family<EndpointLabels, Gauge> = Family::default();
+    let restarts: Family<EndpointLabels, Counter> = Family::default();
+    for (url, slot) in &table.slots {
+        let labels = EndpointLabels::of(url);
+        loaded
+            .get_or_create(&labels)
+            .set(i64::from(slot.serving.is_some()));
+        if let Some(pool) = slot.serving.as_ref().and_then(|s| s.runner.pool()) {
+            let status = pool.status();
+            alive.get_or_create(&labels).set(status.alive as i64);
+            restarts.get_or_create(&labels).inc_by(status.restarts);
+        }
+    }
+    registry.register(
+        "serval_endpoint_serving",
+        "1 if the endpoint answers requests (a loaded model or the previous version), else 0",
+        loaded,
+    );
+    registry.register(
+        "serval_python_workers_alive",
+        "Live Python worker processes per endpoint",
+        alive,
+    );
+    registry.register(
+        "serval_python_worker_restarts",
+        "Python worker processes restarted since the endpoint's workers were started",
+        restarts,
+    );
 }

@@ -2,46 +2,23 @@
 //! file are unchanged keep their loaded engine; new or changed ones are loaded (in parallel) and
 //! warmed; a failed load keeps the previous version serving and is reported in the status.
 
+mod python;
+mod signature;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use serde_json::{Value, json};
-
-use serval_engine::{Engine, NamedTensor, Tensor, TensorData};
+use serval_engine::{Engine, NamedOutput, NamedTensor, Tensor, TensorData};
 use serval_onnx::OnnxOptions;
 use serval_store::{Endpoint, EndpointStatus, EngineKind, ServiceSettings, Snapshot, Store};
 
-use crate::python;
-use crate::table::{Fingerprint, LoadedEndpoint, RoutingTable, Slot};
+use crate::pipeline::{self, NativeModel, Runner};
+use crate::table::{Attempt, FileStamp, Fingerprint, RoutingTable, Slot};
 
-/// A model file as seen on disk: a change to size or mtime triggers a reload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileStamp {
-    pub path: PathBuf,
-    pub size: u64,
-    pub modified: Option<SystemTime>,
-}
-
-impl FileStamp {
-    pub fn read(path: &Path) -> Option<FileStamp> {
-        let meta = std::fs::metadata(path).ok()?;
-        Some(FileStamp {
-            path: path.to_path_buf(),
-            size: meta.len(),
-            modified: meta.modified().ok(),
-        })
-    }
-}
-
-/// What the last load attempt of a slot was made from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    pub fingerprint: Fingerprint,
-    pub stamp: Option<FileStamp>,
-}
+pub use python::needs_python;
 
 pub struct Loader {
     pub store: Arc<dyn Store>,
@@ -65,7 +42,7 @@ pub struct Loader {
 const PYTHON_LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 struct Loaded {
-    endpoint: LoadedEndpoint,
+    endpoint: pipeline::Endpoint,
     stamp: Option<FileStamp>,
 }
 
@@ -83,7 +60,7 @@ impl Loader {
             preprocess_sha256: endpoint.preprocess.as_ref().map(|p| p.sha256.clone()),
             settings: serde_json::to_string(&(&endpoint.io, &endpoint.aux_config))
                 .unwrap_or_default(),
-            python: python::needs_python(endpoint).then(|| {
+            python: needs_python(endpoint).then(|| {
                 let interpreter = settings
                     .python
                     .clone()
@@ -134,7 +111,7 @@ impl Loader {
             endpoint.engine,
             EngineKind::Xgboost | EngineKind::Lightgbm | EngineKind::Onnx
         );
-        if !native_kind && !python::needs_python(endpoint) {
+        if !native_kind && !needs_python(endpoint) {
             return Err(format!(
                 "engine '{}' is not available in this version of serval",
                 endpoint.engine
@@ -148,7 +125,7 @@ impl Loader {
             None => None,
         };
         let stamp = model.as_ref().and_then(|(path, _)| FileStamp::read(path));
-        let engine = match (&model, native_kind) {
+        let native = match (&model, native_kind) {
             (Some((path, bytes)), true) => {
                 let name = path.file_name().map_or_else(
                     || path.display().to_string(),
@@ -156,8 +133,8 @@ impl Loader {
                 );
                 let engine = serval_core::load_engine(endpoint.engine, bytes, &name, &self.onnx)
                     .map_err(|e| e.to_string())?;
-                warm_up(engine.as_ref())?;
-                Some(engine)
+                let warm = warm_up(engine.as_ref())?;
+                Some((NativeModel::new(endpoint.engine, engine), warm))
             }
             _ => None,
         };
@@ -171,58 +148,33 @@ impl Loader {
             )?)),
             None => None,
         };
+        let (runner, signature) = match (pool, native) {
+            (None, Some((model, warm))) => {
+                let signature = signature::native(endpoint.engine, &model, warm.as_deref());
+                (Runner::Native(model), signature)
+            }
+            (Some(pool), None) => (Runner::Python(pool), signature::python(endpoint)),
+            (Some(pool), Some((model, _))) => (
+                Runner::PythonNative { pool, model },
+                signature::python(endpoint),
+            ),
+            (None, None) => return Err("nothing can run this endpoint".to_string()),
+        };
         Ok(Loaded {
-            endpoint: LoadedEndpoint {
+            endpoint: pipeline::Endpoint {
                 url: url.to_string(),
-                engine,
-                python: pool,
-                library_requests: AtomicU64::new(0),
+                name: endpoint.name.clone(),
+                version: endpoint.version.clone(),
                 kind: endpoint.engine,
+                runner,
+                signature,
+                input_names: endpoint.io.input_name.clone(),
                 metrics: self.metrics.as_ref().map(|m| m.endpoint(url)),
                 monitor: arc_swap::ArcSwapOption::empty(),
-                input_names: endpoint.io.input_name.clone(),
-                fingerprint,
+                library_requests: AtomicU64::new(0),
             },
             stamp,
         })
-    }
-
-    /// Starts the endpoint's worker pool and waits until every worker has loaded the code.
-    fn start_python(
-        &self,
-        url: &str,
-        endpoint: &Endpoint,
-        model_path: Option<&Path>,
-        interpreter: &str,
-        workers: usize,
-    ) -> Result<serval_python::Pool, String> {
-        let runtime = self
-            .runtime
-            .as_ref()
-            .ok_or("Python workers need the server's async runtime")?;
-        let package_dir = serval_python::install_package(&self.cache_dir.join("python"))
-            .map_err(|e| format!("cannot install the Python worker package: {e}"))?;
-        let code = match &endpoint.preprocess {
-            Some(code) => python::code_spec(code, &self.cache_dir)?,
-            None => Value::Null,
-        };
-        let spec = serval_python::PoolSpec {
-            label: url.to_string(),
-            python: interpreter.to_string(),
-            size: workers,
-            package_dir,
-            load: json!({
-                "op": "load",
-                "engine": endpoint.engine.to_string(),
-                "code": code,
-                "model_path": model_path,
-                "endpoint": python::endpoint_info(url, endpoint),
-                "call_timeout": self.request_timeout.as_secs_f64(),
-            }),
-            concurrent: endpoint.engine == EngineKind::CustomAsync,
-            load_timeout: PYTHON_LOAD_TIMEOUT,
-        };
-        runtime.block_on(serval_python::Pool::start(spec, self.calls.clone()))
     }
 
     /// Builds the next table. Blocking: loads models.
@@ -277,7 +229,7 @@ impl Loader {
                 .and_then(|s| s.serving.clone());
             let slot = match result {
                 Ok(loaded) => {
-                    let path = Some(path_of(&loaded.endpoint));
+                    let path = Some(loaded.endpoint.runner.describe(loaded.endpoint.kind));
                     tracing::info!(endpoint = %url, "loaded: {}", path.as_deref().unwrap_or_default());
                     Slot {
                         status: status(endpoint, "loaded", None, true, path),
@@ -322,30 +274,6 @@ impl Loader {
     }
 }
 
-/// How an endpoint runs, for the status.
-fn path_of(loaded: &LoadedEndpoint) -> String {
-    let native = loaded
-        .engine
-        .as_ref()
-        .map(|e| format!("native {}", e.metadata().format));
-    match (&loaded.python, native) {
-        (None, Some(native)) => native,
-        (Some(pool), _) if pool.custom_model() => {
-            "python worker (the model returned by Preprocess.load)".to_string()
-        }
-        (Some(_), Some(native)) => format!(
-            "python pre/postprocess + {native} (the {} library in Python when preprocess \
-             returns data that is not array-like)",
-            loaded.kind
-        ),
-        (Some(_), None) => match loaded.kind {
-            EngineKind::Sklearn => "python worker (scikit-learn model)".to_string(),
-            kind => format!("python worker ({kind})"),
-        },
-        (None, None) => "nothing".to_string(),
-    }
-}
-
 fn status(
     endpoint: &Endpoint,
     state: &str,
@@ -365,18 +293,19 @@ fn status(
 }
 
 /// Runs one row of zeros through a tabular model so the first request does not pay for lazy
-/// initialisation; a model that cannot predict fails to load here rather than on traffic.
-fn warm_up(engine: &dyn Engine) -> Result<(), String> {
+/// initialisation; a model that cannot predict fails to load here rather than on traffic. Returns
+/// the outputs (`None` for models that are not tabular), which tell the width of ZipMap outputs.
+fn warm_up(engine: &dyn Engine) -> Result<Option<Vec<NamedOutput>>, String> {
     let meta = engine.metadata();
     let (Some(width), [input]) = (meta.num_features(), meta.inputs.as_slice()) else {
-        return Ok(());
+        return Ok(None);
     };
     let data = match input.dtype {
         serval_engine::DataType::F32 => TensorData::F32(vec![0.0; width]),
         serval_engine::DataType::F64 => TensorData::F64(vec![0.0; width]),
         serval_engine::DataType::I64 => TensorData::I64(vec![0; width]),
         serval_engine::DataType::I32 => TensorData::I32(vec![0; width]),
-        _ => return Ok(()),
+        _ => return Ok(None),
     };
     let tensor = Tensor::new(vec![1, width], data).map_err(|e| e.to_string())?;
     engine
@@ -384,6 +313,6 @@ fn warm_up(engine: &dyn Engine) -> Result<(), String> {
             name: input.name.clone(),
             tensor,
         }])
-        .map(|_| ())
+        .map(Some)
         .map_err(|e| format!("warm-up prediction failed: {e}"))
 }

@@ -1,0 +1,349 @@
+//! The Open Inference Protocol (KServe V2) over REST: health, server and model metadata,
+//! readiness, inference (JSON and the binary tensor extension) and the repository index. Every
+//! url `/serve` answers is a V2 model: name = endpoint name, version = endpoint version; without
+//! a version, the same resolution as `/serve`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::http::{body, v2_codec};
+use crate::pipeline::{self, Context, Endpoint, Input, Output, Protocol, TensorMeta};
+
+/// What the server advertises in `GET /v2`.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_repository_index"];
+
+/// A V2 error: the pipeline's error with V2's status codes and `{"error": ...}` body.
+pub struct V2Error(pipeline::Error);
+
+impl From<pipeline::Error> for V2Error {
+    fn from(e: pipeline::Error) -> Self {
+        V2Error(e)
+    }
+}
+
+/// The V2 status of each pipeline error, in one place.
+pub fn status(error: &pipeline::Error) -> StatusCode {
+    use pipeline::Error as E;
+    match error {
+        E::NotFound { .. } => StatusCode::NOT_FOUND,
+        E::BadRequest(_) | E::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        E::UserCode { invalid: true, .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        E::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        E::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        E::UserCode { .. } | E::Worker(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        if self.0.is_server_error() {
+            tracing::warn!(kind = self.0.kind(), "{}", self.0);
+        }
+        (status(&self.0), Json(json!({"error": self.0.to_string()}))).into_response()
+    }
+}
+
+/// The V2 routes, merged into the server's router.
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{model}", get(model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(versioned_metadata),
+        )
+        .route("/v2/models/{model}/ready", get(model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(versioned_ready),
+        )
+        .route("/v2/models/{model}/infer", post(infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(versioned_infer),
+        )
+        .route("/v2/repository/index", post(repository_index))
+}
+
+async fn server_metadata() -> Json<Value> {
+    Json(json!({
+        "name": "serval",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": EXTENSIONS,
+    }))
+}
+
+/// 200 while the process runs (the status code is the answer; the body is empty).
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+/// 200 once the first load pass has finished, else 400 (as Triton and MLServer).
+async fn ready(State(state): State<AppState>) -> StatusCode {
+    if state.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+fn resolve(
+    state: &AppState,
+    model: &str,
+    version: Option<&str>,
+) -> Result<Arc<Endpoint>, pipeline::Error> {
+    state.table.load().resolve(model, version, fastrand::f64())
+}
+
+#[derive(Serialize)]
+pub struct ModelMetadata {
+    pub name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<String>,
+    pub platform: String,
+    pub inputs: Vec<TensorMetadata>,
+    pub outputs: Vec<TensorMetadata>,
+}
+
+#[derive(Serialize)]
+pub struct TensorMetadata {
+    pub name: String,
+    pub datatype: &'static str,
+    pub shape: Vec<i64>,
+}
+
+fn tensor_metadata(meta: &[TensorMeta]) -> Vec<TensorMetadata> {
+    meta.iter()
+        .map(|m| TensorMetadata {
+            name: m.name.clone(),
+            datatype: m.datatype.name(),
+            shape: m.shape.clone(),
+        })
+        .collect()
+}
+
+/// A model's metadata (shared with gRPC): its signature and the versions under its name.
+pub fn metadata(
+    state: &AppState,
+    model: &str,
+    version: Option<&str>,
+) -> Result<ModelMetadata, pipeline::Error> {
+    let endpoint = resolve(state, model, version)?;
+    Ok(ModelMetadata {
+        name: model.to_string(),
+        versions: state.table.load().versions(model),
+        platform: endpoint.signature.platform.clone(),
+        inputs: tensor_metadata(&endpoint.signature.inputs),
+        outputs: tensor_metadata(&endpoint.signature.outputs),
+    })
+}
+
+async fn model_metadata(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelMetadata>, V2Error> {
+    Ok(Json(metadata(&state, &model, None)?))
+}
+
+async fn versioned_metadata(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<ModelMetadata>, V2Error> {
+    Ok(Json(metadata(&state, &model, Some(&version))?))
+}
+
+/// Whether a model answers requests: `Ok(false)` when it is configured but not serving.
+pub fn is_ready(
+    state: &AppState,
+    model: &str,
+    version: Option<&str>,
+) -> Result<bool, pipeline::Error> {
+    match resolve(state, model, version) {
+        Ok(_) => Ok(true),
+        Err(pipeline::Error::Unavailable { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn ready_status(ready: Result<bool, pipeline::Error>) -> Response {
+    match ready {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => StatusCode::BAD_REQUEST.into_response(),
+        Err(e) => V2Error(e).into_response(),
+    }
+}
+
+async fn model_ready(State(state): State<AppState>, Path(model): Path<String>) -> Response {
+    ready_status(is_ready(&state, &model, None))
+}
+
+async fn versioned_ready(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
+    ready_status(is_ready(&state, &model, Some(&version)))
+}
+
+async fn infer(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V2Error> {
+    run_infer(state, model, None, headers, body).await
+}
+
+async fn versioned_infer(
+    State(state): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V2Error> {
+    run_infer(state, model, Some(version), headers, body).await
+}
+
+async fn run_infer(
+    state: AppState,
+    model: String,
+    version: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, V2Error> {
+    let ctx = Context::new(Protocol::V2Rest, state.config.request_timeout);
+    let _in_flight = state.metrics.as_ref().map(|m| m.in_flight());
+    // The model is resolved before the body is read: an unknown model is a 404 whatever it holds.
+    let endpoint = match resolve(&state, &model, version.as_deref()) {
+        Ok(endpoint) => endpoint,
+        Err(error) => {
+            if let Some(metrics) = &state.metrics {
+                metrics.unrouted(Protocol::V2Rest, error.kind());
+            }
+            return Err(error.into());
+        }
+    };
+    let decoded = async {
+        let bytes = body::read(&headers, body, state.config.body_limit).await?;
+        let header_length = headers
+            .get(v2_codec::HEADER_LENGTH)
+            .map(|v| v.to_str().unwrap_or("invalid"));
+        v2_codec::decode(&bytes, header_length)
+    };
+    let decoded = match tokio::time::timeout_at(ctx.deadline, decoded).await {
+        Ok(decoded) => decoded,
+        Err(_) => Err(pipeline::Error::Timeout(ctx.timeout)),
+    };
+    let decoded = match decoded {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            if let Some(metrics) = &endpoint.metrics {
+                metrics.finished(
+                    std::time::Duration::ZERO,
+                    Protocol::V2Rest,
+                    Err(error.kind()),
+                );
+            }
+            return Err(error.into());
+        }
+    };
+    let input = Input::Tensors {
+        inputs: decoded.inputs,
+        outputs: decoded.outputs,
+        parameters: decoded.parameters,
+    };
+    let outputs = match pipeline::run(&endpoint, input, ctx).await? {
+        Output::Tensors(outputs) => outputs,
+        Output::Body(_) => {
+            return Err(pipeline::Error::Internal("unexpected JSON reply".into()).into());
+        }
+    };
+    let encoded = v2_codec::encode(
+        &model,
+        endpoint.version.as_deref(),
+        decoded.id.as_deref(),
+        &outputs,
+        &decoded.binary,
+    );
+    let mut response = encoded.body.into_response();
+    let response_headers = response.headers_mut();
+    match encoded.header_length {
+        Some(n) => {
+            response_headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            response_headers.insert(v2_codec::HEADER_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            response_headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    Ok(response)
+}
+
+#[derive(Serialize)]
+pub struct IndexItem {
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// The repository index (shared with gRPC): every model, or only ready ones.
+pub fn index(state: &AppState, ready_only: bool) -> Vec<IndexItem> {
+    state
+        .table
+        .load()
+        .index()
+        .into_iter()
+        .filter(|e| e.ready || !ready_only)
+        .map(|e| IndexItem {
+            name: e.name,
+            version: e.version,
+            state: if e.ready { "READY" } else { "UNAVAILABLE" },
+            reason: e.reason,
+        })
+        .collect()
+}
+
+/// `POST /v2/repository/index` with an optional `{"ready": bool}` body.
+async fn repository_index(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Vec<IndexItem>>, V2Error> {
+    let bytes = body::read(&headers, body, state.config.body_limit).await?;
+    let ready_only = if bytes.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        let request: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| pipeline::Error::BadRequest(format!("the body is not JSON: {e}")))?;
+        match request.get("ready") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(pipeline::Error::BadRequest(format!(
+                    "'ready' must be a boolean, got {other}"
+                ))
+                .into());
+            }
+        }
+    };
+    Ok(Json(index(&state, ready_only)))
+}

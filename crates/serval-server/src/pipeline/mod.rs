@@ -1,0 +1,303 @@
+//! The request pipeline: one way through the server for every protocol. A protocol adapter
+//! (clearml `/serve`, V2 REST, V2 gRPC, `send_request` from Python) decodes a request into an
+//! [`Input`], resolves the endpoint in the routing table and calls [`run`]; the pipeline checks
+//! V2 inputs against the endpoint's [`Signature`], runs the endpoint's [`Runner`] (chosen when
+//! it loaded) within the request's deadline, records metrics, and gives an [`Output`] back.
+//! Errors are [`Error`]s with no protocol in them; each adapter maps them to its own codes.
+//!
+//! The pipeline knows nothing of the routing table or of any protocol: adapters → table →
+//! pipeline → {engines, Python pools, metrics}.
+
+mod error;
+mod native;
+mod python;
+pub mod tensor;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use serval_engine::Engine;
+use serval_python::Pool;
+use serval_store::EngineKind;
+use tokio::time::Instant;
+
+pub use error::{Error, describe_model};
+pub use native::NativeModel;
+pub use tensor::{Checks, Datatype, Elements, InferTensor, Signature, TensorMeta};
+
+pub use crate::metrics::Protocol;
+use crate::metrics::{EndpointMetrics, Monitor};
+
+/// A clearml request body after decoding.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Json(Value),
+    Bytes(Bytes),
+}
+
+/// What a request carries.
+#[derive(Debug)]
+pub enum Input {
+    /// A clearml body; the reply is a JSON body.
+    Body(Payload),
+    /// V2 tensors; the reply is tensors. `outputs` selects outputs by name (`None`: all);
+    /// `parameters` are the request's (Python code sees them as `state["parameters"]`).
+    Tensors {
+        inputs: Vec<InferTensor>,
+        outputs: Option<Vec<String>>,
+        parameters: Map<String, Value>,
+    },
+}
+
+/// What a request produced.
+#[derive(Debug)]
+pub enum Output {
+    Body(Value),
+    Tensors(Vec<InferTensor>),
+}
+
+/// Per request: when it must be done by and where it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub deadline: Instant,
+    /// The whole budget, for the timeout message.
+    pub timeout: Duration,
+    pub protocol: Protocol,
+}
+
+impl Context {
+    /// A request that may take `timeout` from now.
+    pub fn new(protocol: Protocol, timeout: Duration) -> Context {
+        Context {
+            deadline: Instant::now() + timeout,
+            timeout,
+            protocol,
+        }
+    }
+}
+
+/// What runs an endpoint, chosen when it loads.
+pub enum Runner {
+    /// A native model in-process (XGBoost, LightGBM, ONNX).
+    Native(NativeModel),
+    /// Everything in the endpoint's Python workers (sklearn, custom engines, or the model object
+    /// `Preprocess.load` returned).
+    Python(Arc<Pool>),
+    /// `preprocess` and `postprocess` in Python around a native model in the server (the model's
+    /// library in Python when `preprocess` returns data only it understands).
+    PythonNative { pool: Arc<Pool>, model: NativeModel },
+}
+
+impl Runner {
+    pub fn pool(&self) -> Option<&Arc<Pool>> {
+        match self {
+            Runner::Native(_) => None,
+            Runner::Python(pool) | Runner::PythonNative { pool, .. } => Some(pool),
+        }
+    }
+
+    pub fn engine(&self) -> Option<&Arc<dyn Engine>> {
+        match self {
+            Runner::Native(model) | Runner::PythonNative { model, .. } => Some(&model.engine),
+            Runner::Python(_) => None,
+        }
+    }
+
+    /// How the endpoint runs, as the status shows it.
+    pub fn describe(&self, kind: EngineKind) -> String {
+        let native = |m: &NativeModel| format!("native {}", m.engine.metadata().format);
+        match self {
+            Runner::Native(model) => native(model),
+            Runner::Python(pool) if pool.custom_model() => {
+                "python worker (the model returned by Preprocess.load)".to_string()
+            }
+            Runner::Python(_) => match kind {
+                EngineKind::Sklearn => "python worker (scikit-learn model)".to_string(),
+                kind => format!("python worker ({kind})"),
+            },
+            Runner::PythonNative { model, .. } => format!(
+                "python pre/postprocess + {} (the {kind} library in Python when preprocess \
+                 returns data that is not array-like)",
+                native(model)
+            ),
+        }
+    }
+}
+
+/// A loaded endpoint, ready to answer requests.
+pub struct Endpoint {
+    /// `name` or `name/version`.
+    pub url: String,
+    pub name: String,
+    pub version: Option<String>,
+    pub kind: EngineKind,
+    pub runner: Runner,
+    /// V2 model metadata and input checks.
+    pub signature: Signature,
+    /// The endpoint's `--input-name` list (feature order for named features in clearml bodies).
+    pub input_names: Vec<String>,
+    /// Request metrics (`None` when metrics are off).
+    pub metrics: Option<EndpointMetrics>,
+    /// clearml statistics of this url (sampling, variables); set at every table build.
+    pub monitor: ArcSwapOption<Monitor>,
+    /// Requests whose model ran in Python because preprocess returned non-array data.
+    pub library_requests: AtomicU64,
+}
+
+/// What executing a request produced, besides the output.
+struct Executed {
+    output: Output,
+    /// What `collect_custom_statistics_fn` collected (Python endpoints, sampled requests).
+    stats: Option<Map<String, Value>>,
+}
+
+/// Index of each stage in [`crate::metrics::STAGES`].
+const STAGE_QUEUE: usize = 0;
+const STAGE_INFERENCE: usize = 2;
+
+/// Serves one request on a resolved endpoint within `ctx.deadline`, recording its metrics:
+/// outcome and duration always, clearml variables when the request is sampled.
+pub async fn run(endpoint: &Endpoint, input: Input, ctx: Context) -> Result<Output, Error> {
+    let start = Instant::now();
+    let monitor = endpoint.monitor.load_full();
+    let sampled = monitor.as_ref().is_some_and(|m| m.sample(fastrand::f64()));
+    let request_values = match (&monitor, &input) {
+        (Some(m), Input::Body(Payload::Json(body))) if sampled => m.body_values(body),
+        (Some(m), Input::Tensors { inputs, .. }) if sampled => {
+            m.body_values(&tensors_object(inputs, false))
+        }
+        _ => Vec::new(),
+    };
+    // Dropped unfinished = the client went away: counted as cancelled.
+    struct Unfinished<'a>(Option<&'a Endpoint>, Instant, Protocol);
+    impl Drop for Unfinished<'_> {
+        fn drop(&mut self) {
+            if let Some(metrics) = self.0.and_then(|e| e.metrics.as_ref()) {
+                metrics.finished(self.1.elapsed(), self.2, Err("cancelled"));
+            }
+        }
+    }
+    let mut unfinished = Unfinished(Some(endpoint), start, ctx.protocol);
+    let result =
+        match tokio::time::timeout_at(ctx.deadline, execute(endpoint, input, ctx, sampled)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(ctx.timeout)),
+        };
+    unfinished.0 = None;
+    let took = start.elapsed();
+    if let Some(metrics) = &endpoint.metrics {
+        metrics.finished(
+            took,
+            ctx.protocol,
+            result.as_ref().map(|_| ()).map_err(Error::kind),
+        );
+    }
+    let executed = result?;
+    if let (true, Some(monitor)) = (sampled, monitor) {
+        let reply = match &executed.output {
+            Output::Body(value) => std::borrow::Cow::Borrowed(value),
+            Output::Tensors(outputs) => std::borrow::Cow::Owned(tensors_object(outputs, false)),
+        };
+        monitor.record(
+            took.as_secs_f64(),
+            &request_values,
+            &reply,
+            executed.stats.as_ref(),
+        );
+    }
+    Ok(executed.output)
+}
+
+async fn execute(
+    endpoint: &Endpoint,
+    input: Input,
+    ctx: Context,
+    sampled: bool,
+) -> Result<Executed, Error> {
+    let requested = match &input {
+        Input::Tensors {
+            inputs, outputs, ..
+        } => {
+            endpoint.signature.check_inputs(&endpoint.url, inputs)?;
+            if let Some(names) = outputs {
+                check_requested_outputs(endpoint, names)?;
+            }
+            Some(outputs.clone())
+        }
+        Input::Body(_) => None,
+    };
+    let executed = match &endpoint.runner {
+        Runner::Native(model) => Executed {
+            output: native::run(endpoint, model, input).await?,
+            stats: None,
+        },
+        Runner::Python(pool) => python::run(endpoint, pool, None, input, ctx, sampled).await?,
+        Runner::PythonNative { pool, model } => {
+            python::run(endpoint, pool, Some(model), input, ctx, sampled).await?
+        }
+    };
+    Ok(match (executed.output, requested) {
+        (Output::Tensors(outputs), Some(requested)) => Executed {
+            output: Output::Tensors(tensor::select_outputs(
+                &endpoint.url,
+                outputs,
+                requested.as_deref(),
+            )?),
+            stats: executed.stats,
+        },
+        (output, _) => Executed {
+            output,
+            stats: executed.stats,
+        },
+    })
+}
+
+/// Requested outputs are checked before the model runs when the endpoint declares its outputs.
+fn check_requested_outputs(endpoint: &Endpoint, names: &[String]) -> Result<(), Error> {
+    let declared = &endpoint.signature.outputs;
+    if endpoint.signature.checks == Checks::None || declared.is_empty() {
+        return Ok(());
+    }
+    match names
+        .iter()
+        .find(|n| !declared.iter().any(|d| &d.name == *n))
+    {
+        Some(unknown) => Err(Error::BadRequest(format!(
+            "model '{}' has no output '{unknown}' (its outputs: {})",
+            endpoint.url,
+            declared
+                .iter()
+                .map(|d| format!("'{}'", d.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Tensors as one JSON object, `{name: value}` (a one-element tensor as its element), for clearml
+/// metric variables and Python code.
+fn tensors_object(tensors: &[InferTensor], nested: bool) -> Value {
+    Value::Object(
+        tensors
+            .iter()
+            .map(|t| {
+                let value = if nested {
+                    t.to_json()
+                } else {
+                    let mut values = t.data.json_values();
+                    if values.len() == 1 {
+                        values.pop().unwrap_or(Value::Null)
+                    } else {
+                        Value::Array(values)
+                    }
+                };
+                (t.name.clone(), value)
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,880 @@
+//! Tensors as the Open Inference Protocol carries them: every V2 datatype, named, with a shape.
+//! Both V2 adapters (REST and gRPC) decode into these and encode from them; the pipeline checks
+//! them against an endpoint's [`Signature`] and converts them to engine tensors or to the JSON a
+//! Python endpoint's `preprocess` receives.
+
+use std::fmt;
+
+use serde_json::{Value, json};
+use serval_engine::{DataType, NamedOutput, OutputValue, Tensor, TensorData};
+
+use super::Error;
+
+/// The V2 datatypes (BF16 as Triton adds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Datatype {
+    Bool,
+    Uint8,
+    Uint16,
+    Uint32,
+    Uint64,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Fp16,
+    Bf16,
+    Fp32,
+    Fp64,
+    Bytes,
+}
+
+impl Datatype {
+    pub const ALL: [Datatype; 14] = [
+        Datatype::Bool,
+        Datatype::Uint8,
+        Datatype::Uint16,
+        Datatype::Uint32,
+        Datatype::Uint64,
+        Datatype::Int8,
+        Datatype::Int16,
+        Datatype::Int32,
+        Datatype::Int64,
+        Datatype::Fp16,
+        Datatype::Bf16,
+        Datatype::Fp32,
+        Datatype::Fp64,
+        Datatype::Bytes,
+    ];
+
+    /// The protocol's name, e.g. `FP32`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Datatype::Bool => "BOOL",
+            Datatype::Uint8 => "UINT8",
+            Datatype::Uint16 => "UINT16",
+            Datatype::Uint32 => "UINT32",
+            Datatype::Uint64 => "UINT64",
+            Datatype::Int8 => "INT8",
+            Datatype::Int16 => "INT16",
+            Datatype::Int32 => "INT32",
+            Datatype::Int64 => "INT64",
+            Datatype::Fp16 => "FP16",
+            Datatype::Bf16 => "BF16",
+            Datatype::Fp32 => "FP32",
+            Datatype::Fp64 => "FP64",
+            Datatype::Bytes => "BYTES",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Datatype> {
+        Datatype::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// Bytes per element in binary form (`None` for BYTES, whose elements carry their length).
+    pub fn size(self) -> Option<usize> {
+        Some(match self {
+            Datatype::Bool | Datatype::Uint8 | Datatype::Int8 => 1,
+            Datatype::Uint16 | Datatype::Int16 | Datatype::Fp16 | Datatype::Bf16 => 2,
+            Datatype::Uint32 | Datatype::Int32 | Datatype::Fp32 => 4,
+            Datatype::Uint64 | Datatype::Int64 | Datatype::Fp64 => 8,
+            Datatype::Bytes => return None,
+        })
+    }
+
+    /// The datatype of an engine element type.
+    pub fn of_engine(dtype: DataType) -> Datatype {
+        match dtype {
+            DataType::F32 => Datatype::Fp32,
+            DataType::F64 => Datatype::Fp64,
+            DataType::I64 => Datatype::Int64,
+            DataType::I32 => Datatype::Int32,
+            DataType::Bool => Datatype::Bool,
+            DataType::String => Datatype::Bytes,
+        }
+    }
+
+    /// The datatype of a clearml `--input-type` / `--output-type` (numpy names, as clearml
+    /// passes them to Triton; `TYPE_FP32`-style names too).
+    pub fn from_numpy(name: &str) -> Option<Datatype> {
+        let name = name.trim().to_ascii_lowercase();
+        let name = name
+            .strip_prefix("np.")
+            .or_else(|| name.strip_prefix("numpy."))
+            .or_else(|| name.strip_prefix("type_"))
+            .unwrap_or(&name);
+        Some(match name {
+            "bool" | "bool_" => Datatype::Bool,
+            "uint8" => Datatype::Uint8,
+            "uint16" => Datatype::Uint16,
+            "uint32" => Datatype::Uint32,
+            "uint64" => Datatype::Uint64,
+            "int8" => Datatype::Int8,
+            "int16" => Datatype::Int16,
+            "int32" => Datatype::Int32,
+            "int64" | "int" => Datatype::Int64,
+            "float16" | "half" | "fp16" => Datatype::Fp16,
+            "bfloat16" | "bf16" => Datatype::Bf16,
+            "float32" | "single" | "fp32" => Datatype::Fp32,
+            "float64" | "double" | "float" | "fp64" => Datatype::Fp64,
+            "str" | "string" | "bytes" | "object" | "object_" | "bytes_" | "str_" => {
+                Datatype::Bytes
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Datatype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The elements of a tensor, row-major. FP16 and BF16 keep their bit patterns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Elements {
+    Bool(Vec<bool>),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    F16(Vec<u16>),
+    Bf16(Vec<u16>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+/// Applies `$body` to the vector inside any [`Elements`] variant.
+macro_rules! each_variant {
+    ($elements:expr, $v:ident => $body:expr) => {
+        match $elements {
+            Elements::Bool($v) => $body,
+            Elements::U8($v) => $body,
+            Elements::U16($v) => $body,
+            Elements::U32($v) => $body,
+            Elements::U64($v) => $body,
+            Elements::I8($v) => $body,
+            Elements::I16($v) => $body,
+            Elements::I32($v) => $body,
+            Elements::I64($v) => $body,
+            Elements::F16($v) => $body,
+            Elements::Bf16($v) => $body,
+            Elements::F32($v) => $body,
+            Elements::F64($v) => $body,
+            Elements::Bytes($v) => $body,
+        }
+    };
+}
+
+fn le<const N: usize, T>(bytes: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
+    bytes
+        .chunks_exact(N)
+        .map(|c| {
+            let mut a = [0u8; N];
+            a.copy_from_slice(c);
+            f(a)
+        })
+        .collect()
+}
+
+impl Elements {
+    pub fn datatype(&self) -> Datatype {
+        match self {
+            Elements::Bool(_) => Datatype::Bool,
+            Elements::U8(_) => Datatype::Uint8,
+            Elements::U16(_) => Datatype::Uint16,
+            Elements::U32(_) => Datatype::Uint32,
+            Elements::U64(_) => Datatype::Uint64,
+            Elements::I8(_) => Datatype::Int8,
+            Elements::I16(_) => Datatype::Int16,
+            Elements::I32(_) => Datatype::Int32,
+            Elements::I64(_) => Datatype::Int64,
+            Elements::F16(_) => Datatype::Fp16,
+            Elements::Bf16(_) => Datatype::Bf16,
+            Elements::F32(_) => Datatype::Fp32,
+            Elements::F64(_) => Datatype::Fp64,
+            Elements::Bytes(_) => Datatype::Bytes,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        each_variant!(self, v => v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decodes the binary form: little-endian, row-major; BOOL one byte each; each BYTES element
+    /// a 4-byte little-endian length and its bytes. `what` names the tensor in errors.
+    pub fn from_le_bytes(datatype: Datatype, bytes: &[u8], what: &str) -> Result<Elements, Error> {
+        if let Some(size) = datatype.size()
+            && bytes.len() % size != 0
+        {
+            return Err(Error::BadRequest(format!(
+                "{what}: {} bytes is not a whole number of {datatype} elements ({size} bytes each)",
+                bytes.len()
+            )));
+        }
+        Ok(match datatype {
+            Datatype::Bool => Elements::Bool(bytes.iter().map(|b| *b != 0).collect()),
+            Datatype::Uint8 => Elements::U8(bytes.to_vec()),
+            Datatype::Uint16 => Elements::U16(le(bytes, u16::from_le_bytes)),
+            Datatype::Uint32 => Elements::U32(le(bytes, u32::from_le_bytes)),
+            Datatype::Uint64 => Elements::U64(le(bytes, u64::from_le_bytes)),
+            Datatype::Int8 => Elements::I8(le(bytes, i8::from_le_bytes)),
+            Datatype::Int16 => Elements::I16(le(bytes, i16::from_le_bytes)),
+            Datatype::Int32 => Elements::I32(le(bytes, i32::from_le_bytes)),
+            Datatype::Int64 => Elements::I64(le(bytes, i64::from_le_bytes)),
+            Datatype::Fp16 => Elements::F16(le(bytes, u16::from_le_bytes)),
+            Datatype::Bf16 => Elements::Bf16(le(bytes, u16::from_le_bytes)),
+            Datatype::Fp32 => Elements::F32(le(bytes, f32::from_le_bytes)),
+            Datatype::Fp64 => Elements::F64(le(bytes, f64::from_le_bytes)),
+            Datatype::Bytes => {
+                let mut items = Vec::new();
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let (len, tail) = rest
+                        .split_first_chunk::<4>()
+                        .map(|(l, t)| (u32::from_le_bytes(*l) as usize, t))
+                        .ok_or_else(|| {
+                            Error::BadRequest(format!(
+                                "{what}: a BYTES element is cut off inside its 4-byte length"
+                            ))
+                        })?;
+                    if tail.len() < len {
+                        return Err(Error::BadRequest(format!(
+                            "{what}: a BYTES element of {len} bytes runs past the end of the data"
+                        )));
+                    }
+                    items.push(tail[..len].to_vec());
+                    rest = &tail[len..];
+                }
+                Elements::Bytes(items)
+            }
+        })
+    }
+
+    /// Appends the binary form (see [`Elements::from_le_bytes`]) to `out`.
+    pub fn write_le_bytes(&self, out: &mut Vec<u8>) {
+        fn put<const N: usize, T: Copy>(out: &mut Vec<u8>, v: &[T], f: fn(T) -> [u8; N]) {
+            out.reserve(v.len() * N);
+            for x in v {
+                out.extend_from_slice(&f(*x));
+            }
+        }
+        match self {
+            Elements::Bool(v) => out.extend(v.iter().map(|b| u8::from(*b))),
+            Elements::U8(v) => out.extend_from_slice(v),
+            Elements::U16(v) | Elements::F16(v) | Elements::Bf16(v) => {
+                put(out, v, u16::to_le_bytes);
+            }
+            Elements::U32(v) => put(out, v, u32::to_le_bytes),
+            Elements::U64(v) => put(out, v, u64::to_le_bytes),
+            Elements::I8(v) => put(out, v, i8::to_le_bytes),
+            Elements::I16(v) => put(out, v, i16::to_le_bytes),
+            Elements::I32(v) => put(out, v, i32::to_le_bytes),
+            Elements::I64(v) => put(out, v, i64::to_le_bytes),
+            Elements::F32(v) => put(out, v, f32::to_le_bytes),
+            Elements::F64(v) => put(out, v, f64::to_le_bytes),
+            Elements::Bytes(v) => {
+                for item in v {
+                    out.extend_from_slice(&(item.len() as u32).to_le_bytes());
+                    out.extend_from_slice(item);
+                }
+            }
+        }
+    }
+
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_le_bytes(&mut out);
+        out
+    }
+
+    /// The elements as flat JSON values (FP16/BF16 as numbers, BYTES as text when it is UTF-8,
+    /// else as a list of byte values; NaN and infinities as `null`).
+    pub fn json_values(&self) -> Vec<Value> {
+        fn float(x: f64) -> Value {
+            serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
+        }
+        match self {
+            Elements::Bool(v) => v.iter().map(|x| json!(x)).collect(),
+            Elements::U8(v) => v.iter().map(|x| json!(x)).collect(),
+            Elements::U16(v) => v.iter().map(|x| json!(x)).collect(),
+            Elements::U32(v) => v.iter().map(|x| json!(x)).collect(),
+            Elements::U64(v) => v.iter().map(|x| json!(x)).collect(),
+            Elements::I8(v) => v.iter().map(|x| json!(x)).collect(),
+            Elements::I16(v) => v.iter().map(|x| json!(x)).collect(),
+            Elements::I32(v) => v.iter().map(|x| json!(x)).collect(),
+            Elements::I64(v) => v.iter().map(|x| json!(x)).collect(),
+            Elements::F16(v) => v
+                .iter()
+                .map(|x| float(f64::from(half::f16::from_bits(*x))))
+                .collect(),
+            Elements::Bf16(v) => v
+                .iter()
+                .map(|x| float(f64::from(half::bf16::from_bits(*x))))
+                .collect(),
+            Elements::F32(v) => v.iter().map(|x| float(f64::from(*x))).collect(),
+            Elements::F64(v) => v.iter().map(|x| float(*x)).collect(),
+            Elements::Bytes(v) => v
+                .iter()
+                .map(|b| match std::str::from_utf8(b) {
+                    Ok(text) => Value::String(text.to_string()),
+                    Err(_) => json!(b),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A named tensor of a V2 request or response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Elements,
+}
+
+/// The number of elements a shape holds (`None` on overflow).
+pub fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d))
+}
+
+impl InferTensor {
+    /// Builds a tensor, checking that the data holds exactly the shape's elements.
+    pub fn new(name: String, shape: Vec<usize>, data: Elements) -> Result<InferTensor, Error> {
+        let expected = element_count(&shape);
+        if expected != Some(data.len()) {
+            return Err(Error::BadRequest(format!(
+                "input '{name}': shape {shape:?} holds {} elements but the data has {}",
+                expected.map_or_else(|| "too many".to_string(), |n| n.to_string()),
+                data.len()
+            )));
+        }
+        Ok(InferTensor { name, shape, data })
+    }
+
+    pub fn datatype(&self) -> Datatype {
+        self.data.datatype()
+    }
+
+    /// The tensor as nested JSON lists (what a Python endpoint's `preprocess` receives).
+    pub fn to_json(&self) -> Value {
+        nest(&self.shape, &mut self.data.json_values().into_iter())
+    }
+
+    /// The engine tensor for this input. The caller has checked that the engine takes the
+    /// datatype (BYTES becomes text and must be UTF-8).
+    pub fn into_engine(self) -> Result<serval_engine::NamedTensor, Error> {
+        let data = match self.data {
+            Elements::F32(v) => TensorData::F32(v),
+            Elements::F64(v) => TensorData::F64(v),
+            Elements::I64(v) => TensorData::I64(v),
+            Elements::I32(v) => TensorData::I32(v),
+            Elements::Bool(v) => TensorData::Bool(v),
+            Elements::Bytes(v) => TensorData::String(
+                v.into_iter()
+                    .map(|b| {
+                        String::from_utf8(b).map_err(|_| {
+                            Error::BadRequest(format!(
+                                "input '{}': this model takes text and an element is not UTF-8",
+                                self.name
+                            ))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "input '{}': the model does not take {} data",
+                    self.name,
+                    other.datatype()
+                )));
+            }
+        };
+        let tensor = Tensor::new(self.shape, data).map_err(|e| Error::BadRequest(e.to_string()))?;
+        Ok(serval_engine::NamedTensor {
+            name: self.name,
+            tensor,
+        })
+    }
+
+    /// An engine output as a V2 tensor. ZipMap outputs (one map per row) become FP32
+    /// `[rows, classes]` in class order.
+    pub fn from_engine(output: NamedOutput) -> Result<InferTensor, Error> {
+        let (shape, data) = match output.value {
+            OutputValue::Tensor(tensor) => {
+                let shape = tensor.shape().to_vec();
+                let data = match tensor.into_data() {
+                    TensorData::F32(v) => Elements::F32(v),
+                    TensorData::F64(v) => Elements::F64(v),
+                    TensorData::I64(v) => Elements::I64(v),
+                    TensorData::I32(v) => Elements::I32(v),
+                    TensorData::Bool(v) => Elements::Bool(v),
+                    TensorData::String(v) => {
+                        Elements::Bytes(v.into_iter().map(String::into_bytes).collect())
+                    }
+                };
+                (shape, data)
+            }
+            OutputValue::Maps(rows) => {
+                let k = rows.first().map_or(0, Vec::len);
+                if rows.iter().any(|r| r.len() != k) {
+                    return Err(Error::Internal(format!(
+                        "output '{}': rows have different numbers of classes",
+                        output.name
+                    )));
+                }
+                let data = rows.iter().flatten().map(|(_, p)| *p).collect();
+                (vec![rows.len(), k], Elements::F32(data))
+            }
+        };
+        Ok(InferTensor {
+            name: output.name,
+            shape,
+            data,
+        })
+    }
+
+    /// An output of a Python endpoint from what `postprocess` returned: nested lists of numbers
+    /// (INT64 when every number is an integer, else FP64; `null` is NaN), of booleans (BOOL) or of
+    /// strings (BYTES), shaped by the nesting; `declared` (the endpoint's `--output-type`) casts
+    /// numbers. Anything else (objects, ragged or mixed lists) is one BYTES element holding the
+    /// value's JSON text.
+    pub fn from_json(name: String, value: &Value, declared: Option<Datatype>) -> InferTensor {
+        let json_text = |value: &Value| InferTensor {
+            name: name.clone(),
+            shape: vec![1],
+            data: Elements::Bytes(vec![value.to_string().into_bytes()]),
+        };
+        let Some((shape, leaves)) = rectangular(value) else {
+            return json_text(value);
+        };
+        let data = if leaves.iter().all(|v| v.is_boolean()) && !leaves.is_empty() {
+            Elements::Bool(leaves.iter().filter_map(|v| v.as_bool()).collect())
+        } else if leaves.iter().all(|v| v.is_string()) && !leaves.is_empty() {
+            Elements::Bytes(
+                leaves
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect(),
+            )
+        } else if leaves.iter().all(|v| v.is_number() || v.is_null()) {
+            let integers = leaves.iter().all(|v| v.is_i64());
+            match (declared, integers) {
+                (Some(d), _) if d != Datatype::Bytes && d != Datatype::Bool => {
+                    match cast_numbers(&leaves, d) {
+                        Some(data) => data,
+                        None => return json_text(value),
+                    }
+                }
+                (_, true) => Elements::I64(leaves.iter().filter_map(|v| v.as_i64()).collect()),
+                (_, false) => Elements::F64(
+                    leaves
+                        .iter()
+                        .map(|v| v.as_f64().unwrap_or(f64::NAN))
+                        .collect(),
+                ),
+            }
+        } else {
+            return json_text(value);
+        };
+        InferTensor { name, shape, data }
+    }
+}
+
+/// Numbers cast to a numeric datatype (`None` if one does not fit an integer type).
+fn cast_numbers(leaves: &[&Value], datatype: Datatype) -> Option<Elements> {
+    let floats = || -> Vec<f64> {
+        leaves
+            .iter()
+            .map(|v| v.as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    fn ints<T: TryFrom<i64>>(leaves: &[&Value]) -> Option<Vec<T>> {
+        leaves
+            .iter()
+            .map(|v| v.as_i64().and_then(|i| T::try_from(i).ok()))
+            .collect()
+    }
+    Some(match datatype {
+        Datatype::Fp32 => Elements::F32(floats().into_iter().map(|x| x as f32).collect()),
+        Datatype::Fp64 => Elements::F64(floats()),
+        Datatype::Fp16 => Elements::F16(
+            floats()
+                .into_iter()
+                .map(|x| half::f16::from_f64(x).to_bits())
+                .collect(),
+        ),
+        Datatype::Bf16 => Elements::Bf16(
+            floats()
+                .into_iter()
+                .map(|x| half::bf16::from_f64(x).to_bits())
+                .collect(),
+        ),
+        Datatype::Int8 => Elements::I8(ints(leaves)?),
+        Datatype::Int16 => Elements::I16(ints(leaves)?),
+        Datatype::Int32 => Elements::I32(ints(leaves)?),
+        Datatype::Int64 => Elements::I64(ints(leaves)?),
+        Datatype::Uint8 => Elements::U8(ints(leaves)?),
+        Datatype::Uint16 => Elements::U16(ints(leaves)?),
+        Datatype::Uint32 => Elements::U32(ints(leaves)?),
+        Datatype::Uint64 => Elements::U64(
+            leaves
+                .iter()
+                .map(|v| v.as_u64())
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        Datatype::Bool | Datatype::Bytes => return None,
+    })
+}
+
+/// The shape and the leaves of a rectangular nested list (a scalar has shape `[]`); `None` if
+/// it is ragged or holds objects.
+fn rectangular(value: &Value) -> Option<(Vec<usize>, Vec<&Value>)> {
+    let mut shape = Vec::new();
+    let mut probe = value;
+    while let Value::Array(items) = probe {
+        shape.push(items.len());
+        match items.first() {
+            Some(first) => probe = first,
+            None => break,
+        }
+    }
+    let mut leaves = Vec::new();
+    fn walk<'a>(v: &'a Value, shape: &[usize], out: &mut Vec<&'a Value>) -> Option<()> {
+        match (v, shape.split_first()) {
+            (Value::Array(items), Some((n, rest))) if items.len() == *n => {
+                items.iter().try_for_each(|i| walk(i, rest, out))
+            }
+            (Value::Array(_) | Value::Object(_), _) => None,
+            (scalar, None) => {
+                out.push(scalar);
+                Some(())
+            }
+            (_, Some(_)) => None,
+        }
+    }
+    walk(value, &shape, &mut leaves)?;
+    Some((shape, leaves))
+}
+
+fn nest(shape: &[usize], items: &mut std::vec::IntoIter<Value>) -> Value {
+    match shape.split_first() {
+        None => items.next().unwrap_or(Value::Null),
+        Some((n, rest)) => Value::Array((0..*n).map(|_| nest(rest, items)).collect()),
+    }
+}
+
+/// One input or output in a model's V2 metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorMeta {
+    pub name: String,
+    pub datatype: Datatype,
+    /// -1 is a variable dimension.
+    pub shape: Vec<i64>,
+}
+
+/// How strictly requests are checked against the declared inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checks {
+    /// Names, datatypes and shapes (native models).
+    Full,
+    /// Names and datatypes (Python endpoints with `--input-name/--input-type`; clearml does not
+    /// use `--input-size` at request time either).
+    NamesAndTypes,
+    /// Nothing declared: any inputs reach the endpoint's code.
+    None,
+}
+
+/// An endpoint's V2 model metadata and request checks, fixed when it loads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signature {
+    /// `<engine>_<format>`, e.g. `xgboost_json`, `onnx_onnxv1`, `python_sklearn`.
+    pub platform: String,
+    pub inputs: Vec<TensorMeta>,
+    pub outputs: Vec<TensorMeta>,
+    pub checks: Checks,
+    /// Tree models take FP32 and FP64 alike (they declare the one they compute in).
+    pub floats_interchangeable: bool,
+}
+
+impl Signature {
+    /// Checks a request's inputs against the declared ones.
+    pub fn check_inputs(&self, model: &str, inputs: &[InferTensor]) -> Result<(), Error> {
+        for (i, input) in inputs.iter().enumerate() {
+            if inputs[..i].iter().any(|o| o.name == input.name) {
+                return Err(Error::BadRequest(format!(
+                    "input '{}' is given more than once",
+                    input.name
+                )));
+            }
+        }
+        if self.checks == Checks::None {
+            return Ok(());
+        }
+        let names = || {
+            self.inputs
+                .iter()
+                .map(|m| format!("'{}'", m.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for input in inputs {
+            let Some(meta) = self.inputs.iter().find(|m| m.name == input.name) else {
+                return Err(Error::BadRequest(format!(
+                    "model '{model}' has no input '{}' (its inputs: {})",
+                    input.name,
+                    names()
+                )));
+            };
+            let given = input.datatype();
+            let float = |d: Datatype| matches!(d, Datatype::Fp32 | Datatype::Fp64);
+            let accepted = given == meta.datatype
+                || (self.floats_interchangeable && float(given) && float(meta.datatype));
+            if !accepted {
+                return Err(Error::BadRequest(format!(
+                    "input '{}' has datatype {given}, model '{model}' expects {}",
+                    input.name, meta.datatype
+                )));
+            }
+            if self.checks == Checks::Full {
+                let fits = meta.shape.len() == input.shape.len()
+                    && meta
+                        .shape
+                        .iter()
+                        .zip(&input.shape)
+                        .all(|(want, got)| *want < 0 || *want as usize == *got);
+                if !fits {
+                    return Err(Error::BadRequest(format!(
+                        "input '{}' has shape {:?}, model '{model}' expects {:?} (-1: any size)",
+                        input.name, input.shape, meta.shape
+                    )));
+                }
+            }
+        }
+        if let Some(missing) = self
+            .inputs
+            .iter()
+            .find(|m| !inputs.iter().any(|i| i.name == m.name))
+        {
+            return Err(Error::BadRequest(format!(
+                "model '{model}' needs input '{}' (its inputs: {})",
+                missing.name,
+                names()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the requested outputs (all when `requested` is `None`), in the requested order; an
+/// unknown name is the client's error.
+pub fn select_outputs(
+    model: &str,
+    outputs: Vec<InferTensor>,
+    requested: Option<&[String]>,
+) -> Result<Vec<InferTensor>, Error> {
+    let Some(requested) = requested else {
+        return Ok(outputs);
+    };
+    let mut slots: Vec<Option<InferTensor>> = outputs.into_iter().map(Some).collect();
+    requested
+        .iter()
+        .map(|name| {
+            let found = slots
+                .iter_mut()
+                .find(|s| s.as_ref().is_some_and(|t| &t.name == name))
+                .and_then(Option::take);
+            found
+                .ok_or_else(|| Error::BadRequest(format!("model '{model}' has no output '{name}'")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_form_round_trips_every_datatype() {
+        let cases = vec![
+            Elements::Bool(vec![true, false]),
+            Elements::U8(vec![0, 255]),
+            Elements::U16(vec![1, 65535]),
+            Elements::U32(vec![7, u32::MAX]),
+            Elements::U64(vec![u64::MAX]),
+            Elements::I8(vec![-128, 5]),
+            Elements::I16(vec![-2, 300]),
+            Elements::I32(vec![i32::MIN]),
+            Elements::I64(vec![-1, i64::MAX]),
+            Elements::F16(vec![half::f16::from_f32(1.5).to_bits()]),
+            Elements::Bf16(vec![half::bf16::from_f32(-2.0).to_bits()]),
+            Elements::F32(vec![0.1, f32::NAN.copysign(1.0)]),
+            Elements::F64(vec![1e300]),
+            Elements::Bytes(vec![b"ab".to_vec(), vec![], vec![0, 255]]),
+        ];
+        for elements in cases {
+            let bytes = elements.to_le_bytes();
+            let back = Elements::from_le_bytes(elements.datatype(), &bytes, "t").unwrap();
+            // NaN != NaN: compare the encodings.
+            assert_eq!(back.to_le_bytes(), bytes, "{:?}", elements.datatype());
+            assert_eq!(back.datatype(), elements.datatype());
+        }
+        assert_eq!(
+            Elements::from_le_bytes(Datatype::Bytes, &[2, 0, 0, 0, b'a', b'b'], "t").unwrap(),
+            Elements::Bytes(vec![b"ab".to_vec()])
+        );
+    }
+
+    #[test]
+    fn truncated_binary_data_is_the_clients_error() {
+        let e = Elements::from_le_bytes(Datatype::Fp32, &[0; 6], "x").unwrap_err();
+        assert!(e.to_string().contains("6 bytes"), "{e}");
+        assert!(Elements::from_le_bytes(Datatype::Bytes, &[5, 0, 0, 0, 1], "x").is_err());
+        assert!(Elements::from_le_bytes(Datatype::Bytes, &[5, 0], "x").is_err());
+    }
+
+    #[test]
+    fn shapes_must_hold_the_data() {
+        let ok = InferTensor::new("x".into(), vec![2, 2], Elements::F32(vec![0.0; 4]));
+        assert!(ok.is_ok());
+        let e = InferTensor::new("x".into(), vec![2, 3], Elements::F32(vec![0.0; 4])).unwrap_err();
+        assert!(e.to_string().contains("holds 6 elements"), "{e}");
+        assert!(InferTensor::new("x".into(), vec![usize::MAX, 3], Elements::F32(vec![])).is_err());
+    }
+
+    #[test]
+    fn postprocess_values_become_typed_tensors() {
+        let t = InferTensor::from_json("y".into(), &json!([[1, 2], [3, 4]]), None);
+        assert_eq!(
+            (t.shape.clone(), t.data),
+            (vec![2, 2], Elements::I64(vec![1, 2, 3, 4]))
+        );
+        let t = InferTensor::from_json("y".into(), &json!([0.5, null]), None);
+        assert_eq!(t.shape, vec![2]);
+        assert!(matches!(&t.data, Elements::F64(v) if v[0] == 0.5 && v[1].is_nan()));
+        let t = InferTensor::from_json("y".into(), &json!(["a", "b"]), None);
+        assert_eq!(t.data, Elements::Bytes(vec![b"a".to_vec(), b"b".to_vec()]));
+        let t = InferTensor::from_json("y".into(), &json!(7), None);
+        assert_eq!((t.shape.clone(), t.data), (vec![], Elements::I64(vec![7])));
+        let t = InferTensor::from_json("y".into(), &json!([1, 2]), Some(Datatype::Fp32));
+        assert_eq!(t.data, Elements::F32(vec![1.0, 2.0]));
+        // Objects and ragged lists travel as JSON text.
+        let t = InferTensor::from_json("y".into(), &json!({"a": 1}), None);
+        assert_eq!(
+            (t.shape.clone(), t.data),
+            (vec![1], Elements::Bytes(vec![br#"{"a":1}"#.to_vec()]))
+        );
+        let t = InferTensor::from_json("y".into(), &json!([[1], [2, 3]]), None);
+        assert_eq!(t.datatype(), Datatype::Bytes);
+    }
+
+    fn signature(checks: Checks) -> Signature {
+        Signature {
+            platform: "test".into(),
+            inputs: vec![TensorMeta {
+                name: "input".into(),
+                datatype: Datatype::Fp32,
+                shape: vec![-1, 4],
+            }],
+            outputs: vec![],
+            checks,
+            floats_interchangeable: false,
+        }
+    }
+
+    #[test]
+    fn inputs_are_checked_by_name_datatype_and_shape() {
+        let sig = signature(Checks::Full);
+        let input = |name: &str, shape: Vec<usize>, data: Elements| InferTensor {
+            name: name.into(),
+            shape,
+            data,
+        };
+        let good = input("input", vec![2, 4], Elements::F32(vec![0.0; 8]));
+        assert!(sig.check_inputs("m", std::slice::from_ref(&good)).is_ok());
+        let e = sig
+            .check_inputs(
+                "m",
+                &[input("input", vec![1, 4], Elements::F64(vec![0.0; 4]))],
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("datatype FP64, model 'm' expects FP32"),
+            "{e}"
+        );
+        let e = sig
+            .check_inputs(
+                "m",
+                &[input("input", vec![1, 3], Elements::F32(vec![0.0; 3]))],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("shape [1, 3]"), "{e}");
+        let e = sig
+            .check_inputs(
+                "m",
+                &[input("other", vec![1, 4], Elements::F32(vec![0.0; 4]))],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("no input 'other'"), "{e}");
+        assert!(
+            sig.check_inputs("m", &[])
+                .unwrap_err()
+                .to_string()
+                .contains("needs input")
+        );
+        assert!(
+            sig.check_inputs("m", &[good.clone(), good.clone()])
+                .is_err()
+        );
+        // Names and types only: any shape.
+        let sig = signature(Checks::NamesAndTypes);
+        let any_shape = input("input", vec![3], Elements::F32(vec![0.0; 3]));
+        assert!(sig.check_inputs("m", &[any_shape]).is_ok());
+        // Trees take either float type.
+        let mut sig = signature(Checks::Full);
+        sig.floats_interchangeable = true;
+        let f64s = input("input", vec![1, 4], Elements::F64(vec![0.0; 4]));
+        assert!(sig.check_inputs("m", &[f64s]).is_ok());
+    }
+
+    #[test]
+    fn requested_outputs_are_selected_in_order() {
+        let t = |n: &str| InferTensor {
+            name: n.into(),
+            shape: vec![1],
+            data: Elements::I64(vec![1]),
+        };
+        let picked = select_outputs("m", vec![t("a"), t("b")], Some(&["b".to_string()])).unwrap();
+        assert_eq!(picked, vec![t("b")]);
+        assert_eq!(
+            select_outputs("m", vec![t("a")], None).unwrap(),
+            vec![t("a")]
+        );
+        let e = select_outputs("m", vec![t("a")], Some(&["z".to_string()])).unwrap_err();
+        assert!(e.to_string().contains("no output 'z'"), "{e}");
+    }
+
+    #[test]
+    fn numpy_type_names_map_to_datatypes() {
+        assert_eq!(Datatype::from_numpy("float32"), Some(Datatype::Fp32));
+        assert_eq!(Datatype::from_numpy("np.uint8"), Some(Datatype::Uint8));
+        assert_eq!(Datatype::from_numpy("TYPE_INT64"), Some(Datatype::Int64));
+        assert_eq!(Datatype::from_numpy("str"), Some(Datatype::Bytes));
+        assert_eq!(Datatype::from_numpy("complex64"), None);
+        for d in Datatype::ALL {
+            assert_eq!(Datatype::parse(d.name()), Some(d));
+        }
+    }
+}
