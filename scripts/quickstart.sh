@@ -2,8 +2,9 @@
 # Quickstart on the embedded default (SQLite + local folder): builds serval, creates a demo
 # serving service in ./.serval-demo, registers the example models — native XGBoost/LightGBM with a
 # canary, and clearml-serving's sklearn example (preprocess.py + pickled model, in a Python worker
-# from the project's venv, made by scripts/setup-python.sh) — and serves them on port 8080
-# (PORT=... to change). Then, from another terminal:
+# from the project's venv, made by scripts/setup-python.sh) — and serves them on port 8080, with
+# the Open Inference Protocol's gRPC on 8081 (PORT=... / GRPC_PORT=... to change). Then, from
+# another terminal:
 #   curl -X POST localhost:8080/serve/iris -H 'Content-Type: application/json' \
 #        -d '{"x0": 6.0, "x1": 3.4, "x2": 4.5, "x3": 1.6}'
 # Usage: scripts/quickstart.sh        (Ctrl-C stops the server)
@@ -36,6 +37,7 @@ lgbm=$("$SERVAL" --json model upload --name iris-lightgbm --project examples --p
 "$SERVAL" metrics list
 set +x
 PORT=${PORT:-8080}
+GRPC_PORT=${GRPC_PORT:-8081}
 cat <<MSG
 
 Serving on http://127.0.0.1:$PORT — try, from another terminal:
@@ -44,5 +46,9 @@ Serving on http://127.0.0.1:$PORT — try, from another terminal:
   curl -X POST localhost:$PORT/serve/iris_canary -H 'Content-Type: application/json' -d '{"x0": 6.0, "x1": 3.4, "x2": 4.5, "x3": 1.6}'
   curl -X POST localhost:$PORT/serve/test_model_sklearn -H 'Content-Type: application/json' -d '{"x0": 1, "x1": 2}'
   curl -s localhost:$PORT/metrics | grep -E '^(serval_requests_total|iris_.*:x0_bucket)'
+Open Inference Protocol (KServe V2) — REST on :$PORT, gRPC on :$GRPC_PORT:
+  curl localhost:$PORT/v2/models/iris
+  curl -X POST localhost:$PORT/v2/models/iris/versions/1/infer -d '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [6.0, 3.4, 4.5, 1.6]}]}'
+  $SERVAL_PYTHON examples/v2/client.py localhost:$PORT localhost:$GRPC_PORT      # tritonclient, HTTP and gRPC
 MSG
-exec "$SERVAL" serve --port "$PORT"
+exec "$SERVAL" serve --port "$PORT" --grpc-port "$GRPC_PORT"

@@ -210,7 +210,7 @@ pub async fn run(
     let app = router(state.clone());
     let http_stop = stopped(stop_rx.clone());
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(http::no_delay(listener), app)
             .with_graceful_shutdown(http_stop)
             .await
             .map_err(|e| e.to_string())

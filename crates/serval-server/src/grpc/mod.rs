@@ -35,6 +35,7 @@ pub fn status(error: pipeline::Error) -> Status {
         E::BadRequest(_) | E::InvalidInput(_) | E::UserCode { invalid: true, .. } => {
             Status::invalid_argument(message)
         }
+        E::Cancelled => Status::cancelled(message),
         E::TooLarge(_) => Status::resource_exhausted(message),
         E::Timeout(_) => Status::deadline_exceeded(message),
         E::Unavailable { .. } => Status::unavailable(message),
@@ -222,11 +223,15 @@ pub fn service(state: AppState) -> GrpcInferenceServiceServer<InferenceService> 
 /// Serves gRPC on `listener` until `shutdown` resolves, then lets in-flight calls finish. The
 /// `grpc.health.v1` status (overall and of the inference service) is NOT_SERVING until the
 /// server is ready, then SERVING.
+///
+/// The services run on axum's HTTP/2 server rather than tonic's transport: tonic's transport
+/// enforces `grpc-timeout` itself and answers CANCELLED, while serval's pipeline owns deadlines
+/// and answers DEADLINE_EXCEEDED (and records a timeout).
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> std::io::Result<()> {
     use tonic_health::ServingStatus;
     type Inference = GrpcInferenceServiceServer<InferenceService>;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -241,13 +246,13 @@ pub async fn serve(
             health.set_serving::<Inference>().await;
         }
     };
-    let server = tonic::transport::Server::builder()
-        .add_service(health_service)
+    let router = tonic::service::Routes::new(health_service)
         .add_service(service(state))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        );
+        .prepare()
+        .into_axum_router();
+    let server =
+        axum::serve(crate::http::no_delay(listener), router).with_graceful_shutdown(shutdown);
+    let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result,

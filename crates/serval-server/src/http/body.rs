@@ -42,10 +42,15 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
         return Err(Error::TooLarge(limit));
     }
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            Error::TooLarge(limit)
+        let source = std::error::Error::source(&e);
+        if source.is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
+            return Error::TooLarge(limit);
+        }
+        let gone = source
+            .and_then(|s| s.downcast_ref::<hyper::Error>())
+            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled() || h.is_closed());
+        if gone {
+            Error::Cancelled
         } else {
             Error::BadRequest(UNDECODABLE.to_string())
         }

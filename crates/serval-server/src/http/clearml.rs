@@ -67,6 +67,11 @@ impl IntoResponse for ServeError {
                 ),
             ),
             E::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
+            // Nobody reads this answer: the client has gone.
+            E::Cancelled => (
+                StatusCode::BAD_REQUEST,
+                super::body::UNDECODABLE.to_string(),
+            ),
             E::InvalidInput(message) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("Error [<class 'ValueError'>] processing request: {message}"),

@@ -35,7 +35,7 @@ pub fn status(error: &pipeline::Error) -> StatusCode {
     use pipeline::Error as E;
     match error {
         E::NotFound { .. } => StatusCode::NOT_FOUND,
-        E::BadRequest(_) | E::InvalidInput(_) => StatusCode::BAD_REQUEST,
+        E::BadRequest(_) | E::InvalidInput(_) | E::Cancelled => StatusCode::BAD_REQUEST,
         E::UserCode { invalid: true, .. } => StatusCode::UNPROCESSABLE_ENTITY,
         E::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         E::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,

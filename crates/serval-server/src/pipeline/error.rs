@@ -22,6 +22,9 @@ pub enum Error {
     /// The model refused the data (clearml: a ValueError → 422).
     #[error("{0}")]
     InvalidInput(String),
+    /// The client went away before its request was read to the end.
+    #[error("the client closed the connection before the request was complete")]
+    Cancelled,
     /// The request body is larger than the limit (bytes).
     #[error("request body exceeds the limit of {0} bytes")]
     TooLarge(usize),
@@ -60,6 +63,7 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::BadRequest(_) => "bad_request",
             Error::InvalidInput(_) => "invalid_input",
+            Error::Cancelled => "cancelled",
             Error::TooLarge(_) => "payload_too_large",
             Error::Timeout(_) => "timeout",
             Error::Unavailable { .. } => "unavailable",

@@ -12,6 +12,7 @@ mod monitoring;
 mod predict;
 mod python_faults;
 mod serve;
+mod v2_clients;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -99,6 +99,16 @@ impl Server {
         }
     }
 
+    /// GETs a text body (e.g. `/metrics`).
+    pub fn get_text(&self, path: &str) -> String {
+        self.agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    }
+
     pub fn post(&self, path: &str, body: &str) -> (u16, Value) {
         self.post_as(path, "application/json", body.as_bytes())
     }
