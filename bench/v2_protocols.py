@@ -15,6 +15,9 @@ Two workloads:
   2. a 1 MB FP32 tensor ([1, 262144]) on an ONNX model that sums it (built here with `onnx`'s
      helper), 1 and 4 streams: V2 JSON vs V2 binary vs gRPC (raw_input_contents).
 Rounds alternate the transports so machine noise hits all alike; the median round is reported.
+Then the 1 MB tensor once more as a user sends it: NVIDIA's tritonclient from Python, one request
+at a time (HTTP JSON, HTTP binary, gRPC), mean milliseconds per request including the client's
+own encoding. `--clients-only` runs just that part.
 """
 import argparse
 import json
@@ -43,6 +46,7 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--rounds", type=int, default=3)
 parser.add_argument("--seconds", type=int, default=10)
 parser.add_argument("--pin", action="store_true", help="server on CPU 0, load generator on CPU 1")
+parser.add_argument("--clients-only", action="store_true", help="only the tritonclient measurements")
 args = parser.parse_args()
 
 work = tempfile.mkdtemp(prefix="serval-v2-")
@@ -193,20 +197,52 @@ def wrk(case, streams):
     return float(m.group(1)), f"p50 {m.group(2)} ms, p99 {m.group(3)} ms"
 
 
+def tritonclient_runs():
+    """Mean ms per 1 MB request from Python's tritonclient, one at a time."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    tensor = big.reshape(1, BIG)
+    results = {}
+    for name, module, binary in [("http json", httpclient, False), ("http binary", httpclient, True),
+                                 ("grpc", grpcclient, None)]:
+        client = module.InferenceServerClient(http if module is httpclient else grpc)
+        x = module.InferInput("x", [1, BIG], "FP32")
+        if binary is None:
+            x.set_data_from_numpy(tensor)
+            outputs = [module.InferRequestedOutput("y")]
+        else:
+            x.set_data_from_numpy(tensor, binary_data=binary)
+            outputs = [module.InferRequestedOutput("y", binary_data=binary)]
+        n = 10 if binary is False else 100
+        for _ in range(3):
+            client.infer("sum_1m", [x], outputs=outputs)
+        start = time.perf_counter()
+        for _ in range(n):
+            y = client.infer("sum_1m", [x], outputs=outputs).as_numpy("y")
+        results[name] = (time.perf_counter() - start) * 1000 / n
+        assert abs(float(y[0][0]) - float(big.sum())) < 1e-2 * abs(float(big.sum())), y
+    return results
+
+
 runs = {}
-plan = [("h2load", c, 16) for c in ("serve", "v2_json", "grpc")] + \
+plan = [] if args.clients_only else [("h2load", c, 16) for c in ("serve", "v2_json", "grpc")] + \
        [("wrk", c, 16) for c in ("serve", "v2_json")] + \
        [("h2load", c, s) for s in (1, 4) for c in ("big_json", "big_binary", "big_grpc")]
 try:
-    for r in range(args.rounds):
+    for r in range(0 if args.clients_only else args.rounds):
         for tool, case, streams in plan:
             rps, latency = (h2load if tool == "h2load" else wrk)(case, streams)
             runs.setdefault((tool, case, streams), []).append((rps, latency))
             print(f"round {r + 1}: {tool:6} {case:10} c={streams:<2} {rps:10.1f} req/s  ({latency})", flush=True)
+    clients = tritonclient_runs()
 finally:
     server.terminate()
     server.wait()
 
+print("\n| tritonclient, 1 MB FP32, one request at a time | ms per request |")
+print("| --- | --- |")
+for name, ms in clients.items():
+    print(f"| {name} | {ms:.2f} |")
 print("\n| load | transport | streams | req/s (median of %d) | latency of the median run |" % args.rounds)
 print("| --- | --- | --- | --- | --- |")
 for (tool, case, streams), values in runs.items():

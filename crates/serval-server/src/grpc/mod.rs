@@ -12,7 +12,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use crate::AppState;
-use crate::http::v2;
+use crate::models;
 use crate::pipeline::{self, Context, Input, Output, Protocol};
 
 /// The generated messages, server and client (`proto/inference.proto`).
@@ -92,8 +92,8 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
         let request = request.into_inner();
-        let ready =
-            v2::is_ready(&self.state, &request.name, version(&request.version)).map_err(status)?;
+        let ready = models::is_ready(&self.state, &request.name, version(&request.version))
+            .map_err(status)?;
         Ok(Response::new(ModelReadyResponse { ready }))
     }
 
@@ -104,7 +104,7 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(ServerMetadataResponse {
             name: "serval".to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            extensions: v2::EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+            extensions: models::EXTENSIONS.iter().map(|e| e.to_string()).collect(),
         }))
     }
 
@@ -113,9 +113,9 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let request = request.into_inner();
-        let meta =
-            v2::metadata(&self.state, &request.name, version(&request.version)).map_err(status)?;
-        let tensors = |list: Vec<v2::TensorMetadata>| {
+        let meta = models::metadata(&self.state, &request.name, version(&request.version))
+            .map_err(status)?;
+        let tensors = |list: Vec<models::TensorMetadata>| {
             list.into_iter()
                 .map(|t| model_metadata_response::TensorMetadata {
                     name: t.name,
@@ -198,7 +198,7 @@ impl GrpcInferenceService for InferenceService {
         request: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
         let ready_only = request.into_inner().ready;
-        let models = v2::index(&self.state, ready_only)
+        let models = models::index(&self.state, ready_only)
             .into_iter()
             .map(|item| repository_index_response::ModelIndex {
                 name: item.name,
@@ -250,8 +250,7 @@ pub async fn serve(
         .add_service(service(state))
         .prepare()
         .into_axum_router();
-    let server =
-        axum::serve(crate::http::no_delay(listener), router).with_graceful_shutdown(shutdown);
+    let server = axum::serve(crate::no_delay(listener), router).with_graceful_shutdown(shutdown);
     let server = std::future::IntoFuture::into_future(server);
     tokio::pin!(server);
     tokio::select! {

@@ -42,18 +42,27 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
         return Err(Error::TooLarge(limit));
     }
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let source = std::error::Error::source(&e);
-        if source.is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) {
-            return Error::TooLarge(limit);
+        // The cause is wrapped (axum's errors around the body's): look down the whole chain.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(error) = cause {
+            if error.is::<http_body_util::LengthLimitError>() {
+                return Error::TooLarge(limit);
+            }
+            // The connection ended inside the body (hyper reports an unexpected EOF).
+            if let Some(io) = error.downcast_ref::<std::io::Error>()
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                )
+            {
+                return Error::Cancelled;
+            }
+            cause = error.source();
         }
-        let gone = source
-            .and_then(|s| s.downcast_ref::<hyper::Error>())
-            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled() || h.is_closed());
-        if gone {
-            Error::Cancelled
-        } else {
-            Error::BadRequest(UNDECODABLE.to_string())
-        }
+        Error::BadRequest(UNDECODABLE.to_string())
     })?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)

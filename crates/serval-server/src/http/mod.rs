@@ -28,20 +28,6 @@ async fn method_not_allowed() -> (StatusCode, axum::Json<serde_json::Value>) {
     )
 }
 
-/// Accepts connections with `TCP_NODELAY`: a small write (a response, an HTTP/2 WINDOW_UPDATE or
-/// trailer) goes out at once instead of waiting, behind Nagle's algorithm, for the peer's delayed
-/// ACK — 40 ms per 1 MB gRPC request without it.
-pub fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    })
-}
-
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -3,7 +3,6 @@
 //! url `/serve` answers is a V2 model: name = endpoint name, version = endpoint version; without
 //! a version, the same resolution as `/serve`.
 
-use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
@@ -11,15 +10,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::http::{body, v2_codec};
-use crate::pipeline::{self, Context, Endpoint, Input, Output, Protocol, TensorMeta};
-
-/// What the server advertises in `GET /v2`.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_repository_index"];
+use crate::models::{self, EXTENSIONS, IndexItem, ModelMetadata, index, is_ready, metadata};
+use crate::pipeline::{self, Context, Input, Output, Protocol};
 
 /// A V2 error: the pipeline's error with V2's status codes and `{"error": ...}` body.
 pub struct V2Error(pipeline::Error);
@@ -99,57 +95,6 @@ async fn ready(State(state): State<AppState>) -> StatusCode {
     }
 }
 
-fn resolve(
-    state: &AppState,
-    model: &str,
-    version: Option<&str>,
-) -> Result<Arc<Endpoint>, pipeline::Error> {
-    state.table.load().resolve(model, version, fastrand::f64())
-}
-
-#[derive(Serialize)]
-pub struct ModelMetadata {
-    pub name: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub versions: Vec<String>,
-    pub platform: String,
-    pub inputs: Vec<TensorMetadata>,
-    pub outputs: Vec<TensorMetadata>,
-}
-
-#[derive(Serialize)]
-pub struct TensorMetadata {
-    pub name: String,
-    pub datatype: &'static str,
-    pub shape: Vec<i64>,
-}
-
-fn tensor_metadata(meta: &[TensorMeta]) -> Vec<TensorMetadata> {
-    meta.iter()
-        .map(|m| TensorMetadata {
-            name: m.name.clone(),
-            datatype: m.datatype.name(),
-            shape: m.shape.clone(),
-        })
-        .collect()
-}
-
-/// A model's metadata (shared with gRPC): its signature and the versions under its name.
-pub fn metadata(
-    state: &AppState,
-    model: &str,
-    version: Option<&str>,
-) -> Result<ModelMetadata, pipeline::Error> {
-    let endpoint = resolve(state, model, version)?;
-    Ok(ModelMetadata {
-        name: model.to_string(),
-        versions: state.table.load().versions(model),
-        platform: endpoint.signature.platform.clone(),
-        inputs: tensor_metadata(&endpoint.signature.inputs),
-        outputs: tensor_metadata(&endpoint.signature.outputs),
-    })
-}
-
 async fn model_metadata(
     State(state): State<AppState>,
     Path(model): Path<String>,
@@ -162,19 +107,6 @@ async fn versioned_metadata(
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<ModelMetadata>, V2Error> {
     Ok(Json(metadata(&state, &model, Some(&version))?))
-}
-
-/// Whether a model answers requests: `Ok(false)` when it is configured but not serving.
-pub fn is_ready(
-    state: &AppState,
-    model: &str,
-    version: Option<&str>,
-) -> Result<bool, pipeline::Error> {
-    match resolve(state, model, version) {
-        Ok(_) => Ok(true),
-        Err(pipeline::Error::Unavailable { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
 }
 
 fn ready_status(ready: Result<bool, pipeline::Error>) -> Response {
@@ -224,7 +156,7 @@ async fn run_infer(
     let ctx = Context::new(Protocol::V2Rest, state.config.request_timeout);
     let _in_flight = state.metrics.as_ref().map(|m| m.in_flight());
     // The model is resolved before the body is read: an unknown model is a 404 whatever it holds.
-    let endpoint = match resolve(&state, &model, version.as_deref()) {
+    let endpoint = match models::resolve(&state, &model, version.as_deref()) {
         Ok(endpoint) => endpoint,
         Err(error) => {
             if let Some(metrics) = &state.metrics {
@@ -293,33 +225,6 @@ async fn run_infer(
         }
     }
     Ok(response)
-}
-
-#[derive(Serialize)]
-pub struct IndexItem {
-    pub name: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub version: String,
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-}
-
-/// The repository index (shared with gRPC): every model, or only ready ones.
-pub fn index(state: &AppState, ready_only: bool) -> Vec<IndexItem> {
-    state
-        .table
-        .load()
-        .index()
-        .into_iter()
-        .filter(|e| e.ready || !ready_only)
-        .map(|e| IndexItem {
-            name: e.name,
-            version: e.version,
-            state: if e.ready { "READY" } else { "UNAVAILABLE" },
-            reason: e.reason,
-        })
-        .collect()
 }
 
 /// `POST /v2/repository/index` with an optional `{"ready": bool}` body.

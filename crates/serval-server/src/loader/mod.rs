@@ -163,7 +163,6 @@ impl Loader {
         Ok(Loaded {
             endpoint: pipeline::Endpoint {
                 url: url.to_string(),
-                name: endpoint.name.clone(),
                 version: endpoint.version.clone(),
                 kind: endpoint.engine,
                 runner,

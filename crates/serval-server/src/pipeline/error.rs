@@ -49,7 +49,7 @@ pub enum Error {
 }
 
 /// `'name'` or `'name' version 'v'`, as errors name a model.
-pub fn describe_model(name: &str, version: Option<&str>) -> String {
+fn describe_model(name: &str, version: Option<&str>) -> String {
     match version {
         Some(v) => format!("model '{name}' version '{v}' not found"),
         None => format!("model '{name}' not found"),

@@ -20,12 +20,11 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use serval_engine::Engine;
 use serval_python::Pool;
 use serval_store::EngineKind;
 use tokio::time::Instant;
 
-pub use error::{Error, describe_model};
+pub use error::Error;
 pub use native::NativeModel;
 pub use tensor::{Checks, Datatype, Elements, InferTensor, Signature, TensorMeta};
 
@@ -100,13 +99,6 @@ impl Runner {
         }
     }
 
-    pub fn engine(&self) -> Option<&Arc<dyn Engine>> {
-        match self {
-            Runner::Native(model) | Runner::PythonNative { model, .. } => Some(&model.engine),
-            Runner::Python(_) => None,
-        }
-    }
-
     /// How the endpoint runs, as the status shows it.
     pub fn describe(&self, kind: EngineKind) -> String {
         let native = |m: &NativeModel| format!("native {}", m.engine.metadata().format);
@@ -132,7 +124,6 @@ impl Runner {
 pub struct Endpoint {
     /// `name` or `name/version`.
     pub url: String,
-    pub name: String,
     pub version: Option<String>,
     pub kind: EngineKind,
     pub runner: Runner,

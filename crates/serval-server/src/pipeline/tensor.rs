@@ -215,7 +215,7 @@ impl Elements {
     /// a 4-byte little-endian length and its bytes. `what` names the tensor in errors.
     pub fn from_le_bytes(datatype: Datatype, bytes: &[u8], what: &str) -> Result<Elements, Error> {
         if let Some(size) = datatype.size()
-            && bytes.len() % size != 0
+            && !bytes.len().is_multiple_of(size)
         {
             return Err(Error::BadRequest(format!(
                 "{what}: {} bytes is not a whole number of {datatype} elements ({size} bytes each)",
@@ -344,7 +344,7 @@ pub struct InferTensor {
 }
 
 /// The number of elements a shape holds (`None` on overflow).
-pub fn element_count(shape: &[usize]) -> Option<usize> {
+fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d))
 }
 

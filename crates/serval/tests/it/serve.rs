@@ -425,3 +425,29 @@ fn reload_under_load_fails_no_request() {
     );
     assert!(ok.load(Ordering::Relaxed) > 100);
 }
+
+#[test]
+fn a_client_gone_mid_upload_counts_as_cancelled_and_the_server_carries_on() {
+    use std::io::Write;
+    let home = Home::new();
+    home.service("uploads");
+    let server = Server::start(&home);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    for path in ["/serve/anything", "/v2/repository/index"] {
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            tcp,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789"
+        )
+        .unwrap();
+        drop(tcp);
+    }
+    wait_until("both truncated uploads counted", || {
+        let metrics = server.get_text("/metrics");
+        metrics.contains(
+            r#"serval_requests_total{endpoint="",version="",protocol="clearml",outcome="cancelled"} 1"#,
+        )
+    });
+    assert_eq!(server.get("/health/live").0, 200);
+    assert!(server.stop().success());
+}
