@@ -3,7 +3,6 @@
 //! url `/serve` answers is a V2 model: name = endpoint name, version = endpoint version; without
 //! a version, the same resolution as `/serve`.
 
-
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};

@@ -286,6 +286,24 @@ async fn errors_are_grpc_codes() {
 }
 
 #[tokio::test]
+async fn gzip_compressed_requests_are_accepted() {
+    let setup = Setup::new();
+    let state = setup.serving().await;
+    let (client, _stop) = start(&state).await;
+    let mut client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let reply = client
+        .model_infer(request(
+            "test_model_xgb",
+            "",
+            vec![fp32_input("input", vec![1, 4], IRIS_ROW.to_vec())],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.outputs[0].name, "predictions");
+}
+
+#[tokio::test]
 async fn oversize_messages_are_refused() {
     let setup = Setup::new();
     let mut config = setup.config();
