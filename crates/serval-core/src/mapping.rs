@@ -224,8 +224,9 @@ fn tabular(
     }])
 }
 
-/// A nested JSON list as a tensor of the given type.
-fn nested(value: &Value, dtype: DataType, what: &str) -> Result<Tensor> {
+/// The shape of a nested JSON list and its leaves in row-major order (a scalar has shape `[]`);
+/// `None` if the list is ragged. Leaves are whatever is not a list.
+pub fn shape_and_leaves(value: &Value) -> Option<(Vec<usize>, Vec<&Value>)> {
     let mut shape = Vec::new();
     let mut probe = value;
     while let Value::Array(items) = probe {
@@ -235,27 +236,27 @@ fn nested(value: &Value, dtype: DataType, what: &str) -> Result<Tensor> {
             None => break,
         }
     }
-    let mut flat = Vec::new();
-    fn walk<'a>(
-        v: &'a Value,
-        depth: usize,
-        shape: &[usize],
-        out: &mut Vec<&'a Value>,
-        what: &str,
-    ) -> Result<()> {
-        match (v, shape.get(depth)) {
-            (Value::Array(items), Some(n)) if items.len() == *n => items
-                .iter()
-                .try_for_each(|i| walk(i, depth + 1, shape, out, what)),
-            (Value::Array(_), _) => Err(invalid(format!("'{what}' is a ragged nested list"))),
-            (scalar, None) => {
-                out.push(scalar);
-                Ok(())
+    fn walk<'a>(v: &'a Value, shape: &[usize], out: &mut Vec<&'a Value>) -> Option<()> {
+        match (v, shape.split_first()) {
+            (Value::Array(items), Some((n, rest))) if items.len() == *n => {
+                items.iter().try_for_each(|i| walk(i, rest, out))
             }
-            (_, Some(_)) => Err(invalid(format!("'{what}' is a ragged nested list"))),
+            (Value::Array(_), _) | (_, Some(_)) => None,
+            (leaf, None) => {
+                out.push(leaf);
+                Some(())
+            }
         }
     }
-    walk(value, 0, &shape, &mut flat, what)?;
+    let mut leaves = Vec::new();
+    walk(value, &shape, &mut leaves)?;
+    Some((shape, leaves))
+}
+
+/// A nested JSON list as a tensor of the given type.
+fn nested(value: &Value, dtype: DataType, what: &str) -> Result<Tensor> {
+    let (shape, flat) = shape_and_leaves(value)
+        .ok_or_else(|| invalid(format!("'{what}' is a ragged nested list")))?;
     let data = if dtype == DataType::String {
         TensorData::String(
             flat.iter()

@@ -10,6 +10,7 @@ use super::proto::infer_parameter::ParameterChoice;
 use super::proto::model_infer_request::InferInputTensor;
 use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::{InferParameter, InferTensorContents, ModelInferRequest};
+use crate::pipeline::tensor::shape_of;
 use crate::pipeline::{Datatype, Elements, Error, InferTensor};
 
 fn bad(message: String) -> Error {
@@ -100,23 +101,8 @@ fn from_contents(
 
 fn input(tensor: InferInputTensor, raw: Option<&Bytes>) -> Result<InferTensor, Error> {
     let name = tensor.name;
-    let datatype = Datatype::parse(&tensor.datatype).ok_or_else(|| {
-        bad(format!(
-            "input '{name}': unknown datatype '{}' (one of BOOL, UINT8..UINT64, INT8..INT64, FP16, BF16, FP32, FP64, BYTES)",
-            tensor.datatype
-        ))
-    })?;
-    let shape = tensor
-        .shape
-        .iter()
-        .map(|d| usize::try_from(*d))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| {
-            bad(format!(
-                "input '{name}': shape {:?} has a negative dimension",
-                tensor.shape
-            ))
-        })?;
+    let datatype = Datatype::of_input(&name, &tensor.datatype)?;
+    let shape = shape_of(&name, &tensor.shape)?;
     let data = match (raw, tensor.contents) {
         (Some(bytes), contents) => {
             if contents.as_ref().is_some_and(|c| !filled(c).is_empty()) {

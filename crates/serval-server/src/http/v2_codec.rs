@@ -10,6 +10,7 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use crate::pipeline::tensor::shape_of;
 use crate::pipeline::{Datatype, Elements, Error, InferTensor};
 
 /// The header that splits a binary body: the length of its JSON part.
@@ -278,23 +279,8 @@ pub fn decode(body: &[u8], header_length: Option<&str>) -> Result<Decoded, Error
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
         let name = input.name;
-        let datatype = Datatype::parse(&input.datatype).ok_or_else(|| {
-            bad(format!(
-                "input '{name}': unknown datatype '{}' (one of BOOL, UINT8..UINT64, INT8..INT64, FP16, BF16, FP32, FP64, BYTES)",
-                input.datatype
-            ))
-        })?;
-        let shape = input
-            .shape
-            .iter()
-            .map(|d| usize::try_from(*d))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| {
-                bad(format!(
-                    "input '{name}': shape {:?} has a negative dimension",
-                    input.shape
-                ))
-            })?;
+        let datatype = Datatype::of_input(&name, &input.datatype)?;
+        let shape = shape_of(&name, &input.shape)?;
         let binary_size = match input
             .parameters
             .as_ref()

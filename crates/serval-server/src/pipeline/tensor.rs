@@ -71,6 +71,15 @@ impl Datatype {
         Datatype::ALL.into_iter().find(|d| d.name() == name)
     }
 
+    /// The datatype a request gives for `input`; an unknown name is the client's error.
+    pub fn of_input(input: &str, name: &str) -> Result<Datatype, Error> {
+        Datatype::parse(name).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "input '{input}': unknown datatype '{name}' (one of BOOL, UINT8..UINT64, INT8..INT64, FP16, BF16, FP32, FP64, BYTES)"
+            ))
+        })
+    }
+
     /// Bytes per element in binary form (`None` for BYTES, whose elements carry their length).
     pub fn size(self) -> Option<usize> {
         Some(match self {
@@ -343,6 +352,18 @@ pub struct InferTensor {
     pub data: Elements,
 }
 
+/// The shape a request gives for `input`; a negative dimension is the client's error.
+pub fn shape_of(input: &str, dims: &[i64]) -> Result<Vec<usize>, Error> {
+    dims.iter()
+        .map(|d| usize::try_from(*d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            Error::BadRequest(format!(
+                "input '{input}': shape {dims:?} has a negative dimension"
+            ))
+        })
+}
+
 /// The number of elements a shape holds (`None` on overflow).
 fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d))
@@ -455,7 +476,7 @@ impl InferTensor {
             shape: vec![1],
             data: Elements::Bytes(vec![value.to_string().into_bytes()]),
         };
-        let Some((shape, leaves)) = rectangular(value) else {
+        let Some((shape, leaves)) = serval_core::shape_and_leaves(value) else {
             return json_text(value);
         };
         let data = if leaves.iter().all(|v| v.is_boolean()) && !leaves.is_empty() {
@@ -536,36 +557,6 @@ fn cast_numbers(leaves: &[&Value], datatype: Datatype) -> Option<Elements> {
         ),
         Datatype::Bool | Datatype::Bytes => return None,
     })
-}
-
-/// The shape and the leaves of a rectangular nested list (a scalar has shape `[]`); `None` if
-/// it is ragged or holds objects.
-fn rectangular(value: &Value) -> Option<(Vec<usize>, Vec<&Value>)> {
-    let mut shape = Vec::new();
-    let mut probe = value;
-    while let Value::Array(items) = probe {
-        shape.push(items.len());
-        match items.first() {
-            Some(first) => probe = first,
-            None => break,
-        }
-    }
-    let mut leaves = Vec::new();
-    fn walk<'a>(v: &'a Value, shape: &[usize], out: &mut Vec<&'a Value>) -> Option<()> {
-        match (v, shape.split_first()) {
-            (Value::Array(items), Some((n, rest))) if items.len() == *n => {
-                items.iter().try_for_each(|i| walk(i, rest, out))
-            }
-            (Value::Array(_) | Value::Object(_), _) => None,
-            (scalar, None) => {
-                out.push(scalar);
-                Some(())
-            }
-            (_, Some(_)) => None,
-        }
-    }
-    walk(value, &shape, &mut leaves)?;
-    Some((shape, leaves))
 }
 
 fn nest(shape: &[usize], items: &mut std::vec::IntoIter<Value>) -> Value {

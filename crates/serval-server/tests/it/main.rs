@@ -148,8 +148,8 @@ impl Setup {
     }
 }
 
-/// Sends one request to the router; returns status and parsed JSON body.
-pub async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
+/// Sends one request to the router; returns status and the raw body.
+pub async fn call_raw(state: &AppState, request: Request<Body>) -> (StatusCode, Vec<u8>) {
     let response = serval_server::router(state.clone())
         .oneshot(request)
         .await
@@ -158,6 +158,12 @@ pub async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, Valu
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .unwrap();
+    (status, bytes.to_vec())
+}
+
+/// Sends one request to the router; returns status and parsed JSON body.
+pub async fn call(state: &AppState, request: Request<Body>) -> (StatusCode, Value) {
+    let (status, bytes) = call_raw(state, request).await;
     let value = serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     (status, value)

@@ -8,25 +8,12 @@ use serde_json::{Value, json};
 use serval_store::EngineKind;
 use tower::ServiceExt;
 
-use crate::{IRIS_BODY, Setup, call, fixture, post};
+use crate::{IRIS_BODY, Setup, call, call_raw, fixture, post};
 
 const IRIS_ROW: [f64; 4] = [1.0, 2.0, 3.0, 4.0];
 
 fn get(uri: &str) -> Request<Body> {
     Request::get(uri).body(Body::empty()).unwrap()
-}
-
-/// Status and raw body of a request.
-async fn raw(state: &serval_server::AppState, request: Request<Body>) -> (StatusCode, Vec<u8>) {
-    let response = serval_server::router(state.clone())
-        .oneshot(request)
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    (status, bytes.to_vec())
 }
 
 fn infer_body(name: &str, datatype: &str, shape: &[usize], data: Value) -> String {
@@ -67,14 +54,17 @@ async fn health_and_server_metadata() {
     let setup = Setup::new();
     let state = setup.state(setup.config());
     // Before the first load pass: live, not ready (400, as Triton).
-    let (status, body) = raw(&state, get("/v2/health/live")).await;
+    let (status, body) = call_raw(&state, get("/v2/health/live")).await;
     assert_eq!((status, body.len()), (StatusCode::OK, 0));
     assert_eq!(
-        raw(&state, get("/v2/health/ready")).await.0,
+        call_raw(&state, get("/v2/health/ready")).await.0,
         StatusCode::BAD_REQUEST
     );
     state.sync().await.unwrap();
-    assert_eq!(raw(&state, get("/v2/health/ready")).await.0, StatusCode::OK);
+    assert_eq!(
+        call_raw(&state, get("/v2/health/ready")).await.0,
+        StatusCode::OK
+    );
     let (status, body) = call(&state, get("/v2")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["name"], "serval");
@@ -123,7 +113,7 @@ async fn model_metadata_and_readiness() {
         "/v2/models/test_model_lgbm/ready",
         "/v2/models/test_model_lgbm/versions/2/ready",
     ] {
-        let (status, body) = raw(&state, get(uri)).await;
+        let (status, body) = call_raw(&state, get(uri)).await;
         assert_eq!((status, body.len()), (StatusCode::OK, 0), "{uri}");
     }
     for (uri, names) in [
@@ -419,7 +409,10 @@ async fn bad_requests_get_v2_errors_and_the_server_stays_healthy() {
         "{reply}"
     );
     // Still healthy and answering.
-    assert_eq!(raw(&state, get("/v2/health/live")).await.0, StatusCode::OK);
+    assert_eq!(
+        call_raw(&state, get("/v2/health/live")).await.0,
+        StatusCode::OK
+    );
     let good = infer_body("input", "FP32", &[1, 4], row);
     assert_eq!(call(&state, post(uri, &good)).await.0, StatusCode::OK);
 }
@@ -481,7 +474,7 @@ async fn repository_index_and_canaries() {
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert!(["1", "2"].contains(&reply["model_version"].as_str().unwrap()));
     assert_eq!(
-        raw(&state, get("/v2/models/broken/ready")).await.0,
+        call_raw(&state, get("/v2/models/broken/ready")).await.0,
         StatusCode::BAD_REQUEST
     );
     let (status, reply) = call(&state, post("/v2/models/broken/infer", &body)).await;
@@ -499,7 +492,7 @@ async fn v2_requests_are_counted_with_their_protocol() {
     call(&state, post("/v2/models/test_model_xgb/infer", "{}")).await;
     call(&state, post("/v2/models/missing/infer", &body)).await;
     call(&state, post("/serve/test_model_xgb", IRIS_BODY)).await;
-    let (_, text) = raw(&state, get("/metrics")).await;
+    let (_, text) = call_raw(&state, get("/metrics")).await;
     let text = String::from_utf8(text).unwrap();
     for line in [
         r#"serval_requests_total{endpoint="test_model_xgb",version="",protocol="v2_rest",outcome="ok"} 2"#,
