@@ -69,6 +69,15 @@ fn request(model: &str, version: &str, inputs: Vec<InferInputTensor>) -> ModelIn
     }
 }
 
+/// One iris row for `test_model_xgb`, typed contents.
+fn iris_xgb() -> ModelInferRequest {
+    request(
+        "test_model_xgb",
+        "",
+        vec![fp32_input("input", vec![1, 4], IRIS_ROW.to_vec())],
+    )
+}
+
 fn raw_f32(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
@@ -146,15 +155,7 @@ async fn health_metadata_and_inference() {
 
     // XGBoost: typed contents in, raw contents out, equal to /serve.
     let (_, serve) = call(&state, post("/serve/test_model_xgb", IRIS_BODY)).await;
-    let reply = client
-        .model_infer(request(
-            "test_model_xgb",
-            "",
-            vec![fp32_input("input", vec![1, 4], IRIS_ROW.to_vec())],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = client.model_infer(iris_xgb()).await.unwrap().into_inner();
     assert_eq!(reply.id, "call-1");
     assert_eq!(reply.model_name, "test_model_xgb");
     assert_eq!(reply.outputs[0].name, "predictions");
@@ -275,13 +276,7 @@ async fn errors_are_grpc_codes() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     // The server is still healthy.
-    let ok = client
-        .model_infer(request(
-            "test_model_xgb",
-            "",
-            vec![fp32_input("input", vec![1, 4], IRIS_ROW.to_vec())],
-        ))
-        .await;
+    let ok = client.model_infer(iris_xgb()).await;
     assert!(ok.is_ok());
 }
 
@@ -291,15 +286,7 @@ async fn gzip_compressed_requests_are_accepted() {
     let state = setup.serving().await;
     let (client, _stop) = start(&state).await;
     let mut client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
-    let reply = client
-        .model_infer(request(
-            "test_model_xgb",
-            "",
-            vec![fp32_input("input", vec![1, 4], IRIS_ROW.to_vec())],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = client.model_infer(iris_xgb()).await.unwrap().into_inner();
     assert_eq!(reply.outputs[0].name, "predictions");
 }
 
@@ -342,13 +329,7 @@ async fn reload_under_load_fails_no_call() {
             let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let reply = client
-                        .model_infer(request(
-                            "test_model_xgb",
-                            "",
-                            vec![fp32_input("input", vec![1, 4], IRIS_ROW.to_vec())],
-                        ))
-                        .await;
+                    let reply = client.model_infer(iris_xgb()).await;
                     match reply {
                         Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                         Err(e) => {
