@@ -20,6 +20,9 @@ step "python venv (scripts/setup-python.sh)" setup_python
 # A real Prometheus server for the monitoring test (Debian's package).
 setup_prometheus() { SERVAL_PROMETHEUS=$(scripts/setup-prometheus.sh); export SERVAL_PROMETHEUS; echo "prometheus: $SERVAL_PROMETHEUS"; }
 step "prometheus (scripts/setup-prometheus.sh)" setup_prometheus
+# PostgreSQL server binaries for the store contract and multi-node tests (Debian's package).
+setup_postgres() { SERVAL_PG_BIN=$(scripts/setup-postgres.sh); export SERVAL_PG_BIN; echo "postgres: $SERVAL_PG_BIN"; }
+step "postgresql (scripts/setup-postgres.sh)" setup_postgres
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (tests)" cargo test --workspace --locked --no-run

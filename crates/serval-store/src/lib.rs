@@ -1,20 +1,29 @@
 //! serval's control store: serving services and their configuration (endpoints, canaries,
 //! auto-update rules, metric rules, settings) and the model registry.
 //!
-//! Callers see the [`Store`] trait only; [`SqliteStore`] is the embedded default and a PostgreSQL
-//! implementation can stand beside it. Every write is one transaction, and every change to a
+//! Callers see the [`Store`] trait only. Its rules are written once, in portable SQL, in the
+//! backend-neutral [`SqlStore`]; a backend ([`SqliteStore`]: the embedded default, one file;
+//! [`PostgresStore`]: a shared server for many machines) provides transactions and value
+//! conversion only. Every write is one transaction, and every change to a
 //! service's configuration bumps that service's revision, which running servers watch. Writers
 //! change a service through [`Store::update_service`]: the store reads the configuration inside a
 //! write transaction, the caller's closure checks and edits it, and the store writes back what
 //! changed — so concurrent CLI processes never lose each other's changes.
 
 pub mod auto_update;
+mod dump;
 pub mod names;
+mod postgres;
+mod sql;
 mod sqlite;
 mod types;
 
 use std::path::Path;
+use std::time::Duration;
 
+pub use dump::{Dump, DumpService};
+pub use postgres::PostgresStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 
@@ -99,24 +108,64 @@ pub trait Store: Send + Sync {
 
     /// Removes an instance (on shutdown).
     fn remove_instance(&self, id: &str) -> Result<()>;
+
+    /// A feed that pushes committed revision changes (PostgreSQL `LISTEN/NOTIFY`), or `None` if
+    /// the store can only be polled (SQLite).
+    fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>>;
+
+    /// Where the store is, for logs and messages: never includes a password.
+    fn describe(&self) -> String;
+
+    /// Everything but running instances, in one consistent read.
+    fn export(&self) -> Result<Dump>;
+
+    /// Writes an export into this store in one transaction, keeping ids, revisions and the
+    /// registry's order. Refuses (writing nothing) if any service or model id already exists.
+    fn import(&self, dump: &Dump) -> Result<()>;
 }
 
-/// Opens the store a URL names: `sqlite:///abs/path.db`, `sqlite://relative.db` or a plain path.
+/// Revision changes pushed by the store.
+pub trait ChangeFeed: Send {
+    /// Waits up to `timeout` for changes; returns the ids of the services whose revision changed
+    /// (empty if none did in time). An error means the feed is broken: open a new one.
+    fn wait(&mut self, timeout: Duration) -> Result<Vec<String>>;
+}
+
+/// Opens the store a URL names: `postgres://user:password@host:port/database` (or
+/// `postgresql://`), `sqlite:///abs/path.db`, `sqlite://relative.db` or a plain path. Errors
+/// never show the URL's password.
 pub fn open(url: &str) -> Result<Box<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Box::new(SqliteStore::open(Path::new(path))?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::InvalidInput(
-            "PostgreSQL stores are not supported by this build yet; use sqlite://PATH".to_string(),
-        ));
+        return Ok(Box::new(PostgresStore::open(url)?));
     }
     if url.contains("://") {
         return Err(StoreError::InvalidInput(format!(
-            "unknown store URL '{url}': expected sqlite://PATH"
+            "unknown store URL '{}': expected postgres://USER:PASSWORD@HOST:PORT/DATABASE or sqlite://PATH",
+            redact_url(url)
         )));
     }
     Ok(Box::new(SqliteStore::open(Path::new(url))?))
+}
+
+/// A URL with its password (if any) replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        // Not a URL we can parse: hide everything between "://" and the last '@'.
+        Err(_) => match (url.find("://"), url.rfind('@')) {
+            (Some(start), Some(at)) if at > start => {
+                format!("{}://***{}", &url[..start], &url[at..])
+            }
+            _ => url.to_string(),
+        },
+    }
 }
 
 /// Current time as unix epoch milliseconds.

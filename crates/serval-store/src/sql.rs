@@ -1,0 +1,917 @@
+//! The backend-neutral store: every rule of the [`Store`] contract (what a write reads and
+//! writes, when the revision rises, auto-update version assignment, diffing, export/import) lives
+//! here, written once in portable SQL (`$N` parameters, no engine-specific syntax). A backend
+//! provides only transactions, statement execution and value conversion ([`Backend`], [`Tx`]), so
+//! SQLite and PostgreSQL cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{
+    AutoUpdateRule, Canary, CanaryTarget, ChangeFeed, ConfigEdit, Dump, DumpService, Endpoint,
+    InstanceStatus, MetricRule, Model, ModelQuery, NewModel, NewService, Result, Service,
+    ServiceConfig, ServiceSettings, Snapshot, Store, StoreError, new_id, now_ms,
+};
+
+/// One SQL value, as both backends bind and read it. (The module is private: these items are
+/// public only so that the sealed backend traits can name them.)
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Bool(bool),
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Self {
+        Value::Text(v.clone())
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+impl From<u32> for Value {
+    fn from(v: u32) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+impl From<u16> for Value {
+    fn from(v: u16) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Real(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+impl<T: Clone + Into<Value>> From<&Option<T>> for Value {
+    fn from(v: &Option<T>) -> Self {
+        v.clone().map_or(Value::Null, Into::into)
+    }
+}
+
+/// A result row; getters take the value out by column index.
+#[derive(Debug)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    fn take(&mut self, i: usize) -> Result<Value> {
+        self.0
+            .get_mut(i)
+            .map(|v| std::mem::replace(v, Value::Null))
+            .ok_or_else(|| StoreError::Internal(format!("result row has no column {i}")))
+    }
+
+    fn opt_text(&mut self, i: usize) -> Result<Option<String>> {
+        match self.take(i)? {
+            Value::Null => Ok(None),
+            Value::Text(s) => Ok(Some(s)),
+            other => Err(type_error(i, "text", &other)),
+        }
+    }
+
+    fn text(&mut self, i: usize) -> Result<String> {
+        self.opt_text(i)?
+            .ok_or_else(|| StoreError::Internal(format!("column {i} is NULL, expected text")))
+    }
+
+    fn opt_int(&mut self, i: usize) -> Result<Option<i64>> {
+        match self.take(i)? {
+            Value::Null => Ok(None),
+            Value::Int(v) => Ok(Some(v)),
+            other => Err(type_error(i, "an integer", &other)),
+        }
+    }
+
+    fn int(&mut self, i: usize) -> Result<i64> {
+        self.opt_int(i)?
+            .ok_or_else(|| StoreError::Internal(format!("column {i} is NULL, expected an integer")))
+    }
+
+    fn opt_real(&mut self, i: usize) -> Result<Option<f64>> {
+        match self.take(i)? {
+            Value::Null => Ok(None),
+            Value::Real(v) => Ok(Some(v)),
+            Value::Int(v) => Ok(Some(v as f64)),
+            other => Err(type_error(i, "a number", &other)),
+        }
+    }
+
+    fn bool(&mut self, i: usize) -> Result<bool> {
+        match self.take(i)? {
+            Value::Bool(b) => Ok(b),
+            Value::Int(v) => Ok(v != 0),
+            other => Err(type_error(i, "a boolean", &other)),
+        }
+    }
+}
+
+fn type_error(i: usize, expected: &str, got: &Value) -> StoreError {
+    StoreError::Internal(format!("column {i} holds {got:?}, expected {expected}"))
+}
+
+/// One open transaction of a backend. Statements use `$1`, `$2`, … parameters.
+pub trait Tx {
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>>;
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64>;
+}
+
+/// What a database engine provides: transactions, and optionally change notifications.
+pub trait Backend: Send + Sync + 'static {
+    /// Runs `body` in a consistent read-only transaction.
+    fn read(&self, body: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()>;
+    /// Runs `body` in a write transaction, serialised against every other writer of the store;
+    /// commits if `body` succeeds and rolls back otherwise.
+    fn write(&self, body: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()>;
+    /// A feed of committed revision changes, if the engine can push them.
+    fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>> {
+        Ok(None)
+    }
+    /// The store's location for messages, without credentials.
+    fn describe(&self) -> String;
+}
+
+/// The [`Store`] on any [`Backend`].
+pub struct SqlStore<B> {
+    pub(crate) backend: B,
+}
+
+impl<B: Backend> SqlStore<B> {
+    fn read<T>(&self, mut body: impl FnMut(&mut dyn Tx) -> Result<T>) -> Result<T> {
+        let mut out = None;
+        self.backend.read(&mut |tx| {
+            out = Some(body(tx)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| StoreError::Internal("transaction returned nothing".into()))
+    }
+
+    fn write<T>(&self, mut body: impl FnMut(&mut dyn Tx) -> Result<T>) -> Result<T> {
+        let mut out = None;
+        self.backend.write(&mut |tx| {
+            out = Some(body(tx)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| StoreError::Internal("transaction returned nothing".into()))
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+fn opt_to_json<T: Serialize>(value: &Option<T>) -> Result<Value> {
+    Ok(value.as_ref().map(to_json).transpose()?.into())
+}
+
+fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Internal(format!("unreadable {what} in the store: {e}")))
+}
+
+fn opt_from_json<T: DeserializeOwned>(text: Option<String>, what: &str) -> Result<Option<T>> {
+    text.map(|t| from_json(&t, what)).transpose()
+}
+
+fn service_not_found(id: &str) -> StoreError {
+    StoreError::NotFound(format!("serving service '{id}' not found"))
+}
+
+const SERVICE_COLUMNS: &str = "id, name, project, tags, created_ms, revision";
+
+fn read_service(mut row: Row) -> Result<Service> {
+    Ok(Service {
+        id: row.text(0)?,
+        name: row.text(1)?,
+        project: row.text(2)?,
+        tags: from_json(&row.text(3)?, "service tags")?,
+        created_ms: row.int(4)?,
+        revision: row.int(5)? as u64,
+    })
+}
+
+fn get_service(tx: &mut dyn Tx, id: &str) -> Result<Service> {
+    let sql = format!("SELECT {SERVICE_COLUMNS} FROM services WHERE id = $1");
+    tx.query(&sql, &[id.into()])?
+        .into_iter()
+        .next()
+        .map(read_service)
+        .transpose()?
+        .ok_or_else(|| service_not_found(id))
+}
+
+const MODEL_COLUMNS: &str =
+    "id, name, project, tags, framework, published, uri, size, sha256, created_ms";
+
+/// The registry's order: newest first, ties broken by insertion order.
+const MODELS_NEWEST_FIRST: &str = "ORDER BY created_ms DESC, seq DESC";
+
+fn read_model(mut row: Row) -> Result<Model> {
+    Ok(Model {
+        id: row.text(0)?,
+        name: row.text(1)?,
+        project: row.opt_text(2)?,
+        tags: from_json(&row.text(3)?, "model tags")?,
+        framework: row.opt_text(4)?,
+        published: row.bool(5)?,
+        uri: row.text(6)?,
+        size: row.opt_int(7)?.map(|s| s as u64),
+        sha256: row.opt_text(8)?,
+        created_ms: row.int(9)?,
+    })
+}
+
+fn get_model(tx: &mut dyn Tx, id: &str) -> Result<Model> {
+    let sql = format!("SELECT {MODEL_COLUMNS} FROM models WHERE id = $1");
+    tx.query(&sql, &[id.into()])?
+        .into_iter()
+        .next()
+        .map(read_model)
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound(format!("model '{id}' not found in the registry")))
+}
+
+/// All models, newest first (the registry is small; rules filter in memory).
+fn models_newest_first(tx: &mut dyn Tx) -> Result<Vec<Model>> {
+    let sql = format!("SELECT {MODEL_COLUMNS} FROM models {MODELS_NEWEST_FIRST}");
+    tx.query(&sql, &[])?.into_iter().map(read_model).collect()
+}
+
+fn insert_model(tx: &mut dyn Tx, model: &Model) -> Result<()> {
+    tx.execute(
+        "INSERT INTO models (id, name, project, tags, framework, published, uri, size, sha256,
+                             created_ms, seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                 (SELECT COALESCE(MAX(seq), 0) + 1 FROM models))",
+        &[
+            (&model.id).into(),
+            (&model.name).into(),
+            (&model.project).into(),
+            to_json(&model.tags)?.into(),
+            (&model.framework).into(),
+            model.published.into(),
+            (&model.uri).into(),
+            model.size.into(),
+            (&model.sha256).into(),
+            model.created_ms.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
+    let mut row = tx
+        .query(
+            "SELECT serving_base_url, triton_grpc_server, kafka_metric_server, metric_log_freq,
+                    python
+             FROM services WHERE id = $1",
+            &[id.into()],
+        )?
+        .into_iter()
+        .next()
+        .ok_or_else(|| service_not_found(id))?;
+    let mut config = ServiceConfig {
+        settings: ServiceSettings {
+            serving_base_url: row.opt_text(0)?,
+            triton_grpc_server: row.opt_text(1)?,
+            kafka_metric_server: row.opt_text(2)?,
+            metric_log_freq: row.opt_real(3)?,
+            python: row.opt_text(4)?,
+        },
+        ..ServiceConfig::default()
+    };
+
+    let rows = tx.query(
+        "SELECT url, name, version, engine, model_id, preprocess, io, aux_config, created_ms
+         FROM endpoints WHERE service_id = $1",
+        &[id.into()],
+    )?;
+    for mut r in rows {
+        let url = r.text(0)?;
+        let endpoint = Endpoint {
+            name: r.text(1)?,
+            version: r.opt_text(2)?,
+            engine: r.text(3)?.parse()?,
+            model_id: r.opt_text(4)?,
+            preprocess: opt_from_json(r.opt_text(5)?, "preprocess reference")?,
+            io: from_json(&r.text(6)?, "endpoint io")?,
+            aux_config: opt_from_json(r.opt_text(7)?, "aux config")?,
+            created_ms: r.int(8)?,
+        };
+        config.endpoints.insert(url, endpoint);
+    }
+
+    let rows = tx.query(
+        "SELECT name, weights, endpoints, endpoint_prefix FROM canaries WHERE service_id = $1",
+        &[id.into()],
+    )?;
+    for mut r in rows {
+        let name = r.text(0)?;
+        let target = match (r.opt_text(2)?, r.opt_text(3)?) {
+            (Some(list), None) => CanaryTarget::Endpoints(from_json(&list, "canary endpoints")?),
+            (None, Some(prefix)) => CanaryTarget::Prefix(prefix),
+            _ => {
+                return Err(StoreError::Internal(format!(
+                    "canary '{name}' has neither or both of endpoints and prefix"
+                )));
+            }
+        };
+        let canary = Canary {
+            name: name.clone(),
+            weights: from_json(&r.text(1)?, "canary weights")?,
+            target,
+        };
+        config.canaries.insert(name, canary);
+    }
+
+    let rows = tx.query(
+        "SELECT endpoint, engine, model_name, name_regex, project, tags, only_published,
+                max_versions, preprocess, io, aux_config
+         FROM auto_update_rules WHERE service_id = $1",
+        &[id.into()],
+    )?;
+    for mut r in rows {
+        let endpoint = r.text(0)?;
+        let rule = AutoUpdateRule {
+            endpoint: endpoint.clone(),
+            engine: r.text(1)?.parse()?,
+            model_name: r.opt_text(2)?,
+            name_regex: r.bool(3)?,
+            project: r.opt_text(4)?,
+            tags: from_json(&r.text(5)?, "rule tags")?,
+            only_published: r.bool(6)?,
+            max_versions: r.int(7)?.clamp(1, i64::from(u32::MAX)) as u32,
+            preprocess: opt_from_json(r.opt_text(8)?, "preprocess reference")?,
+            io: from_json(&r.text(9)?, "rule io")?,
+            aux_config: opt_from_json(r.opt_text(10)?, "aux config")?,
+        };
+        config.auto_update.insert(endpoint, rule);
+    }
+
+    let rows = tx.query(
+        "SELECT endpoint, log_frequency, variables FROM metric_rules WHERE service_id = $1",
+        &[id.into()],
+    )?;
+    for mut r in rows {
+        let endpoint = r.text(0)?;
+        let rule = MetricRule {
+            endpoint: endpoint.clone(),
+            log_frequency: r.opt_real(1)?,
+            variables: from_json(&r.text(2)?, "metric variables")?,
+        };
+        config.metrics.insert(endpoint, rule);
+    }
+
+    let rows = tx.query(
+        "SELECT endpoint, version, model_id FROM auto_update_versions WHERE service_id = $1",
+        &[id.into()],
+    )?;
+    for mut r in rows {
+        let endpoint = r.text(0)?;
+        let version = r.int(1)?;
+        let version = u32::try_from(version)
+            .map_err(|_| StoreError::Internal(format!("bad auto-update version {version}")))?;
+        config
+            .auto_versions
+            .entry(endpoint)
+            .or_default()
+            .insert(version, r.text(2)?);
+    }
+    Ok(config)
+}
+
+/// Recomputes what every auto-update rule serves (see [`crate::auto_update`]).
+fn refresh_auto_versions(tx: &mut dyn Tx, config: &mut ServiceConfig) -> Result<()> {
+    let rules: Vec<String> = config.auto_update.keys().cloned().collect();
+    config.auto_versions.retain(|name, _| rules.contains(name));
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let models = models_newest_first(tx)?;
+    for (name, rule) in &config.auto_update {
+        let query = rule.query();
+        let matching: Vec<Model> = models
+            .iter()
+            .filter(|m| query.matches(m))
+            .take(rule.max_versions as usize)
+            .cloned()
+            .collect();
+        let current = config.auto_versions.get(name).cloned().unwrap_or_default();
+        let next = crate::auto_update::assign_versions(&current, &matching);
+        if next.is_empty() {
+            config.auto_versions.remove(name);
+        } else {
+            config.auto_versions.insert(name.clone(), next);
+        }
+    }
+    Ok(())
+}
+
+/// Calls `write` for every key that is new or changed and `delete` for every key that is gone.
+fn write_diff<V: PartialEq>(
+    tx: &mut dyn Tx,
+    old: &BTreeMap<String, V>,
+    new: &BTreeMap<String, V>,
+    write: impl Fn(&mut dyn Tx, &str, &V) -> Result<()>,
+    delete: impl Fn(&mut dyn Tx, &str) -> Result<()>,
+) -> Result<()> {
+    for key in old.keys() {
+        if !new.contains_key(key) {
+            delete(tx, key)?;
+        }
+    }
+    for (key, value) in new {
+        match old.get(key) {
+            Some(before) if before == value => {}
+            Some(_) => {
+                delete(tx, key)?;
+                write(tx, key, value)?;
+            }
+            None => write(tx, key, value)?,
+        }
+    }
+    Ok(())
+}
+
+/// Deletes one keyed row of a per-service table.
+fn delete_keyed(tx: &mut dyn Tx, table: &str, key: &str, id: &str, value: &str) -> Result<()> {
+    tx.execute(
+        &format!("DELETE FROM {table} WHERE service_id = $1 AND {key} = $2"),
+        &[id.into(), value.into()],
+    )?;
+    Ok(())
+}
+
+/// Writes the difference between two configurations of service `id`.
+fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceConfig) -> Result<()> {
+    if old.settings != new.settings {
+        let s = &new.settings;
+        tx.execute(
+            "UPDATE services SET serving_base_url = $2, triton_grpc_server = $3,
+                 kafka_metric_server = $4, metric_log_freq = $5, python = $6 WHERE id = $1",
+            &[
+                id.into(),
+                (&s.serving_base_url).into(),
+                (&s.triton_grpc_server).into(),
+                (&s.kafka_metric_server).into(),
+                s.metric_log_freq.into(),
+                (&s.python).into(),
+            ],
+        )?;
+    }
+    write_diff(
+        tx,
+        &old.endpoints,
+        &new.endpoints,
+        |tx, url, e| {
+            tx.execute(
+                "INSERT INTO endpoints (service_id, url, name, version, engine, model_id,
+                                        preprocess, io, aux_config, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    id.into(),
+                    url.into(),
+                    (&e.name).into(),
+                    (&e.version).into(),
+                    e.engine.as_str().into(),
+                    (&e.model_id).into(),
+                    opt_to_json(&e.preprocess)?,
+                    to_json(&e.io)?.into(),
+                    opt_to_json(&e.aux_config)?,
+                    e.created_ms.into(),
+                ],
+            )?;
+            Ok(())
+        },
+        |tx, url| delete_keyed(tx, "endpoints", "url", id, url),
+    )?;
+    write_diff(
+        tx,
+        &old.canaries,
+        &new.canaries,
+        |tx, name, c| {
+            let (list, prefix) = match &c.target {
+                CanaryTarget::Endpoints(list) => (Some(to_json(list)?), None),
+                CanaryTarget::Prefix(p) => (None, Some(p.clone())),
+            };
+            tx.execute(
+                "INSERT INTO canaries (service_id, name, weights, endpoints, endpoint_prefix)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    id.into(),
+                    name.into(),
+                    to_json(&c.weights)?.into(),
+                    list.into(),
+                    prefix.into(),
+                ],
+            )?;
+            Ok(())
+        },
+        |tx, name| delete_keyed(tx, "canaries", "name", id, name),
+    )?;
+    write_diff(
+        tx,
+        &old.auto_update,
+        &new.auto_update,
+        |tx, endpoint, r| {
+            tx.execute(
+                "INSERT INTO auto_update_rules
+                 (service_id, endpoint, engine, model_name, name_regex, project, tags,
+                  only_published, max_versions, preprocess, io, aux_config)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                &[
+                    id.into(),
+                    endpoint.into(),
+                    r.engine.as_str().into(),
+                    (&r.model_name).into(),
+                    r.name_regex.into(),
+                    (&r.project).into(),
+                    to_json(&r.tags)?.into(),
+                    r.only_published.into(),
+                    r.max_versions.into(),
+                    opt_to_json(&r.preprocess)?,
+                    to_json(&r.io)?.into(),
+                    opt_to_json(&r.aux_config)?,
+                ],
+            )?;
+            Ok(())
+        },
+        |tx, endpoint| delete_keyed(tx, "auto_update_rules", "endpoint", id, endpoint),
+    )?;
+    write_diff(
+        tx,
+        &old.metrics,
+        &new.metrics,
+        |tx, endpoint, m| {
+            tx.execute(
+                "INSERT INTO metric_rules (service_id, endpoint, log_frequency, variables)
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    id.into(),
+                    endpoint.into(),
+                    m.log_frequency.into(),
+                    to_json(&m.variables)?.into(),
+                ],
+            )?;
+            Ok(())
+        },
+        |tx, endpoint| delete_keyed(tx, "metric_rules", "endpoint", id, endpoint),
+    )?;
+    write_diff(
+        tx,
+        &old.auto_versions,
+        &new.auto_versions,
+        |tx, endpoint, versions| {
+            for (version, model_id) in versions {
+                tx.execute(
+                    "INSERT INTO auto_update_versions (service_id, endpoint, version, model_id)
+                     VALUES ($1, $2, $3, $4)",
+                    &[
+                        id.into(),
+                        endpoint.into(),
+                        (*version).into(),
+                        model_id.into(),
+                    ],
+                )?;
+            }
+            Ok(())
+        },
+        |tx, endpoint| delete_keyed(tx, "auto_update_versions", "endpoint", id, endpoint),
+    )?;
+    Ok(())
+}
+
+fn bump_revision(tx: &mut dyn Tx, id: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE services SET revision = revision + 1 WHERE id = $1",
+        &[id.into()],
+    )?;
+    Ok(())
+}
+
+/// After a registry change: recomputes the auto-update versions of every service with rules, and
+/// writes and bumps the revision of those whose served versions changed.
+fn refresh_services_watching(tx: &mut dyn Tx) -> Result<()> {
+    let ids = tx
+        .query("SELECT DISTINCT service_id FROM auto_update_rules", &[])?
+        .into_iter()
+        .map(|mut r| r.text(0))
+        .collect::<Result<Vec<_>>>()?;
+    for id in ids {
+        let old = read_config(tx, &id)?;
+        let mut new = old.clone();
+        refresh_auto_versions(tx, &mut new)?;
+        if new != old {
+            write_config(tx, &id, &old, &new)?;
+            bump_revision(tx, &id)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_instances(tx: &mut dyn Tx, service_id: &str) -> Result<Vec<InstanceStatus>> {
+    let rows = tx.query(
+        "SELECT id, service_id, host, port, pid, started_ms, heartbeat_ms, revision, ready,
+                endpoints, grpc_port
+         FROM instances WHERE service_id = $1 ORDER BY heartbeat_ms DESC, id",
+        &[service_id.into()],
+    )?;
+    rows.into_iter()
+        .map(|mut r| {
+            Ok(InstanceStatus {
+                id: r.text(0)?,
+                service_id: r.text(1)?,
+                host: r.text(2)?,
+                port: r.int(3)?.clamp(0, i64::from(u16::MAX)) as u16,
+                pid: r.int(4)?.clamp(0, i64::from(u32::MAX)) as u32,
+                started_ms: r.int(5)?,
+                heartbeat_ms: r.int(6)?,
+                revision: r.int(7)? as u64,
+                ready: r.bool(8)?,
+                endpoints: from_json(&r.text(9)?, "instance endpoints")?,
+                grpc_port: r.opt_int(10)?.and_then(|p| u16::try_from(p).ok()),
+            })
+        })
+        .collect()
+}
+
+fn insert_service(tx: &mut dyn Tx, service: &Service) -> Result<()> {
+    tx.execute(
+        "INSERT INTO services (id, name, project, tags, created_ms, revision)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            (&service.id).into(),
+            (&service.name).into(),
+            (&service.project).into(),
+            to_json(&service.tags)?.into(),
+            service.created_ms.into(),
+            service.revision.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+impl<B: Backend> Store for SqlStore<B> {
+    fn create_service(&self, new: &NewService) -> Result<Service> {
+        self.write(|tx| {
+            let service = Service {
+                id: new_id(),
+                name: new.name.clone(),
+                project: new.project.clone(),
+                tags: new.tags.clone(),
+                created_ms: now_ms(),
+                revision: 1,
+            };
+            insert_service(tx, &service)?;
+            get_service(tx, &service.id)
+        })
+    }
+
+    fn list_services(&self) -> Result<Vec<Service>> {
+        self.read(|tx| {
+            let sql = format!("SELECT {SERVICE_COLUMNS} FROM services ORDER BY created_ms, id");
+            tx.query(&sql, &[])?.into_iter().map(read_service).collect()
+        })
+    }
+
+    fn service(&self, id: &str) -> Result<Service> {
+        self.read(|tx| get_service(tx, id))
+    }
+
+    fn revision(&self, id: &str) -> Result<u64> {
+        self.read(|tx| {
+            let mut row = tx
+                .query("SELECT revision FROM services WHERE id = $1", &[id.into()])?
+                .into_iter()
+                .next()
+                .ok_or_else(|| service_not_found(id))?;
+            Ok(row.int(0)? as u64)
+        })
+    }
+
+    fn snapshot(&self, id: &str) -> Result<Snapshot> {
+        self.read(|tx| {
+            Ok(Snapshot {
+                service: get_service(tx, id)?,
+                config: read_config(tx, id)?,
+            })
+        })
+    }
+
+    fn update_service(&self, id: &str, edit: &mut ConfigEdit<'_>) -> Result<Service> {
+        self.write(|tx| {
+            let old = read_config(tx, id)?;
+            let mut new = old.clone();
+            edit(&mut new)?;
+            refresh_auto_versions(tx, &mut new)?;
+            if new != old {
+                write_config(tx, id, &old, &new)?;
+                bump_revision(tx, id)?;
+            }
+            get_service(tx, id)
+        })
+    }
+
+    fn add_model(&self, new: &NewModel) -> Result<Model> {
+        self.write(|tx| {
+            let model = Model {
+                id: new_id(),
+                name: new.name.clone(),
+                project: new.project.clone(),
+                tags: new.tags.clone(),
+                framework: new.framework.clone(),
+                published: new.published,
+                uri: new.uri.clone(),
+                size: new.size,
+                sha256: new.sha256.clone(),
+                created_ms: now_ms(),
+            };
+            insert_model(tx, &model)?;
+            refresh_services_watching(tx)?;
+            get_model(tx, &model.id)
+        })
+    }
+
+    fn model(&self, id: &str) -> Result<Model> {
+        self.read(|tx| get_model(tx, id))
+    }
+
+    fn query_models(&self, query: &ModelQuery) -> Result<Vec<Model>> {
+        let all = self.read(models_newest_first)?;
+        Ok(all
+            .into_iter()
+            .filter(|m| query.matches(m))
+            .take(query.limit.unwrap_or(usize::MAX))
+            .collect())
+    }
+
+    fn update_model(
+        &self,
+        id: &str,
+        edit: &mut dyn FnMut(&mut Model) -> Result<()>,
+    ) -> Result<Model> {
+        self.write(|tx| {
+            let old = get_model(tx, id)?;
+            let mut new = old.clone();
+            edit(&mut new)?;
+            if new != old {
+                tx.execute(
+                    "UPDATE models SET name = $2, project = $3, tags = $4, framework = $5,
+                         published = $6
+                     WHERE id = $1",
+                    &[
+                        id.into(),
+                        (&new.name).into(),
+                        (&new.project).into(),
+                        to_json(&new.tags)?.into(),
+                        (&new.framework).into(),
+                        new.published.into(),
+                    ],
+                )?;
+                refresh_services_watching(tx)?;
+            }
+            Ok(new)
+        })
+    }
+
+    fn put_instance(&self, status: &InstanceStatus) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM instances WHERE id = $1",
+                &[(&status.id).into()],
+            )?;
+            tx.execute(
+                "INSERT INTO instances
+                 (id, service_id, host, port, pid, started_ms, heartbeat_ms, revision, ready,
+                  endpoints, grpc_port)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                &[
+                    (&status.id).into(),
+                    (&status.service_id).into(),
+                    (&status.host).into(),
+                    status.port.into(),
+                    status.pid.into(),
+                    status.started_ms.into(),
+                    status.heartbeat_ms.into(),
+                    status.revision.into(),
+                    status.ready.into(),
+                    to_json(&status.endpoints)?.into(),
+                    status.grpc_port.into(),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn instances(&self, service_id: &str) -> Result<Vec<InstanceStatus>> {
+        self.read(|tx| read_instances(tx, service_id))
+    }
+
+    fn remove_instance(&self, id: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM instances WHERE id = $1", &[id.into()])?;
+            Ok(())
+        })
+    }
+
+    fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>> {
+        self.backend.changes()
+    }
+
+    fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    fn export(&self) -> Result<Dump> {
+        self.read(|tx| {
+            let sql = format!("SELECT {SERVICE_COLUMNS} FROM services ORDER BY created_ms, id");
+            let services = tx
+                .query(&sql, &[])?
+                .into_iter()
+                .map(read_service)
+                .collect::<Result<Vec<_>>>()?;
+            let services = services
+                .into_iter()
+                .map(|service| {
+                    let config = read_config(tx, &service.id)?;
+                    Ok(DumpService { service, config })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut models = models_newest_first(tx)?;
+            models.reverse();
+            Ok(Dump::new(services, models))
+        })
+    }
+
+    fn import(&self, dump: &Dump) -> Result<()> {
+        dump.check()?;
+        self.write(|tx| {
+            let mut taken = Vec::new();
+            for s in &dump.services {
+                if !tx
+                    .query("SELECT id FROM services WHERE id = $1", &[(&s.service.id).into()])?
+                    .is_empty()
+                {
+                    taken.push(format!("service {}", s.service.id));
+                }
+            }
+            for m in &dump.models {
+                if !tx
+                    .query("SELECT id FROM models WHERE id = $1", &[(&m.id).into()])?
+                    .is_empty()
+                {
+                    taken.push(format!("model {}", m.id));
+                }
+            }
+            if !taken.is_empty() {
+                return Err(StoreError::InvalidInput(format!(
+                    "the target store already holds {} of the exported records ({}{}); nothing was imported",
+                    taken.len(),
+                    taken[..taken.len().min(3)].join(", "),
+                    if taken.len() > 3 { ", …" } else { "" }
+                )));
+            }
+            // Oldest first, so the registry keeps its order.
+            for model in &dump.models {
+                insert_model(tx, model)?;
+            }
+            for s in &dump.services {
+                insert_service(tx, &s.service)?;
+                write_config(tx, &s.service.id, &ServiceConfig::default(), &s.config)?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,616 @@
+//! The store contract, run against both backends: the embedded SQLite file and a real
+//! PostgreSQL server (a throwaway cluster from serval-testkit, one fresh database per test).
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serval_store::{
+    AutoUpdateRule, Canary, CanaryTarget, CodeKind, CodeRef, Endpoint, EngineKind, InstanceStatus,
+    IoSpec, MetricRule, MetricVariable, NewModel, NewService, PostgresStore, Service, SqliteStore,
+    Store, StoreError,
+};
+
+/// Where a test's store lives; `open` gives a new handle (its own connection) each time.
+enum Target {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Target {
+    fn sqlite() -> Target {
+        Target::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> Target {
+        Target::Postgres(serval_testkit::shared_postgres().fresh_database())
+    }
+
+    fn open(&self) -> Box<dyn Store> {
+        match self {
+            Target::Sqlite(dir) => {
+                Box::new(SqliteStore::open(&dir.path().join("serval.db")).unwrap())
+            }
+            Target::Postgres(url) => Box::new(PostgresStore::open(url).unwrap()),
+        }
+    }
+}
+
+/// Runs each contract test against SQLite and against PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::Target::sqlite());
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::Target::postgres());
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    config_round_trips_and_revision_counts_changes,
+    unknown_service_is_not_found,
+    registry_queries_are_newest_first_and_bump_watching_services,
+    instance_status_is_kept_without_bumping_the_revision,
+    auto_update_versions_follow_the_registry_and_persist,
+    ten_concurrent_writers_lose_nothing,
+    models_added_in_one_millisecond_keep_their_order,
+    export_then_import_reproduces_the_store,
+    reopening_keeps_data_and_schema,
+);
+
+fn service(store: &dyn Store) -> Service {
+    store
+        .create_service(&NewService {
+            name: "demo".into(),
+            project: "DevOps".into(),
+            tags: vec!["a".into()],
+        })
+        .unwrap()
+}
+
+/// Rule "b": published models named `name`, two versions.
+fn rule(name: &str) -> AutoUpdateRule {
+    AutoUpdateRule {
+        endpoint: "b".into(),
+        engine: EngineKind::Xgboost,
+        model_name: Some(name.into()),
+        name_regex: false,
+        project: None,
+        tags: vec![],
+        only_published: true,
+        max_versions: 2,
+        preprocess: None,
+        io: IoSpec::default(),
+        aux_config: None,
+    }
+}
+
+fn endpoint(name: &str, version: Option<&str>) -> Endpoint {
+    Endpoint {
+        name: name.into(),
+        version: version.map(Into::into),
+        engine: EngineKind::Xgboost,
+        model_id: Some("m1".into()),
+        preprocess: Some(CodeRef {
+            sha256: "ab".into(),
+            name: "preprocess.py".into(),
+            kind: CodeKind::File,
+            uri: "file:///x".into(),
+        }),
+        io: IoSpec {
+            input_size: vec![vec![1, 4]],
+            ..IoSpec::default()
+        },
+        aux_config: Some(serde_json::json!({"a": 1})),
+        created_ms: 5,
+    }
+}
+
+fn config_round_trips_and_revision_counts_changes(target: &Target) {
+    let store = &*target.open();
+    let svc = service(store);
+    assert_eq!(svc.revision, 1);
+    let after = store
+        .update_service(&svc.id, &mut |c| {
+            let e = endpoint("m", Some("1"));
+            c.endpoints.insert(e.url(), e);
+            c.canaries.insert(
+                "c".into(),
+                Canary {
+                    name: "c".into(),
+                    weights: vec![0.1, 0.9],
+                    target: CanaryTarget::Prefix("m/".into()),
+                },
+            );
+            c.metrics.insert(
+                "m*".into(),
+                MetricRule {
+                    endpoint: "m*".into(),
+                    log_frequency: Some(0.5),
+                    variables: [(
+                        "x".to_string(),
+                        MetricVariable::Scalar {
+                            buckets: vec![0.0, 1.0],
+                        },
+                    )]
+                    .into(),
+                },
+            );
+            c.settings.metric_log_freq = Some(0.25);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(after.revision, 2);
+    let snap = store.snapshot(&svc.id).unwrap();
+    assert_eq!(snap.config.endpoints["m/1"], endpoint("m", Some("1")));
+    assert_eq!(snap.config.canaries["c"].weights, vec![0.1, 0.9]);
+    assert_eq!(snap.config.settings.metric_log_freq, Some(0.25));
+    assert_eq!(snap.config.metrics["m*"].log_frequency, Some(0.5));
+
+    // No change: no bump. A failing edit: nothing written.
+    assert_eq!(
+        store
+            .update_service(&svc.id, &mut |_| Ok(()))
+            .unwrap()
+            .revision,
+        2
+    );
+    let err = store
+        .update_service(&svc.id, &mut |c| {
+            c.endpoints.clear();
+            Err(StoreError::InvalidInput("no".into()))
+        })
+        .unwrap_err();
+    assert_eq!(err.kind(), "invalid_input");
+    assert_eq!(store.snapshot(&svc.id).unwrap().config.endpoints.len(), 1);
+    assert_eq!(store.revision(&svc.id).unwrap(), 2);
+
+    // Removal is written as a delete.
+    store
+        .update_service(&svc.id, &mut |c| {
+            c.endpoints.remove("m/1");
+            Ok(())
+        })
+        .unwrap();
+    assert!(store.snapshot(&svc.id).unwrap().config.endpoints.is_empty());
+    assert_eq!(store.revision(&svc.id).unwrap(), 3);
+}
+
+fn unknown_service_is_not_found(target: &Target) {
+    let store = &*target.open();
+    assert_eq!(store.snapshot("nope").unwrap_err().kind(), "not_found");
+    assert_eq!(store.revision("nope").unwrap_err().kind(), "not_found");
+    assert_eq!(
+        store
+            .update_service("nope", &mut |_| Ok(()))
+            .unwrap_err()
+            .kind(),
+        "not_found"
+    );
+}
+
+fn registry_queries_are_newest_first_and_bump_watching_services(target: &Target) {
+    let store = &*target.open();
+    let svc = service(store);
+    store
+        .update_service(&svc.id, &mut |c| {
+            c.auto_update.insert("b".into(), rule("iris"));
+            Ok(())
+        })
+        .unwrap();
+    let new = |name: &str| NewModel {
+        name: name.into(),
+        uri: "file:///m".into(),
+        ..NewModel::default()
+    };
+    let a = store.add_model(&new("iris")).unwrap();
+    let b = store.add_model(&new("iris")).unwrap();
+    store.add_model(&new("other")).unwrap();
+    // Unpublished models do not match the rule: no bump yet.
+    assert_eq!(store.revision(&svc.id).unwrap(), 2);
+    let found = store
+        .query_models(&serval_store::ModelQuery {
+            name: Some("iris".into()),
+            ..serval_store::ModelQuery::default()
+        })
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|m| &m.id).collect::<Vec<_>>(),
+        vec![&b.id, &a.id]
+    );
+
+    store
+        .update_model(&a.id, &mut |m| {
+            m.published = true;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(store.revision(&svc.id).unwrap(), 3);
+    let published = store
+        .query_models(&serval_store::ModelQuery {
+            name: Some("iri.*".into()),
+            name_regex: true,
+            only_published: true,
+            ..serval_store::ModelQuery::default()
+        })
+        .unwrap();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].id, a.id);
+}
+
+fn instance_status_is_kept_without_bumping_the_revision(target: &Target) {
+    let store = &*target.open();
+    let svc = service(store);
+    let mut status = InstanceStatus {
+        id: "i1".into(),
+        service_id: svc.id.clone(),
+        host: "127.0.0.1".into(),
+        port: 8080,
+        pid: 42,
+        started_ms: 1,
+        heartbeat_ms: 2,
+        revision: 1,
+        ready: false,
+        endpoints: Default::default(),
+        grpc_port: Some(8081),
+    };
+    store.put_instance(&status).unwrap();
+    status.ready = true;
+    status.endpoints.insert(
+        "m/1".into(),
+        serval_store::EndpointStatus {
+            state: "failed".into(),
+            engine: EngineKind::Xgboost,
+            model_id: Some("abc".into()),
+            error: Some("corrupt".into()),
+            serving: false,
+            path: None,
+            python: Some(serval_store::PythonStatus {
+                workers: 2,
+                alive: 1,
+                restarts: 3,
+                last_exit: Some("worker was killed by signal 9".into()),
+                library_requests: 0,
+            }),
+        },
+    );
+    store.put_instance(&status).unwrap();
+    assert_eq!(store.instances(&svc.id).unwrap(), vec![status]);
+    assert_eq!(store.revision(&svc.id).unwrap(), 1);
+    store.remove_instance("i1").unwrap();
+    assert!(store.instances(&svc.id).unwrap().is_empty());
+}
+
+fn auto_update_versions_follow_the_registry_and_persist(target: &Target) {
+    let store = &*target.open();
+    let svc = service(store);
+    store
+        .update_service(&svc.id, &mut |c| {
+            c.auto_update.insert("b".into(), rule("m"));
+            Ok(())
+        })
+        .unwrap();
+    let versions = || {
+        store
+            .snapshot(&svc.id)
+            .unwrap()
+            .config
+            .auto_versions
+            .get("b")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let publish = |id: &str| {
+        store
+            .update_model(id, &mut |m| {
+                m.published = true;
+                Ok(())
+            })
+            .unwrap();
+    };
+    let new = || {
+        store
+            .add_model(&NewModel {
+                name: "m".into(),
+                uri: "file:///m".into(),
+                ..NewModel::default()
+            })
+            .unwrap()
+            .id
+    };
+    let (a, b, c) = (new(), new(), new());
+    assert!(versions().is_empty(), "nothing published yet");
+    let before = store.revision(&svc.id).unwrap();
+    publish(&a);
+    assert_eq!(versions(), [(1, a.clone())].into());
+    assert_eq!(store.revision(&svc.id).unwrap(), before + 1);
+    publish(&b);
+    publish(&c);
+    assert_eq!(versions(), [(2, b.clone()), (3, c.clone())].into());
+    let served = store.snapshot(&svc.id).unwrap().config.served_endpoints();
+    assert_eq!(served.keys().collect::<Vec<_>>(), vec!["b/2", "b/3"]);
+    assert_eq!(served["b/3"].model_id.as_deref(), Some(c.as_str()));
+    // Editing the rule applies to the versions it serves; the numbers stay.
+    store
+        .update_service(&svc.id, &mut |c| {
+            c.auto_update.get_mut("b").unwrap().io.input_name = vec!["f".into()];
+            Ok(())
+        })
+        .unwrap();
+    let served = store.snapshot(&svc.id).unwrap().config.served_endpoints();
+    assert_eq!(served.keys().collect::<Vec<_>>(), vec!["b/2", "b/3"]);
+    assert!(
+        served
+            .values()
+            .all(|e| e.io.input_name == vec!["f".to_string()])
+    );
+    // Removing the rule removes what it served.
+    store
+        .update_service(&svc.id, &mut |c| {
+            c.auto_update.remove("b");
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        store
+            .snapshot(&svc.id)
+            .unwrap()
+            .config
+            .served_endpoints()
+            .is_empty()
+    );
+}
+
+/// Ten writers, each with its own connection, add an endpoint and a model at the same time.
+fn ten_concurrent_writers_lose_nothing(target: &Target) {
+    let store = target.open();
+    let svc = service(&*store);
+    std::thread::scope(|scope| {
+        for i in 0..10 {
+            let id = svc.id.clone();
+            scope.spawn(move || {
+                let store = target.open();
+                store
+                    .update_service(&id, &mut |c| {
+                        let e = endpoint(&format!("ep{i}"), None);
+                        c.endpoints.insert(e.url(), e);
+                        Ok(())
+                    })
+                    .unwrap();
+                store
+                    .add_model(&NewModel {
+                        name: format!("m{i}"),
+                        uri: "file:///m".into(),
+                        ..NewModel::default()
+                    })
+                    .unwrap();
+            });
+        }
+    });
+    let snap = store.snapshot(&svc.id).unwrap();
+    let urls: Vec<_> = snap.config.endpoints.keys().cloned().collect();
+    let mut expected: Vec<_> = (0..10).map(|i| format!("ep{i}")).collect();
+    expected.sort();
+    assert_eq!(urls, expected);
+    assert_eq!(
+        snap.service.revision,
+        svc.revision + 10,
+        "one revision per write"
+    );
+    let models = store
+        .query_models(&serval_store::ModelQuery::default())
+        .unwrap();
+    assert_eq!(models.len(), 10);
+}
+
+fn models_added_in_one_millisecond_keep_their_order(target: &Target) {
+    let store = target.open();
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            store
+                .add_model(&NewModel {
+                    name: format!("m{i}"),
+                    uri: "file:///m".into(),
+                    ..NewModel::default()
+                })
+                .unwrap()
+                .id
+        })
+        .collect();
+    let newest_first: Vec<String> = store
+        .query_models(&serval_store::ModelQuery::default())
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    let mut expected = ids;
+    expected.reverse();
+    assert_eq!(newest_first, expected);
+}
+
+/// A store with one of everything: endpoint, canary, auto-update rule serving two versions,
+/// metric rule, settings, and an unrelated model.
+fn populate(store: &dyn Store) -> Service {
+    let svc = service(store);
+    store
+        .update_service(&svc.id, &mut |c| {
+            let e = endpoint("m", Some("1"));
+            c.endpoints.insert(e.url(), e);
+            c.canaries.insert(
+                "c".into(),
+                Canary {
+                    name: "c".into(),
+                    weights: vec![0.25, 0.75],
+                    target: CanaryTarget::Endpoints(vec!["m/1".into(), "b/2".into()]),
+                },
+            );
+            c.auto_update.insert("b".into(), rule("iris"));
+            c.metrics.insert(
+                "m/1".into(),
+                MetricRule {
+                    endpoint: "m/1".into(),
+                    log_frequency: None,
+                    variables: [(
+                        "y".to_string(),
+                        MetricVariable::Enum {
+                            buckets: vec!["a".into(), "b".into()],
+                        },
+                    )]
+                    .into(),
+                },
+            );
+            c.settings.serving_base_url = Some("http://127.0.0.1:8080/serve".into());
+            Ok(())
+        })
+        .unwrap();
+    for _ in 0..3 {
+        store
+            .add_model(&NewModel {
+                name: "iris".into(),
+                uri: "s3://bucket/iris.json".into(),
+                published: true,
+                sha256: Some("ab".repeat(32)),
+                size: Some(42),
+                ..NewModel::default()
+            })
+            .unwrap();
+    }
+    store
+        .add_model(&NewModel {
+            name: "other".into(),
+            uri: "file:///other".into(),
+            tags: vec!["x".into()],
+            ..NewModel::default()
+        })
+        .unwrap();
+    store.service(&svc.id).unwrap()
+}
+
+fn export_then_import_reproduces_the_store(target: &Target) {
+    let source = target.open();
+    let svc = populate(&*source);
+    let dump = source.export().unwrap();
+    assert_eq!(dump.services.len(), 1);
+    assert_eq!(dump.models.len(), 4);
+    assert_eq!(dump.services[0].config.auto_versions["b"].len(), 2);
+
+    // Into the other backend, and into one of the same kind.
+    for destination in [Target::sqlite(), Target::postgres()] {
+        let dest = destination.open();
+        dest.import(&dump).unwrap();
+        let mut again = dest.export().unwrap();
+        again.exported_ms = dump.exported_ms;
+        assert_eq!(again, dump);
+        assert_eq!(dest.revision(&svc.id).unwrap(), svc.revision);
+        // The registry keeps working: a new model joins the rule as the next version.
+        dest.add_model(&NewModel {
+            name: "iris".into(),
+            uri: "file:///iris".into(),
+            published: true,
+            ..NewModel::default()
+        })
+        .unwrap();
+        let versions = dest.snapshot(&svc.id).unwrap().config.auto_versions["b"].clone();
+        assert_eq!(versions.keys().copied().collect::<Vec<_>>(), vec![3, 4]);
+        // A second import would duplicate ids: refused, nothing written.
+        let err = dest.import(&dump).unwrap_err();
+        assert_eq!(err.kind(), "invalid_input", "{err}");
+        assert!(err.to_string().contains("nothing was imported"), "{err}");
+        assert_eq!(dest.list_services().unwrap().len(), 1);
+    }
+}
+
+fn reopening_keeps_data_and_schema(target: &Target) {
+    let id = service(&*target.open()).id;
+    assert_eq!(target.open().service(&id).unwrap().name, "demo");
+}
+
+#[test]
+fn postgres_notifies_revision_changes() {
+    let target = Target::postgres();
+    let store = target.open();
+    let svc = service(&*store);
+    let mut feed = store.changes().unwrap().expect("PostgreSQL pushes changes");
+    let writer = target.open();
+    writer
+        .update_service(&svc.id, &mut |c| {
+            c.settings.python = Some("python3".into());
+            Ok(())
+        })
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seen.is_empty() && std::time::Instant::now() < deadline {
+        seen = feed.wait(Duration::from_secs(1)).unwrap();
+    }
+    assert_eq!(seen, vec![svc.id.clone()]);
+    assert!(
+        SqliteStore::open(&tempfile::tempdir().unwrap().path().join("s.db"))
+            .unwrap()
+            .changes()
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn unreachable_postgres_is_unavailable_and_never_shows_the_password() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("postgres://serval:s3cret-pw@127.0.0.1:{port}/serval");
+    let err = match PostgresStore::open(&url) {
+        Ok(_) => panic!("nothing listens on {port}"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), "unavailable", "{err}");
+    let text = err.to_string();
+    assert!(!text.contains("s3cret-pw"), "{text}");
+    assert!(text.contains("serval:***@127.0.0.1"), "{text}");
+    let bad = serval_store::open("mysql://root:hunter2@db/x")
+        .err()
+        .unwrap();
+    assert!(!bad.to_string().contains("hunter2"), "{bad}");
+}
+
+/// The server goes away and comes back: the same handle fails with `unavailable` meanwhile and
+/// works again afterwards (the pool reconnects), and the feed reports the break.
+#[test]
+fn postgres_outage_is_unavailable_then_recovers() {
+    let mut pg = serval_testkit::Postgres::start();
+    let url = pg.fresh_database();
+    let store: Arc<dyn Store> = Arc::new(PostgresStore::open(&url).unwrap());
+    let svc = service(&*store);
+    let mut feed = store.changes().unwrap().unwrap();
+    pg.stop();
+    let err = store.revision(&svc.id).unwrap_err();
+    assert_eq!(err.kind(), "unavailable", "{err}");
+    assert!(matches!(err, StoreError::Unavailable(_)));
+    assert!(
+        feed.wait(Duration::from_secs(5)).is_err(),
+        "a dead feed reports an error"
+    );
+    pg.resume();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match store.revision(&svc.id) {
+            Ok(r) => {
+                assert_eq!(r, svc.revision);
+                break;
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert_eq!(e.kind(), "unavailable", "{e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("the store did not come back: {e}"),
+        }
+    }
+}
