@@ -5,6 +5,7 @@
 //! crate to `<destination>/<sha256>/<file name>`. Folders are packed into a deterministic tar.gz
 //! first, so the same content always gives the same hash and unpacks with its sibling files.
 
+mod cache;
 mod pack;
 
 use std::fs::File;
@@ -15,6 +16,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 
+pub use cache::{Evicted, cached, evict, fetch};
 pub use pack::{PACKAGE_SUFFIX, pack_dir, unpack};
 
 /// What went wrong with an artifact, named by what the caller should do.
@@ -29,6 +31,9 @@ pub enum ArtifactError {
     /// The storage could not be reached or written.
     #[error("{0}")]
     Unavailable(String),
+    /// The content is not what the registry recorded.
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 impl ArtifactError {
@@ -37,6 +42,7 @@ impl ArtifactError {
             ArtifactError::NotFound(_) => "not_found",
             ArtifactError::InvalidInput(_) => "invalid_input",
             ArtifactError::Unavailable(_) => "unavailable",
+            ArtifactError::Corrupt(_) => "corrupt",
         }
     }
 }
@@ -325,50 +331,6 @@ pub async fn head(uri: &str) -> Result<u64> {
     let (store, path) = object_store_for(&url)?;
     let meta = store.head(&path).await.map_err(|e| storage_error(uri, e))?;
     Ok(meta.size)
-}
-
-/// A local path holding the artifact at `uri`: `file://` URIs are used in place; anything else is
-/// downloaded once into `cache/<sha256 of the uri>/<file name>`.
-pub async fn fetch(uri: &str, cache: &Path) -> Result<PathBuf> {
-    let url = parse_uri(uri)?;
-    if url.scheme() == "file" {
-        let path = url
-            .to_file_path()
-            .map_err(|_| ArtifactError::InvalidInput(format!("'{uri}' is not a local path")))?;
-        if !path.is_file() {
-            return Err(ArtifactError::NotFound(format!(
-                "model file '{}' not found",
-                path.display()
-            )));
-        }
-        return Ok(path);
-    }
-    let name = url
-        .path_segments()
-        .and_then(|mut s| s.next_back().map(str::to_string))
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "model".to_string());
-    let dir = cache.join(hash_bytes(uri.as_bytes()));
-    let target = dir.join(checked_name(&name)?);
-    if target.is_file() {
-        return Ok(target);
-    }
-    let (store, path) = object_store_for(&url)?;
-    let bytes = store
-        .get(&path)
-        .await
-        .map_err(|e| storage_error(uri, e))?
-        .bytes()
-        .await
-        .map_err(|e| storage_error(uri, e))?;
-    std::fs::create_dir_all(&dir).map_err(|e| io_error("cache folder", &dir, e))?;
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(&dir).map_err(|e| io_error("cache folder", &dir, e))?;
-    tmp.write_all(&bytes)
-        .map_err(|e| io_error("cache", tmp.path(), e))?;
-    tmp.persist(&target)
-        .map_err(|e| io_error("cache", &target, e.error))?;
-    Ok(target)
 }
 
 /// Runs an async artifact operation from synchronous code (the CLI).

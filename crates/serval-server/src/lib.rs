@@ -49,10 +49,16 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// How often the store revision is checked.
     pub poll_interval: Duration,
+    /// Also follow the store's change notifications (PostgreSQL `LISTEN/NOTIFY`) for instant
+    /// reloads; polling continues either way.
+    pub notify: bool,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
     /// Where remote model files are cached.
     pub cache_dir: PathBuf,
+    /// Bound of the download cache in bytes (least recently used files no endpoint uses are
+    /// evicted); `None`: unbounded.
+    pub cache_size: Option<u64>,
     pub onnx: OnnxOptions,
     /// Interpreter for Python workers when the service names none (`None`: `python3`).
     pub python: Option<String>,
@@ -83,6 +89,8 @@ pub struct AppState {
     /// The first load pass has finished (a watch, so the gRPC health service can follow it).
     pub ready: Arc<watch::Sender<bool>>,
     pub reloads: Arc<AtomicU64>,
+    /// Whether the control store answers (the server keeps serving when it does not).
+    pub store_health: Arc<sync::StoreHealth>,
     pub instance: Arc<Instance>,
     /// `None` when metrics are off.
     pub metrics: Option<Arc<metrics::Metrics>>,
@@ -99,6 +107,7 @@ impl AppState {
             table: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
             ready: Arc::new(watch::Sender::new(false)),
             reloads: Arc::new(AtomicU64::new(0)),
+            store_health: Arc::default(),
             instance: Arc::new(instance),
             metrics,
         }
@@ -109,6 +118,7 @@ impl AppState {
         Arc::new(Loader {
             store: self.store.clone(),
             cache_dir: self.config.cache_dir.clone(),
+            cache_size: self.config.cache_size,
             onnx: self.config.onnx.clone(),
             runtime: tokio::runtime::Handle::try_current().ok(),
             calls: Arc::new(calls::ServerCalls {

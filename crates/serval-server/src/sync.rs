@@ -1,13 +1,19 @@
 //! The background sync: watch the service revision, rebuild the routing table when it changes
 //! (and periodically, to notice model files changed in place), swap it atomically, and heartbeat
 //! this instance's status into the store.
+//!
+//! Changes arrive two ways: a poll of the revision every `poll_interval`, and — where the store
+//! pushes them (PostgreSQL `LISTEN/NOTIFY`) — a feed thread that wakes the loop at once. If the
+//! store cannot be reached the server keeps serving its last routing table, reports the outage
+//! ([`StoreHealth`]: logs, `/health/ready`, `serval_store_up`), backs off, and catches up with
+//! every change made meanwhile when the store is back.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serval_store::{InstanceStatus, PythonStatus, now_ms};
-use tokio::sync::watch;
+use serval_store::{InstanceStatus, PythonStatus, Store, StoreError, now_ms};
+use tokio::sync::{Notify, watch};
 
 use crate::AppState;
 use crate::loader::Loader;
@@ -16,6 +22,115 @@ use crate::loader::Loader;
 const FILE_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How often the instance status is written.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+
+/// Longest wait between store retries during an outage.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long the feed thread waits for a notification before checking for shutdown.
+const FEED_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether the control store answers, as the sync loop last saw it.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    /// Epoch ms since which the store has been unreachable; 0 while it answers.
+    down_since_ms: AtomicI64,
+    last_error: Mutex<Option<String>>,
+    /// Store calls that failed because the store was unreachable.
+    pub errors: AtomicU64,
+    /// The change feed (LISTEN) is connected.
+    pub feed_connected: AtomicBool,
+}
+
+impl StoreHealth {
+    pub fn is_up(&self) -> bool {
+        self.down_since_ms.load(Ordering::Relaxed) == 0
+    }
+
+    /// Since when (epoch ms) and why the store is unreachable, if it is.
+    pub fn outage(&self) -> Option<(i64, String)> {
+        let since = self.down_since_ms.load(Ordering::Relaxed);
+        (since != 0).then(|| {
+            let error = self
+                .last_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+                .unwrap_or_default();
+            (since, error)
+        })
+    }
+
+    /// Records a failed store call; logs the start of an outage once.
+    fn failed(&self, what: &str, error: &StoreError, serving: u64) {
+        if !matches!(error, StoreError::Unavailable(_)) {
+            tracing::warn!("{what}: {error}");
+            return;
+        }
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.to_string());
+        if self
+            .down_since_ms
+            .compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                "control store unreachable ({error}); still serving revision {serving}, retrying with backoff"
+            );
+        } else {
+            tracing::debug!("{what}: {error}");
+        }
+    }
+
+    /// Records a successful store call; logs the end of an outage once.
+    fn answered(&self) {
+        let since = self.down_since_ms.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            let secs = (now_ms() - since).max(0) as f64 / 1000.0;
+            tracing::info!("control store reachable again after {secs:.1} s; catching up");
+        }
+    }
+}
+
+/// Runs on its own thread while the store pushes changes: wakes the sync loop for every change
+/// to `service_id`, reconnecting with backoff when the feed breaks.
+fn follow_changes(
+    store: Arc<dyn Store>,
+    service_id: String,
+    wake: Arc<Notify>,
+    health: Arc<StoreHealth>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    while !*stop.borrow() {
+        let mut feed = match store.changes() {
+            Ok(Some(feed)) => feed,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!("change feed: {e}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        health.feed_connected.store(true, Ordering::Relaxed);
+        // A change may have happened while the feed was down: look once.
+        wake.notify_one();
+        backoff = Duration::from_millis(250);
+        while !*stop.borrow() {
+            match feed.wait(FEED_WAIT) {
+                Ok(ids) if ids.contains(&service_id) => wake.notify_one(),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("change feed broke: {e}");
+                    break;
+                }
+            }
+        }
+        health.feed_connected.store(false, Ordering::Relaxed);
+    }
+}
 
 /// One load pass: snapshot, build, swap. Returns the revision now served.
 pub async fn sync_once(state: &AppState, loader: &Arc<Loader>) -> Result<u64, String> {
@@ -76,7 +191,10 @@ pub async fn heartbeat(state: &AppState) {
     let store = state.store.clone();
     let result = tokio::task::spawn_blocking(move || store.put_instance(&status)).await;
     if let Ok(Err(e)) = result {
-        tracing::warn!("cannot write instance status: {e}");
+        let serving = state.table.load().revision;
+        state
+            .store_health
+            .failed("cannot write instance status", &e, serving);
     }
 }
 
@@ -84,9 +202,27 @@ pub async fn heartbeat(state: &AppState) {
 pub async fn run(state: AppState, loader: Arc<Loader>, mut shutdown: watch::Receiver<bool>) {
     let mut last_file_check = Instant::now();
     let mut last_heartbeat = Instant::now();
+    let wake = Arc::new(Notify::new());
+    if state.config.notify {
+        let (store, id, wake, health, stop) = (
+            state.store.clone(),
+            state.config.service_id.clone(),
+            wake.clone(),
+            state.store_health.clone(),
+            shutdown.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("serval-store-feed".into())
+            .spawn(move || follow_changes(store, id, wake, health, stop));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the change feed thread ({e}); polling only");
+        }
+    }
+    let mut delay = state.config.poll_interval;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(state.config.poll_interval) => {}
+            _ = tokio::time::sleep(delay) => {}
+            _ = wake.notified() => {}
             _ = shutdown.changed() => break,
         }
         if *shutdown.borrow() {
@@ -95,9 +231,19 @@ pub async fn run(state: AppState, loader: Arc<Loader>, mut shutdown: watch::Rece
         let store = state.store.clone();
         let id = state.config.service_id.clone();
         let revision = match tokio::task::spawn_blocking(move || store.revision(&id)).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => {
+                state.store_health.answered();
+                delay = state.config.poll_interval;
+                r
+            }
             Ok(Err(e)) => {
-                tracing::warn!("cannot read the service revision: {e}");
+                let serving = state.table.load().revision;
+                state
+                    .store_health
+                    .failed("cannot read the service revision", &e, serving);
+                if matches!(e, StoreError::Unavailable(_)) {
+                    delay = (delay * 2).clamp(state.config.poll_interval, MAX_BACKOFF);
+                }
                 continue;
             }
             Err(_) => continue,
@@ -117,7 +263,7 @@ pub async fn run(state: AppState, loader: Arc<Loader>, mut shutdown: watch::Rece
                     last_heartbeat = Instant::now();
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!("sync failed: {e}"),
+                Err(e) => tracing::warn!("sync failed (still serving revision {served}): {e}"),
             }
         }
         if last_heartbeat.elapsed() >= HEARTBEAT_EVERY {

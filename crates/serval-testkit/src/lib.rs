@@ -226,9 +226,13 @@ pub fn venv_python() -> PathBuf {
     venv
 }
 
-/// Reads a child's output lines until one holds `http://127.0.0.1:PORT`; returns the port.
+/// Reads a child's log lines (stderr if piped, else stdout) until one holds
+/// `http://127.0.0.1:PORT`; returns the port. The log keeps being drained afterwards.
 fn port_from_log(child: &mut Child, what: &str) -> u16 {
-    let out = child.stdout.take().expect("piped stdout");
+    let out: Box<dyn std::io::Read + Send> = match child.stderr.take() {
+        Some(err) => Box::new(err),
+        None => Box::new(child.stdout.take().expect("piped stdout or stderr")),
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -262,8 +266,8 @@ impl Moto {
         let mut child = Command::new(&moto)
             .args(["-H", "127.0.0.1", "-p", "0"])
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start moto_server");
         let port = port_from_log(&mut child, "moto_server");

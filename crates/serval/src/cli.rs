@@ -40,9 +40,15 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "SERVAL_HOME")]
     pub home: Option<PathBuf>,
 
-    /// Control store URL [default: sqlite://<home>/serval.db]
-    #[arg(long, global = true, env = "SERVAL_STORE")]
+    /// Control store URL: postgres://USER:PASSWORD@HOST:PORT/DATABASE for many servers
+    /// [default: sqlite://<home>/serval.db]
+    #[arg(long, global = true, env = "SERVAL_STORE", hide_env_values = true)]
     pub store: Option<String>,
+
+    /// Where uploaded models and preprocess code go when a command names no --destination
+    /// (s3://bucket/prefix, gs://..., azure://..., file://...) [default: <home>/artifacts]
+    #[arg(long, global = true, env = "SERVAL_ARTIFACTS")]
+    pub artifacts: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,9 +68,41 @@ pub enum Command {
     Metrics(MetricsCommand),
     /// Run a model file locally through a native engine and print the reply as JSON
     Predict(PredictArgs),
+    /// Move a whole store: export it as JSON, import it elsewhere, run schema migrations
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Serve the service's endpoints: clearml's /serve/{endpoint}[/{version}] and the Open
     /// Inference Protocol (KServe V2) over REST and gRPC
     Serve(ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Write every service (endpoints, canaries, auto-update rules, metric rules, settings) and
+    /// the model registry as one JSON document
+    Export(StoreExportArgs),
+    /// Read an export into this store (--store / $SERVAL_STORE), in one transaction
+    Import(StoreImportArgs),
+    /// Create or upgrade the store's schema and exit (e.g. as a deployment's migration job)
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreExportArgs {
+    /// Write to this file instead of stdout
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StoreImportArgs {
+    /// The export: a file, or - for stdin
+    pub file: PathBuf,
+    /// Also copy the local artifacts (file:// models and preprocess code) to this storage URI
+    /// (s3://bucket/models, ...) and point the imported records at the copies, so servers on
+    /// other machines can read them
+    #[arg(long)]
+    pub destination: Option<String>,
 }
 
 /// `serve --grpc-port`: a port, or `off`.
@@ -78,6 +116,39 @@ fn grpc_port(raw: &str) -> Result<GrpcPort, String> {
     raw.parse::<u16>()
         .map(|port| GrpcPort(Some(port)))
         .map_err(|_| format!("'{raw}' is not a port number (0-65535) or 'off'"))
+}
+
+/// A size in bytes: a number with an optional K, M, G or T suffix (powers of 1024; `B`, `iB` and
+/// lower case accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+fn byte_size(raw: &str) -> Result<ByteSize, String> {
+    let text = raw.trim();
+    let lower = text.to_ascii_lowercase();
+    let unit_start = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(unit_start);
+    let factor: u64 = match unit.trim().trim_end_matches('b').trim_end_matches('i') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "'{raw}' is not a size: use e.g. 500M, 20G or a number of bytes"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a size: use e.g. 500M, 20G or a number of bytes"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("'{raw}' is not a size"));
+    }
+    Ok(ByteSize((value * factor as f64) as u64))
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +172,14 @@ pub struct ServeArgs {
     /// How often to check the store for configuration changes, in milliseconds
     #[arg(long, env = "SERVAL_POLL_INTERVAL_MS", default_value_t = 250)]
     pub poll_interval_ms: u64,
+    /// Bound of the model download cache (shared by the services of a home), e.g. 20G or 500M:
+    /// least recently used files that no endpoint uses are evicted [default: unbounded]
+    #[arg(long, env = "SERVAL_CACHE_SIZE", value_parser = byte_size)]
+    pub cache_size: Option<ByteSize>,
+    /// Ignore the store's change notifications (PostgreSQL LISTEN/NOTIFY) and rely on polling
+    /// alone
+    #[arg(long, env = "SERVAL_POLL_ONLY")]
+    pub poll_only: bool,
     /// Seconds in-flight requests may take to finish on SIGTERM/SIGINT
     #[arg(long, env = "SERVAL_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
     pub shutdown_timeout: f64,
@@ -297,7 +376,8 @@ pub struct ModelUploadArgs {
     /// Register a model that is already stored at this URI (s3://, gs://, azure://, https://, file://)
     #[arg(long)]
     pub url: Option<String>,
-    /// Upload to this storage URI instead of the local home (s3://bucket/models, ...)
+    /// Upload to this storage URI (s3://bucket/models, gs://..., azure://container/models) instead
+    /// of $SERVAL_ARTIFACTS or the local home
     #[arg(long)]
     pub destination: Option<String>,
 }

@@ -14,6 +14,10 @@ use crate::cli::GlobalArgs;
 pub struct Context {
     pub store: Arc<dyn Store>,
     pub artifacts: ArtifactStore,
+    /// Default upload destination (`--artifacts` / `$SERVAL_ARTIFACTS`); `None`: the local home.
+    pub destination: Option<String>,
+    /// The store is an embedded file (local artifacts are readable by every server using it).
+    pub embedded: bool,
     pub json: bool,
     service_id: Option<String>,
 }
@@ -36,14 +40,51 @@ impl Context {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", home.join("serval.db").display()),
         };
-        let store =
-            serval_store::open(&url).with_context(|| format!("opening the control store {url}"))?;
+        let store = serval_store::open(&url).with_context(|| {
+            format!(
+                "opening the control store {}",
+                serval_store::redact_url(&url)
+            )
+        })?;
+        if let Some(dest) = &global.artifacts {
+            serval_artifacts::parse_uri(dest).context("--artifacts / SERVAL_ARTIFACTS")?;
+        }
         Ok(Context {
             store: Arc::from(store),
             artifacts: ArtifactStore::new(home.join("artifacts")),
+            destination: global.artifacts.clone().filter(|d| !d.is_empty()),
+            embedded: !url.starts_with("postgres"),
             json: global.json,
             service_id: global.id.clone().filter(|id| !id.is_empty()),
         })
+    }
+
+    /// Stores a file: uploaded to `destination`, else to `--artifacts`, else copied into the local
+    /// home (with a warning when the store is shared: other machines cannot read it).
+    pub fn store_file(
+        &self,
+        src: &Path,
+        name: &str,
+        destination: Option<&str>,
+        progress: serval_artifacts::Progress<'_>,
+    ) -> Result<serval_artifacts::StoredArtifact> {
+        match destination.or(self.destination.as_deref()) {
+            Some(dest) => {
+                serval_artifacts::parse_uri(dest)?;
+                Ok(serval_artifacts::block_on(serval_artifacts::upload(
+                    dest, src, name, progress,
+                ))??)
+            }
+            None => {
+                if !self.embedded {
+                    warn(format!(
+                        "'{name}' is stored in the local folder {}: servers on other machines cannot read it (use --destination or SERVAL_ARTIFACTS=s3://...)",
+                        self.artifacts.root().display()
+                    ));
+                }
+                Ok(self.artifacts.put_file(src, name, progress)?)
+            }
+        }
     }
 
     /// The service a command works on: `--id`/`$SERVAL_SERVICE_ID`, else the only one.

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, MetricsCommand, ModelCommand};
-use commands::{endpoints, metrics, predict, registry, serve, service};
+use cli::{Cli, Command, MetricsCommand, ModelCommand, StoreCommand};
+use commands::{endpoints, metrics, predict, registry, serve, service, store};
 use context::Context;
 
 fn run(cli: &Cli) -> Result<()> {
@@ -44,6 +44,11 @@ fn run(cli: &Cli) -> Result<()> {
             MetricsCommand::Add(args) => metrics::add(&ctx, args),
             MetricsCommand::Remove(args) => metrics::remove(&ctx, args),
             MetricsCommand::List => metrics::list(&ctx),
+        },
+        Command::Store(cmd) => match cmd {
+            StoreCommand::Export(args) => store::export(&ctx, args),
+            StoreCommand::Import(args) => store::import(&ctx, args),
+            StoreCommand::Migrate => store::migrate(&ctx),
         },
         Command::Predict(_) => unreachable!("handled before opening the store"),
         Command::Serve(args) => serve::serve(ctx, &cli.global, args),

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
 
 use crate::AppState;
 use crate::metrics::EndpointLabels;
@@ -20,7 +21,9 @@ pub async fn live() -> Json<Value> {
 }
 
 /// 503 until the first load pass has finished (every configured endpoint loaded or failed), then
-/// 200 — also with zero endpoints. Failed endpoints show in the status, not here.
+/// 200 — also with zero endpoints, and also while the control store is unreachable (the server
+/// keeps serving its last routing table; `store` in the body says so). Failed endpoints show in
+/// the status, not here.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if !state.is_ready() {
         return (
@@ -35,6 +38,19 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         .filter(|(_, s)| s.status.state == "failed")
         .map(|(u, _)| u)
         .collect();
+    let health = &state.store_health;
+    let store = match health.outage() {
+        None => json!({
+            "reachable": true,
+            "notifications": health.feed_connected.load(Ordering::Relaxed),
+        }),
+        Some((since_ms, error)) => json!({
+            "reachable": false,
+            "unreachable_since_ms": since_ms,
+            "error": error,
+            "note": "serving the last routing table loaded; changes are picked up when the store is back",
+        }),
+    };
     (
         StatusCode::OK,
         Json(json!({
@@ -42,6 +58,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "revision": table.revision,
             "endpoints": table.slots.len(),
             "failed": failed,
+            "store": store,
         })),
     )
 }
@@ -56,8 +73,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .into_response();
     };
     let table = state.table.load_full();
+    let health = state.store_health.clone();
     let text = tokio::task::spawn_blocking(move || {
-        metrics.encode(|registry| table_metrics(registry, &table))
+        metrics.encode(|registry| {
+            table_metrics(registry, &table);
+            store_metrics(registry, &health);
+        })
     })
     .await
     .unwrap_or_default();
@@ -72,6 +93,30 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Scrape-time families from the routing table: load state and Python workers per endpoint.
+fn store_metrics(registry: &mut Registry, health: &crate::sync::StoreHealth) {
+    let up: Gauge = Gauge::default();
+    up.set(i64::from(health.is_up()));
+    registry.register(
+        "serval_store_up",
+        "1 if the control store answered the last call, 0 during an outage (the server keeps serving)",
+        up,
+    );
+    let feed: Gauge = Gauge::default();
+    feed.set(i64::from(health.feed_connected.load(Ordering::Relaxed)));
+    registry.register(
+        "serval_store_notifications_connected",
+        "1 while the store's change notifications (PostgreSQL LISTEN) are connected",
+        feed,
+    );
+    let errors: Counter = Counter::default();
+    errors.inc_by(health.errors.load(Ordering::Relaxed));
+    registry.register(
+        "serval_store_errors",
+        "Control store calls that failed because the store was unreachable",
+        errors,
+    );
+}
+
 fn table_metrics(registry: &mut Registry, table: &RoutingTable) {
     let loaded: Family<EndpointLabels, Gauge> = Family::default();
     let alive: Family<EndpointLabels, Gauge> = Family::default();

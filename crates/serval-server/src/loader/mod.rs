@@ -23,6 +23,8 @@ pub use python::needs_python;
 pub struct Loader {
     pub store: Arc<dyn Store>,
     pub cache_dir: PathBuf,
+    /// Bound of the download cache in bytes (`serve --cache-size`); `None`: unbounded.
+    pub cache_size: Option<u64>,
     pub onnx: OnnxOptions,
     /// Where Python worker pools run their tasks (`None`: Python endpoints fail to load).
     pub runtime: Option<tokio::runtime::Handle>,
@@ -78,10 +80,20 @@ impl Loader {
             .as_deref()
             .ok_or("the endpoint has no model")?;
         let model = self.store.model(id).map_err(|e| e.to_string())?;
-        let path = serval_artifacts::block_on(serval_artifacts::fetch(&model.uri, &self.cache_dir))
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let path = serval_artifacts::block_on(serval_artifacts::fetch(
+            &model.uri,
+            model.sha256.as_deref(),
+            &self.cache_dir,
+        ))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
         Ok((path, model.sha256))
+    }
+
+    /// The endpoint's model file if it is local or already downloaded (no network).
+    fn model_file_cached(&self, endpoint: &Endpoint) -> Option<PathBuf> {
+        let model = self.store.model(endpoint.model_id.as_deref()?).ok()?;
+        serval_artifacts::cached(&model.uri, model.sha256.as_deref(), &self.cache_dir)
     }
 
     /// The model's local file, checked against the registry's sha256.
@@ -247,12 +259,14 @@ impl Loader {
                         if keeps { " (the previous version keeps serving)" } else { "" }
                     );
                     let stamp = self
-                        .model_file(endpoint)
-                        .ok()
-                        .and_then(|(p, _)| FileStamp::read(&p));
+                        .model_file_cached(endpoint)
+                        .and_then(|p| FileStamp::read(&p));
+                    // A model that could not be fetched (storage down, corrupt object) is tried
+                    // again on the next pass; one that was read and refused waits for a change.
+                    let retry = endpoint.model_id.is_some() && stamp.is_none();
                     Slot {
                         status: status(endpoint, "failed", Some(error), keeps, None),
-                        attempt: Some(Attempt { fingerprint, stamp }),
+                        attempt: (!retry).then_some(Attempt { fingerprint, stamp }),
                         serving: previous_serving,
                     }
                 }
@@ -268,8 +282,30 @@ impl Loader {
                 }
             }
         }
+        if let Some(limit) = self.cache_size {
+            self.evict(limit, &slots);
+        }
         let canaries: Vec<_> = snapshot.config.canaries.values().collect();
         RoutingTable::new(snapshot.service.revision, slots, &canaries)
+    }
+
+    /// Keeps the download cache under `limit` bytes, never removing a file a slot was loaded from.
+    fn evict(&self, limit: u64, slots: &HashMap<String, Slot>) {
+        let in_use = slots
+            .values()
+            .filter_map(|s| s.attempt.as_ref()?.stamp.as_ref())
+            .map(|stamp| stamp.path.clone())
+            .collect();
+        match serval_artifacts::evict(&self.cache_dir, limit, &in_use) {
+            Ok(evicted) if evicted.files > 0 => tracing::info!(
+                "model cache: evicted {} least recently used file(s), {} bytes; {} bytes kept (limit {limit})",
+                evicted.files,
+                evicted.bytes,
+                evicted.kept
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("model cache eviction failed: {e}"),
+        }
     }
 }
 

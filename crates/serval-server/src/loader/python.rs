@@ -20,9 +20,13 @@ pub fn needs_python(endpoint: &Endpoint) -> bool {
 
 /// The `load` message's description of the endpoint's code: where it is on disk, unpacked.
 fn code_spec(code: &CodeRef, cache_dir: &Path) -> Result<Value, String> {
-    let path = serval_artifacts::block_on(serval_artifacts::fetch(&code.uri, cache_dir))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot fetch preprocess code '{}': {e}", code.name))?;
+    let path = serval_artifacts::block_on(serval_artifacts::fetch(
+        &code.uri,
+        Some(&code.sha256),
+        cache_dir,
+    ))
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot fetch preprocess code '{}': {e}", code.name))?;
     let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let actual = serval_artifacts::hash_bytes(&bytes);
     if actual != code.sha256 {

@@ -40,8 +40,10 @@ pub fn store_preprocess(ctx: &Context, path: &Path) -> Result<CodeRef> {
         );
         let packed = serval_artifacts::pack_dir(path)?;
         let name = format!("{file_name}{}", serval_artifacts::PACKAGE_SUFFIX);
+        let tmp = tempfile::NamedTempFile::new()?;
+        std::fs::write(tmp.path(), packed)?;
         (
-            ctx.artifacts.put_bytes(&packed, &name)?,
+            ctx.store_file(tmp.path(), &name, None, &|_| {})?,
             CodeKind::Package,
             name,
         )
@@ -58,7 +60,7 @@ pub fn store_preprocess(ctx: &Context, path: &Path) -> Result<CodeRef> {
             ));
         }
         (
-            ctx.artifacts.put_file(path, &file_name, &|_| {})?,
+            ctx.store_file(path, &file_name, None, &|_| {})?,
             kind,
             file_name,
         )

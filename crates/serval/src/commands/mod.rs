@@ -6,3 +6,4 @@ pub mod predict;
 pub mod registry;
 pub mod serve;
 pub mod service;
+pub mod store;

@@ -55,35 +55,22 @@ fn store_model_path(
         (path, file_name)
     };
     let size = std::fs::metadata(src)?.len();
-    match destination {
-        None => {
-            note(format!(
-                "Uploading model file '{}' to {}",
-                path.display(),
-                ctx.artifacts.root().display()
-            ));
-            let bar = progress_bar(size, "uploading");
-            let stored = ctx
-                .artifacts
-                .put_file(src, &name, &|done| bar.set_position(done))?;
-            bar.finish_and_clear();
-            Ok(stored)
-        }
-        Some(dest) => {
-            serval_artifacts::parse_uri(dest)?;
-            note(format!(
-                "Uploading model file '{}' to {dest}",
-                path.display()
-            ));
-            let bar = progress_bar(size * 2, "hashing and uploading");
-            let stored =
-                serval_artifacts::block_on(serval_artifacts::upload(dest, src, &name, &|done| {
-                    bar.set_position(done)
-                }))??;
-            bar.finish_and_clear();
-            Ok(stored)
-        }
-    }
+    let (shown, total, what) = match destination.or(ctx.destination.as_deref()) {
+        Some(dest) => (dest.to_string(), size * 2, "hashing and uploading"),
+        None => (
+            ctx.artifacts.root().display().to_string(),
+            size,
+            "uploading",
+        ),
+    };
+    note(format!(
+        "Uploading model file '{}' to {shown}",
+        path.display()
+    ));
+    let bar = progress_bar(total, what);
+    let stored = ctx.store_file(src, &name, destination, &|done| bar.set_position(done))?;
+    bar.finish_and_clear();
+    Ok(stored)
 }
 
 pub fn upload(ctx: &Context, args: &ModelUploadArgs) -> Result<()> {

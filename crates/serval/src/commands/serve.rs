@@ -37,8 +37,10 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         body_limit: args.body_limit,
         request_timeout: seconds("--request-timeout", args.request_timeout)?,
         poll_interval: Duration::from_millis(args.poll_interval_ms),
+        notify: !args.poll_only,
         shutdown_timeout: seconds("--shutdown-timeout", args.shutdown_timeout)?,
         cache_dir: home_dir(global)?.join("cache"),
+        cache_size: args.cache_size.map(|s| s.0),
         onnx: OnnxOptions {
             library: args.onnxruntime_lib.clone(),
             python: args.python.clone(),

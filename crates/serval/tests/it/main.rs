@@ -11,6 +11,7 @@ mod examples;
 mod monitoring;
 mod predict;
 mod python_faults;
+mod scale_out;
 mod serve;
 mod v2_clients;
 
@@ -20,6 +21,8 @@ use std::process::{Command, Output};
 /// A temporary serval home and helpers to run the binary in it.
 pub struct Home {
     pub dir: tempfile::TempDir,
+    /// Extra environment of every command (a shared store, object storage credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Home {
@@ -30,8 +33,14 @@ impl Default for Home {
 
 impl Home {
     pub fn new() -> Self {
+        Home::with_env(Vec::new())
+    }
+
+    /// A home whose commands also get `env` (e.g. `SERVAL_STORE=postgres://...`).
+    pub fn with_env(env: Vec<(String, String)>) -> Self {
         Home {
             dir: tempfile::tempdir().expect("temp dir"),
+            env,
         }
     }
 
@@ -45,7 +54,8 @@ impl Home {
             .env("SERVAL_HOME", self.dir.path().join("home"))
             .env_remove("SERVAL_SERVICE_ID")
             .env_remove("SERVAL_STORE")
-            .env_remove("SERVAL_LOG");
+            .env_remove("SERVAL_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

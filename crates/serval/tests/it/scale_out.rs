@@ -1,0 +1,251 @@
+//! Many servers on many machines: `serve` processes with separate homes (nothing shared on disk)
+//! on one PostgreSQL store, models in S3 (moto), driven by the CLI from a third home.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::Home;
+use crate::serve::{IRIS, Server, wait_until};
+
+/// The environment of every process of the fleet: the shared store and S3.
+fn fleet_env(store: &str, moto: &serval_testkit::Moto) -> Vec<(String, String)> {
+    let mut env = moto.env();
+    env.push(("SERVAL_STORE".into(), store.to_string()));
+    env.push(("SERVAL_ARTIFACTS".into(), "s3://models/serval".into()));
+    env
+}
+
+fn add(cli: &Home, endpoint: &str, version: Option<&str>, model: &str) {
+    let mut args = vec![
+        "model",
+        "add",
+        "--engine",
+        "lightgbm",
+        "--endpoint",
+        endpoint,
+        "--model-id",
+        model,
+    ];
+    if let Some(v) = version {
+        args.extend(["--version", v]);
+    }
+    cli.ok(&args);
+}
+
+fn served_by_both(a: &Server, b: &Server, path: &str, what: &str) -> Value {
+    wait_until(what, || {
+        a.post(path, IRIS).0 == 200 && b.post(path, IRIS).0 == 200
+    });
+    let (_, reply) = a.post(path, IRIS);
+    assert_eq!(b.post(path, IRIS).1, reply, "both servers answer alike");
+    reply
+}
+
+#[test]
+fn two_servers_on_postgres_and_s3_follow_the_cli_and_ride_out_a_store_outage() {
+    let mut pg = serval_testkit::Postgres::start();
+    let store = pg.fresh_database();
+    let moto = serval_testkit::Moto::start();
+    moto.create_bucket("models");
+    let env = fleet_env(&store, &moto);
+    let cli = Home::with_env(env.clone());
+
+    cli.service("fleet");
+    let model = cli.upload("iris", "lgbm_multi_iris.txt", &[]);
+    let info = cli.json(&["model", "info", &model]);
+    let uri = info["uri"].as_str().unwrap_or_default();
+    assert!(uri.starts_with("s3://models/serval/"), "{info}");
+    add(&cli, "iris", Some("1"), &model);
+
+    let (home_a, home_b) = (Home::with_env(env.clone()), Home::with_env(env.clone()));
+    let a = Server::start(&home_a);
+    let b = Server::start(&home_b);
+    let reply = served_by_both(&a, &b, "/serve/iris/1", "iris/1 on both servers");
+    assert!(reply.is_object() || reply.is_array(), "{reply}");
+    for home in [&home_a, &home_b] {
+        let cached = home.path().join("home/cache/blobs");
+        assert!(
+            cached.is_dir(),
+            "each server downloaded the model into its own cache"
+        );
+    }
+
+    // Endpoints, a canary and an auto-update publish reach both servers.
+    add(&cli, "iris", Some("2"), &model);
+    cli.ok(&[
+        "model",
+        "canary",
+        "--endpoint",
+        "split",
+        "--weights",
+        "0.5",
+        "0.5",
+        "--input-endpoints",
+        "iris/1",
+        "iris/2",
+    ]);
+    served_by_both(&a, &b, "/serve/split", "the canary on both servers");
+    cli.ok(&[
+        "model",
+        "auto-update",
+        "--engine",
+        "lightgbm",
+        "--endpoint",
+        "auto",
+        "--name",
+        "iris-auto",
+        "--published",
+    ]);
+    cli.upload("iris-auto", "lgbm_multi_iris.txt", &["--publish"]);
+    served_by_both(
+        &a,
+        &b,
+        "/serve/auto/1",
+        "the auto-update version on both servers",
+    );
+
+    // PostgreSQL goes away for 10 s: both keep serving, say so, and lose no request.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load: Vec<_> = [a.base.clone(), b.base.clone()]
+        .into_iter()
+        .map(|base| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(30)))
+                    .build()
+                    .into();
+                while !stop.load(Ordering::Relaxed) {
+                    let status = agent
+                        .post(format!("{base}/serve/iris/1"))
+                        .header("Content-Type", "application/json")
+                        .send(IRIS)
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    let counter = if status == 200 { &ok } else { &failed };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    pg.stop();
+    for server in [&a, &b] {
+        wait_until("the outage in /health/ready", || {
+            let (status, body) = server.get("/health/ready");
+            status == 200 && body["store"]["reachable"] == false
+        });
+        wait_until("serval_store_up 0", || {
+            server.get_text("/metrics").contains("serval_store_up 0")
+        });
+    }
+    let error = cli.fail(&["list"]);
+    assert!(error.contains("control store unavailable"), "{error}");
+    assert!(!error.contains("panicked"), "{error}");
+    std::thread::sleep(Duration::from_secs(10));
+    pg.resume();
+    // A change made after the store is back reaches both servers.
+    add(&cli, "after", None, &model);
+    served_by_both(&a, &b, "/serve/after", "a change made after the outage");
+    for server in [&a, &b] {
+        wait_until("the store reachable again", || {
+            server.get("/health/ready").1["store"]["reachable"] == true
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    for thread in load {
+        thread.join().unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests during the outage"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 100, "the load ran");
+    let log = std::fs::read_to_string(home_a.path().join("serve.log")).unwrap();
+    assert!(log.contains("control store unreachable"), "{log}");
+    assert!(log.contains("reachable again"), "{log}");
+}
+
+/// A model object changed behind the registry's back: a load error naming both hashes, and the
+/// version before keeps serving.
+#[test]
+fn a_corrupted_object_is_a_load_error_and_the_previous_model_keeps_serving() {
+    let pg = serval_testkit::shared_postgres();
+    let moto = serval_testkit::Moto::start();
+    moto.create_bucket("models");
+    let env = fleet_env(&pg.fresh_database(), &moto);
+    let cli = Home::with_env(env.clone());
+    cli.service("corrupt");
+    let good = cli.upload("iris", "lgbm_multi_iris.txt", &[]);
+    add(&cli, "iris", None, &good);
+    let home = Home::with_env(env);
+    let server = Server::start(&home);
+    wait_until("iris", || server.post("/serve/iris", IRIS).0 == 200);
+    let before = server.post("/serve/iris", IRIS);
+
+    let other = cli.upload("iris2", "clearml_lgbm.txt", &[]);
+    let info = cli.json(&["model", "info", &other]);
+    let uri = info["uri"].as_str().unwrap().to_string();
+    let registered = info["sha256"].as_str().unwrap().to_string();
+    // Overwrite the object (moto does not check signatures).
+    let key = uri.strip_prefix("s3://").unwrap();
+    ureq::put(&format!("{}/{key}", moto.endpoint))
+        .send("not the model that was registered")
+        .unwrap();
+    add(&cli, "iris", None, &other);
+    wait_until("the load failure in the status", || {
+        cli.json(&["model", "list"])["instances"][0]["endpoints"]["iris"]["state"] == "failed"
+    });
+    let status = &cli.json(&["model", "list"])["instances"][0]["endpoints"]["iris"];
+    let error = status["error"].as_str().unwrap();
+    assert!(error.contains(&registered), "{error}");
+    assert!(error.contains("does not match the registry"), "{error}");
+    assert_eq!(status["serving"], true);
+    assert_eq!(server.post("/serve/iris", IRIS), before);
+}
+
+/// An embedded setup moves up: export from SQLite, import into PostgreSQL with the local model
+/// copied to S3, and a server with its own home serves it.
+#[test]
+fn an_embedded_store_moves_to_postgres_and_s3() {
+    let embedded = Home::new();
+    embedded.service("moving");
+    let model = embedded.upload("iris", "lgbm_multi_iris.txt", &[]);
+    add(&embedded, "iris", None, &model);
+    let dump = embedded.path().join("export.json");
+    embedded.ok(&["store", "export", "--output", dump.to_str().unwrap()]);
+
+    let pg = serval_testkit::shared_postgres();
+    let moto = serval_testkit::Moto::start();
+    moto.create_bucket("models");
+    let env = fleet_env(&pg.fresh_database(), &moto);
+    let cli = Home::with_env(env.clone());
+    cli.ok(&[
+        "store",
+        "import",
+        dump.to_str().unwrap(),
+        "--destination",
+        "s3://models/moved",
+    ]);
+    let info = cli.json(&["model", "info", &model]);
+    assert!(
+        info["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3://models/moved/"),
+        "{info}"
+    );
+    let error = cli.fail(&["store", "import", dump.to_str().unwrap()]);
+    assert!(error.contains("already holds"), "{error}");
+
+    let server = Server::start(&Home::with_env(env));
+    wait_until("the moved endpoint", || {
+        server.post("/serve/iris", IRIS).0 == 200
+    });
+}
