@@ -23,6 +23,9 @@ step "prometheus (scripts/setup-prometheus.sh)" setup_prometheus
 # PostgreSQL server binaries for the store contract and multi-node tests (Debian's package).
 setup_postgres() { SERVAL_PG_BIN=$(scripts/setup-postgres.sh); export SERVAL_PG_BIN; echo "postgres: $SERVAL_PG_BIN"; }
 step "postgresql (scripts/setup-postgres.sh)" setup_postgres
+# Azurite, the Azure Blob emulator (npm), for the object storage tests.
+setup_azurite() { SERVAL_AZURITE=$(scripts/setup-azurite.sh); export SERVAL_AZURITE; echo "azurite: $SERVAL_AZURITE"; }
+step "azurite (scripts/setup-azurite.sh)" setup_azurite
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (tests)" cargo test --workspace --locked --no-run

@@ -187,3 +187,68 @@ pub fn evict(cache: &Path, limit: u64, in_use: &HashSet<PathBuf>) -> Result<Evic
     evicted.kept = total;
     Ok(evicted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blob(cache: &Path, sha: &str, size: usize, age_s: u64) -> PathBuf {
+        let path = blob_path(cache, sha, "model.bin");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, vec![0u8; size]).unwrap();
+        let used = SystemTime::now() - std::time::Duration::from_secs(age_s);
+        File::options()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(used)
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn eviction_removes_least_recently_used_files_not_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path();
+        let oldest = blob(cache, "a", 100, 300);
+        let in_use = blob(cache, "b", 100, 200);
+        let newer = blob(cache, "c", 100, 100);
+        let newest = blob(cache, "d", 100, 0);
+        let keep: HashSet<PathBuf> = [in_use.clone()].into();
+
+        let evicted = evict(cache, 250, &keep).unwrap();
+        assert_eq!(evicted.files, 2);
+        assert_eq!(evicted.bytes, 200);
+        assert_eq!(evicted.kept, 200);
+        assert!(!oldest.exists() && !newer.exists());
+        assert!(in_use.exists() && newest.exists());
+        assert!(!cache.join("blobs/a").exists(), "empty folders go too");
+
+        // A file in use stays even when it alone is over the limit.
+        let evicted = evict(cache, 0, &keep).unwrap();
+        assert_eq!(evicted.files, 1);
+        assert!(in_use.exists() && !newest.exists());
+        assert_eq!(evict(cache, 0, &keep).unwrap().kept, 100);
+    }
+
+    #[test]
+    fn cached_finds_downloads_by_sha256_or_uri_and_never_fetches() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path();
+        let uri = "s3://bucket/x/model.bin";
+        assert_eq!(cached(uri, Some("abc"), cache), None);
+        let path = blob_path(cache, "abc", "model.bin");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"m").unwrap();
+        assert_eq!(cached(uri, Some("abc"), cache), Some(path.clone()));
+        assert_eq!(
+            cached(uri, None, cache),
+            None,
+            "no sha256 and no index entry"
+        );
+        let index = uri_index(cache, uri);
+        std::fs::create_dir_all(index.parent().unwrap()).unwrap();
+        std::fs::write(&index, "abc").unwrap();
+        assert_eq!(cached(uri, None, cache), Some(path));
+    }
+}

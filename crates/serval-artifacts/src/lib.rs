@@ -277,7 +277,8 @@ pub async fn upload(
     let (sha, size) = hash_file(src, progress)?;
     let (store, base) = object_store_for(&dest)?;
     let location = ObjectPath::from_iter(base.parts().chain([sha.as_str().into(), name.into()]));
-    let target_uri = join_uri(&dest, &sha, name);
+    // The URI as the user wrote it (`azure://` stays `azure://`).
+    let target_uri = join_uri(destination, &sha, name);
 
     let upload = store
         .put_multipart(&location)
@@ -317,7 +318,7 @@ pub async fn upload(
     })
 }
 
-fn join_uri(base: &url::Url, sha: &str, name: &str) -> String {
+fn join_uri(base: &str, sha: &str, name: &str) -> String {
     let mut text = base.to_string();
     if !text.ends_with('/') {
         text.push('/');

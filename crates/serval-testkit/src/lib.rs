@@ -306,3 +306,98 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Azurite's well-known development account and key (public, documented by Microsoft).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// Microsoft's Azure Blob emulator, in memory.
+pub struct Azurite {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Azurite {
+    pub fn start() -> Azurite {
+        let bin = std::env::var_os("SERVAL_AZURITE").map_or_else(
+            || {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../.cache/azurite/node_modules/.bin/azurite-blob")
+            },
+            PathBuf::from,
+        );
+        assert!(
+            bin.is_file(),
+            "{} is missing: run scripts/setup-azurite.sh (or set SERVAL_AZURITE)",
+            bin.display()
+        );
+        let mut child = Command::new(&bin)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", "0"])
+            .args([
+                "--inMemoryPersistence",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start azurite-blob");
+        // It prints "starting on 127.0.0.1:0" first, then the bound address as a URL.
+        let port = port_from_log(&mut child, "azurite-blob");
+        Azurite {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Creates a container (a request signed with the development account's shared key).
+    pub fn create_container(&self, name: &str) {
+        use base64::Engine as _;
+        use hmac::{KeyInit, Mac};
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let version = "2021-08-06";
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{name}\nrestype:container"
+        );
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(AZURITE_KEY)
+            .unwrap();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(to_sign.as_bytes());
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let response = ureq::put(&format!(
+            "{}/{AZURITE_ACCOUNT}/{name}?restype=container",
+            self.endpoint
+        ))
+        .header("x-ms-date", &date)
+        .header("x-ms-version", version)
+        .header(
+            "Authorization",
+            &format!("SharedKey {AZURITE_ACCOUNT}:{signature}"),
+        )
+        .send_empty();
+        if let Err(e) = response {
+            panic!("creating container {name} in Azurite failed: {e}");
+        }
+    }
+
+    /// The environment `object_store` needs to use this emulator.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AZURE_STORAGE_USE_EMULATOR".into(), "true".into()),
+            ("AZURITE_BLOB_STORAGE_URL".into(), self.endpoint.clone()),
+            ("AZURE_STORAGE_ACCOUNT_NAME".into(), AZURITE_ACCOUNT.into()),
+            ("AZURE_STORAGE_ACCOUNT_KEY".into(), AZURITE_KEY.into()),
+        ]
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

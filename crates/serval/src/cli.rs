@@ -509,3 +509,19 @@ pub struct MetricsRemoveArgs {
     #[arg(long, num_args = 1..)]
     pub variable: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(byte_size("1024"), Ok(ByteSize(1024)));
+        assert_eq!(byte_size("500M"), Ok(ByteSize(500 << 20)));
+        assert_eq!(byte_size("20G"), Ok(ByteSize(20 << 30)));
+        assert_eq!(byte_size("1.5GiB"), Ok(ByteSize(3 << 29)));
+        assert_eq!(byte_size("2 kb"), Ok(ByteSize(2048)));
+        assert!(byte_size("lots").is_err());
+        assert!(byte_size("5X").is_err());
+    }
+}

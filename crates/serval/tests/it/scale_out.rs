@@ -249,3 +249,87 @@ fn an_embedded_store_moves_to_postgres_and_s3() {
         server.post("/serve/iris", IRIS).0 == 200
     });
 }
+
+/// Models in Azure Blob storage (Azurite): uploaded by the CLI, downloaded by a server with its
+/// own home.
+#[test]
+fn azure_blob_models_are_uploaded_and_served() {
+    let azurite = serval_testkit::Azurite::start();
+    azurite.create_container("models");
+    let mut env = azurite.env();
+    env.push((
+        "SERVAL_STORE".into(),
+        serval_testkit::shared_postgres().fresh_database(),
+    ));
+    let cli = Home::with_env(env.clone());
+    cli.service("azure");
+    let model = cli.upload(
+        "iris",
+        "lgbm_multi_iris.txt",
+        &["--destination", "azure://models/serval"],
+    );
+    let info = cli.json(&["model", "info", &model]);
+    assert!(
+        info["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("azure://models/serval/"),
+        "{info}"
+    );
+    add(&cli, "iris", None, &model);
+    let home = Home::with_env(env);
+    let server = Server::start(&home);
+    wait_until("the Azure model", || {
+        server.post("/serve/iris", IRIS).0 == 200
+    });
+}
+
+fn cached_blobs(home: &Home) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(home.path().join("home/cache/blobs"))
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// `serve --cache-size`: a model no endpoint uses any more is evicted; one in use never is.
+#[test]
+fn the_model_cache_evicts_models_no_endpoint_uses() {
+    let moto = serval_testkit::Moto::start();
+    moto.create_bucket("models");
+    let env = fleet_env(&serval_testkit::shared_postgres().fresh_database(), &moto);
+    let cli = Home::with_env(env.clone());
+    cli.service("cache");
+    let first = cli.upload("iris", "lgbm_multi_iris.txt", &[]);
+    let second = cli.upload("iris", "xgb_multi_iris.json", &[]);
+    let sha = |id: &str| {
+        cli.json(&["model", "info", id])["sha256"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    add(&cli, "iris", None, &first);
+    let home = Home::with_env(env);
+    // One byte: only what is in use may stay.
+    let server = Server::start_with(&home, &["--cache-size", "1"]);
+    wait_until("iris", || server.post("/serve/iris", IRIS).0 == 200);
+    assert_eq!(cached_blobs(&home), vec![sha(&first)]);
+    cli.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "xgboost",
+        "--endpoint",
+        "iris",
+        "--model-id",
+        &second,
+    ]);
+    wait_until("the first model evicted, the second kept", || {
+        cached_blobs(&home) == vec![sha(&second)]
+    });
+    assert_eq!(server.post("/serve/iris", IRIS).0, 200);
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs Azurite (Microsoft's Azure Blob emulator, npm) into .cache/azurite for the object
+# storage tests. Idempotent: reinstalls only when the pinned version changes.
+# Prints the path of its azurite-blob binary (the tests read it from $SERVAL_AZURITE).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VERSION=3.35.0
+DIR=${SERVAL_AZURITE_DIR:-$PWD/.cache/azurite}
+bin=$DIR/node_modules/.bin/azurite-blob
+if [[ ! -x $bin || $(cat "$DIR/.version" 2>/dev/null) != "$VERSION" ]]; then
+  mkdir -p "$DIR"
+  (cd "$DIR" && npm install --no-audit --no-fund --silent --prefix "$DIR" "azurite@$VERSION" >&2)
+  echo "$VERSION" > "$DIR/.version"
+fi
+echo "$bin"
