@@ -380,6 +380,7 @@ mod tests {
     #[test]
     fn uris_are_checked() {
         assert!(parse_uri("s3://bucket/models").is_ok());
+        assert_eq!(parse_uri("gs://bucket/models").unwrap().scheme(), "gs");
         assert_eq!(parse_uri("azure://container/x").unwrap().scheme(), "az");
         assert_eq!(parse_uri("ftp://x/y").unwrap_err().kind(), "invalid_input");
         assert_eq!(parse_uri("not a uri").unwrap_err().kind(), "invalid_input");

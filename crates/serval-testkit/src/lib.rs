@@ -244,8 +244,14 @@ fn port_from_log(child: &mut Child, what: &str) -> u16 {
             }
         }
     });
-    rx.recv_timeout(START_DEADLINE)
-        .unwrap_or_else(|_| panic!("{what} did not print its address"))
+    match rx.recv_timeout(START_DEADLINE) {
+        Ok(port) => port,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not print its address")
+        }
+    }
 }
 
 /// moto's S3 server.

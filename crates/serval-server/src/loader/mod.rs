@@ -96,19 +96,33 @@ impl Loader {
         serval_artifacts::cached(&model.uri, model.sha256.as_deref(), &self.cache_dir)
     }
 
-    /// The model's local file, checked against the registry's sha256.
-    fn verified_model(&self, endpoint: &Endpoint) -> Result<(PathBuf, Vec<u8>), String> {
+    /// The model's local file, checked against the registry's sha256. Its bytes are read into
+    /// memory only for a native engine (`with_bytes`); a Python endpoint's model is hashed as a
+    /// stream and loaded by its worker process.
+    fn verified_model(
+        &self,
+        endpoint: &Endpoint,
+        with_bytes: bool,
+    ) -> Result<(PathBuf, Vec<u8>), String> {
         let (path, sha256) = self.model_file(endpoint)?;
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if let Some(expected) = sha256 {
-            let actual = serval_artifacts::hash_bytes(&bytes);
-            if actual != expected {
-                return Err(format!(
-                    "model file {} changed since it was registered (sha256 {actual}, registry {expected})",
-                    path.display()
-                ));
-            }
+        let (actual, bytes) = if with_bytes {
+            let bytes =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            (serval_artifacts::hash_bytes(&bytes), bytes)
+        } else if sha256.is_some() {
+            let (actual, _) =
+                serval_artifacts::hash_file(&path, &|_| {}).map_err(|e| e.to_string())?;
+            (actual, Vec::new())
+        } else {
+            return Ok((path, Vec::new()));
+        };
+        if let Some(expected) = sha256
+            && actual != expected
+        {
+            return Err(format!(
+                "model file {} changed since it was registered (sha256 {actual}, registry {expected})",
+                path.display()
+            ));
         }
         Ok((path, bytes))
     }
@@ -130,7 +144,7 @@ impl Loader {
             ));
         }
         let model = match endpoint.model_id {
-            Some(_) => Some(self.verified_model(endpoint)?),
+            Some(_) => Some(self.verified_model(endpoint, native_kind)?),
             None if native_kind || endpoint.engine == EngineKind::Sklearn => {
                 return Err(format!("the {} engine needs a model", endpoint.engine));
             }

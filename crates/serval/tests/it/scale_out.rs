@@ -333,3 +333,51 @@ fn the_model_cache_evicts_models_no_endpoint_uses() {
     });
     assert_eq!(server.post("/serve/iris", IRIS).0, 200);
 }
+
+/// The store URL's password never shows: not in listings, errors, the server's log or metrics.
+#[test]
+fn the_store_password_never_shows() {
+    let url = serval_testkit::shared_postgres().fresh_database().replacen(
+        "postgres://serval@",
+        "postgres://serval:topsecret-pw@",
+        1,
+    );
+    let home = Home::with_env(vec![("SERVAL_STORE".into(), url.clone())]);
+    home.service("secret");
+    let model = home.upload("iris", "lgbm_multi_iris.txt", &[]);
+    add(&home, "iris", None, &model);
+    let mut seen = String::new();
+    for args in [
+        &["list"][..],
+        &["model", "list"],
+        &["--json", "model", "list"],
+        &["store", "migrate"],
+        &["--help"],
+        &["serve", "--help"],
+    ] {
+        let out = home.run(args);
+        seen += &String::from_utf8_lossy(&out.stdout);
+        seen += &String::from_utf8_lossy(&out.stderr);
+    }
+    let server = Server::start(&home);
+    wait_until("iris", || server.post("/serve/iris", IRIS).0 == 200);
+    seen += &server.get_text("/metrics");
+    seen += &server.get("/health/ready").1.to_string();
+    drop(server);
+    seen += &std::fs::read_to_string(home.path().join("serve.log")).unwrap();
+    // An unreachable store: the error names the store without the password.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let down = Home::with_env(vec![(
+        "SERVAL_STORE".into(),
+        format!("postgres://serval:topsecret-pw@127.0.0.1:{port}/serval"),
+    )]);
+    let error = down.fail(&["list"]);
+    assert!(error.contains("serval:***@127.0.0.1"), "{error}");
+    seen += &error;
+    assert!(
+        !seen.contains("topsecret-pw"),
+        "the password leaked:\n{seen}"
+    );
+}
