@@ -90,10 +90,19 @@ pub fn upload(ctx: &Context, args: &ModelUploadArgs) -> Result<()> {
                 warn("--destination is ignored with --url: the model stays where it is");
             }
             let parsed = serval_artifacts::parse_uri(url)?;
-            let size = if parsed.scheme() == "file" {
-                Some(serval_artifacts::block_on(serval_artifacts::head(url))??)
-            } else {
-                None
+            // A missing object is refused; storage this machine cannot reach (no credentials
+            // here, say) only gets a warning: the servers may well reach it.
+            let size = match serval_artifacts::block_on(serval_artifacts::head(url))? {
+                Ok(size) => Some(size),
+                Err(e) if parsed.scheme() == "file" || e.kind() == "not_found" => {
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    warn(format!(
+                        "cannot check '{url}' from here ({e}); registering it anyway"
+                    ));
+                    None
+                }
             };
             note(format!("Registering model file '{url}'"));
             (url.clone(), size, None, None)

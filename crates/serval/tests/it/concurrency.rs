@@ -1,10 +1,19 @@
-//! Concurrent CLI processes must serialise on the store and lose nothing.
+//! Concurrent CLI processes must serialise on the store and lose nothing, on either backend.
 
 use crate::Home;
 
 #[test]
 fn ten_processes_adding_endpoints_lose_nothing() {
-    let home = Home::new();
+    ten_processes(Home::new());
+}
+
+#[test]
+fn ten_processes_on_postgres_lose_nothing() {
+    let store = serval_testkit::shared_postgres().fresh_database();
+    ten_processes(Home::with_env(vec![("SERVAL_STORE".into(), store)]));
+}
+
+fn ten_processes(home: Home) {
     let service = home.service("demo");
     let model = home.upload("iris", "lgbm_multi_iris.txt", &[]);
     let before = home.revision(&service);

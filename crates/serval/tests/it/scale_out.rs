@@ -381,3 +381,51 @@ fn the_store_password_never_shows() {
         "the password leaked:\n{seen}"
     );
 }
+
+/// `model upload --url`: a file already in object storage is registered where it is, and served
+/// (downloaded into the cache, cached by URI: no sha256 is recorded); a missing object is refused.
+#[test]
+fn models_registered_by_url_are_served() {
+    let moto = serval_testkit::Moto::start();
+    moto.create_bucket("models");
+    let env = fleet_env(&serval_testkit::shared_postgres().fresh_database(), &moto);
+    let cli = Home::with_env(env.clone());
+    cli.service("by-url");
+    let key = "models/elsewhere/iris.txt";
+    let bytes = std::fs::read(crate::fixture("lgbm_multi_iris.txt")).unwrap();
+    ureq::put(&format!("{}/{key}", moto.endpoint))
+        .send(&bytes[..])
+        .unwrap();
+    let out = cli.ok(&[
+        "model",
+        "upload",
+        "--name",
+        "iris",
+        "--url",
+        &format!("s3://{key}"),
+    ]);
+    let model = out
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("Model created and registered, new Model ID="))
+        .unwrap()
+        .to_string();
+    let info = cli.json(&["model", "info", &model]);
+    assert_eq!(info["uri"], format!("s3://{key}"));
+    assert_eq!(info["size"], bytes.len());
+    add(&cli, "iris", None, &model);
+    let server = Server::start(&Home::with_env(env));
+    wait_until("the model registered by URL", || {
+        server.post("/serve/iris", IRIS).0 == 200
+    });
+
+    let error = cli.fail(&[
+        "model",
+        "upload",
+        "--name",
+        "nope",
+        "--url",
+        "s3://models/elsewhere/missing.txt",
+    ]);
+    assert!(error.contains("not found"), "{error}");
+}
