@@ -14,8 +14,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
-use postgres::{Client, Config, IsolationLevel, NoTls};
+use postgres::{Client, Config, IsolationLevel};
 use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::sql::{Backend, Row, SqlStore, Tx, Value};
 use crate::{ChangeFeed, Result, StoreError, redact_url};
@@ -36,11 +37,67 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The store on a PostgreSQL server.
 pub type PostgresStore = SqlStore<PostgresBackend>;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
+
+/// TLS for `sslmode=prefer` (the default: TLS when the server offers it) and `sslmode=require`:
+/// rustls, with certificates always verified against the system's CA certificates
+/// (`SSL_CERT_FILE` / `SSL_CERT_DIR` name others, e.g. a cloud provider's CA bundle).
+fn tls() -> Result<MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        // A certificate the store cannot parse is skipped, as the platform's own tools do.
+        let _ = roots.add(cert);
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Internal(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// Keeps the last connection error with its causes (r2d2's own timeout error only says "timed
+/// out", and postgres' top-level message hides why a TLS handshake failed).
+#[derive(Debug, Clone, Default)]
+struct LastError(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl r2d2::HandleError<postgres::Error> for LastError {
+    fn handle_error(&self, error: postgres::Error) {
+        let text = with_causes(&error);
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(text);
+        }
+    }
+}
+
+impl LastError {
+    fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut last| last.take())
+    }
+}
+
+/// An error and its chain of causes, `: `-separated (repeats dropped).
+fn with_causes(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
 
 pub struct PostgresBackend {
     pool: Pool,
+    last_error: LastError,
     config: Config,
+    tls: MakeRustlsConnect,
     /// The URL without its password.
     display: String,
 }
@@ -55,16 +112,20 @@ impl PostgresStore {
         })?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("serval");
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let tls = tls()?;
+        let last_error = LastError::default();
+        let manager = PostgresConnectionManager::new(config.clone(), tls.clone());
         let pool = r2d2::Pool::builder()
             .max_size(4)
             .min_idle(Some(0))
             .connection_timeout(CONNECT_TIMEOUT)
-            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .error_handler(Box::new(last_error.clone()))
             .build_unchecked(manager);
         let backend = PostgresBackend {
             pool,
+            last_error,
             config,
+            tls,
             display,
         };
         backend.migrate()?;
@@ -73,10 +134,27 @@ impl PostgresStore {
 }
 
 impl PostgresBackend {
-    fn client(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
-        self.pool
-            .get()
-            .map_err(|e| StoreError::Unavailable(format!("cannot reach {}: {e}", self.display)))
+    /// `host:port` of the server (no user, no password), for connection errors.
+    fn host(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_string(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}")
+    }
+
+    fn client(
+        &self,
+    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>> {
+        self.pool.get().map_err(|e| {
+            let why = self.last_error.take().unwrap_or_else(|| e.to_string());
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {why}",
+                self.host()
+            ))
+        })
     }
 
     fn migrate(&self) -> Result<()> {
@@ -136,7 +214,7 @@ fn pg_error(e: postgres::Error) -> StoreError {
 
 fn db_message(e: &postgres::Error) -> String {
     e.as_db_error()
-        .map_or_else(|| e.to_string(), |db| db.message().to_string())
+        .map_or_else(|| with_causes(e), |db| db.message().to_string())
 }
 
 impl Backend for PostgresBackend {
@@ -162,8 +240,12 @@ impl Backend for PostgresBackend {
     }
 
     fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>> {
-        let mut client = self.config.connect(NoTls).map_err(|e| {
-            StoreError::Unavailable(format!("cannot reach {}: {}", self.display, db_message(&e)))
+        let mut client = self.config.connect(self.tls.clone()).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {}",
+                self.host(),
+                db_message(&e)
+            ))
         })?;
         client
             .batch_execute(&format!("LISTEN {CHANNEL}"))

@@ -74,6 +74,21 @@ pub struct Postgres {
 impl Postgres {
     /// initdb + start: about a second.
     pub fn start() -> Postgres {
+        Postgres::init(false)
+    }
+
+    /// A cluster that accepts TLS connections only (`hostssl`), with a server certificate for
+    /// 127.0.0.1 signed by a throwaway CA at [`Postgres::ca_file`].
+    pub fn start_tls_only() -> Postgres {
+        Postgres::init(true)
+    }
+
+    /// The CA certificate of a [`Postgres::start_tls_only`] cluster.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    fn init(tls: bool) -> Postgres {
         let bin = pg_bin();
         let user = is_root().then(|| "postgres".to_string());
         let dir = tempfile::Builder::new()
@@ -107,8 +122,95 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if tls {
+            pg.make_certificates();
+        }
         pg.resume();
         pg
+    }
+
+    /// A CA and a server certificate (IP 127.0.0.1) in the data folder; `ssl = on` and only
+    /// `hostssl` connections in its configuration.
+    fn make_certificates(&self) {
+        let data = self.dir.join("data");
+        let d = |name: &str| data.join(name).to_str().unwrap().to_string();
+        std::fs::write(data.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        let ca = self.ca_file().to_string_lossy().into_owned();
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=serval test CA",
+                "-keyout",
+                &d("ca.key"),
+                "-out",
+                &ca,
+            ],
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                &d("server.key"),
+                "-out",
+                &d("server.csr"),
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &d("server.csr"),
+                "-CA",
+                &ca,
+                "-CAkey",
+                &d("ca.key"),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &d("san.ext"),
+                "-out",
+                &d("server.crt"),
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        if let Some(user) = &self.user {
+            for file in ["server.key", "server.crt", "postgresql.conf", "pg_hba.conf"] {
+                let _ = Command::new("chown")
+                    .args([user.as_str(), &d(file)])
+                    .status();
+            }
+        }
+        let _ = Command::new("chmod")
+            .args(["600", &d("server.key")])
+            .status();
     }
 
     fn as_user(&self, program: &Path) -> Command {
@@ -131,7 +233,7 @@ impl Postgres {
         self.port
     }
 
-    /// A new, empty database; returns its URL.
+    /// A new, empty database; returns its URL. (Over TLS-less TCP: not for a TLS-only cluster.)
     pub fn fresh_database(&self) -> String {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -186,8 +288,17 @@ impl Postgres {
             .expect("start postgres");
         self.server = Some(server);
         let deadline = Instant::now() + START_DEADLINE;
+        let log = self.dir.join("server.log");
+        let ready_before = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("ready to accept connections")
+            .count();
         loop {
-            if postgres::Client::connect(&self.url("postgres"), postgres::NoTls).is_ok() {
+            let ready = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("ready to accept connections")
+                .count();
+            if ready > ready_before {
                 return;
             }
             assert!(

@@ -429,3 +429,25 @@ fn models_registered_by_url_are_served() {
     ]);
     assert!(error.contains("not found"), "{error}");
 }
+
+/// A PostgreSQL server that only accepts TLS: `sslmode=require` works with its CA trusted
+/// (`SSL_CERT_FILE`), and an untrusted certificate is one clear error, never a plaintext fallback.
+#[test]
+fn postgres_over_tls_verifies_the_server() {
+    let pg = serval_testkit::Postgres::start_tls_only();
+    let url = format!("{}?sslmode=require", pg.url("postgres"));
+    let trusted = Home::with_env(vec![
+        ("SERVAL_STORE".into(), url.clone()),
+        ("SSL_CERT_FILE".into(), pg.ca_file().display().to_string()),
+    ]);
+    trusted.service("tls");
+    assert_eq!(trusted.json(&["list"]).as_array().unwrap().len(), 1);
+
+    let untrusted = Home::with_env(vec![
+        ("SERVAL_STORE".into(), url),
+        ("SSL_CERT_FILE".into(), "/nonexistent/ca.pem".into()),
+    ]);
+    let error = untrusted.fail(&["list"]);
+    assert!(error.contains("control store unavailable"), "{error}");
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+}
