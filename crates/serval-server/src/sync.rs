@@ -25,6 +25,9 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 
 /// Longest wait between store retries during an outage.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The poll interval while the change feed is connected (a lost feed is noticed within
+/// `FEED_WAIT`, and polling returns to `poll_interval`).
+const POLL_WITH_FEED: Duration = Duration::from_secs(2);
 /// How long the feed thread waits for a notification before checking for shutdown.
 const FEED_WAIT: Duration = Duration::from_secs(1);
 
@@ -129,6 +132,8 @@ fn follow_changes(
             }
         }
         health.feed_connected.store(false, Ordering::Relaxed);
+        // Back to polling at the normal pace at once.
+        wake.notify_one();
     }
 }
 
@@ -233,7 +238,12 @@ pub async fn run(state: AppState, loader: Arc<Loader>, mut shutdown: watch::Rece
         let revision = match tokio::task::spawn_blocking(move || store.revision(&id)).await {
             Ok(Ok(r)) => {
                 state.store_health.answered();
-                delay = state.config.poll_interval;
+                // While notifications arrive, polling is only the safety net.
+                delay = if state.store_health.feed_connected.load(Ordering::Relaxed) {
+                    state.config.poll_interval.max(POLL_WITH_FEED)
+                } else {
+                    state.config.poll_interval
+                };
                 r
             }
             Ok(Err(e)) => {
