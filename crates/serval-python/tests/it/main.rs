@@ -246,34 +246,42 @@ async fn load_failures_are_reported() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn async_workers_overlap_requests() {
+    // A rendezvous: no request may finish until all 8 are inside `process` at the same time. If
+    // the worker ran them one after another, the first would wait until its deadline and fail.
     let code = r#"
 import asyncio
+inside = 0
+everyone = None
 class Preprocess:
     async def process(self, data, state, collect_custom_statistics_fn=None):
-        await asyncio.sleep(data["sleep"])
+        global inside, everyone
+        if everyone is None:
+            everyone = asyncio.Event()
+        inside += 1
+        if inside == data["expect"]:
+            everyone.set()
+        await everyone.wait()
         sub = await self.send_request("other", data={"n": data["n"]})
         if collect_custom_statistics_fn:
             collect_custom_statistics_fn({"n": data["n"]})
-        return {"n": data["n"], "sub": sub["echo"]["n"]}
+        return {"n": data["n"], "sub": sub["echo"]["n"], "together": inside}
 "#;
     let dir = tempfile::tempdir().unwrap();
     let pool = Arc::new(pool(dir.path(), "custom_async", code, 1).await.unwrap());
-    // 8 requests that each sleep 1 s finish well under 8 s only if they overlap; the assertion
-    // is on the answers, the overlap itself is what makes this test finish.
     let tasks: Vec<_> = (0..8)
         .map(|n| {
             let pool = pool.clone();
             tokio::spawn(async move {
                 match pool
                     .infer(
-                        Body::Json(json!({"sleep": 1, "n": n})),
+                        Body::Json(json!({"expect": 8, "n": n})),
                         None,
                         false,
                         true,
                         deadline(60),
                     )
                     .await
-                    .unwrap()
+                    .expect("all 8 requests were inside the worker at once")
                 {
                     Step::Done(out) => out,
                     Step::Pre { .. } => panic!(),
@@ -283,7 +291,7 @@ class Preprocess:
         .collect();
     for (n, task) in tasks.into_iter().enumerate() {
         let out = task.await.unwrap();
-        assert_eq!(out.value, json!({"n": n, "sub": n}));
+        assert_eq!(out.value, json!({"n": n, "sub": n, "together": 8}));
         assert_eq!(out.stats.unwrap()["n"], n);
     }
 }
