@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub grpc_port: Option<u16>,
     /// Largest accepted request body (after decompression too).
     pub body_limit: usize,
+    /// Most values (numbers, strings, …) one request may decode into (413 past it).
+    pub max_values: usize,
     pub request_timeout: Duration,
     /// How often the store revision is checked.
     pub poll_interval: Duration,

@@ -166,6 +166,10 @@ pub struct ServeArgs {
     /// Largest request body in bytes, also after gzip/deflate decoding (413 above)
     #[arg(long, env = "SERVAL_BODY_LIMIT", default_value_t = 100 * 1024 * 1024)]
     pub body_limit: usize,
+    /// Most values (numbers, strings, booleans, nulls) one request may decode into: JSON bodies
+    /// are counted before they are parsed, tensors after decoding (413 past it)
+    #[arg(long, env = "SERVAL_MAX_VALUES", default_value_t = 16_000_000)]
+    pub max_values: usize,
     /// Per-request timeout in seconds (504 past it)
     #[arg(long, env = "SERVAL_REQUEST_TIMEOUT", default_value_t = 60.0)]
     pub request_timeout: f64,

@@ -36,7 +36,7 @@ pub fn status(error: pipeline::Error) -> Status {
             Status::invalid_argument(message)
         }
         E::Cancelled => Status::cancelled(message),
-        E::TooLarge(_) => Status::resource_exhausted(message),
+        E::TooLarge(_) | E::TooManyValues(_) => Status::resource_exhausted(message),
         E::Timeout(_) => Status::deadline_exceeded(message),
         E::Unavailable { .. } => Status::unavailable(message),
         E::UserCode { .. } | E::Worker(_) | E::Internal(_) => Status::internal(message),
@@ -164,7 +164,15 @@ impl GrpcInferenceService for InferenceService {
             }
         };
         let id = request.id.clone();
-        let decoded = match convert::request(request) {
+        let max_values = self.state.config.max_values;
+        let decoded = convert::request(request).and_then(|decoded| {
+            let total: usize = decoded.inputs.iter().map(|t| t.data.len()).sum();
+            if total > max_values {
+                return Err(pipeline::Error::TooManyValues(max_values));
+            }
+            Ok(decoded)
+        });
+        let decoded = match decoded {
             Ok(decoded) => decoded,
             Err(error) => {
                 if let Some(metrics) = &endpoint.metrics {

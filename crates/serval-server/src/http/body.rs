@@ -8,6 +8,81 @@ use axum::http::{HeaderMap, header};
 
 use crate::pipeline::Error;
 
+/// Bodies at least this large are decoded and parsed on a blocking thread, so health checks and
+/// small requests keep answering while big ones are read.
+pub const OFFLOAD_FROM: usize = 64 * 1024;
+
+/// Runs CPU work on a blocking thread if `size` is large, else right here.
+pub async fn offload<T, E>(
+    size: usize,
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<Error> + Send + 'static,
+{
+    if size < OFFLOAD_FROM {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| E::from(Error::Internal(format!("decoding task failed: {e}"))))?
+}
+
+/// Counts the values a JSON text holds — numbers, strings (object keys included), booleans and
+/// nulls — without parsing it, and refuses it with [`Error::TooManyValues`] past `max`. A linear
+/// scan with no allocation: it runs before the text becomes a tree, so a small body cannot turn
+/// into gigabytes. Malformed JSON is left to the parser.
+pub fn check_values(json: &[u8], max: usize) -> Result<(), Error> {
+    // Every value needs at least one byte, so short texts cannot exceed the cap.
+    if json.len() <= max {
+        return Ok(());
+    }
+    let mut count = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut in_number = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        let starts = match b {
+            b'"' => {
+                in_string = true;
+                in_number = false;
+                true
+            }
+            b'-' | b'0'..=b'9' if !in_number => {
+                in_number = true;
+                true
+            }
+            b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-' if in_number => false,
+            b't' | b'f' | b'n' => {
+                in_number = false;
+                true
+            }
+            _ => {
+                in_number = false;
+                false
+            }
+        };
+        if starts {
+            count += 1;
+            if count > max {
+                return Err(Error::TooManyValues(max));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What an undecodable body is called in errors (clearml's text).
 pub const UNDECODABLE: &str = "There was an error parsing the body";
 
@@ -71,9 +146,41 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
         .unwrap_or_default();
     match encoding.as_str() {
         "" | "identity" => Ok(raw),
-        "gzip" | "x-gzip" | "deflate" => Ok(Bytes::from(decompress(&encoding, &raw, limit)?)),
+        // A small compressed body can inflate to `limit`: always off the async threads.
+        "gzip" | "x-gzip" | "deflate" => {
+            tokio::task::spawn_blocking(move || decompress(&encoding, &raw, limit).map(Bytes::from))
+                .await
+                .map_err(|e| Error::Internal(format!("decoding task failed: {e}")))?
+        }
         other => Err(Error::BadRequest(format!(
             "{UNDECODABLE}: unsupported Content-Encoding '{other}'"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(text: &str) -> usize {
+        (0..=text.len())
+            .find(|max| check_values(text.as_bytes(), *max).is_ok())
+            .unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn values_are_counted_without_parsing() {
+        assert_eq!(
+            count(r#"{"x0": 1, "x1": -2.5e+3, "s": "a,\"b\" 1 true"}"#),
+            6
+        );
+        assert_eq!(count("[[0,0,0,0],[1,1,1,1]]"), 8);
+        assert_eq!(count("[true, false, null, 10, 1e5]"), 5);
+        let big = format!("[{}0]", "0,".repeat(100));
+        assert!(matches!(
+            check_values(big.as_bytes(), 100),
+            Err(Error::TooManyValues(100))
+        ));
+        assert!(check_values(big.as_bytes(), 101).is_ok());
     }
 }

@@ -76,7 +76,9 @@ impl IntoResponse for ServeError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("Error [<class 'ValueError'>] processing request: {message}"),
             ),
-            E::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
+            E::TooLarge(_) | E::TooManyValues(_) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+            }
             E::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, error.to_string()),
             E::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
             // clearml's texts: ValueError → 422, anything else → 500 with two spaces.
@@ -150,7 +152,7 @@ fn json_error(text: &[u8], error: &serde_json::Error) -> ServeError {
 }
 
 /// A decoded body as clearml's routes see it: JSON or raw bytes (see the module docs).
-fn payload(headers: &HeaderMap, decoded: Bytes) -> Result<Payload, ServeError> {
+fn payload(headers: &HeaderMap, decoded: Bytes, max_values: usize) -> Result<Payload, ServeError> {
     if !is_json(headers) {
         // `curl -d '{...}'` without a Content-Type sends form-urlencoded: a body that is a JSON
         // object or list is read as JSON (clearml-serving would hand the preprocess code bytes).
@@ -159,6 +161,7 @@ fn payload(headers: &HeaderMap, decoded: Bytes) -> Result<Payload, ServeError> {
                 .iter()
                 .find(|b| !b.is_ascii_whitespace())
                 .is_some_and(|b| *b == b'{' || *b == b'[')
+            && body::check_values(&decoded, max_values).is_ok()
             && let Ok(value) = serde_json::from_slice(&decoded)
         {
             return Ok(Payload::Json(value));
@@ -168,6 +171,7 @@ fn payload(headers: &HeaderMap, decoded: Bytes) -> Result<Payload, ServeError> {
     if decoded.iter().all(u8::is_ascii_whitespace) {
         return Ok(Payload::Json(Value::Null));
     }
+    body::check_values(&decoded, max_values)?;
     serde_json::from_slice(&decoded)
         .map(Payload::Json)
         .map_err(|e| json_error(&decoded, &e))
@@ -185,7 +189,12 @@ async fn serve(
     let _in_flight = state.metrics.as_ref().map(|m| m.in_flight());
     let routed = async {
         let decoded = body::read(&headers, body, state.config.body_limit).await?;
-        let payload = payload(&headers, decoded)?;
+        let max_values = state.config.max_values;
+        let headers = headers.clone();
+        let payload = body::offload(decoded.len(), move || {
+            payload(&headers, decoded, max_values)
+        })
+        .await?;
         let endpoint = state
             .table
             .load()

@@ -32,7 +32,7 @@ pub fn status(error: &pipeline::Error) -> StatusCode {
         E::NotFound { .. } => StatusCode::NOT_FOUND,
         E::BadRequest(_) | E::InvalidInput(_) | E::Cancelled => StatusCode::BAD_REQUEST,
         E::UserCode { invalid: true, .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        E::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        E::TooLarge(_) | E::TooManyValues(_) => StatusCode::PAYLOAD_TOO_LARGE,
         E::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         E::UserCode { .. } | E::Worker(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -168,8 +168,12 @@ async fn run_infer(
         let bytes = body::read(&headers, body, state.config.body_limit).await?;
         let header_length = headers
             .get(v2_codec::HEADER_LENGTH)
-            .map(|v| v.to_str().unwrap_or("invalid"));
-        v2_codec::decode(&bytes, header_length)
+            .map(|v| v.to_str().unwrap_or("invalid").to_string());
+        let max_values = state.config.max_values;
+        body::offload(bytes.len(), move || {
+            v2_codec::decode(&bytes, header_length.as_deref(), max_values)
+        })
+        .await
     };
     let decoded = match tokio::time::timeout_at(ctx.deadline, decoded).await {
         Ok(decoded) => decoded,

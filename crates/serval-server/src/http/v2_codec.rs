@@ -246,7 +246,13 @@ fn flag(parameters: Option<&Map<String, Value>>, key: &str) -> Result<Option<boo
 }
 
 /// Decodes a request body. `header_length` is `Inference-Header-Content-Length` if present.
-pub fn decode(body: &[u8], header_length: Option<&str>) -> Result<Decoded, Error> {
+/// Decodes a V2 inference request (JSON, or a JSON header followed by binary tensors). The JSON
+/// text is refused past `max_values` values before it is parsed, and so are the decoded tensors.
+pub fn decode(
+    body: &[u8],
+    header_length: Option<&str>,
+    max_values: usize,
+) -> Result<Decoded, Error> {
     let (json, mut binary) = match header_length {
         None => (body, &[][..]),
         Some(text) => {
@@ -271,6 +277,7 @@ pub fn decode(body: &[u8], header_length: Option<&str>) -> Result<Decoded, Error
             body.split_at(n)
         }
     };
+    super::body::check_values(json, max_values)?;
     let request: RequestJson = serde_json::from_slice(json).map_err(|e| {
         bad(format!(
             "the request is not a valid V2 inference request: {e}"
@@ -356,6 +363,10 @@ pub fn decode(body: &[u8], header_length: Option<&str>) -> Result<Decoded, Error
             .collect::<Result<_, _>>()?,
     };
     parameters.remove("binary_data_output");
+    let total: usize = inputs.iter().map(|t: &InferTensor| t.data.len()).sum();
+    if total > max_values {
+        return Err(Error::TooManyValues(max_values));
+    }
     Ok(Decoded {
         id: request.id,
         parameters,
@@ -492,7 +503,7 @@ mod tests {
     use serde_json::json;
 
     fn decode_json(value: Value) -> Result<Decoded, Error> {
-        decode(&serde_json::to_vec(&value).unwrap(), None)
+        decode(&serde_json::to_vec(&value).unwrap(), None, usize::MAX)
     }
 
     #[test]
@@ -591,7 +602,7 @@ mod tests {
                "parameters": {"binary_data_output": false, "priority": 1}}),
             &[&x, &s],
         );
-        let d = decode(&body, Some(&n)).unwrap();
+        let d = decode(&body, Some(&n), usize::MAX).unwrap();
         assert_eq!(d.inputs[0].data, Elements::F32(vec![1.0, 2.0]));
         assert_eq!(d.inputs[1].data, Elements::Bytes(vec![b"abc".to_vec()]));
         assert_eq!(d.outputs, Some(vec!["y".to_string(), "z".to_string()]));
@@ -604,7 +615,7 @@ mod tests {
             &[&x[..6]],
         );
         assert!(
-            decode(&body, Some(&n))
+            decode(&body, Some(&n), usize::MAX)
                 .unwrap_err()
                 .to_string()
                 .contains("only 6 bytes")
@@ -614,7 +625,7 @@ mod tests {
             &[&x, &[0]],
         );
         assert!(
-            decode(&body, Some(&n))
+            decode(&body, Some(&n), usize::MAX)
                 .unwrap_err()
                 .to_string()
                 .contains("1 bytes of binary data")
@@ -624,15 +635,15 @@ mod tests {
             &[&x],
         );
         assert!(
-            decode(&body, Some(&n))
+            decode(&body, Some(&n), usize::MAX)
                 .unwrap_err()
                 .to_string()
                 .contains("holds 3 elements")
         );
-        assert!(decode(&body, Some("99999")).is_err());
-        assert!(decode(&body, Some("x")).is_err());
+        assert!(decode(&body, Some("99999"), usize::MAX).is_err());
+        assert!(decode(&body, Some("x"), usize::MAX).is_err());
         assert!(
-            decode(&body, Some("0"))
+            decode(&body, Some("0"), usize::MAX)
                 .unwrap_err()
                 .to_string()
                 .contains("raw binary")

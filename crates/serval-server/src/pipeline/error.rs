@@ -28,6 +28,11 @@ pub enum Error {
     /// The request body is larger than the limit (bytes).
     #[error("request body exceeds the limit of {0} bytes")]
     TooLarge(usize),
+    /// The request decodes into more values than the limit (`serve --max-values`).
+    #[error(
+        "the request holds more than {0} values, the limit of this server (serve --max-values)"
+    )]
+    TooManyValues(usize),
     #[error("request timed out after {} s", .0.as_secs_f64())]
     Timeout(Duration),
     /// The endpoint is configured but not serving (its model failed to load).
@@ -64,7 +69,7 @@ impl Error {
             Error::BadRequest(_) => "bad_request",
             Error::InvalidInput(_) => "invalid_input",
             Error::Cancelled => "cancelled",
-            Error::TooLarge(_) => "payload_too_large",
+            Error::TooLarge(_) | Error::TooManyValues(_) => "payload_too_large",
             Error::Timeout(_) => "timeout",
             Error::Unavailable { .. } => "unavailable",
             Error::UserCode { invalid: true, .. } => "invalid_input",

@@ -112,6 +112,7 @@ impl Setup {
             port: 0,
             grpc_port: None,
             body_limit: 1 << 20,
+            max_values: 16_000_000,
             request_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_millis(50),
             notify: true,

@@ -21,6 +21,7 @@ fn seconds(flag: &str, value: f64) -> Result<Duration> {
 pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> {
     let service = ctx.service()?;
     ensure!(args.body_limit > 0, "--body-limit must be positive");
+    ensure!(args.max_values > 0, "--max-values must be positive");
     ensure!(
         (1..=64).contains(&args.python_workers),
         "--python-workers must be between 1 and 64"
@@ -35,6 +36,7 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         port: args.port,
         grpc_port: args.grpc_port.0,
         body_limit: args.body_limit,
+        max_values: args.max_values,
         request_timeout: seconds("--request-timeout", args.request_timeout)?,
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         notify: !args.poll_only,

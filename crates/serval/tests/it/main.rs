@@ -8,6 +8,7 @@ mod cli_registry;
 mod cli_service;
 mod concurrency;
 mod examples;
+mod hardening;
 mod monitoring;
 mod predict;
 mod python_faults;
