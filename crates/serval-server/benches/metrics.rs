@@ -111,6 +111,8 @@ fn state(dir: &Path, store: Arc<dyn Store>, service: &str, metrics: bool) -> App
         python_workers: 1,
         metrics,
         metrics_port: None,
+        require_auth: false,
+        auth_metrics: false,
     };
     let instance = Instance {
         id: "bench".into(),

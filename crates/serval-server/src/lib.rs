@@ -11,6 +11,7 @@
 //! Module dependencies point one way: protocol adapters (`http`, `grpc`, `calls`) → `models` →
 //! `table` → `pipeline` → `metrics`; `sync` → `loader` → {`table`, `pipeline`}.
 
+mod auth;
 mod calls;
 pub mod grpc;
 pub mod http;
@@ -70,6 +71,10 @@ pub struct ServeConfig {
     pub metrics: bool,
     /// Also serve `/metrics` on this port.
     pub metrics_port: Option<u16>,
+    /// Require an API key on inference and model routes (`serve --require-auth`).
+    pub require_auth: bool,
+    /// With `require_auth`: also on `/metrics`.
+    pub auth_metrics: bool,
 }
 
 /// Who this server instance is (reported in the store).

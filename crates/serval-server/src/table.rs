@@ -62,6 +62,31 @@ pub struct Slot {
     pub attempt: Option<Attempt>,
 }
 
+/// A load error as a client may see it: absolute filesystem paths become `<path>` (the full text
+/// stays in the logs and in `serval model list`).
+pub fn without_paths(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            let core = word.trim_start_matches(['\'', '"', '(', '[']);
+            if core.starts_with('/') && core[1..].contains('/') {
+                let lead = &word[..word.len() - core.len()];
+                let tail: String = core
+                    .chars()
+                    .rev()
+                    .take_while(|c| matches!(c, ':' | ',' | ')' | ']' | '\'' | '"' | '.'))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                format!("{lead}<path>{tail}")
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A canary after resolution: serving targets with normalised cumulative weights.
 #[derive(Debug, Clone)]
 pub struct CanaryRoute {
@@ -145,6 +170,8 @@ pub struct RoutingTable {
     pub canaries: HashMap<String, CanaryRoute>,
     /// Endpoint name → url of its highest version (for unversioned requests).
     pub latest: HashMap<String, String>,
+    /// The service's API keys (checked by `auth` when the server requires keys).
+    pub api_keys: Vec<serval_store::ApiKey>,
 }
 
 impl RoutingTable {
@@ -171,6 +198,7 @@ impl RoutingTable {
             slots,
             canaries,
             latest,
+            api_keys: Vec::new(),
         }
     }
 
@@ -200,8 +228,8 @@ impl RoutingTable {
             reason: slot
                 .status
                 .error
-                .clone()
-                .unwrap_or_else(|| "not loaded".into()),
+                .as_deref()
+                .map_or_else(|| "not loaded".into(), without_paths),
         })
     }
 
@@ -308,5 +336,26 @@ mod tests {
         let route = CanaryRoute::resolve(&c, &["m/1", "m/2", "m/10"]).unwrap();
         assert_eq!(route.targets, vec!["m/10", "m/2"]);
         assert!((route.cumulative[0] - 0.1).abs() < 1e-12);
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::without_paths;
+
+    #[test]
+    fn client_errors_carry_no_paths() {
+        assert_eq!(
+            without_paths("cannot read /root/.serval/cache/blobs/ab/m.json: No such file"),
+            "cannot read <path>: No such file"
+        );
+        assert_eq!(
+            without_paths("model file '/tmp/x/model.txt' changed (sha256 a, registry b)"),
+            "model file '<path>' changed (sha256 a, registry b)"
+        );
+        assert_eq!(
+            without_paths("engine 'triton' is 1/2 done"),
+            "engine 'triton' is 1/2 done"
+        );
     }
 }

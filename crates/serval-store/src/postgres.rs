@@ -22,7 +22,10 @@ use crate::sql::{Backend, Row, SqlStore, Tx, Value};
 use crate::{ChangeFeed, Result, StoreError, redact_url};
 
 /// Schema migrations, applied in order; `serval_schema.version` is the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_initial.sql"),
+    include_str!("../migrations/postgres/0002_api_keys.sql"),
+];
 
 /// The advisory lock every write transaction (and migration) takes: "serval" in ASCII.
 const WRITE_LOCK: i64 = 0x7365_7276_616c;

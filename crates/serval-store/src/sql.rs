@@ -395,6 +395,22 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
     }
 
     let rows = tx.query(
+        "SELECT name, sha256, endpoints, created_ms, expires_ms FROM api_keys WHERE service_id = $1",
+        &[id.into()],
+    )?;
+    for mut r in rows {
+        let name = r.text(0)?;
+        let key = crate::ApiKey {
+            name: name.clone(),
+            sha256: r.text(1)?,
+            endpoints: r.opt_text(2)?,
+            created_ms: r.int(3)?,
+            expires_ms: r.opt_int(4)?,
+        };
+        config.api_keys.insert(name, key);
+    }
+
+    let rows = tx.query(
         "SELECT endpoint, version, model_id FROM auto_update_versions WHERE service_id = $1",
         &[id.into()],
     )?;
@@ -588,6 +604,27 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
             Ok(())
         },
         |tx, endpoint| delete_keyed(tx, "metric_rules", "endpoint", id, endpoint),
+    )?;
+    write_diff(
+        tx,
+        &old.api_keys,
+        &new.api_keys,
+        |tx, name, k| {
+            tx.execute(
+                "INSERT INTO api_keys (service_id, name, sha256, endpoints, created_ms, expires_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    id.into(),
+                    name.into(),
+                    (&k.sha256).into(),
+                    (&k.endpoints).into(),
+                    k.created_ms.into(),
+                    k.expires_ms.into(),
+                ],
+            )?;
+            Ok(())
+        },
+        |tx, name| delete_keyed(tx, "api_keys", "name", id, name),
     )?;
     write_diff(
         tx,

@@ -52,6 +52,9 @@ pub struct ServiceConfig {
     /// in every write that can change it); edits to it by callers are overwritten.
     #[serde(default)]
     pub auto_versions: BTreeMap<String, crate::auto_update::VersionMap>,
+    /// API keys for inference (`serval auth`), by name; enforced by `serve --require-auth`.
+    #[serde(default)]
+    pub api_keys: BTreeMap<String, ApiKey>,
 }
 
 impl ServiceConfig {
@@ -274,6 +277,36 @@ impl MetricVariable {
             MetricVariable::Value => "value",
             MetricVariable::Counter => "counter",
         }
+    }
+}
+
+/// An API key: only its sha256 is stored (keys are 256-bit random, so a plain hash is enough).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub name: String,
+    /// Hex sha256 of the key.
+    pub sha256: String,
+    /// Endpoint names the key may call: a name, or a prefix ending in `*`; `None`: all.
+    pub endpoints: Option<String>,
+    pub created_ms: i64,
+    /// Epoch ms after which the key is refused; `None`: never.
+    pub expires_ms: Option<i64>,
+}
+
+impl ApiKey {
+    /// Whether the key may call `endpoint` (an endpoint or canary name, without version).
+    pub fn allows(&self, endpoint: &str) -> bool {
+        match self.endpoints.as_deref() {
+            None => true,
+            Some(pattern) => match pattern.strip_suffix('*') {
+                Some(prefix) => endpoint.starts_with(prefix),
+                None => endpoint == pattern,
+            },
+        }
+    }
+
+    pub fn expired(&self, now_ms: i64) -> bool {
+        self.expires_ms.is_some_and(|at| now_ms >= at)
     }
 }
 

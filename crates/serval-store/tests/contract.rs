@@ -468,6 +468,16 @@ fn populate(store: &dyn Store) -> Service {
                 },
             );
             c.settings.serving_base_url = Some("http://127.0.0.1:8080/serve".into());
+            c.api_keys.insert(
+                "ci".into(),
+                serval_store::ApiKey {
+                    name: "ci".into(),
+                    sha256: "cd".repeat(32),
+                    endpoints: Some("m*".into()),
+                    created_ms: 7,
+                    expires_ms: Some(9),
+                },
+            );
             Ok(())
         })
         .unwrap();

@@ -68,12 +68,44 @@ pub enum Command {
     Metrics(MetricsCommand),
     /// Run a model file locally through a native engine and print the reply as JSON
     Predict(PredictArgs),
+    /// API keys for inference (enforced by `serve --require-auth`)
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Move a whole store: export it as JSON, import it elsewhere, run schema migrations
     #[command(subcommand)]
     Store(StoreCommand),
     /// Serve the service's endpoints: clearml's /serve/{endpoint}[/{version}] and the Open
     /// Inference Protocol (KServe V2) over REST and gRPC
     Serve(ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Create an API key; prints only the key on stdout (it is not stored, only its hash)
+    CreateKey(AuthCreateArgs),
+    /// List the service's API keys (names, scopes, expiry; never the keys)
+    List,
+    /// Revoke an API key: every server refuses it after its next reload
+    Revoke(AuthRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuthCreateArgs {
+    /// A name for the key (letters, digits, '-', '_', '.')
+    #[arg(long)]
+    pub name: String,
+    /// Endpoints the key may call: a name, or a prefix ending in '*' [default: all]
+    #[arg(long)]
+    pub endpoints: Option<String>,
+    /// Lifetime, e.g. 30d, 12h [default: never expires]
+    #[arg(long)]
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthRevokeArgs {
+    /// The key's name
+    pub name: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +212,13 @@ pub struct ServeArgs {
     /// least recently used files that no endpoint uses are evicted [default: unbounded]
     #[arg(long, env = "SERVAL_CACHE_SIZE", value_parser = byte_size)]
     pub cache_size: Option<ByteSize>,
+    /// Require an API key (`Authorization: Bearer KEY`, gRPC metadata `authorization`) on every
+    /// inference and model route; health stays open (`serval auth create-key`)
+    #[arg(long, env = "SERVAL_REQUIRE_AUTH")]
+    pub require_auth: bool,
+    /// With --require-auth: also require a key on /metrics
+    #[arg(long, env = "SERVAL_AUTH_METRICS")]
+    pub auth_metrics: bool,
     /// Ignore the store's change notifications (PostgreSQL LISTEN/NOTIFY) and rely on polling
     /// alone
     #[arg(long, env = "SERVAL_POLL_ONLY")]

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, MetricsCommand, ModelCommand, StoreCommand};
-use commands::{endpoints, metrics, predict, registry, serve, service, store};
+use cli::{AuthCommand, Cli, Command, MetricsCommand, ModelCommand, StoreCommand};
+use commands::{auth, endpoints, metrics, predict, registry, serve, service, store};
 use context::Context;
 
 fn run(cli: &Cli) -> Result<()> {
@@ -44,6 +44,11 @@ fn run(cli: &Cli) -> Result<()> {
             MetricsCommand::Add(args) => metrics::add(&ctx, args),
             MetricsCommand::Remove(args) => metrics::remove(&ctx, args),
             MetricsCommand::List => metrics::list(&ctx),
+        },
+        Command::Auth(cmd) => match cmd {
+            AuthCommand::CreateKey(args) => auth::create_key(&ctx, args),
+            AuthCommand::List => auth::list(&ctx),
+            AuthCommand::Revoke(args) => auth::revoke(&ctx, args),
         },
         Command::Store(cmd) => match cmd {
             StoreCommand::Export(args) => store::export(&ctx, args),

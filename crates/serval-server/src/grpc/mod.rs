@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
-use crate::AppState;
 use crate::models;
 use crate::pipeline::{self, Context, Input, Output, Protocol};
+use crate::{AppState, auth};
 
 /// The generated messages, server and client (`proto/inference.proto`).
 pub mod proto {
@@ -91,6 +91,11 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
+        auth::check_grpc(
+            &self.state,
+            request.metadata(),
+            Some(&request.get_ref().name),
+        )?;
         let request = request.into_inner();
         let ready = models::is_ready(&self.state, &request.name, version(&request.version))
             .map_err(status)?;
@@ -112,6 +117,11 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
+        auth::check_grpc(
+            &self.state,
+            request.metadata(),
+            Some(&request.get_ref().name),
+        )?;
         let request = request.into_inner();
         let meta = models::metadata(&self.state, &request.name, version(&request.version))
             .map_err(status)?;
@@ -138,6 +148,11 @@ impl GrpcInferenceService for InferenceService {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let state = &self.state;
+        auth::check_grpc(
+            state,
+            request.metadata(),
+            Some(&request.get_ref().model_name),
+        )?;
         let timeout = request
             .metadata()
             .get("grpc-timeout")
@@ -205,6 +220,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        auth::check_grpc(&self.state, request.metadata(), None)?;
         let ready_only = request.into_inner().ready;
         let models = models::index(&self.state, ready_only)
             .into_iter()

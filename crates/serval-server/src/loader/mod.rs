@@ -300,7 +300,9 @@ impl Loader {
             self.evict(limit, &slots);
         }
         let canaries: Vec<_> = snapshot.config.canaries.values().collect();
-        RoutingTable::new(snapshot.service.revision, slots, &canaries)
+        let mut table = RoutingTable::new(snapshot.service.revision, slots, &canaries);
+        table.api_keys = snapshot.config.api_keys.values().cloned().collect();
+        table
     }
 
     /// Keeps the download cache under `limit` bytes, never removing a file a slot was loaded from.

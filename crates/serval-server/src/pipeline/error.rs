@@ -107,7 +107,7 @@ impl Error {
             PyError::WorkerExited(m) | PyError::Protocol(m) => Error::Worker(m),
             PyError::Unavailable(reason) => Error::Unavailable {
                 endpoint: endpoint.to_string(),
-                reason,
+                reason: crate::table::without_paths(&reason),
             },
         }
     }

@@ -430,3 +430,81 @@ async fn health_service_follows_readiness() {
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
     }
 }
+
+/// `require_auth`: ModelInfer and ModelMetadata need `authorization: Bearer KEY` metadata; a
+/// scoped key reaches only its endpoints; health stays open.
+#[tokio::test]
+async fn api_keys_over_grpc() {
+    let setup = Setup::new();
+    let key = "sk-serval-test-key";
+    setup.edit(|c| {
+        c.api_keys.insert(
+            "ci".into(),
+            serval_store::ApiKey {
+                name: "ci".into(),
+                sha256: serval_artifacts::hash_bytes(key.as_bytes()),
+                endpoints: Some("test_model_lgbm*".into()),
+                created_ms: 0,
+                expires_ms: None,
+            },
+        );
+    });
+    let xgb = setup.model(&fixture("clearml_xgb.json"));
+    let lgbm = setup.model(&fixture("clearml_lgbm.txt"));
+    setup.endpoint("test_model_xgb", None, EngineKind::Xgboost, &xgb);
+    setup.endpoint("test_model_lgbm", None, EngineKind::Lightgbm, &lgbm);
+    let mut config = setup.config();
+    config.require_auth = true;
+    let state = setup.state(config);
+    state.sync().await.unwrap();
+    let (mut client, _stop) = start(&state).await;
+
+    let with_key = |mut request: tonic::Request<ModelInferRequest>, key: &str| {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        request
+    };
+    let lgbm_request = || {
+        request(
+            "test_model_lgbm",
+            "",
+            vec![fp32_input("input", vec![1, 4], IRIS_ROW.to_vec())],
+        )
+    };
+    let missing = client.model_infer(lgbm_request()).await.unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated, "{missing:?}");
+    let wrong = client
+        .model_infer(with_key(
+            tonic::Request::new(lgbm_request()),
+            "sk-serval-wrong",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
+    client
+        .model_infer(with_key(tonic::Request::new(lgbm_request()), key))
+        .await
+        .unwrap();
+    let scoped = client
+        .model_infer(with_key(tonic::Request::new(iris_xgb()), key))
+        .await
+        .unwrap_err();
+    assert_eq!(scoped.code(), Code::PermissionDenied, "{scoped:?}");
+    let metadata = client
+        .model_metadata(ModelMetadataRequest {
+            name: "test_model_lgbm".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(metadata.code(), Code::Unauthenticated);
+    assert!(
+        client
+            .server_ready(ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+}

@@ -124,6 +124,8 @@ impl Setup {
             python_workers: 1,
             metrics: true,
             metrics_port: None,
+            require_auth: false,
+            auth_metrics: false,
         }
     }
 

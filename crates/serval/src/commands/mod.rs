@@ -1,5 +1,6 @@
 //! One module per command group; each function runs one command against a [`Context`].
 
+pub mod auth;
 pub mod endpoints;
 pub mod metrics;
 pub mod predict;

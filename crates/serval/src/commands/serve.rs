@@ -52,6 +52,8 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         python_workers: args.python_workers,
         metrics: !args.disable_metrics,
         metrics_port: args.metrics_port,
+        require_auth: args.require_auth,
+        auth_metrics: args.auth_metrics,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

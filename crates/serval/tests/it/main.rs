@@ -1,6 +1,7 @@
 //! Integration tests: the real `serval` binary against a temporary home.
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod auto_update;
 mod cli_endpoints;
 mod cli_metrics;
