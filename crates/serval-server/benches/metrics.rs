@@ -100,6 +100,8 @@ fn state(dir: &Path, store: Arc<dyn Store>, service: &str, metrics: bool) -> App
         grpc_port: None,
         body_limit: 1 << 20,
         max_values: 16_000_000,
+        max_in_flight: 4096,
+        max_in_flight_per_endpoint: 1024,
         request_timeout: Duration::from_secs(30),
         poll_interval: Duration::from_millis(250),
         notify: true,

@@ -49,6 +49,10 @@ pub struct ServeConfig {
     pub body_limit: usize,
     /// Most values (numbers, strings, …) one request may decode into (413 past it).
     pub max_values: usize,
+    /// Inference requests in flight in the whole server; more are answered 429 at once.
+    pub max_in_flight: usize,
+    /// Inference requests in flight per endpoint; more are answered 429.
+    pub max_in_flight_per_endpoint: usize,
     pub request_timeout: Duration,
     /// How often the store revision is checked.
     pub poll_interval: Duration,
@@ -96,6 +100,8 @@ pub struct AppState {
     /// The first load pass has finished (a watch, so the gRPC health service can follow it).
     pub ready: Arc<watch::Sender<bool>>,
     pub reloads: Arc<AtomicU64>,
+    /// The server-wide in-flight bound (admission control).
+    pub admission: Arc<tokio::sync::Semaphore>,
     /// Whether the control store answers (the server keeps serving when it does not).
     pub store_health: Arc<sync::StoreHealth>,
     pub instance: Arc<Instance>,
@@ -105,6 +111,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(config: ServeConfig, store: Arc<dyn Store>, instance: Instance) -> Self {
+        let max_in_flight = config.max_in_flight;
         let metrics = config
             .metrics
             .then(|| Arc::new(metrics::Metrics::default()));
@@ -115,6 +122,7 @@ impl AppState {
             ready: Arc::new(watch::Sender::new(false)),
             reloads: Arc::new(AtomicU64::new(0)),
             store_health: Arc::default(),
+            admission: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
             instance: Arc::new(instance),
             metrics,
         }
@@ -126,6 +134,7 @@ impl AppState {
             store: self.store.clone(),
             cache_dir: self.config.cache_dir.clone(),
             cache_size: self.config.cache_size,
+            max_in_flight_per_endpoint: self.config.max_in_flight_per_endpoint,
             onnx: self.config.onnx.clone(),
             runtime: tokio::runtime::Handle::try_current().ok(),
             calls: Arc::new(calls::ServerCalls {

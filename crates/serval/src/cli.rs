@@ -202,6 +202,17 @@ pub struct ServeArgs {
     /// are counted before they are parsed, tensors after decoding (413 past it)
     #[arg(long, env = "SERVAL_MAX_VALUES", default_value_t = 16_000_000)]
     pub max_values: usize,
+    /// Inference requests in flight in the whole server (HTTP and gRPC); more are answered 429
+    /// (gRPC RESOURCE_EXHAUSTED) with Retry-After at once
+    #[arg(long, env = "SERVAL_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// Inference requests in flight per endpoint; more are answered 429 with Retry-After
+    #[arg(
+        long,
+        env = "SERVAL_MAX_IN_FLIGHT_PER_ENDPOINT",
+        default_value_t = 1024
+    )]
+    pub max_in_flight_per_endpoint: usize,
     /// Per-request timeout in seconds (504 past it)
     #[arg(long, env = "SERVAL_REQUEST_TIMEOUT", default_value_t = 60.0)]
     pub request_timeout: f64,

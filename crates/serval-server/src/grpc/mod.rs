@@ -36,7 +36,9 @@ pub fn status(error: pipeline::Error) -> Status {
             Status::invalid_argument(message)
         }
         E::Cancelled => Status::cancelled(message),
-        E::TooLarge(_) | E::TooManyValues(_) => Status::resource_exhausted(message),
+        E::TooLarge(_) | E::TooManyValues(_) | E::Overloaded(_) => {
+            Status::resource_exhausted(message)
+        }
         E::Timeout(_) => Status::deadline_exceeded(message),
         E::Unavailable { .. } => Status::unavailable(message),
         E::UserCode { .. } | E::Worker(_) | E::Internal(_) => Status::internal(message),
@@ -153,6 +155,9 @@ impl GrpcInferenceService for InferenceService {
             request.metadata(),
             Some(&request.get_ref().model_name),
         )?;
+        let _permit = state.admission.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(crate::http::overloaded(state.config.max_in_flight))
+        })?;
         let timeout = request
             .metadata()
             .get("grpc-timeout")

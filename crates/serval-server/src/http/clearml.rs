@@ -80,6 +80,7 @@ impl IntoResponse for ServeError {
                 (StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
             }
             E::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, error.to_string()),
+            E::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, error.to_string()),
             E::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
             // clearml's texts: ValueError → 422, anything else → 500 with two spaces.
             E::UserCode {
@@ -100,7 +101,14 @@ impl IntoResponse for ServeError {
                 format!("Error  [<class 'RuntimeError'>] processing request: {message}"),
             ),
         };
-        (status, Json(json!({ "detail": detail }))).into_response()
+        let mut response = (status, Json(json!({ "detail": detail }))).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(super::RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }
 

@@ -14,6 +14,49 @@ use serde_json::json;
 
 use crate::AppState;
 
+/// `Retry-After` of a 429 (admission control), in seconds.
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
+/// Admission control before any work is done: an inference request takes a permit of the
+/// server-wide in-flight bound (`serve --max-in-flight`) or is answered 429 at once.
+async fn admit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = request.uri().path();
+    let inference = path.starts_with("/serve/")
+        || (path.starts_with("/v2/models/") && path.ends_with("/infer"));
+    if !inference {
+        return next.run(request).await;
+    }
+    let Ok(_permit) = state.admission.clone().try_acquire_owned() else {
+        if let Some(metrics) = &state.metrics {
+            let protocol = if path.starts_with("/v2") {
+                crate::pipeline::Protocol::V2Rest
+            } else {
+                crate::pipeline::Protocol::Clearml
+            };
+            metrics.unrouted(protocol, "overloaded");
+        }
+        let error = crate::pipeline::Error::Overloaded(overloaded(state.config.max_in_flight));
+        return if path.starts_with("/v2") {
+            v2::V2Error::from(error).into_response()
+        } else {
+            clearml::ServeError::from(error).into_response()
+        };
+    };
+    next.run(request).await
+}
+
+/// The 429 text of the server-wide bound.
+pub fn overloaded(bound: usize) -> String {
+    format!(
+        "the server has {bound} requests in flight, its limit (serve --max-in-flight); retry later"
+    )
+}
+
 async fn not_found() -> (StatusCode, axum::Json<serde_json::Value>) {
     (
         StatusCode::NOT_FOUND,
@@ -41,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::compression::CompressionLayer::new())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::layer,

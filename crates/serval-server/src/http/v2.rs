@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::http::{body, v2_codec};
+use crate::http::{RETRY_AFTER_SECONDS, body, v2_codec};
 use crate::models::{self, EXTENSIONS, IndexItem, ModelMetadata, index, is_ready, metadata};
 use crate::pipeline::{self, Context, Input, Output, Protocol};
 
@@ -34,6 +34,7 @@ pub fn status(error: &pipeline::Error) -> StatusCode {
         E::UserCode { invalid: true, .. } => StatusCode::UNPROCESSABLE_ENTITY,
         E::TooLarge(_) | E::TooManyValues(_) => StatusCode::PAYLOAD_TOO_LARGE,
         E::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        E::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
         E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         E::UserCode { .. } | E::Worker(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -44,7 +45,15 @@ impl IntoResponse for V2Error {
         if self.0.is_server_error() {
             tracing::warn!(kind = self.0.kind(), "{}", self.0);
         }
-        (status(&self.0), Json(json!({"error": self.0.to_string()}))).into_response()
+        let mut response =
+            (status(&self.0), Json(json!({"error": self.0.to_string()}))).into_response();
+        if matches!(self.0, pipeline::Error::Overloaded(_)) {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Loader {
     pub cache_dir: PathBuf,
     /// Bound of the download cache in bytes (`serve --cache-size`); `None`: unbounded.
     pub cache_size: Option<u64>,
+    /// Requests in flight per endpoint (admission control).
+    pub max_in_flight_per_endpoint: usize,
     pub onnx: OnnxOptions,
     /// Where Python worker pools run their tasks (`None`: Python endpoints fail to load).
     pub runtime: Option<tokio::runtime::Handle>,
@@ -197,6 +199,7 @@ impl Loader {
                 metrics: self.metrics.as_ref().map(|m| m.endpoint(url)),
                 monitor: arc_swap::ArcSwapOption::empty(),
                 library_requests: AtomicU64::new(0),
+                admission: pipeline::Admission::new(self.max_in_flight_per_endpoint),
             },
             stamp,
         })

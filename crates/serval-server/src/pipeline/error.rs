@@ -33,6 +33,9 @@ pub enum Error {
         "the request holds more than {0} values, the limit of this server (serve --max-values)"
     )]
     TooManyValues(usize),
+    /// Admission control: too many requests in flight (HTTP 429 with Retry-After).
+    #[error("{0}")]
+    Overloaded(String),
     #[error("request timed out after {} s", .0.as_secs_f64())]
     Timeout(Duration),
     /// The endpoint is configured but not serving (its model failed to load).
@@ -71,6 +74,7 @@ impl Error {
             Error::Cancelled => "cancelled",
             Error::TooLarge(_) | Error::TooManyValues(_) => "payload_too_large",
             Error::Timeout(_) => "timeout",
+            Error::Overloaded(_) => "overloaded",
             Error::Unavailable { .. } => "unavailable",
             Error::UserCode { invalid: true, .. } => "invalid_input",
             Error::UserCode { .. } => "user_code",

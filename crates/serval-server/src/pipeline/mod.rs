@@ -137,6 +137,32 @@ pub struct Endpoint {
     pub monitor: ArcSwapOption<Monitor>,
     /// Requests whose model ran in Python because preprocess returned non-array data.
     pub library_requests: AtomicU64,
+    /// The endpoint's in-flight bound (admission control).
+    pub admission: Admission,
+}
+
+/// A bound on requests in flight: past it a request is refused at once (429), not queued.
+pub struct Admission {
+    permits: Arc<tokio::sync::Semaphore>,
+    bound: usize,
+}
+
+impl Admission {
+    pub fn new(bound: usize) -> Self {
+        Admission {
+            permits: Arc::new(tokio::sync::Semaphore::new(bound)),
+            bound,
+        }
+    }
+
+    fn admit(&self, url: &str) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
+            Error::Overloaded(format!(
+                "endpoint '{url}' has {} requests in flight, its limit (serve --max-in-flight-per-endpoint); retry later",
+                self.bound
+            ))
+        })
+    }
 }
 
 /// What executing a request produced, besides the output.
@@ -153,6 +179,15 @@ const STAGE_INFERENCE: usize = 2;
 /// Serves one request on a resolved endpoint within `ctx.deadline`, recording its metrics:
 /// outcome and duration always, clearml variables when the request is sampled.
 pub async fn run(endpoint: &Endpoint, input: Input, ctx: Context) -> Result<Output, Error> {
+    let _permit = match endpoint.admission.admit(&endpoint.url) {
+        Ok(permit) => permit,
+        Err(error) => {
+            if let Some(metrics) = &endpoint.metrics {
+                metrics.finished(Duration::ZERO, ctx.protocol, Err(error.kind()));
+            }
+            return Err(error);
+        }
+    };
     let start = Instant::now();
     let monitor = endpoint.monitor.load_full();
     let sampled = monitor.as_ref().is_some_and(|m| m.sample(fastrand::f64()));

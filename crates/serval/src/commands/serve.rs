@@ -23,6 +23,10 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
     ensure!(args.body_limit > 0, "--body-limit must be positive");
     ensure!(args.max_values > 0, "--max-values must be positive");
     ensure!(
+        args.max_in_flight > 0 && args.max_in_flight_per_endpoint > 0,
+        "--max-in-flight and --max-in-flight-per-endpoint must be positive"
+    );
+    ensure!(
         (1..=64).contains(&args.python_workers),
         "--python-workers must be between 1 and 64"
     );
@@ -37,6 +41,8 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         grpc_port: args.grpc_port.0,
         body_limit: args.body_limit,
         max_values: args.max_values,
+        max_in_flight: args.max_in_flight,
+        max_in_flight_per_endpoint: args.max_in_flight_per_endpoint,
         request_timeout: seconds("--request-timeout", args.request_timeout)?,
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         notify: !args.poll_only,

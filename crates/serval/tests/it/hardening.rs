@@ -112,3 +112,72 @@ fn amplified_bodies_are_refused_by_what_they_decode_into() {
     );
     assert_eq!(server.post("/serve/xgb", crate::serve::IRIS).0, 200);
 }
+
+/// Admission control: past the in-flight bounds a request is answered 429 with `Retry-After` at
+/// once (not queued), per endpoint and server-wide; the server keeps serving the rest.
+#[test]
+fn requests_past_the_in_flight_bounds_get_429_with_retry_after() {
+    let home = Home::new();
+    home.service("admission");
+    let code = home.write(
+        "slow/preprocess.py",
+        "import time\nclass Preprocess:\n    def process(self, data, state, collect_custom_statistics_fn=None):\n        time.sleep(data.get('sleep', 0))\n        return {'ok': 1}\n",
+    );
+    for endpoint in ["slow", "other"] {
+        home.ok(&[
+            "model",
+            "add",
+            "--engine",
+            "custom",
+            "--endpoint",
+            endpoint,
+            "--preprocess",
+            code.to_str().unwrap(),
+        ]);
+    }
+    let check = |server: &Server, busy: &str, refused: &str, what: &str| {
+        std::thread::scope(|scope| {
+            let slow = scope.spawn(|| server.post(busy, r#"{"sleep": 3}"#));
+            wait_until("the slow request in flight", || {
+                server
+                    .get_text("/metrics")
+                    .contains("serval_requests_in_flight 1")
+            });
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut response = agent
+                .post(format!("{}{refused}", server.base))
+                .header("Content-Type", "application/json")
+                .send("{}")
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 429, "{what}");
+            assert_eq!(response.headers().get("retry-after").unwrap(), "1");
+            let body = response.body_mut().read_to_string().unwrap();
+            assert!(body.contains(what), "{body}");
+            assert_eq!(slow.join().unwrap().0, 200, "the admitted request finishes");
+        });
+    };
+    let server = Server::start_with(&home, &["--max-in-flight-per-endpoint", "1"]);
+    wait_until("slow", || server.post("/serve/slow", "{}").0 == 200);
+    check(
+        &server,
+        "/serve/slow",
+        "/serve/slow",
+        "--max-in-flight-per-endpoint",
+    );
+    assert_eq!(server.post("/serve/other", "{}").0, 200);
+    drop(server);
+
+    let server = Server::start_with(&home, &["--max-in-flight", "1"]);
+    wait_until("slow", || server.post("/serve/slow", "{}").0 == 200);
+    check(
+        &server,
+        "/serve/slow",
+        "/v2/models/other/infer",
+        "--max-in-flight",
+    );
+    let (status, _) = server.post("/serve/other", "{}");
+    assert_eq!(status, 200, "a free slot again");
+}
