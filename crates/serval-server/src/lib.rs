@@ -13,6 +13,7 @@
 
 mod auth;
 mod calls;
+mod conn;
 pub mod grpc;
 pub mod http;
 mod loader;
@@ -75,6 +76,13 @@ pub struct ServeConfig {
     pub metrics: bool,
     /// Also serve `/metrics` on this port.
     pub metrics_port: Option<u16>,
+    /// Open connections per listener; more are closed at accept (`serve --max-connections`).
+    pub max_connections: usize,
+    /// How long a client may take to send request headers; also the keep-alive idle time.
+    pub header_read_timeout: Duration,
+    /// On SIGTERM: how long to keep answering (each HTTP/1 response with `Connection: close`,
+    /// readiness 503) before closing the connections that are left.
+    pub drain_delay: Duration,
     /// Require an API key on inference and model routes (`serve --require-auth`).
     pub require_auth: bool,
     /// With `require_auth`: also on `/metrics`.
@@ -100,6 +108,8 @@ pub struct AppState {
     /// The first load pass has finished (a watch, so the gRPC health service can follow it).
     pub ready: Arc<watch::Sender<bool>>,
     pub reloads: Arc<AtomicU64>,
+    /// Set on SIGTERM: responses say `Connection: close`, readiness answers 503.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     /// The server-wide in-flight bound (admission control).
     pub admission: Arc<tokio::sync::Semaphore>,
     /// Whether the control store answers (the server keeps serving when it does not).
@@ -122,6 +132,7 @@ impl AppState {
             ready: Arc::new(watch::Sender::new(false)),
             reloads: Arc::new(AtomicU64::new(0)),
             store_health: Arc::default(),
+            draining: Arc::default(),
             admission: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
             instance: Arc::new(instance),
             metrics,
@@ -245,32 +256,48 @@ pub async fn run(
 
     // Serve right away (liveness, readiness 503) while the first load pass runs.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut stop: watch::Receiver<bool>| async move {
-        let _ = stop.wait_for(|stop| *stop).await;
+    let (phase_tx, phase_rx) = watch::channel(conn::Phase::Serving);
+    let limits = conn::Limits {
+        max_connections: state.config.max_connections,
+        header_read_timeout: state.config.header_read_timeout,
     };
-    let app = router(state.clone());
-    let http_stop = stopped(stop_rx.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(no_delay(listener), app)
-            .with_graceful_shutdown(http_stop)
-            .await
-            .map_err(|e| e.to_string())
-    });
-    let grpc_server = grpc_listener.map(|listener| {
-        let grpc_stop = stopped(stop_rx.clone());
-        let state = state.clone();
-        tokio::spawn(async move {
-            grpc::serve(state, listener, grpc_stop)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    });
+    if let Some(limit) = conn::raise_fd_limit() {
+        tracing::debug!("open files limit: {limit}");
+    }
+    let mut listeners_closed = Vec::new();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    listeners_closed.push(closed_rx);
+    let server = tokio::spawn(conn::serve(
+        listener,
+        router(state.clone()),
+        limits,
+        phase_rx.clone(),
+        closed_tx,
+    ));
+    let grpc_server = match grpc_listener {
+        Some(listener) => {
+            let (app, report) = grpc::app(state.clone()).await;
+            tokio::spawn(report);
+            let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+            listeners_closed.push(closed_rx);
+            Some(tokio::spawn(conn::serve(
+                listener,
+                app,
+                limits,
+                phase_rx.clone(),
+                closed_tx,
+            )))
+        }
+        None => None,
+    };
     let metrics_server = metrics_listener.map(|listener| {
         let app = http::metrics_router(state.clone());
-        let metrics_stop = stopped(stop_rx.clone());
+        let mut metrics_stop = stop_rx.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)
-                .with_graceful_shutdown(metrics_stop)
+                .with_graceful_shutdown(async move {
+                    let _ = metrics_stop.wait_for(|stop| *stop).await;
+                })
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -281,6 +308,7 @@ pub async fn run(
         Ok(revision) => tracing::info!(revision, "ready: first load pass finished"),
         Err(e) => {
             let _ = stop_tx.send(true);
+            let _ = phase_tx.send(conn::Phase::Closing);
             return Err(format!("cannot read the serving service: {e}"));
         }
     }
@@ -288,10 +316,25 @@ pub async fn run(
     let sync_task = tokio::spawn(sync::run(state.clone(), state.loader(), stop_rx));
 
     shutdown_signal().await;
+    let started = std::time::Instant::now();
+    let drain_delay = state.config.drain_delay.min(shutdown_timeout);
     tracing::info!(
-        "shutting down: draining in-flight requests (up to {} s)",
+        "shutting down: readiness 503, no new connections, answering with 'Connection: close' for {} s, then draining (up to {} s in all)",
+        drain_delay.as_secs_f64(),
         shutdown_timeout.as_secs()
     );
+    // First no new connections (so a client told to leave cannot come back to a listener about
+    // to close), then every response says `Connection: close`.
+    state.ready.send_replace(false);
+    let _ = phase_tx.send(conn::Phase::Draining);
+    for closed in listeners_closed {
+        let _ = closed.await;
+    }
+    state
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(drain_delay).await;
+    let _ = phase_tx.send(conn::Phase::Closing);
     let _ = stop_tx.send(true);
     let drain = async {
         let _ = server.await;
@@ -302,7 +345,8 @@ pub async fn run(
             let _ = metrics.await;
         }
     };
-    if tokio::time::timeout(shutdown_timeout, drain).await.is_err() {
+    let left = shutdown_timeout.saturating_sub(started.elapsed());
+    if tokio::time::timeout(left, drain).await.is_err() {
         tracing::warn!(
             "in-flight requests did not finish within {} s",
             shutdown_timeout.as_secs()

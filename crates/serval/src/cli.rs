@@ -234,6 +234,17 @@ pub struct ServeArgs {
     /// alone
     #[arg(long, env = "SERVAL_POLL_ONLY")]
     pub poll_only: bool,
+    /// Open connections per listener (HTTP, gRPC); more are closed at accept
+    #[arg(long, env = "SERVAL_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Seconds a client may take to send a request's headers; also how long an idle keep-alive
+    /// connection stays open
+    #[arg(long, env = "SERVAL_HEADER_TIMEOUT", default_value_t = 30.0)]
+    pub header_timeout: f64,
+    /// On SIGTERM/SIGINT: seconds to keep answering existing connections (readiness 503, every
+    /// HTTP/1 response with `Connection: close`, no new connections) before closing the rest
+    #[arg(long, env = "SERVAL_DRAIN_DELAY", default_value_t = 1.0)]
+    pub drain_delay: f64,
     /// Seconds in-flight requests may take to finish on SIGTERM/SIGINT
     #[arg(long, env = "SERVAL_SHUTDOWN_TIMEOUT", default_value_t = 30.0)]
     pub shutdown_timeout: f64,

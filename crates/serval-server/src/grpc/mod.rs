@@ -261,6 +261,21 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let (router, report) = app(state).await;
+    tokio::spawn(report);
+    axum::serve(crate::no_delay(listener), router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The gRPC services (inference and `grpc.health.v1`) as an axum router, and a task that keeps
+/// the health service in step with readiness (NOT_SERVING while loading and while draining).
+pub async fn app(
+    state: AppState,
+) -> (
+    axum::Router,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
     use tonic_health::ServingStatus;
     type Inference = GrpcInferenceServiceServer<InferenceService>;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -270,23 +285,26 @@ pub async fn serve(
     health.set_not_serving::<Inference>().await;
     let mut ready = state.ready.subscribe();
     let report = async move {
-        if ready.wait_for(|ready| *ready).await.is_ok() {
+        loop {
+            if ready.wait_for(|ready| *ready).await.is_err() {
+                return;
+            }
             health.set_service_status("", ServingStatus::Serving).await;
             health.set_serving::<Inference>().await;
+            if ready.wait_for(|ready| !*ready).await.is_err() {
+                return;
+            }
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health.set_not_serving::<Inference>().await;
         }
     };
     let router = tonic::service::Routes::new(health_service)
         .add_service(service(state))
         .prepare()
         .into_axum_router();
-    let server = axum::serve(crate::no_delay(listener), router).with_graceful_shutdown(shutdown);
-    let server = std::future::IntoFuture::into_future(server);
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        () = report => {}
-    }
-    server.await
+    (router, report)
 }
 
 #[cfg(test)]

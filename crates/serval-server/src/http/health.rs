@@ -26,9 +26,14 @@ pub async fn live() -> Json<Value> {
 /// the status, not here.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if !state.is_ready() {
+        let status = if state.draining.load(Ordering::Relaxed) {
+            "draining"
+        } else {
+            "loading"
+        };
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "loading"})),
+            Json(json!({ "status": status })),
         );
     }
     let table = state.table.load();

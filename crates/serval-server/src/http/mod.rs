@@ -50,6 +50,24 @@ async fn admit(
     next.run(request).await
 }
 
+/// While draining (SIGTERM), every HTTP/1 response says `Connection: close`: each keep-alive
+/// client leaves after its answer instead of finding its connection closed later.
+async fn drain_layer(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let http1 = request.version() <= axum::http::Version::HTTP_11;
+    let mut response = next.run(request).await;
+    if http1 && state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// The 429 text of the server-wide bound.
 pub fn overloaded(bound: usize) -> String {
     format!(
@@ -85,6 +103,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::compression::CompressionLayer::new())
         .layer(axum::middleware::from_fn_with_state(state.clone(), admit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            drain_layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::layer,

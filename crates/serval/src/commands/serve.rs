@@ -23,6 +23,14 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
     ensure!(args.body_limit > 0, "--body-limit must be positive");
     ensure!(args.max_values > 0, "--max-values must be positive");
     ensure!(
+        args.max_connections > 0,
+        "--max-connections must be positive"
+    );
+    ensure!(
+        args.drain_delay.is_finite() && args.drain_delay >= 0.0,
+        "--drain-delay must be a number of seconds (0 or more)"
+    );
+    ensure!(
         args.max_in_flight > 0 && args.max_in_flight_per_endpoint > 0,
         "--max-in-flight and --max-in-flight-per-endpoint must be positive"
     );
@@ -58,6 +66,9 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         python_workers: args.python_workers,
         metrics: !args.disable_metrics,
         metrics_port: args.metrics_port,
+        max_connections: args.max_connections,
+        header_read_timeout: seconds("--header-timeout", args.header_timeout)?,
+        drain_delay: Duration::from_secs_f64(args.drain_delay.max(0.0)),
         require_auth: args.require_auth,
         auth_metrics: args.auth_metrics,
     };

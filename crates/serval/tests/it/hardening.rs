@@ -181,3 +181,184 @@ fn requests_past_the_in_flight_bounds_get_429_with_retry_after() {
     let (status, _) = server.post("/serve/other", "{}");
     assert_eq!(status, 200, "a free slot again");
 }
+
+fn xgb_home() -> Home {
+    let home = Home::new();
+    home.service("hardening");
+    let model = home.upload("iris", "xgb_multi_iris.json", &[]);
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "xgboost",
+        "--endpoint",
+        "xgb",
+        "--model-id",
+        &model,
+    ]);
+    home
+}
+
+/// A minimal HTTP/1.1 keep-alive client that honours `Connection: close` (as browsers, curl and
+/// Python's http.client do), so the test sees exactly what the server does.
+#[derive(Default)]
+struct KeepAlive {
+    stream: Option<std::io::BufReader<std::net::TcpStream>>,
+}
+
+impl KeepAlive {
+    fn post(&mut self, addr: &str, path: &str, body: &str) -> std::io::Result<u16> {
+        use std::io::BufRead;
+        if self.stream.is_none() {
+            let stream = std::net::TcpStream::connect(addr)?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            self.stream = Some(std::io::BufReader::new(stream));
+        }
+        let reader = self.stream.as_mut().unwrap();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: serval\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        reader.get_mut().write_all(request.as_bytes())?;
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let (mut length, mut close) = (0usize, false);
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let header = line.trim_end().to_ascii_lowercase();
+            if header.is_empty() {
+                break;
+            }
+            if let Some(v) = header.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if header == "connection: close" {
+                close = true;
+            }
+        }
+        let mut body = vec![0u8; length];
+        std::io::Read::read_exact(reader, &mut body)?;
+        if close {
+            self.stream = None;
+        }
+        Ok(status)
+    }
+}
+
+/// SIGTERM while 50 keep-alive clients send requests back to back: every request the server
+/// read gets its answer; clients then find the port closed (refused: nothing was sent).
+#[test]
+fn sigterm_under_keep_alive_load_leaves_no_request_unanswered() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let home = xgb_home();
+    let server = Server::start_with(&home, &["--drain-delay", "1"]);
+    wait_until("xgb", || {
+        server.post("/serve/xgb", crate::serve::IRIS).0 == 200
+    });
+    let answered = Arc::new(AtomicU64::new(0));
+    let unanswered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            let (base, answered, unanswered, stop) = (
+                server.base.clone(),
+                answered.clone(),
+                unanswered.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let addr = base.trim_start_matches("http://").to_string();
+                let mut client = KeepAlive::default();
+                while !stop.load(Ordering::Relaxed) {
+                    match client.post(&addr, "/serve/xgb", crate::serve::IRIS) {
+                        Ok(200) => {
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(status) => panic!("status {status}"),
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+                        Err(e) => {
+                            unanswered.lock().unwrap().push(e.to_string());
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_until("load on every client", || {
+        answered.load(Ordering::Relaxed) > 2_000
+    });
+    let status = server.stop();
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert!(status.success(), "{status:?}");
+    let unanswered = unanswered.lock().unwrap();
+    assert!(
+        unanswered.is_empty(),
+        "{} requests got no answer: {:?}",
+        unanswered.len(),
+        &unanswered[..unanswered.len().min(5)]
+    );
+}
+
+/// 500 connections that never finish their headers do not stop a good request, and each is
+/// closed by the server after the header timeout.
+#[test]
+fn slow_header_connections_do_not_stop_good_requests() {
+    use std::io::Read;
+    let home = xgb_home();
+    let server = Server::start_with(&home, &["--header-timeout", "2"]);
+    wait_until("xgb", || {
+        server.post("/serve/xgb", crate::serve::IRIS).0 == 200
+    });
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut slow: Vec<std::net::TcpStream> = (0..500)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+            stream
+                .write_all(b"POST /serve/xgb HTTP/1.1\r\nHost: serval\r\nX-Slow: ")
+                .unwrap();
+            stream
+        })
+        .collect();
+    assert_eq!(server.post("/serve/xgb", crate::serve::IRIS).0, 200);
+    assert_eq!(server.get("/health/live").0, 200);
+    for stream in &mut slow {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        // The server answers 408 or just closes: either way the read ends, not times out.
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    assert!(
+                        !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ),
+                        "a slow connection stayed open: {e}"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(server.post("/serve/xgb", crate::serve::IRIS).0, 200);
+}

@@ -1,0 +1,121 @@
+//! Serving connections ourselves (hyper-util), for what `axum::serve` does not offer: a bound on
+//! open connections, a header-read timeout (slow or idle clients cannot hold a connection), and a
+//! drain in two steps so keep-alive clients leave cleanly instead of finding their connection
+//! closed under a request:
+//!
+//! 1. [`Phase::Draining`]: stop accepting; existing connections keep being served, every HTTP/1
+//!    response says `Connection: close` (`http::drain_layer`), so each client leaves after its
+//!    next answer;
+//! 2. [`Phase::Closing`]: what is left gets a graceful shutdown (HTTP/1: close when idle; HTTP/2
+//!    and gRPC: GOAWAY, in-flight streams finish).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+/// Where the server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    Draining,
+    Closing,
+}
+
+/// Bounds on connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections per listener; more are closed at accept.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (also the idle keep-alive time).
+    pub header_read_timeout: Duration,
+}
+
+/// Accepts and serves connections until the phase leaves `Serving`, closes the listener (then
+/// reports it on `closed`), and waits for every connection to end (see the module docs).
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: Limits,
+    mut phase: watch::Receiver<Phase>,
+    closed: tokio::sync::oneshot::Sender<()>,
+) {
+    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(max));
+    let mut refused_logged = false;
+    loop {
+        let leaving = async {
+            let _ = phase.wait_for(|p| *p != Phase::Serving).await.map(|_| ());
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = leaving => break,
+        };
+        let (stream, _) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if !refused_logged {
+                tracing::warn!(
+                    "{max} connections open: closing new ones (serve --max-connections)"
+                );
+                refused_logged = true;
+            }
+            drop(stream);
+            continue;
+        };
+        refused_logged = false;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let mut phase = phase.clone();
+        tokio::spawn(async move {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            builder.http2().timer(TokioTimer::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let closing = async {
+                // `wait_for`'s guard is not Send: drop it inside this block.
+                let _ = phase.wait_for(|p| *p == Phase::Closing).await.map(|_| ());
+            };
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = closing => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = closed.send(());
+    // Every connection holds a slot until it ends.
+    let _ = slots.acquire_many(max as u32).await;
+}
+
+/// Raises the soft limit of open files to the hard limit (many connections need many fds);
+/// returns the limit now in force.
+pub fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
+    }
+    Some(soft)
+}
