@@ -113,6 +113,7 @@ fn state(dir: &Path, store: Arc<dyn Store>, service: &str, metrics: bool) -> App
         python_workers: 1,
         metrics,
         metrics_port: None,
+        tls: None,
         max_connections: 10_000,
         header_read_timeout: Duration::from_secs(30),
         drain_delay: Duration::from_millis(100),

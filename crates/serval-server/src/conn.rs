@@ -15,6 +15,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -43,6 +44,7 @@ pub async fn serve(
     limits: Limits,
     mut phase: watch::Receiver<Phase>,
     closed: tokio::sync::oneshot::Sender<()>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
@@ -78,26 +80,21 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
-        let service = TowerToHyperService::new(app.clone());
-        let mut phase = phase.clone();
+        let app = app.clone();
+        let phase = phase.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout);
-            builder.http2().timer(TokioTimer::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let closing = async {
-                // `wait_for`'s guard is not Send: drop it inside this block.
-                let _ = phase.wait_for(|p| *p == Phase::Closing).await.map(|_| ());
-            };
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = closing => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            match tls {
+                None => serve_io(stream, app, limits, phase).await,
+                Some(acceptor) => {
+                    // The handshake counts against the header timeout.
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => serve_io(stream, app, limits, phase).await,
+                        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
                 }
             }
             drop(slot);
@@ -107,6 +104,60 @@ pub async fn serve(
     let _ = closed.send(());
     // Every connection holds a slot until it ends.
     let _ = slots.acquire_many(max as u32).await;
+}
+
+/// Serves one connection until it ends, shutting it down gracefully when the phase is `Closing`.
+async fn serve_io<I>(io: I, app: axum::Router, limits: Limits, mut phase: watch::Receiver<Phase>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let closing = async {
+        // `wait_for`'s guard is not Send: drop it inside this block.
+        let _ = phase.wait_for(|p| *p == Phase::Closing).await.map(|_| ());
+    };
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = closing => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// A TLS acceptor (rustls) from PEM files: the certificate chain and its private key. ALPN
+/// offers HTTP/2 (gRPC) and HTTP/1.1.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read the TLS certificate {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{} holds no PEM certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read the TLS private key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("the TLS certificate and key do not work together: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Raises the soft limit of open files to the hard limit (many connections need many fds);

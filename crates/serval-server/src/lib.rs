@@ -83,6 +83,8 @@ pub struct ServeConfig {
     /// On SIGTERM: how long to keep answering (each HTTP/1 response with `Connection: close`,
     /// readiness 503) before closing the connections that are left.
     pub drain_delay: Duration,
+    /// Serve HTTP and gRPC over TLS with this PEM certificate chain and private key.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Require an API key on inference and model routes (`serve --require-auth`).
     pub require_auth: bool,
     /// With `require_auth`: also on `/metrics`.
@@ -197,6 +199,8 @@ async fn shutdown_signal() {
 pub struct Listening {
     pub http: SocketAddr,
     pub grpc: Option<SocketAddr>,
+    /// Both serve TLS.
+    pub tls: bool,
 }
 
 /// Accepts connections with `TCP_NODELAY`: a small write (a response, an HTTP/2 WINDOW_UPDATE or
@@ -248,10 +252,12 @@ pub async fn run(
         started_ms: serval_store::now_ms(),
     };
     let shutdown_timeout = config.shutdown_timeout;
+    let config_tls = config.tls.is_some();
     let state = AppState::new(config, store, instance);
     on_listening(Listening {
         http: addr,
         grpc: grpc_addr,
+        tls: config_tls,
     });
 
     // Serve right away (liveness, readiness 503) while the first load pass runs.
@@ -264,6 +270,10 @@ pub async fn run(
     if let Some(limit) = conn::raise_fd_limit() {
         tracing::debug!("open files limit: {limit}");
     }
+    let tls = match &state.config.tls {
+        Some((cert, key)) => Some(conn::tls_acceptor(cert, key)?),
+        None => None,
+    };
     let mut listeners_closed = Vec::new();
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
     listeners_closed.push(closed_rx);
@@ -273,6 +283,7 @@ pub async fn run(
         limits,
         phase_rx.clone(),
         closed_tx,
+        tls.clone(),
     ));
     let grpc_server = match grpc_listener {
         Some(listener) => {
@@ -286,6 +297,7 @@ pub async fn run(
                 limits,
                 phase_rx.clone(),
                 closed_tx,
+                tls.clone(),
             )))
         }
         None => None,

@@ -85,7 +85,7 @@ impl Postgres {
 
     /// The CA certificate of a [`Postgres::start_tls_only`] cluster.
     pub fn ca_file(&self) -> PathBuf {
-        self.dir.join("ca.crt")
+        self.dir.join("data/ca.crt")
     }
 
     fn init(tls: bool) -> Postgres {
@@ -134,65 +134,7 @@ impl Postgres {
     fn make_certificates(&self) {
         let data = self.dir.join("data");
         let d = |name: &str| data.join(name).to_str().unwrap().to_string();
-        std::fs::write(data.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        let ca = self.ca_file().to_string_lossy().into_owned();
-        let steps: [&[&str]; 3] = [
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=serval test CA",
-                "-keyout",
-                &d("ca.key"),
-                "-out",
-                &ca,
-            ],
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-keyout",
-                &d("server.key"),
-                "-out",
-                &d("server.csr"),
-            ],
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &d("server.csr"),
-                "-CA",
-                &ca,
-                "-CAkey",
-                &d("ca.key"),
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &d("san.ext"),
-                "-out",
-                &d("server.crt"),
-            ],
-        ];
-        for args in steps {
-            let out = Command::new("openssl")
-                .args(args)
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        make_tls_files(&data);
         let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
         conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
         std::fs::write(data.join("postgresql.conf"), conf).unwrap();
@@ -315,6 +257,81 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Certificates for a TLS server on 127.0.0.1, made with `openssl` in `dir`: a throwaway CA
+/// (`ca.crt`) and a server certificate (`server.crt`, key `server.key`) it signed.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn make_tls_files(dir: &Path) -> TlsFiles {
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=serval test CA",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.crt"),
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &p("server.key"),
+            "-out",
+            &p("server.csr"),
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &p("server.csr"),
+            "-CA",
+            &p("ca.crt"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &p("san.ext"),
+            "-out",
+            &p("server.crt"),
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    TlsFiles {
+        ca: dir.join("ca.crt"),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
     }
 }
 

@@ -223,6 +223,12 @@ pub struct ServeArgs {
     /// least recently used files that no endpoint uses are evicted [default: unbounded]
     #[arg(long, env = "SERVAL_CACHE_SIZE", value_parser = byte_size)]
     pub cache_size: Option<ByteSize>,
+    /// Serve HTTP and gRPC over TLS with this PEM certificate (chain); needs --tls-key
+    #[arg(long, env = "SERVAL_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "SERVAL_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Require an API key (`Authorization: Bearer KEY`, gRPC metadata `authorization`) on every
     /// inference and model route; health stays open (`serval auth create-key`)
     #[arg(long, env = "SERVAL_REQUIRE_AUTH")]

@@ -126,6 +126,7 @@ impl Setup {
             python_workers: 1,
             metrics: true,
             metrics_port: None,
+            tls: None,
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(30),
             drain_delay: Duration::from_millis(100),

@@ -18,6 +18,14 @@ fn seconds(flag: &str, value: f64) -> Result<Duration> {
     Ok(Duration::from_secs_f64(value))
 }
 
+fn tls(args: &ServeArgs) -> Result<Option<(std::path::PathBuf, std::path::PathBuf)>> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some((cert.clone(), key.clone()))),
+        (None, None) => Ok(None),
+        _ => Err(anyhow!("--tls-cert and --tls-key go together")),
+    }
+}
+
 pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> {
     let service = ctx.service()?;
     ensure!(args.body_limit > 0, "--body-limit must be positive");
@@ -66,6 +74,7 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         python_workers: args.python_workers,
         metrics: !args.disable_metrics,
         metrics_port: args.metrics_port,
+        tls: tls(args)?,
         max_connections: args.max_connections,
         header_read_timeout: seconds("--header-timeout", args.header_timeout)?,
         drain_delay: Duration::from_secs_f64(args.drain_delay.max(0.0)),
@@ -83,12 +92,17 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
             ctx.store.clone(),
             move |listening| {
                 // The one stdout line: scripts and tests read the bound addresses from it.
+                let (http, grpc) = if listening.tls {
+                    ("https", "grpcs")
+                } else {
+                    ("http", "grpc")
+                };
                 let grpc = listening
                     .grpc
-                    .map(|addr| format!(" and grpc://{addr}"))
+                    .map(|addr| format!(" and {grpc}://{addr}"))
                     .unwrap_or_default();
                 println!(
-                    "serval serve: listening on http://{}{grpc} (service {service_id})",
+                    "serval serve: listening on {http}://{}{grpc} (service {service_id})",
                     listening.http
                 );
                 let _ = std::io::stdout().flush();

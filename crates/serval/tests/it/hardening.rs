@@ -362,3 +362,82 @@ fn slow_header_connections_do_not_stop_good_requests() {
     }
     assert_eq!(server.post("/serve/xgb", crate::serve::IRIS).0, 200);
 }
+
+/// `--tls-cert/--tls-key`: HTTP and gRPC over TLS (checked by Python's ssl and tritonclient's
+/// gRPC client against the test CA); plain HTTP to the TLS port gets no answer.
+#[test]
+fn http_and_grpc_over_tls() {
+    use std::io::BufRead;
+    let home = xgb_home();
+    let certs = serval_testkit::make_tls_files(home.path());
+    let mut child = home
+        .command(&[
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--tls-cert",
+            certs.cert.to_str().unwrap(),
+            "--tls-key",
+            certs.key.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let https = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let grpcs = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("grpcs://"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let script = r#"
+import json, ssl, sys, time, urllib.request
+import tritonclient.grpc as grpcclient
+https, grpcs, ca = sys.argv[1:4]
+context = ssl.create_default_context(cafile=ca)
+body = json.dumps({"x0": 1, "x1": 2, "x2": 3, "x3": 4}).encode()
+for attempt in range(600):
+    try:
+        request = urllib.request.Request(https + "/serve/xgb", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, context=context) as r:
+            print("https", r.status, json.load(r))
+            break
+    except urllib.error.HTTPError as e:
+        time.sleep(0.1)
+client = grpcclient.InferenceServerClient(grpcs, ssl=True, root_certificates=ca)
+print("grpcs", client.is_model_ready("xgb"))
+"#;
+    let out = std::process::Command::new(crate::python())
+        .args(["-c", script, &https, &grpcs, certs.ca.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("https 200"), "{stdout}");
+    assert!(stdout.contains("grpcs True"), "{stdout}");
+    // Plain HTTP to the TLS port: no HTTP answer.
+    let plain = https.replace("https://", "http://");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    assert!(agent.get(format!("{plain}/health/live")).call().is_err());
+    let _ = child.kill();
+    let _ = child.wait();
+}
