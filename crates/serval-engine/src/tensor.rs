@@ -142,6 +142,62 @@ impl Tensor {
         })
     }
 
+    /// Rows `start..end` of the first dimension (for running a big batch in chunks).
+    pub fn rows(&self, start: usize, end: usize) -> Result<Tensor> {
+        let total = self.shape.first().copied().unwrap_or(1);
+        if self.shape.is_empty() || start > end || end > total {
+            return Err(EngineError::InvalidInput(format!(
+                "rows {start}..{end} out of a tensor of shape {:?}",
+                self.shape
+            )));
+        }
+        let width: usize = self.shape[1..].iter().product();
+        let (a, b) = (start * width, end * width);
+        let data = match &self.data {
+            TensorData::F32(v) => TensorData::F32(v[a..b].to_vec()),
+            TensorData::F64(v) => TensorData::F64(v[a..b].to_vec()),
+            TensorData::I64(v) => TensorData::I64(v[a..b].to_vec()),
+            TensorData::I32(v) => TensorData::I32(v[a..b].to_vec()),
+            TensorData::Bool(v) => TensorData::Bool(v[a..b].to_vec()),
+            TensorData::String(v) => TensorData::String(v[a..b].to_vec()),
+        };
+        let mut shape = self.shape.clone();
+        shape[0] = end - start;
+        Tensor::new(shape, data)
+    }
+
+    /// Stacks tensors along the first dimension (the inverse of [`Tensor::rows`]).
+    pub fn concat_rows(parts: Vec<Tensor>) -> Result<Tensor> {
+        let mut parts = parts.into_iter();
+        let first = parts
+            .next()
+            .ok_or_else(|| EngineError::Internal("nothing to concatenate".to_string()))?;
+        let (mut shape, mut data) = (first.shape, first.data);
+        for part in parts {
+            if part.shape.get(1..) != shape.get(1..) || part.shape.is_empty() {
+                return Err(EngineError::Internal(format!(
+                    "cannot stack shapes {shape:?} and {:?}",
+                    part.shape
+                )));
+            }
+            shape[0] += part.shape[0];
+            match (&mut data, part.data) {
+                (TensorData::F32(a), TensorData::F32(b)) => a.extend(b),
+                (TensorData::F64(a), TensorData::F64(b)) => a.extend(b),
+                (TensorData::I64(a), TensorData::I64(b)) => a.extend(b),
+                (TensorData::I32(a), TensorData::I32(b)) => a.extend(b),
+                (TensorData::Bool(a), TensorData::Bool(b)) => a.extend(b),
+                (TensorData::String(a), TensorData::String(b)) => a.extend(b),
+                _ => {
+                    return Err(EngineError::Internal(
+                        "cannot stack tensors of different types".to_string(),
+                    ));
+                }
+            }
+        }
+        Tensor::new(shape, data)
+    }
+
     /// A 2-d view's row count and width, for tabular models; a 1-d tensor is one row.
     pub fn rows_and_width(&self) -> Result<(usize, usize)> {
         match self.shape.as_slice() {
@@ -157,6 +213,19 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_split_and_stack_back() {
+        let t = Tensor::new(vec![3, 2], TensorData::I64(vec![1, 2, 3, 4, 5, 6])).unwrap();
+        let a = t.rows(0, 2).unwrap();
+        let b = t.rows(2, 3).unwrap();
+        assert_eq!(a.shape(), &[2, 2]);
+        assert_eq!(b.data(), &TensorData::I64(vec![5, 6]));
+        assert_eq!(Tensor::concat_rows(vec![a, b]).unwrap(), t);
+        assert!(t.rows(2, 4).is_err());
+        let f = Tensor::new(vec![1], TensorData::F32(vec![1.0])).unwrap();
+        assert!(Tensor::concat_rows(vec![t, f]).is_err());
+    }
 
     #[test]
     fn shape_must_match_data() {

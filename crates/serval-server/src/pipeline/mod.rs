@@ -258,7 +258,7 @@ async fn execute(
     };
     let executed = match &endpoint.runner {
         Runner::Native(model) => Executed {
-            output: native::run(endpoint, model, input).await?,
+            output: native::run(endpoint, model, input, ctx.deadline).await?,
             stats: None,
         },
         Runner::Python(pool) => python::run(endpoint, pool, None, input, ctx, sampled).await?,

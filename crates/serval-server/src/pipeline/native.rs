@@ -2,9 +2,10 @@
 //! two request forms — a clearml JSON body through the default mapping, or V2 tensors as they are.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serval_core::{reply_from_outputs, request_to_inputs};
-use serval_engine::{Engine, NamedOutput, NamedTensor};
+use serval_engine::{Engine, NamedOutput, NamedTensor, OutputValue, Tensor};
 use serval_store::EngineKind;
 use tokio::time::Instant;
 
@@ -13,6 +14,10 @@ use crate::metrics::EndpointMetrics;
 
 /// Batches of at most this many rows run inline on tree models.
 const TREE_INLINE_ROWS: usize = 64;
+/// Tree models run bigger batches in chunks of this many rows and check between chunks that the
+/// request is still wanted: work for a request past its deadline (or whose client left) stops
+/// within one chunk instead of running to the end.
+const TREE_CHUNK_ROWS: usize = 8_192;
 
 /// A native model and where its inference runs.
 pub struct NativeModel {
@@ -21,17 +26,20 @@ pub struct NativeModel {
     /// them in microseconds); larger ones, and every other engine, run on a blocking thread so
     /// a slow model never stalls the async workers.
     pub inline_rows: usize,
+    /// Rows per chunk of a big batch (0: one call; only for models whose rows are independent).
+    pub chunk_rows: usize,
 }
 
 impl NativeModel {
     pub fn new(kind: EngineKind, engine: Arc<dyn Engine>) -> NativeModel {
-        let inline_rows = match kind {
-            EngineKind::Xgboost | EngineKind::Lightgbm => TREE_INLINE_ROWS,
-            _ => 0,
+        let (inline_rows, chunk_rows) = match kind {
+            EngineKind::Xgboost | EngineKind::Lightgbm => (TREE_INLINE_ROWS, TREE_CHUNK_ROWS),
+            _ => (0, 0),
         };
         NativeModel {
             engine,
             inline_rows,
+            chunk_rows,
         }
     }
 
@@ -40,6 +48,7 @@ impl NativeModel {
         &self,
         metrics: Option<&EndpointMetrics>,
         inputs: Vec<NamedTensor>,
+        deadline: Instant,
     ) -> Result<Vec<NamedOutput>, Error> {
         let rows = inputs
             .first()
@@ -50,9 +59,24 @@ impl NativeModel {
             self.engine.infer(&inputs)?
         } else {
             let engine = self.engine.clone();
-            tokio::task::spawn_blocking(move || engine.infer(&inputs))
-                .await
-                .map_err(|e| Error::Internal(format!("inference task failed: {e}")))??
+            let chunk_rows = self.chunk_rows;
+            // Set when this future is dropped (deadline or client gone) or done.
+            struct Abandon(Arc<AtomicBool>);
+            impl Drop for Abandon {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let abandoned = Arc::new(AtomicBool::new(false));
+            let _abandon = Abandon(abandoned.clone());
+            let deadline = deadline.into_std();
+            tokio::task::spawn_blocking(move || {
+                in_chunks(&*engine, &inputs, rows, chunk_rows, || {
+                    abandoned.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline
+                })
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("inference task failed: {e}")))??
         };
         if let Some(metrics) = metrics {
             metrics.stage(STAGE_INFERENCE, start.elapsed().as_secs_f64());
@@ -61,8 +85,100 @@ impl NativeModel {
     }
 }
 
+/// Runs a batch in chunks of `chunk_rows` rows, asking `stop` before each; one call if the
+/// batch is small, chunking is off, or the inputs do not share their first dimension.
+fn in_chunks(
+    engine: &dyn Engine,
+    inputs: &[NamedTensor],
+    rows: usize,
+    chunk_rows: usize,
+    stop: impl Fn() -> bool,
+) -> Result<Vec<NamedOutput>, Error> {
+    let same_rows = inputs
+        .iter()
+        .all(|i| i.tensor.shape().first() == Some(&rows) && i.tensor.shape().len() >= 2);
+    if chunk_rows == 0 || rows <= chunk_rows || !same_rows {
+        return Ok(engine.infer(inputs)?);
+    }
+    let mut parts: Vec<Vec<NamedOutput>> = Vec::new();
+    let mut start = 0;
+    while start < rows {
+        if stop() {
+            tracing::info!(
+                "inference stopped after {start} of {rows} rows: the request's deadline passed or its client left"
+            );
+            return Err(Error::Cancelled);
+        }
+        let end = (start + chunk_rows).min(rows);
+        let chunk = inputs
+            .iter()
+            .map(|i| {
+                Ok(NamedTensor {
+                    name: i.name.clone(),
+                    tensor: i.tensor.rows(start, end)?,
+                })
+            })
+            .collect::<Result<Vec<_>, serval_engine::EngineError>>()?;
+        parts.push(engine.infer(&chunk)?);
+        start = end;
+    }
+    stack(parts)
+}
+
+/// Joins the outputs of consecutive chunks back into one batch's outputs.
+fn stack(parts: Vec<Vec<NamedOutput>>) -> Result<Vec<NamedOutput>, Error> {
+    let mut parts = parts.into_iter();
+    let Some(first) = parts.next() else {
+        return Ok(Vec::new());
+    };
+    let mut joined: Vec<(String, Vec<OutputValue>)> =
+        first.into_iter().map(|o| (o.name, vec![o.value])).collect();
+    for part in parts {
+        if part.len() != joined.len() {
+            return Err(Error::Internal("chunks gave different outputs".into()));
+        }
+        for ((name, values), output) in joined.iter_mut().zip(part) {
+            if *name != output.name {
+                return Err(Error::Internal("chunks gave different outputs".into()));
+            }
+            values.push(output.value);
+        }
+    }
+    joined
+        .into_iter()
+        .map(|(name, values)| {
+            let value = match values.first() {
+                Some(OutputValue::Maps(_)) => OutputValue::Maps(
+                    values
+                        .into_iter()
+                        .flat_map(|v| match v {
+                            OutputValue::Maps(maps) => maps,
+                            OutputValue::Tensor(_) => Vec::new(),
+                        })
+                        .collect(),
+                ),
+                _ => OutputValue::Tensor(Tensor::concat_rows(
+                    values
+                        .into_iter()
+                        .filter_map(|v| match v {
+                            OutputValue::Tensor(t) => Some(t),
+                            OutputValue::Maps(_) => None,
+                        })
+                        .collect(),
+                )?),
+            };
+            Ok(NamedOutput { name, value })
+        })
+        .collect()
+}
+
 /// Serves a request on a native model.
-pub async fn run(endpoint: &Endpoint, model: &NativeModel, input: Input) -> Result<Output, Error> {
+pub async fn run(
+    endpoint: &Endpoint,
+    model: &NativeModel,
+    input: Input,
+    deadline: Instant,
+) -> Result<Output, Error> {
     match input {
         Input::Body(payload) => {
             let body = match payload {
@@ -78,7 +194,9 @@ pub async fn run(endpoint: &Endpoint, model: &NativeModel, input: Input) -> Resu
             };
             let meta = model.engine.metadata();
             let inputs = request_to_inputs(&body, meta, &endpoint.input_names)?;
-            let outputs = model.infer(endpoint.metrics.as_ref(), inputs).await?;
+            let outputs = model
+                .infer(endpoint.metrics.as_ref(), inputs, deadline)
+                .await?;
             Ok(Output::Body(reply_from_outputs(meta, &outputs)?))
         }
         Input::Tensors { inputs, .. } => {
@@ -86,7 +204,9 @@ pub async fn run(endpoint: &Endpoint, model: &NativeModel, input: Input) -> Resu
                 .into_iter()
                 .map(InferTensor::into_engine)
                 .collect::<Result<Vec<_>, _>>()?;
-            let outputs = model.infer(endpoint.metrics.as_ref(), inputs).await?;
+            let outputs = model
+                .infer(endpoint.metrics.as_ref(), inputs, deadline)
+                .await?;
             Ok(Output::Tensors(
                 outputs
                     .into_iter()
@@ -94,5 +214,82 @@ pub async fn run(endpoint: &Endpoint, model: &NativeModel, input: Input) -> Resu
                     .collect::<Result<_, _>>()?,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serval_engine::{ModelMetadata, TensorData};
+
+    /// Row sums as `sum` [rows] and the rows themselves as `echo` [rows, width].
+    struct RowSums(ModelMetadata);
+
+    impl Engine for RowSums {
+        fn metadata(&self) -> &ModelMetadata {
+            &self.0
+        }
+
+        fn infer(&self, inputs: &[NamedTensor]) -> serval_engine::Result<Vec<NamedOutput>> {
+            let t = &inputs[0].tensor;
+            let (rows, width) = t.rows_and_width()?;
+            let values = t.to_f64()?;
+            let sums = values.chunks(width).map(|r| r.iter().sum()).collect();
+            Ok(vec![
+                NamedOutput {
+                    name: "sum".into(),
+                    value: OutputValue::Tensor(Tensor::new(vec![rows], TensorData::F64(sums))?),
+                },
+                NamedOutput {
+                    name: "echo".into(),
+                    value: OutputValue::Tensor(t.clone()),
+                },
+            ])
+        }
+    }
+
+    fn meta() -> ModelMetadata {
+        ModelMetadata {
+            format: "test".into(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            feature_names: None,
+            task: serval_engine::Task::Other,
+        }
+    }
+
+    fn batch(rows: usize) -> Vec<NamedTensor> {
+        let data = (0..rows * 3).map(|x| x as f64).collect();
+        vec![NamedTensor {
+            name: "input".into(),
+            tensor: Tensor::new(vec![rows, 3], TensorData::F64(data)).unwrap(),
+        }]
+    }
+
+    #[test]
+    fn chunks_give_the_same_answer_as_one_call() {
+        let engine = RowSums(meta());
+        let inputs = batch(1000);
+        let whole = engine.infer(&inputs).unwrap();
+        for chunk in [1, 7, 333, 999, 1000, 5000] {
+            let chunked = in_chunks(&engine, &inputs, 1000, chunk, || false).unwrap();
+            assert_eq!(chunked, whole, "chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_stopped_batch_ends_between_chunks() {
+        let engine = RowSums(meta());
+        let calls = std::cell::Cell::new(0);
+        let result = in_chunks(&engine, &batch(100), 100, 10, || {
+            calls.set(calls.get() + 1);
+            calls.get() > 3
+        });
+        assert!(matches!(result, Err(Error::Cancelled)));
+        assert_eq!(
+            calls.get(),
+            4,
+            "asked before each chunk, stopped at the fourth"
+        );
     }
 }

@@ -59,7 +59,9 @@ pub(super) async fn run(
             };
             let meta = model.engine.metadata();
             let inputs = preprocessed_inputs(data, &blobs, meta, &endpoint.input_names)?;
-            let outputs = model.infer(endpoint.metrics.as_ref(), inputs).await?;
+            let outputs = model
+                .infer(endpoint.metrics.as_ref(), inputs, ctx.deadline)
+                .await?;
             let mut out_blobs = Vec::new();
             let value = library_outputs(endpoint.kind, &outputs, &mut out_blobs)?;
             next.post(value, out_blobs).await.map_err(python_error)?

@@ -441,3 +441,40 @@ print("grpcs", client.is_model_ready("xgb"))
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A big batch past its deadline: 504 at the deadline, and the inference itself stops between
+/// chunks rather than running to the end (the server says so in its log).
+#[test]
+fn inference_past_the_deadline_stops() {
+    let home = xgb_home();
+    let server = Server::start_with(&home, &["--request-timeout", "0.3"]);
+    wait_until("xgb", || {
+        server.post("/serve/xgb", crate::serve::IRIS).0 == 200
+    });
+    let rows = 1_000_000usize;
+    let header = format!(
+        r#"{{"inputs":[{{"name":"input","shape":[{rows},4],"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}]}}"#,
+        rows * 16
+    );
+    let mut body = header.clone().into_bytes();
+    for i in 0..rows * 4 {
+        body.extend_from_slice(&((i % 7) as f32).to_le_bytes());
+    }
+    let length = header.len().to_string();
+    let (status, reply) = server.post_with(
+        "/v2/models/xgb/infer",
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Inference-Header-Content-Length", &length),
+        ],
+        &body,
+    );
+    assert_eq!(status, 504, "{reply}");
+    let log = home.path().join("serve.log");
+    wait_until("the inference to stop", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(&format!("of {rows} rows: the request's deadline passed"))
+    });
+    assert_eq!(server.post("/serve/xgb", crate::serve::IRIS).0, 200);
+}
