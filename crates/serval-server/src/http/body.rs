@@ -86,7 +86,9 @@ pub fn check_values(json: &[u8], max: usize) -> Result<(), Error> {
 /// What an undecodable body is called in errors (clearml's text).
 pub const UNDECODABLE: &str = "There was an error parsing the body";
 
-fn decompress(encoding: &str, raw: &[u8], limit: usize) -> Result<Vec<u8>, Error> {
+/// Decodes a `Content-Encoding` (gzip, x-gzip, deflate; anything else is returned as is),
+/// refusing more than `limit` decoded bytes.
+pub fn decompress(encoding: &str, raw: &[u8], limit: usize) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     let reader: Box<dyn Read + '_> = match encoding {
         "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(raw)),

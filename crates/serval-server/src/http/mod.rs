@@ -5,7 +5,7 @@ pub mod body;
 pub mod clearml;
 pub mod health;
 pub mod v2;
-mod v2_codec;
+pub mod v2_codec;
 
 use axum::Router;
 use axum::http::StatusCode;
