@@ -478,3 +478,145 @@ fn inference_past_the_deadline_stops() {
     });
     assert_eq!(server.post("/serve/xgb", crate::serve::IRIS).0, 200);
 }
+
+/// Builds the bodies of the corpus that are too big or too binary to write in JSON.
+fn generated(kind: &str) -> Vec<u8> {
+    let gzip = |data: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap()
+    };
+    match kind {
+        "deep_nesting" => format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(),
+        "not_utf8" => vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}'],
+        "gzip_bomb" => gzip(&vec![b' '; 200 << 20]),
+        "amplified_rows" => gzip_rows(4_500_000),
+        "truncated_binary" => {
+            let header = r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":16}}]}"#;
+            let mut body = header.as_bytes().to_vec();
+            body.extend_from_slice(&[0u8; 7]);
+            body
+        }
+        other => panic!("unknown generator {other}"),
+    }
+}
+
+/// Sends one raw HTTP/1.1 request and reads the whole answer: status and body.
+fn raw_request(addr: &str, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    // The server may answer (and close) before reading the whole body: that is fine.
+    let _ = stream.write_all(body);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.as_bytes().to_vec())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Every case of `tests/corpus/bad_inputs.json` against one real server: the expected status and a
+/// readable JSON error each; afterwards the server is healthy and its memory back near idle.
+#[test]
+fn the_bad_input_corpus_gets_clear_errors_and_leaves_the_server_healthy() {
+    let home = xgb_home();
+    let server = Server::start(&home);
+    wait_until("xgb", || {
+        server.post("/serve/xgb", crate::serve::IRIS).0 == 200
+    });
+    let pid = server.child.id();
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = rss();
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let corpus: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/bad_inputs.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut failures = Vec::new();
+    for case in corpus.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let body = match case["generate"].as_str() {
+            Some(kind) => generated(kind),
+            None => case["body"]
+                .as_str()
+                .unwrap_or_default()
+                .as_bytes()
+                .to_vec(),
+        };
+        let path = match case["generate_path"].as_str() {
+            Some(_) => format!("/serve/{}", "a".repeat(16_000)),
+            None => case["path"].as_str().unwrap().to_string(),
+        };
+        let method = case["method"].as_str().unwrap_or("POST");
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: serval\r\nConnection: close\r\n");
+        let mut length_given = false;
+        if let Some(headers) = case["headers"].as_object() {
+            for (k, v) in headers {
+                let mut v = v.as_str().unwrap().to_string();
+                if v == "HEADER_LENGTH" {
+                    // The JSON header of a generated binary request ends at its first "]}".
+                    let text = String::from_utf8_lossy(&body);
+                    v = text.find("]}").map_or(0, |i| i + 2).to_string();
+                }
+                length_given |= k.eq_ignore_ascii_case("content-length");
+                head += &format!("{k}: {v}\r\n");
+            }
+        }
+        if !case["headers"]
+            .as_object()
+            .is_some_and(|h| h.contains_key("Content-Type"))
+        {
+            head += "Content-Type: application/json\r\n";
+        }
+        if !length_given {
+            head += &format!("Content-Length: {}\r\n", body.len());
+        }
+        head += "\r\n";
+        let sent: &[u8] = if case["no_body_sent"] == true {
+            &[]
+        } else {
+            &body
+        };
+        let (status, reply) = raw_request(&addr, &head, sent);
+        let expected = case["status"].as_u64().unwrap() as u16;
+        let readable = serde_json::from_slice::<serde_json::Value>(&reply)
+            .ok()
+            .is_some_and(|v| {
+                v["detail"].is_string() || v["detail"].is_array() || v["error"].is_string()
+            });
+        if status != expected || !readable {
+            failures.push(format!(
+                "{name}: {status} (expected {expected}) {}",
+                String::from_utf8_lossy(&reply[..reply.len().min(200)])
+            ));
+        }
+        assert_eq!(server.get("/health/live").0, 200, "after {name}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(server.post("/serve/xgb", crate::serve::IRIS).0, 200);
+    assert_eq!(server.get("/health/ready").0, 200);
+    // Memory returns near idle (mimalloc gives freed pages back within moments).
+    wait_until("RSS within 2x idle", || rss() <= 2 * idle.max(20_000));
+}
