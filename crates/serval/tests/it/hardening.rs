@@ -447,11 +447,12 @@ print("grpcs", client.is_model_ready("xgb"))
 #[test]
 fn inference_past_the_deadline_stops() {
     let home = xgb_home();
-    let server = Server::start_with(&home, &["--request-timeout", "0.3"]);
+    let server = Server::start_with(&home, &["--request-timeout", "1"]);
     wait_until("xgb", || {
         server.post("/serve/xgb", crate::serve::IRIS).0 == 200
     });
-    let rows = 1_000_000usize;
+    // 2 M rows: decoded in a fraction of the second, far more than a second of tree walks.
+    let rows = 2_000_000usize;
     let header = format!(
         r#"{{"inputs":[{{"name":"input","shape":[{rows},4],"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}]}}"#,
         rows * 16
@@ -461,21 +462,33 @@ fn inference_past_the_deadline_stops() {
         body.extend_from_slice(&((i % 7) as f32).to_le_bytes());
     }
     let length = header.len().to_string();
-    let (status, reply) = server.post_with(
-        "/v2/models/xgb/infer",
-        &[
-            ("Content-Type", "application/octet-stream"),
-            ("Inference-Header-Content-Length", &length),
-        ],
-        &body,
-    );
-    assert_eq!(status, 504, "{reply}");
     let log = home.path().join("serve.log");
-    wait_until("the inference to stop", || {
+    let stopped = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains(&format!("of {rows} rows: the request's deadline passed"))
-    });
+    };
+    // On a very busy machine the deadline may pass before inference starts (then nothing runs
+    // at all): try a few times.
+    for _ in 0..5 {
+        let (status, reply) = server.post_with(
+            "/v2/models/xgb/infer",
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Inference-Header-Content-Length", &length),
+            ],
+            &body,
+        );
+        assert_eq!(status, 504, "{reply}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !stopped() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if stopped() {
+            break;
+        }
+    }
+    assert!(stopped(), "the inference did not stop between chunks");
     assert_eq!(server.post("/serve/xgb", crate::serve::IRIS).0, 200);
 }
 
@@ -618,5 +631,12 @@ fn the_bad_input_corpus_gets_clear_errors_and_leaves_the_server_healthy() {
     assert_eq!(server.post("/serve/xgb", crate::serve::IRIS).0, 200);
     assert_eq!(server.get("/health/ready").0, 200);
     // Memory returns near idle (mimalloc gives freed pages back within moments).
-    wait_until("RSS within 2x idle", || rss() <= 2 * idle.max(20_000));
+    let limit = 2 * idle.max(20_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rss() > limit && std::time::Instant::now() < deadline {
+        // An idle allocator has no occasion to return pages: keep a trickle of small requests.
+        server.post("/serve/xgb", crate::serve::IRIS);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(rss() <= limit, "RSS {} KB, idle {idle} KB", rss());
 }
