@@ -14,5 +14,11 @@ if [[ -z $bin || ! -x $bin/initdb ]]; then
     || { $SUDO apt-get update >&2 && $SUDO apt-get install -y --no-install-recommends postgresql >&2; }
   bin=$(find_bin)
 fi
+# The TLS tests make their certificates with the openssl command.
+if ! command -v openssl > /dev/null; then
+  SUDO=
+  [[ $(id -u) == 0 ]] || SUDO=sudo
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends openssl >&2
+fi
 # Installing the package may start Debian's own cluster on port 5432; the tests never use it.
 echo "$bin"
