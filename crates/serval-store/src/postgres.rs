@@ -242,6 +242,13 @@ impl Backend for PostgresBackend {
         tx.commit().map_err(pg_error)
     }
 
+    fn write_independent(&self, body: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction().map_err(pg_error)?;
+        body(&mut PgTx(&mut tx))?;
+        tx.commit().map_err(pg_error)
+    }
+
     fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>> {
         let mut client = self.config.connect(self.tls.clone()).map_err(|e| {
             StoreError::Unavailable(format!(

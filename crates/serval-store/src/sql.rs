@@ -155,6 +155,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Runs `body` in a write transaction, serialised against every other writer of the store;
     /// commits if `body` succeeds and rolls back otherwise.
     fn write(&self, body: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()>;
+    /// Runs `body` in a write transaction that does not wait for other writers: for rows no
+    /// other writer touches (a server's own instance status). Defaults to [`Backend::write`].
+    fn write_independent(&self, body: &mut dyn FnMut(&mut dyn Tx) -> Result<()>) -> Result<()> {
+        self.write(body)
+    }
     /// A feed of committed revision changes, if the engine can push them.
     fn changes(&self) -> Result<Option<Box<dyn ChangeFeed>>> {
         Ok(None)
@@ -844,7 +849,8 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn put_instance(&self, status: &InstanceStatus) -> Result<()> {
-        self.write(|tx| {
+        // Heartbeats of many servers must not queue behind each other or behind CLI writes.
+        self.backend.write_independent(&mut |tx| {
             tx.execute(
                 "DELETE FROM instances WHERE id = $1",
                 &[(&status.id).into()],
@@ -877,7 +883,7 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn remove_instance(&self, id: &str) -> Result<()> {
-        self.write(|tx| {
+        self.backend.write_independent(&mut |tx| {
             tx.execute("DELETE FROM instances WHERE id = $1", &[id.into()])?;
             Ok(())
         })
