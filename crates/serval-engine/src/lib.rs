@@ -21,6 +21,9 @@ pub enum EngineError {
     /// Inference failed inside the engine.
     #[error("{0}")]
     Internal(String),
+    /// The caller asked the run to stop (its request's deadline passed or its client left).
+    #[error("inference stopped: the request is no longer wanted")]
+    Stopped,
 }
 
 impl EngineError {
@@ -31,6 +34,7 @@ impl EngineError {
             EngineError::InvalidInput(_) => "invalid_input",
             EngineError::Unavailable(_) => "unavailable",
             EngineError::Internal(_) => "internal",
+            EngineError::Stopped => "stopped",
         }
     }
 }
@@ -117,4 +121,18 @@ pub trait Engine: Send + Sync {
 
     /// Runs the model on a batch. Inputs are matched to the model's inputs by name.
     fn infer(&self, inputs: &[NamedTensor]) -> Result<Vec<NamedOutput>>;
+
+    /// Like [`Engine::infer`], but gives up with [`EngineError::Stopped`] once `stop()` returns
+    /// true. Engines that can interrupt a run (ONNX Runtime) watch it while running; the default
+    /// asks only before starting.
+    fn infer_until(
+        &self,
+        inputs: &[NamedTensor],
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<NamedOutput>> {
+        if stop() {
+            return Err(EngineError::Stopped);
+        }
+        self.infer(inputs)
+    }
 }

@@ -369,6 +369,17 @@ impl Engine for OnnxEngine {
     }
 
     fn infer(&self, inputs: &[NamedTensor]) -> Result<Vec<NamedOutput>> {
+        self.infer_until(inputs, &|| false)
+    }
+
+    // `infer_until` watches `stop` from a second thread only for big inputs (at least
+    // `WATCH_FROM` elements): small runs end in moments and should not pay for a thread.
+
+    fn infer_until(
+        &self,
+        inputs: &[NamedTensor],
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<NamedOutput>> {
         let mut values = Vec::with_capacity(self.metadata.inputs.len());
         for spec in &self.metadata.inputs {
             let given = inputs.iter().find(|i| i.name == spec.name).ok_or_else(|| {
@@ -388,15 +399,57 @@ impl Engine for OnnxEngine {
         let mut session = self.session.lock().map_err(|_| {
             EngineError::Internal("ONNX session poisoned by an earlier panic".into())
         })?;
-        let outputs = session.run(values).map_err(|e| {
-            // Shape and type problems are the caller's; ORT reports them as invalid arguments.
-            let text = e.to_string();
-            if text.contains("Invalid") || text.contains("invalid") {
-                EngineError::InvalidInput(format!("ONNX Runtime: {text}"))
-            } else {
-                ort_err(e)
-            }
-        })?;
+        if stop() {
+            return Err(EngineError::Stopped);
+        }
+        let elements: usize = inputs.iter().map(|i| i.tensor.data().len()).sum();
+        if elements < WATCH_FROM {
+            let outputs = session.run(values).map_err(run_error)?;
+            return self.outputs(&outputs);
+        }
+        let options = ort::session::RunOptions::new().map_err(ort_err)?;
+        let finished = std::sync::atomic::AtomicBool::new(false);
+        let stopped = std::sync::atomic::AtomicBool::new(false);
+        // A watcher asks ONNX Runtime to terminate the run once the caller no longer wants it.
+        let outputs = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !finished.load(std::sync::atomic::Ordering::Acquire) {
+                    if stop() {
+                        stopped.store(true, std::sync::atomic::Ordering::Release);
+                        let _ = options.terminate();
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            });
+            let result = session.run_with_options(values, &options);
+            finished.store(true, std::sync::atomic::Ordering::Release);
+            result
+        });
+        if stopped.load(std::sync::atomic::Ordering::Acquire) && outputs.is_err() {
+            return Err(EngineError::Stopped);
+        }
+        let outputs = outputs.map_err(run_error)?;
+        self.outputs(&outputs)
+    }
+}
+
+/// Inputs of at least this many elements get a watcher that can terminate the run.
+const WATCH_FROM: usize = 1 << 16;
+
+/// Shape and type problems are the caller's; ONNX Runtime reports them as invalid arguments.
+fn run_error(e: ort::Error) -> EngineError {
+    let text = e.to_string();
+    if text.contains("Invalid") || text.contains("invalid") {
+        EngineError::InvalidInput(format!("ONNX Runtime: {text}"))
+    } else {
+        ort_err(e)
+    }
+}
+
+impl OnnxEngine {
+    /// The model's outputs, converted.
+    fn outputs(&self, outputs: &ort::session::SessionOutputs<'_>) -> Result<Vec<NamedOutput>> {
         self.metadata
             .outputs
             .iter()

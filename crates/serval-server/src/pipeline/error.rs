@@ -121,6 +121,7 @@ impl From<EngineError> for Error {
     fn from(e: EngineError) -> Self {
         match e {
             EngineError::InvalidInput(m) => Error::InvalidInput(m),
+            EngineError::Stopped => Error::Cancelled,
             EngineError::Load(m) | EngineError::Unavailable(m) | EngineError::Internal(m) => {
                 Error::Internal(m)
             }

@@ -92,13 +92,21 @@ fn in_chunks(
     inputs: &[NamedTensor],
     rows: usize,
     chunk_rows: usize,
-    stop: impl Fn() -> bool,
+    stop: impl Fn() -> bool + Sync,
 ) -> Result<Vec<NamedOutput>, Error> {
     let same_rows = inputs
         .iter()
         .all(|i| i.tensor.shape().first() == Some(&rows) && i.tensor.shape().len() >= 2);
     if chunk_rows == 0 || rows <= chunk_rows || !same_rows {
-        return Ok(engine.infer(inputs)?);
+        // One call; an engine that can interrupt itself (ONNX Runtime) watches `stop`.
+        return engine.infer_until(inputs, &stop).map_err(|e| {
+            if matches!(e, serval_engine::EngineError::Stopped) {
+                tracing::info!(
+                    "inference stopped during a run of {rows} rows: the request's deadline passed or its client left"
+                );
+            }
+            e.into()
+        });
     }
     let mut parts: Vec<Vec<NamedOutput>> = Vec::new();
     let mut start = 0;
@@ -280,14 +288,13 @@ mod tests {
     #[test]
     fn a_stopped_batch_ends_between_chunks() {
         let engine = RowSums(meta());
-        let calls = std::cell::Cell::new(0);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
         let result = in_chunks(&engine, &batch(100), 100, 10, || {
-            calls.set(calls.get() + 1);
-            calls.get() > 3
+            calls.fetch_add(1, Ordering::Relaxed) + 1 > 3
         });
         assert!(matches!(result, Err(Error::Cancelled)));
         assert_eq!(
-            calls.get(),
+            calls.load(Ordering::Relaxed),
             4,
             "asked before each chunk, stopped at the fourth"
         );

@@ -640,3 +640,100 @@ fn the_bad_input_corpus_gets_clear_errors_and_leaves_the_server_healthy() {
     }
     assert!(rss() <= limit, "RSS {} KB, idle {idle} KB", rss());
 }
+
+/// The same for ONNX, whose batch is one call: ONNX Runtime is asked to terminate the run.
+/// The model (made here with the `onnx` package) is 800 chained 64×64 matrix products with tanh
+/// between them (nothing to fold away), so a 50,000-row batch takes seconds of ONNX Runtime
+/// while its 13 MB body decodes in a moment.
+#[test]
+fn onnx_inference_past_the_deadline_is_terminated() {
+    let home = Home::new();
+    let model_path = home.path().join("slow.onnx");
+    let script = r#"
+import sys, numpy as np, onnx
+from onnx import TensorProto, helper, numpy_helper
+w = numpy_helper.from_array(np.full((64, 64), 0.001, dtype=np.float32), "w")
+nodes, last = [], "x"
+for i in range(800):
+    nodes.append(helper.make_node("MatMul", [last, "w"], [f"m{i}"]))
+    nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"h{i}"]))
+    last = f"h{i}"
+nodes.append(helper.make_node("Identity", [last], ["y"]))
+graph = helper.make_graph(nodes, "slow",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 64])], [w])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+model.ir_version = 8
+onnx.save(model, sys.argv[1])
+"#;
+    let out = std::process::Command::new(crate::python())
+        .args(["-c", script, model_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    home.service("onnx-deadline");
+    let uploaded = home.ok(&[
+        "model",
+        "upload",
+        "--name",
+        "slow",
+        "--path",
+        model_path.to_str().unwrap(),
+    ]);
+    let model = uploaded
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("Model created and registered, new Model ID="))
+        .unwrap()
+        .to_string();
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "onnx",
+        "--endpoint",
+        "slow",
+        "--model-id",
+        &model,
+    ]);
+    let server = Server::start_with(&home, &["--request-timeout", "1"]);
+    wait_until("slow", || server.get("/v2/models/slow/ready").0 == 200);
+    let rows = 50_000usize;
+    let header = format!(
+        r#"{{"inputs":[{{"name":"x","shape":[{rows},64],"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}]}}"#,
+        rows * 64 * 4
+    );
+    let mut body = header.clone().into_bytes();
+    body.extend(std::iter::repeat_n(0u8, rows * 64 * 4));
+    let length = header.len().to_string();
+    let log = home.path().join("serve.log");
+    let stopped = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(&format!("inference stopped during a run of {rows} rows"))
+    };
+    for _ in 0..5 {
+        let (status, reply) = server.post_with(
+            "/v2/models/slow/infer",
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Inference-Header-Content-Length", &length),
+            ],
+            &body,
+        );
+        assert_eq!(status, 504, "{reply}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !stopped() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if stopped() {
+            break;
+        }
+    }
+    assert!(stopped(), "ONNX Runtime was not asked to stop");
+    assert_eq!(server.get("/v2/models/slow/ready").0, 200);
+}
