@@ -7,7 +7,8 @@ use serval_store::EngineKind;
 
 /// serval: serve ONNX, XGBoost, LightGBM, scikit-learn and custom Python models over HTTP.
 ///
-/// Drop-in for clearml-serving's CLI: the same commands and flags, on an embedded store.
+/// Drop-in for clearml-serving's CLI: the same commands and flags, on an embedded store (SQLite) or
+/// a shared PostgreSQL server.
 #[derive(Debug, Parser)]
 #[command(name = "serval", version, infer_long_args = true, max_term_width = 100)]
 pub struct Cli {
