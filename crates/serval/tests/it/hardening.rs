@@ -442,6 +442,55 @@ print("grpcs", client.is_model_ready("xgb"))
     let _ = child.wait();
 }
 
+/// Sends a binary V2 batch (`data`: the FP32 elements of `shape`) that cannot finish within the
+/// server's request timeout: 504 each time; returns whether the server's log then says `logged`
+/// (the work stopped). On a very busy machine the deadline may pass before inference starts (then
+/// nothing runs at all), so it tries a few times.
+fn past_the_deadline(
+    home: &Home,
+    server: &Server,
+    model: &str,
+    input: &str,
+    shape: [usize; 2],
+    data: &[u8],
+    logged: &str,
+) -> bool {
+    let header = format!(
+        r#"{{"inputs":[{{"name":"{input}","shape":[{},{}],"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}]}}"#,
+        shape[0],
+        shape[1],
+        data.len()
+    );
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(data);
+    let length = header.len().to_string();
+    let log = home.path().join("serve.log");
+    let stopped = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(logged)
+    };
+    for _ in 0..5 {
+        let (status, reply) = server.post_with(
+            &format!("/v2/models/{model}/infer"),
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Inference-Header-Content-Length", &length),
+            ],
+            &body,
+        );
+        assert_eq!(status, 504, "{reply}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !stopped() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if stopped() {
+            return true;
+        }
+    }
+    false
+}
+
 /// A big batch past its deadline: 504 at the deadline, and the inference itself stops between
 /// chunks rather than running to the end (the server says so in its log).
 #[test]
@@ -453,42 +502,19 @@ fn inference_past_the_deadline_stops() {
     });
     // 2 M rows: decoded in a fraction of the second, far more than a second of tree walks.
     let rows = 2_000_000usize;
-    let header = format!(
-        r#"{{"inputs":[{{"name":"input","shape":[{rows},4],"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}]}}"#,
-        rows * 16
+    let data: Vec<u8> = (0..rows * 4)
+        .flat_map(|i| ((i % 7) as f32).to_le_bytes())
+        .collect();
+    let stopped = past_the_deadline(
+        &home,
+        &server,
+        "xgb",
+        "input",
+        [rows, 4],
+        &data,
+        &format!("of {rows} rows: the request's deadline passed"),
     );
-    let mut body = header.clone().into_bytes();
-    for i in 0..rows * 4 {
-        body.extend_from_slice(&((i % 7) as f32).to_le_bytes());
-    }
-    let length = header.len().to_string();
-    let log = home.path().join("serve.log");
-    let stopped = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains(&format!("of {rows} rows: the request's deadline passed"))
-    };
-    // On a very busy machine the deadline may pass before inference starts (then nothing runs
-    // at all): try a few times.
-    for _ in 0..5 {
-        let (status, reply) = server.post_with(
-            "/v2/models/xgb/infer",
-            &[
-                ("Content-Type", "application/octet-stream"),
-                ("Inference-Header-Content-Length", &length),
-            ],
-            &body,
-        );
-        assert_eq!(status, 504, "{reply}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !stopped() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if stopped() {
-            break;
-        }
-    }
-    assert!(stopped(), "the inference did not stop between chunks");
+    assert!(stopped, "the inference did not stop between chunks");
     assert_eq!(server.post("/serve/xgb", crate::serve::IRIS).0, 200);
 }
 
@@ -703,37 +729,15 @@ onnx.save(model, sys.argv[1])
     let server = Server::start_with(&home, &["--request-timeout", "1"]);
     wait_until("slow", || server.get("/v2/models/slow/ready").0 == 200);
     let rows = 50_000usize;
-    let header = format!(
-        r#"{{"inputs":[{{"name":"x","shape":[{rows},64],"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}]}}"#,
-        rows * 64 * 4
+    let stopped = past_the_deadline(
+        &home,
+        &server,
+        "slow",
+        "x",
+        [rows, 64],
+        &vec![0u8; rows * 64 * 4],
+        &format!("inference stopped during a run of {rows} rows"),
     );
-    let mut body = header.clone().into_bytes();
-    body.extend(std::iter::repeat_n(0u8, rows * 64 * 4));
-    let length = header.len().to_string();
-    let log = home.path().join("serve.log");
-    let stopped = || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains(&format!("inference stopped during a run of {rows} rows"))
-    };
-    for _ in 0..5 {
-        let (status, reply) = server.post_with(
-            "/v2/models/slow/infer",
-            &[
-                ("Content-Type", "application/octet-stream"),
-                ("Inference-Header-Content-Length", &length),
-            ],
-            &body,
-        );
-        assert_eq!(status, 504, "{reply}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !stopped() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if stopped() {
-            break;
-        }
-    }
-    assert!(stopped(), "ONNX Runtime was not asked to stop");
+    assert!(stopped, "ONNX Runtime was not asked to stop");
     assert_eq!(server.get("/v2/models/slow/ready").0, 200);
 }
