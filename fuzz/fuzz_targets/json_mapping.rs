@@ -1,5 +1,6 @@
 //! The default request mapping (clearml JSON bodies → tensors → a tree model → the reply) on an
-//! XGBoost iris classifier: any JSON either maps or is refused with an error, never a panic.
+//! XGBoost iris classifier: any JSON either maps or is refused with an error, never a panic; and
+//! the typed rows parser agrees with the tree path on every body it reads (differential).
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -18,11 +19,33 @@ fn model() -> &'static Arc<dyn Engine> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(body) = serde_json::from_slice(data) else {
-        return;
-    };
     let engine = model();
     let meta = engine.metadata();
+    let typed = serval_core::rows::parse_rows(data, meta);
+    let Ok(body) = serde_json::from_slice(data) else {
+        assert!(
+            !matches!(
+                typed,
+                serval_core::rows::Parsed::Rows(_) | serval_core::rows::Parsed::Invalid(_)
+            ),
+            "the typed parser read a body that is not JSON"
+        );
+        return;
+    };
+    let tree = serval_core::request_to_inputs(&body, meta, &[]);
+    match (typed, &tree) {
+        (serval_core::rows::Parsed::Rows(rows), Ok(inputs)) => {
+            assert_eq!(format!("{:?}", [rows]), format!("{inputs:?}"))
+        }
+        (serval_core::rows::Parsed::Invalid(message), Err(error)) => {
+            assert_eq!(
+                serval_engine::EngineError::InvalidInput(message).to_string(),
+                error.to_string()
+            )
+        }
+        (serval_core::rows::Parsed::Other, _) => {}
+        (typed, tree) => panic!("typed {typed:?}, tree {tree:?}"),
+    }
     let names = ["x0", "x1", "x2", "x3"].map(String::from);
     for input_names in [&[][..], &names[..]] {
         if let Ok(inputs) = serval_core::request_to_inputs(&body, meta, input_names)

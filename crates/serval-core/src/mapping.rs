@@ -253,8 +253,8 @@ pub fn shape_and_leaves(value: &Value) -> Option<(Vec<usize>, Vec<&Value>)> {
     Some((shape, leaves))
 }
 
-/// A nested JSON list as a tensor of the given type.
-fn nested(value: &Value, dtype: DataType, what: &str) -> Result<Tensor> {
+/// A nested JSON list (or a scalar) as a tensor of the given type; `what` names it in errors.
+pub fn nested(value: &Value, dtype: DataType, what: &str) -> Result<Tensor> {
     let (shape, flat) = shape_and_leaves(value)
         .ok_or_else(|| invalid(format!("'{what}' is a ragged nested list")))?;
     let data = if dtype == DataType::String {

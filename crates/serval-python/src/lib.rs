@@ -32,6 +32,14 @@ const PACKAGE: &[(&str, &str)] = &[
         include_str!("../python/serval_worker/protocol.py"),
     ),
     ("main.py", include_str!("../python/serval_worker/main.py")),
+    (
+        "triton.py",
+        include_str!("../python/serval_worker/triton.py"),
+    ),
+    (
+        "compat/clearml/__init__.py",
+        include_str!("../python/serval_worker/compat/clearml/__init__.py"),
+    ),
 ];
 
 /// The Python snippet that starts a worker: `python -u -c BOOT <package parent dir>`.
@@ -59,7 +67,11 @@ pub fn install_package(dir: &Path) -> std::io::Result<PathBuf> {
     let package = staging.join("serval_worker");
     std::fs::create_dir_all(&package)?;
     for (name, text) in PACKAGE {
-        std::fs::write(package.join(name), text)?;
+        let path = package.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, text)?;
     }
     match std::fs::rename(&staging, &target) {
         Ok(()) => Ok(target),

@@ -17,7 +17,7 @@ import traceback
 import types
 import zipfile
 
-from . import protocol
+from . import protocol, triton
 from .protocol import log
 
 # The request a piece of user code is running for (send_request passes it to the server, which
@@ -107,6 +107,8 @@ class Worker:
         self.instance = None
         self.model = None
         self.model_path = None
+        self.runtime = None
+        self.endpoint = {}
         self.library_model = None
         self.concurrent = False
         self.private_loop = None
@@ -246,6 +248,8 @@ class Worker:
         self.engine = msg["engine"]
         self.call_timeout = float(msg.get("call_timeout") or 600.0)
         self.model_path = msg.get("model_path")
+        self.runtime = msg.get("runtime")
+        self.endpoint = msg.get("endpoint") or {}
         code = msg.get("code")
         name = code["name"] if code else None
         try:
@@ -265,6 +269,8 @@ class Worker:
             self.model = model
             if model is None and self.engine == "sklearn":
                 self.library_model = self._load_library_model()
+            if self.engine == "triton":
+                self._load_triton()
         except Exception as error:
             what = "preprocess code '%s'" % name if name else "the model"
             log(traceback.format_exc())
@@ -272,6 +278,18 @@ class Worker:
             return
         methods = [m for m in ("load", "preprocess", "process", "postprocess") if callable(getattr(self.instance, m, None))]
         self.send({"op": "loaded", "custom_model": self.model is not None, "methods": methods, "pid": os.getpid()})
+
+    def _triton_process(self):
+        """clearml's triton engine: a `Preprocess.process` replaces the model call."""
+        return self.engine == "triton" and callable(getattr(self.instance, "process", None))
+
+    def _load_triton(self):
+        if self._triton_process():
+            return
+        if self.runtime:
+            self.library_model = triton.load(self.runtime, self.model_path, self.endpoint)
+        elif self.model_path is None:
+            raise ValueError("the triton engine needs a model, or a Preprocess.process that runs one")
 
     def _load_library_model(self):
         path = self.model_path
@@ -324,7 +342,7 @@ class Worker:
             timings[name] = time.perf_counter() - start
 
     async def process(self, data, state, fn, timings):
-        if self.engine in ("custom", "custom_async"):
+        if self.engine in ("custom", "custom_async") or self._triton_process():
             if callable(getattr(self.instance, "process", None)):
                 return await self.stage("process", data, state, fn, timings)
             return None
@@ -335,6 +353,8 @@ class Worker:
             model = self.library_model
         start = time.perf_counter()
         try:
+            if self.engine == "triton":
+                return model.infer(data)
             return model.predict(data)
         finally:
             timings["process"] = time.perf_counter() - start
@@ -349,9 +369,14 @@ class Worker:
             body = protocol.decode(msg.get("body"), blobs)
             data = await self.stage("preprocess", body, state, fn, timings)
             path = "python"
-            if msg.get("native"):
+            if msg.get("native") and not self._triton_process():
                 out_blobs = []
                 wire = protocol.to_wire(data, out_blobs)
+                if wire is None and self.engine == "triton":
+                    raise ValueError(
+                        "for the triton engine preprocess must return a numpy array (or a list of "
+                        "arrays, one per --input-name); it returned %s" % type(data).__name__
+                    )
                 if wire is not None:
                     self.parked[rid] = (state, fn, stats, timings)
                     self.send({"op": "pre", "id": rid, "data": wire}, out_blobs)
@@ -469,4 +494,7 @@ class Worker:
 
 
 def run():
+    # `from clearml import StorageManager` in clearml's examples works without clearml installed;
+    # at the end of the path, so a real clearml wins.
+    sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "compat"))
     Worker(_open_channel()).serve()

@@ -10,7 +10,6 @@ bytes of UTF-8 JSON, then the N blobs. Inside the JSON,
 so tensors and binary bodies travel as raw bytes, never base64.
 """
 
-import base64
 import json
 import math
 import struct
@@ -99,7 +98,8 @@ def _array(data, dtype, shape):
 
 def to_json(value, where):
     """A user result as plain JSON values: numpy arrays and scalars are converted, bytes become
-    base64 strings, NaN/inf become null; anything else is refused, naming its type."""
+    their UTF-8 text (as FastAPI answers them in clearml-serving), NaN/inf become null; anything
+    else is refused, naming its type."""
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
@@ -122,7 +122,13 @@ def to_json(value, where):
     if isinstance(value, (list, tuple)):
         return [to_json(v, where) for v in value]
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(value)).decode("ascii")
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise TypeError(
+                "%s returned bytes that are not UTF-8 text (JSON cannot hold them; "
+                "return base64.b64encode(data).decode() for binary data)" % where
+            ) from None
     module = type(value).__module__
     if module == "numpy" and hasattr(value, "tolist"):
         # ndarray and numpy scalars alike; object arrays go through the checks again.

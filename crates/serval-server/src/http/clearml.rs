@@ -6,6 +6,7 @@
 //! `curl -d` sends) is JSON too; other content types are raw bytes; an empty body is `null`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -13,11 +14,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use serval_core::rows::{self, Parsed};
+use serval_engine::{Engine, ModelMetadata};
 use serval_store::names::endpoint_url;
 
 use crate::AppState;
 use crate::http::body;
-use crate::pipeline::{self, Context, Input, Output, Payload, Protocol};
+use crate::pipeline::{self, Context, Endpoint, Input, Output, Payload, Protocol, Runner};
 
 /// What a `/serve` request can fail with: the pipeline's errors, and a body that is not JSON
 /// (reported with FastAPI's validation detail, as clearml-serving does).
@@ -159,30 +162,63 @@ fn json_error(text: &[u8], error: &serde_json::Error) -> ServeError {
     }]))
 }
 
-/// A decoded body as clearml's routes see it: JSON or raw bytes (see the module docs).
-fn payload(headers: &HeaderMap, decoded: Bytes, max_values: usize) -> Result<Payload, ServeError> {
-    if !is_json(headers) {
+/// A decoded body as clearml's routes see it (see the module docs). `rows_for` is the model of a
+/// native endpoint with a tabular input: a JSON body of rows for it is read straight into its
+/// input tensor, never into a `serde_json::Value` tree.
+fn payload(
+    headers: &HeaderMap,
+    decoded: Bytes,
+    max_values: usize,
+    rows_for: Option<&ModelMetadata>,
+) -> Result<Payload, ServeError> {
+    let json = if is_json(headers) {
+        if decoded.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Payload::Json(Value::Null));
+        }
+        body::check_values(&decoded, max_values)?;
+        true
+    } else {
         // `curl -d '{...}'` without a Content-Type sends form-urlencoded: a body that is a JSON
         // object or list is read as JSON (clearml-serving would hand the preprocess code bytes).
-        if is_form(headers)
+        is_form(headers)
             && decoded
                 .iter()
                 .find(|b| !b.is_ascii_whitespace())
                 .is_some_and(|b| *b == b'{' || *b == b'[')
             && body::check_values(&decoded, max_values).is_ok()
-            && let Ok(value) = serde_json::from_slice(&decoded)
-        {
+    };
+    if json && let Some(meta) = rows_for {
+        match rows::parse_rows(&decoded, meta) {
+            Parsed::Rows(tensor) => return Ok(Payload::Rows(tensor)),
+            Parsed::Invalid(message) => return Ok(Payload::InvalidRows(message)),
+            Parsed::Syntax(error) if is_json(headers) => return Err(json_error(&decoded, &error)),
+            Parsed::Syntax(_) => return Ok(Payload::Bytes(decoded)),
+            Parsed::Other => {}
+        }
+    }
+    if !is_json(headers) {
+        if json && let Ok(value) = serde_json::from_slice(&decoded) {
             return Ok(Payload::Json(value));
         }
         return Ok(Payload::Bytes(decoded));
     }
-    if decoded.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Payload::Json(Value::Null));
-    }
-    body::check_values(&decoded, max_values)?;
     serde_json::from_slice(&decoded)
         .map(Payload::Json)
         .map_err(|e| json_error(&decoded, &e))
+}
+
+/// The model whose rows a request body can be parsed for: a native endpoint with a tabular input
+/// whose metric rules do not read the body's `instances` key (they see a tree).
+fn rows_model(endpoint: &Endpoint) -> Option<Arc<dyn Engine>> {
+    let Runner::Native(model) = &endpoint.runner else {
+        return None;
+    };
+    rows::tabular_input(model.engine.metadata())?;
+    let monitor = endpoint.monitor.load();
+    if monitor.as_ref().is_some_and(|m| m.reads("instances")) {
+        return None;
+    }
+    Some(model.engine.clone())
 }
 
 async fn serve(
@@ -196,18 +232,26 @@ async fn serve(
     let ctx = Context::new(Protocol::Clearml, state.config.request_timeout);
     let _in_flight = state.metrics.as_ref().map(|m| m.in_flight());
     let routed = async {
-        let decoded = body::read(&headers, body, state.config.body_limit).await?;
-        let max_values = state.config.max_values;
-        let headers = headers.clone();
-        let payload = body::offload(decoded.len(), move || {
-            payload(&headers, decoded, max_values)
-        })
-        .await?;
+        // Resolved first so the body can be parsed for the model; a body that is not JSON is
+        // still reported before an unknown endpoint, as clearml-serving does.
         let endpoint = state
             .table
             .load()
-            .resolve(&name, version.as_deref(), fastrand::f64())?;
-        Ok::<_, ServeError>((endpoint, payload))
+            .resolve(&name, version.as_deref(), fastrand::f64());
+        let decoded = body::read(&headers, body, state.config.body_limit).await?;
+        let max_values = state.config.max_values;
+        let headers = headers.clone();
+        let model = endpoint.as_ref().ok().and_then(|e| rows_model(e));
+        let payload = body::offload(decoded.len(), move || {
+            payload(
+                &headers,
+                decoded,
+                max_values,
+                model.as_ref().map(|m| m.metadata()),
+            )
+        })
+        .await?;
+        Ok::<_, ServeError>((endpoint?, payload))
     };
     let routed = match tokio::time::timeout_at(ctx.deadline, routed).await {
         Ok(routed) => routed,

@@ -4,6 +4,7 @@
 
 mod python;
 mod signature;
+mod triton;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -64,7 +65,8 @@ impl Loader {
             preprocess_sha256: endpoint.preprocess.as_ref().map(|p| p.sha256.clone()),
             settings: serde_json::to_string(&(&endpoint.io, &endpoint.aux_config))
                 .unwrap_or_default(),
-            python: needs_python(endpoint).then(|| {
+            // A triton model may turn out to need Python (TorchScript, Keras): known at load.
+            python: (needs_python(endpoint) || endpoint.engine == EngineKind::Triton).then(|| {
                 let interpreter = settings
                     .python
                     .clone()
@@ -139,7 +141,8 @@ impl Loader {
             endpoint.engine,
             EngineKind::Xgboost | EngineKind::Lightgbm | EngineKind::Onnx
         );
-        if !native_kind && !needs_python(endpoint) {
+        let triton = endpoint.engine == EngineKind::Triton;
+        if !native_kind && !triton && !needs_python(endpoint) {
             return Err(format!(
                 "engine '{}' is not available in this version of serval",
                 endpoint.engine
@@ -150,11 +153,33 @@ impl Loader {
             None if native_kind || endpoint.engine == EngineKind::Sklearn => {
                 return Err(format!("the {} engine needs a model", endpoint.engine));
             }
+            None if triton && endpoint.preprocess.is_none() => {
+                return Err("the triton engine needs a model (or preprocess code whose \
+                     Preprocess.process runs it)"
+                    .to_string());
+            }
             None => None,
         };
         let stamp = model.as_ref().and_then(|(path, _)| FileStamp::read(path));
-        let native = match (&model, native_kind) {
-            (Some((path, bytes)), true) => {
+        // What runs a triton model: ONNX natively, other formats in Python with their library.
+        let mut triton_python = None;
+        let triton_onnx = match (&model, triton) {
+            (Some((path, _)), true) => {
+                let key = fingerprint.model_sha256.clone().unwrap_or_else(|| {
+                    serval_artifacts::hash_bytes(path.display().to_string().as_bytes())
+                });
+                match triton::locate(path, &self.cache_dir.join("models").join(key))? {
+                    triton::TritonModel::Onnx { bytes, name } => Some((bytes, name)),
+                    triton::TritonModel::Python { path, runtime } => {
+                        triton_python = Some((path, runtime));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let native = match (&model, native_kind, triton_onnx) {
+            (Some((path, bytes)), true, _) => {
                 let name = path.file_name().map_or_else(
                     || path.display().to_string(),
                     |n| n.to_string_lossy().into_owned(),
@@ -164,21 +189,42 @@ impl Loader {
                 let warm = warm_up(engine.as_ref())?;
                 Some((NativeModel::new(endpoint.engine, engine), warm))
             }
+            (_, _, Some((bytes, name))) => {
+                let engine = serval_core::load_engine(EngineKind::Onnx, &bytes, &name, &self.onnx)
+                    .map_err(|e| e.to_string())?;
+                triton::check_io(&endpoint.io, engine.metadata())
+                    .map_err(|e| format!("{name} does not match the endpoint's io flags: {e}"))?;
+                let warm = warm_up(engine.as_ref())?;
+                Some((NativeModel::new(EngineKind::Onnx, engine), warm))
+            }
             _ => None,
         };
+        let python_needed = needs_python(endpoint) || triton_python.is_some();
         let pool = match &fingerprint.python {
-            Some((interpreter, workers)) => Some(Arc::new(self.start_python(
-                url,
-                endpoint,
-                model.as_ref().map(|(p, _)| p.as_path()),
-                interpreter,
-                *workers,
-            )?)),
-            None => None,
+            Some((interpreter, workers)) if python_needed => {
+                let model_path = match &triton_python {
+                    Some((path, _)) => Some(path.as_path()),
+                    None => model.as_ref().map(|(p, _)| p.as_path()),
+                };
+                Some(Arc::new(self.start_python(
+                    url,
+                    endpoint,
+                    model_path,
+                    triton_python.as_ref().map(|(_, runtime)| runtime.name()),
+                    interpreter,
+                    *workers,
+                )?))
+            }
+            _ => None,
         };
         let (runner, signature) = match (pool, native) {
             (None, Some((model, warm))) => {
-                let signature = signature::native(endpoint.engine, &model, warm.as_deref());
+                let kind = if triton {
+                    EngineKind::Onnx
+                } else {
+                    endpoint.engine
+                };
+                let signature = signature::native(kind, &model, warm.as_deref());
                 (Runner::Native(model), signature)
             }
             (Some(pool), None) => (Runner::Python(pool), signature::python(endpoint)),
@@ -196,6 +242,7 @@ impl Loader {
                 runner,
                 signature,
                 input_names: endpoint.io.input_name.clone(),
+                output_names: endpoint.io.output_name.clone(),
                 metrics: self.metrics.as_ref().map(|m| m.endpoint(url)),
                 monitor: arc_swap::ArcSwapOption::empty(),
                 library_requests: AtomicU64::new(0),

@@ -93,6 +93,7 @@ impl Loader {
         url: &str,
         endpoint: &Endpoint,
         model_path: Option<&Path>,
+        library: Option<&str>,
         interpreter: &str,
         workers: usize,
     ) -> Result<serval_python::Pool, String> {
@@ -116,6 +117,7 @@ impl Loader {
                 "engine": endpoint.engine.to_string(),
                 "code": code,
                 "model_path": model_path,
+                "runtime": library,
                 "endpoint": endpoint_info(url, endpoint),
                 "call_timeout": self.request_timeout.as_secs_f64(),
             }),

@@ -221,6 +221,11 @@ impl Monitor {
         self.freq >= 1.0 || (self.freq > 0.0 && r < self.freq)
     }
 
+    /// Whether a variable is named `key`.
+    pub fn reads(&self, key: &str) -> bool {
+        self.variables.iter().any(|(name, _)| name == key)
+    }
+
     /// The request body's values of the configured variables (taken before the body is
     /// consumed; only these are copied).
     pub fn body_values(&self, body: &Value) -> Vec<Option<Value>> {

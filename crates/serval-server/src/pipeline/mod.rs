@@ -20,6 +20,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use serde_json::{Map, Value};
+use serval_engine::NamedTensor;
 use serval_python::Pool;
 use serval_store::EngineKind;
 use tokio::time::Instant;
@@ -36,6 +37,12 @@ use crate::metrics::{EndpointMetrics, Monitor};
 pub enum Payload {
     Json(Value),
     Bytes(Bytes),
+    /// A body of rows already read into a native model's input (its only top-level key, if
+    /// any, is `instances`, which no metric rule of the endpoint reads).
+    Rows(NamedTensor),
+    /// Rows the endpoint's model cannot take, found while reading them: reported by the pipeline
+    /// as the endpoint's invalid input (422), so its metrics count it.
+    InvalidRows(String),
 }
 
 /// What a request carries.
@@ -131,6 +138,8 @@ pub struct Endpoint {
     pub signature: Signature,
     /// The endpoint's `--input-name` list (feature order for named features in clearml bodies).
     pub input_names: Vec<String>,
+    /// The endpoint's `--output-name` list (the outputs a `triton` endpoint hands `postprocess`).
+    pub output_names: Vec<String>,
     /// Request metrics (`None` when metrics are off).
     pub metrics: Option<EndpointMetrics>,
     /// clearml statistics of this url (sampling, variables); set at every table build.

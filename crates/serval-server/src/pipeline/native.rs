@@ -189,19 +189,23 @@ pub async fn run(
 ) -> Result<Output, Error> {
     match input {
         Input::Body(payload) => {
-            let body = match payload {
-                Payload::Json(value) => value,
+            let meta = model.engine.metadata();
+            let inputs = match payload {
+                Payload::Rows(input) => vec![input],
+                Payload::InvalidRows(message) => return Err(Error::InvalidInput(message)),
+                Payload::Json(body) => request_to_inputs(&body, meta, &endpoint.input_names)?,
                 // Native models only take JSON: read it whatever the Content-Type says (curl -d
                 // sends form-urlencoded by default).
-                Payload::Bytes(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                    Error::InvalidInput(format!(
-                        "endpoint '{}' runs a native model and takes a JSON body; this body is not JSON ({e})",
-                        endpoint.url
-                    ))
-                })?,
+                Payload::Bytes(bytes) => {
+                    let body = serde_json::from_slice(&bytes).map_err(|e| {
+                        Error::InvalidInput(format!(
+                            "endpoint '{}' runs a native model and takes a JSON body; this body is not JSON ({e})",
+                            endpoint.url
+                        ))
+                    })?;
+                    request_to_inputs(&body, meta, &endpoint.input_names)?
+                }
             };
-            let meta = model.engine.metadata();
-            let inputs = request_to_inputs(&body, meta, &endpoint.input_names)?;
             let outputs = model
                 .infer(endpoint.metrics.as_ref(), inputs, deadline)
                 .await?;

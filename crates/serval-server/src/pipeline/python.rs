@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
-use serval_engine::{NamedOutput, NamedTensor, OutputValue, Tensor, TensorData};
+use serval_engine::{DataType, NamedOutput, NamedTensor, OutputValue, Tensor, TensorData};
 use serval_python::frame::{self, BLOB};
 use serval_python::{Body, Pool, Step};
 use serval_store::EngineKind;
@@ -30,6 +30,13 @@ pub(super) async fn run(
     let (body, state, tensors) = match input {
         Input::Body(Payload::Json(value)) => (Body::Json(value), None, false),
         Input::Body(Payload::Bytes(bytes)) => (Body::Bytes(bytes.to_vec()), None, false),
+        // Only native endpoints are given rows; as JSON should one ever get here.
+        Input::Body(Payload::Rows(input)) => (
+            Body::Json(serde_json::json!({ "instances": serval_core::tensor_json(&input.tensor) })),
+            None,
+            false,
+        ),
+        Input::Body(Payload::InvalidRows(message)) => return Err(Error::InvalidInput(message)),
         Input::Tensors {
             inputs, parameters, ..
         } => {
@@ -58,10 +65,23 @@ pub(super) async fn run(
                 return Err(Error::Internal("no native model".into()));
             };
             let meta = model.engine.metadata();
-            let inputs = preprocessed_inputs(data, &blobs, meta, &endpoint.input_names)?;
-            let outputs = model
+            let triton = endpoint.kind == EngineKind::Triton;
+            let inputs = if triton {
+                triton_inputs(data, &blobs, meta, &endpoint.input_names)?
+            } else {
+                preprocessed_inputs(data, &blobs, meta, &endpoint.input_names)?
+            };
+            let mut outputs = model
                 .infer(endpoint.metrics.as_ref(), inputs, ctx.deadline)
                 .await?;
+            if triton && !endpoint.output_names.is_empty() {
+                // The requested outputs (`--output-name`), in their order.
+                outputs = endpoint
+                    .output_names
+                    .iter()
+                    .filter_map(|name| outputs.iter().find(|o| &o.name == name).cloned())
+                    .collect();
+            }
             let mut out_blobs = Vec::new();
             let value = library_outputs(endpoint.kind, &outputs, &mut out_blobs)?;
             next.post(value, out_blobs).await.map_err(python_error)?
@@ -140,6 +160,96 @@ fn preprocessed_inputs(
     }
     let json = replace_markers(data, blobs)?;
     Ok(serval_core::request_to_inputs(&json, meta, input_names)?)
+}
+
+/// Model inputs from what `preprocess` returned, by clearml's `triton` contract: with one input
+/// the whole value is that input; with several it is a list aligned with `--input-name` (extra
+/// items are ignored, as clearml ignores them). Each array keeps its own shape — one dimension
+/// short of the model's gets a leading batch of 1 — and is cast to the input's type.
+fn triton_inputs(
+    data: Value,
+    blobs: &[Vec<u8>],
+    meta: &serval_engine::ModelMetadata,
+    input_names: &[String],
+) -> Result<Vec<NamedTensor>, Error> {
+    let specs: Vec<&serval_engine::TensorSpec> = if input_names.is_empty() {
+        meta.inputs.iter().collect()
+    } else {
+        // Checked against the graph at load: every name is an input.
+        input_names
+            .iter()
+            .filter_map(|n| meta.inputs.iter().find(|s| &s.name == n))
+            .collect()
+    };
+    let names = || {
+        specs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let items = match (specs.len(), data) {
+        (1, data) => vec![data],
+        (n, Value::Array(items)) if items.len() >= n => items,
+        (n, Value::Array(items)) => {
+            return Err(Error::InvalidInput(format!(
+                "preprocess returned {} arrays for the model's {n} inputs ({})",
+                items.len(),
+                names()
+            )));
+        }
+        (n, _) => {
+            return Err(Error::InvalidInput(format!(
+                "preprocess must return a list of {n} arrays, one per input ({})",
+                names()
+            )));
+        }
+    };
+    specs
+        .into_iter()
+        .zip(items)
+        .map(|(spec, item)| {
+            let tensor = match frame::marker_tensor(&item, blobs) {
+                Some(tensor) => cast(tensor.map_err(Error::Worker)?, spec.dtype)?,
+                None => {
+                    serval_core::nested(&replace_markers(item, blobs)?, spec.dtype, &spec.name)?
+                }
+            };
+            let tensor = if tensor.shape().len() + 1 == spec.shape.len() {
+                let mut shape = vec![1];
+                shape.extend_from_slice(tensor.shape());
+                Tensor::new(shape, tensor.into_data())?
+            } else {
+                tensor
+            };
+            Ok(NamedTensor {
+                name: spec.name.clone(),
+                tensor,
+            })
+        })
+        .collect()
+}
+
+/// A tensor in another element type (as `np.array(x, dtype=...)` casts).
+fn cast(tensor: Tensor, dtype: DataType) -> Result<Tensor, Error> {
+    if tensor.dtype() == dtype {
+        return Ok(tensor);
+    }
+    let shape = tensor.shape().to_vec();
+    let values = tensor.to_f64()?;
+    let data = match dtype {
+        DataType::F32 => TensorData::F32(values.into_iter().map(|v| v as f32).collect()),
+        DataType::F64 => TensorData::F64(values),
+        DataType::I64 => TensorData::I64(values.into_iter().map(|v| v as i64).collect()),
+        DataType::I32 => TensorData::I32(values.into_iter().map(|v| v as i32).collect()),
+        DataType::Bool => TensorData::Bool(values.into_iter().map(|v| v != 0.0).collect()),
+        DataType::String => {
+            return Err(Error::InvalidInput(
+                "preprocess returned numbers for a string input".into(),
+            ));
+        }
+    };
+    Ok(Tensor::new(shape, data)?)
 }
 
 fn replace_markers(value: Value, blobs: &[Vec<u8>]) -> Result<Value, Error> {

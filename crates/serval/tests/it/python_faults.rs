@@ -40,7 +40,9 @@ class Preprocess:
         if op == "object":
             return {"handle": object()}
         if op == "numpy":
-            return {"array": np.arange(3, dtype=np.int64), "scalar": np.float32(0.5), "bytes": b"\x00\x01"}
+            return {"array": np.arange(3, dtype=np.int64), "scalar": np.float32(0.5), "bytes": b"caf\xc3\xa9"}
+        if op == "binary":
+            return {"bytes": b"\xff\x00"}
         if op == "bytes":
             return {"length": len(data["raw"])}
         if op == "slow":
@@ -144,8 +146,15 @@ fn misbehaving_user_code_gets_clear_errors_and_the_endpoint_keeps_working() {
         server.post("/serve/faulty", r#"{"op": "numpy"}"#),
         (
             200,
-            json!({"array": [0, 1, 2], "scalar": 0.5, "bytes": "AAE="})
+            json!({"array": [0, 1, 2], "scalar": 0.5, "bytes": "café"})
         )
+    );
+    // Bytes are answered as their UTF-8 text (as FastAPI does); other bytes are a clear 500.
+    let (status, reply) = server.post("/serve/faulty", r#"{"op": "binary"}"#);
+    assert_eq!(status, 500, "{reply}");
+    assert!(
+        reply["detail"].as_str().unwrap().contains("not UTF-8"),
+        "{reply}"
     );
     // Binary bodies reach preprocess as bytes.
     assert_eq!(

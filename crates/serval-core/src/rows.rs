@@ -1,0 +1,526 @@
+//! Tabular clearml bodies parsed straight into a typed tensor, with no JSON tree in between.
+//!
+//! A body of rows for a one-input `[rows, features]` model — `{"instances": [[...], ...]}`,
+//! `[[...], ...]` or one row `[...]` — is read value by value into the model's input type: a
+//! 16-million-value body costs 64 MB as `f32`, where a `serde_json::Value` tree of it costs about a
+//! gigabyte. Every other shape (objects of named features, columns, empty or mixed lists) is
+//! [`Parsed::Other`]: the caller parses a tree and uses [`crate::request_to_inputs`], which gives the
+//! same answers and the same error texts for what both read.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serval_engine::{DataType, ModelMetadata, NamedTensor, Tensor, TensorData, TensorSpec};
+
+/// What [`parse_rows`] made of a body.
+#[derive(Debug)]
+pub enum Parsed {
+    /// The model's input, ready to run.
+    Rows(NamedTensor),
+    /// Rows that cannot be a batch for this model (wrong width, a value that is not a number):
+    /// [`crate::request_to_inputs`]'s invalid-input message.
+    Invalid(String),
+    /// The body is not JSON: the parser's error, with its position.
+    Syntax(serde_json::Error),
+    /// Another shape: parse a tree.
+    Other,
+}
+
+/// The `[rows, width]` input of a tabular model, if it is one (the shape [`parse_rows`] reads).
+pub fn tabular_input(meta: &ModelMetadata) -> Option<(&TensorSpec, usize)> {
+    match meta.inputs.as_slice() {
+        [only] if only.shape.len() == 2 && only.dtype != DataType::String => {
+            Some((only, only.shape[1]?))
+        }
+        _ => None,
+    }
+}
+
+/// Parses a body of rows for `meta`'s tabular input (see the module docs); [`Parsed::Other`] for a
+/// model that is not tabular.
+pub fn parse_rows(json: &[u8], meta: &ModelMetadata) -> Parsed {
+    let Some((spec, width)) = tabular_input(meta) else {
+        return Parsed::Other;
+    };
+    let mut state = State {
+        width,
+        values: Values::new(spec.dtype),
+        rows: 0,
+        mode: Mode::Empty,
+        text: None,
+        stop: None,
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let parsed = Body(&mut state)
+        .deserialize(&mut deserializer)
+        .and_then(|()| deserializer.end());
+    match (parsed, state.stop) {
+        (_, Some(Stop::Other)) => Parsed::Other,
+        (_, Some(Stop::Invalid(message))) => invalid(message),
+        (Err(error), None) if error.is_syntax() || error.is_eof() => Parsed::Syntax(error),
+        (Err(_), None) => Parsed::Other,
+        (Ok(()), None) => {
+            let rows = match state.mode {
+                Mode::Empty => return Parsed::Other,
+                Mode::OneRow => {
+                    if state.rows != width {
+                        return invalid(row_length(0, state.rows, width));
+                    }
+                    if let Some(message) = state.text {
+                        return invalid(message);
+                    }
+                    1
+                }
+                Mode::Rows => state.rows,
+            };
+            match Tensor::new(vec![rows, width], state.values.into_data()) {
+                Ok(tensor) => Parsed::Rows(NamedTensor {
+                    name: spec.name.clone(),
+                    tensor,
+                }),
+                Err(error) => Parsed::Invalid(error.to_string()),
+            }
+        }
+    }
+}
+
+fn invalid(message: String) -> Parsed {
+    Parsed::Invalid(message)
+}
+
+fn row_length(row: usize, length: usize, width: usize) -> String {
+    format!("row {row} has {length} values, the model takes {width} features")
+}
+
+/// Values in the model's input type, cast as [`crate::request_to_inputs`] casts them.
+enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    Bool(Vec<bool>),
+}
+
+impl Values {
+    fn new(dtype: DataType) -> Values {
+        match dtype {
+            DataType::F64 => Values::F64(Vec::new()),
+            DataType::I64 => Values::I64(Vec::new()),
+            DataType::I32 => Values::I32(Vec::new()),
+            DataType::Bool => Values::Bool(Vec::new()),
+            DataType::F32 | DataType::String => Values::F32(Vec::new()),
+        }
+    }
+
+    fn push(&mut self, v: f64) {
+        match self {
+            Values::F32(values) => values.push(v as f32),
+            Values::F64(values) => values.push(v),
+            Values::I64(values) => values.push(v as i64),
+            Values::I32(values) => values.push(v as i32),
+            Values::Bool(values) => values.push(v != 0.0),
+        }
+    }
+
+    fn into_data(self) -> TensorData {
+        match self {
+            Values::F32(values) => TensorData::F32(values),
+            Values::F64(values) => TensorData::F64(values),
+            Values::I64(values) => TensorData::I64(values),
+            Values::I32(values) => TensorData::I32(values),
+            Values::Bool(values) => TensorData::Bool(values),
+        }
+    }
+}
+
+/// Whether the list holds rows (lists) or is itself one row (scalars).
+#[derive(PartialEq)]
+enum Mode {
+    Empty,
+    OneRow,
+    Rows,
+}
+
+/// Why parsing stopped early (it stops by returning an error to serde).
+enum Stop {
+    Other,
+    Invalid(String),
+}
+
+struct State {
+    width: usize,
+    values: Values,
+    /// Rows read (`Mode::Rows`) or values read (`Mode::OneRow`).
+    rows: usize,
+    mode: Mode,
+    /// The first value of a one-row body that is not a number (reported after its length).
+    text: Option<String>,
+    stop: Option<Stop>,
+}
+
+impl State {
+    fn stop<E: de::Error>(&mut self, stop: Stop) -> E {
+        self.stop = Some(stop);
+        E::custom("stopped")
+    }
+}
+
+/// The whole body: `{"instances": list}` or a list.
+struct Body<'s>(&'s mut State);
+
+impl<'de> DeserializeSeed<'de> for Body<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Body<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object or list")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let state = self.0;
+        match map.next_key::<std::borrow::Cow<'de, str>>()? {
+            Some(key) if key == "instances" => {}
+            _ => return Err(state.stop(Stop::Other)),
+        }
+        map.next_value_seed(List(state))?;
+        if map.next_key::<IgnoredAny>()?.is_some() {
+            return Err(state.stop(Stop::Other));
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        List(self.0).visit_seq(seq)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(self.0.stop(Stop::Other))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(self.0.stop(Stop::Other))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(self.0.stop(Stop::Other))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(self.0.stop(Stop::Other))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(self.0.stop(Stop::Other))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(self.0.stop(Stop::Other))
+    }
+}
+
+/// A list of rows, or one row of scalars.
+struct List<'s>(&'s mut State);
+
+impl<'de> DeserializeSeed<'de> for List<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for List<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of rows")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let state = self.0;
+        while seq.next_element_seed(Item(&mut *state))?.is_some() {}
+        Ok(())
+    }
+}
+
+/// One item of the list: a row, or a value of the single row.
+struct Item<'s>(&'s mut State);
+
+impl<'de> DeserializeSeed<'de> for Item<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl Item<'_> {
+    /// A scalar item: the list is one row.
+    fn scalar<E: de::Error>(self, value: Cell) -> Result<(), E> {
+        let state = self.0;
+        match state.mode {
+            Mode::Empty => state.mode = Mode::OneRow,
+            Mode::OneRow => {}
+            Mode::Rows => return Err(state.stop(Stop::Other)),
+        }
+        let column = state.rows;
+        state.rows += 1;
+        if column >= state.width {
+            // Too long: counted to the end for the message.
+            return Ok(());
+        }
+        match value {
+            Cell::Number(v) => state.values.push(v),
+            // Reported after the length check, as `request_to_inputs` does.
+            Cell::Text(text) => {
+                if state.text.is_none() {
+                    state.text = Some(not_a_number(0, column, &text));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Cell {
+    Number(f64),
+    Text(String),
+}
+
+fn not_a_number(row: usize, column: usize, text: &str) -> String {
+    format!(
+        "row {row} value {column} must be a number or null, got {}",
+        serde_json::Value::String(text.to_string())
+    )
+}
+
+impl<'de> Visitor<'de> for Item<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a row")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let state = self.0;
+        match state.mode {
+            Mode::Empty => state.mode = Mode::Rows,
+            Mode::Rows => {}
+            Mode::OneRow => return Err(state.stop(Stop::Other)),
+        }
+        let row = state.rows;
+        let mut length = 0;
+        let mut text = None;
+        while let Some(cell) = seq.next_element_seed(CellSeed)? {
+            match cell {
+                Cell::Number(v) if length < state.width => state.values.push(v),
+                Cell::Text(t) if length < state.width && text.is_none() => {
+                    text = Some(not_a_number(row, length, &t));
+                }
+                _ => {}
+            }
+            length += 1;
+        }
+        if length != state.width {
+            return Err(state.stop(Stop::Invalid(row_length(row, length, state.width))));
+        }
+        if let Some(message) = text {
+            return Err(state.stop(Stop::Invalid(message)));
+        }
+        state.rows += 1;
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(self.0.stop(Stop::Other))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.scalar(Cell::Number(f64::from(u8::from(v))))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.scalar(Cell::Number(v as f64))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.scalar(Cell::Number(v as f64))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.scalar(Cell::Number(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.scalar(Cell::Text(v.to_string()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.scalar(Cell::Number(f64::NAN))
+    }
+}
+
+/// One value of a row: a number (null → NaN, booleans → 0/1) or a string (an error, reported with
+/// the row). A list or object stops the parse with a data error: the tree path says what is wrong.
+struct CellSeed;
+
+impl<'de> DeserializeSeed<'de> for CellSeed {
+    type Value = Cell;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CellSeed {
+    type Value = Cell;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number or null")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Cell::Number(f64::from(u8::from(v))))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Cell::Number(v as f64))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Cell::Number(v as f64))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Cell::Number(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cell::Text(v.to_string()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Cell::Number(f64::NAN))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(de::Error::custom("a list inside a row"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(de::Error::custom("an object inside a row"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request_to_inputs;
+    use serval_engine::{EngineError, Task};
+
+    fn meta(width: usize, dtype: DataType) -> ModelMetadata {
+        ModelMetadata {
+            format: "test".into(),
+            inputs: vec![TensorSpec {
+                name: "input".into(),
+                dtype,
+                shape: vec![None, Some(width)],
+            }],
+            outputs: Vec::new(),
+            feature_names: None,
+            task: Task::Regression,
+        }
+    }
+
+    /// The typed path agrees with the tree path on every body it reads, answers and errors alike.
+    #[test]
+    fn typed_rows_agree_with_the_tree_path() {
+        let bodies = [
+            r#"{"instances": [[1, 2.5, null, true], [0, -1e3, 3, false]]}"#,
+            "[[1, 2, 3, 4]]",
+            "[1, 2, 3, 4]",
+            " [ [1,2,3,4] , [5,6,7,8] ] ",
+            "[[1, 2, 3]]",
+            "[[1, 2, 3, 4, 5]]",
+            r#"[[1, "a", 3, 4]]"#,
+            r#"[[1, "a", 3, 4, 5]]"#,
+            r#"[1, "b", 3, 4]"#,
+            "[1, 2, 3]",
+            "[1, 2, 3, 4, 5]",
+            r#"{"instances": [[1, 2, 3, 4]], "other": 1}"#,
+        ];
+        for dtype in [DataType::F32, DataType::F64, DataType::I64] {
+            let meta = meta(4, dtype);
+            for body in bodies {
+                let tree = request_to_inputs(&serde_json::from_str(body).unwrap(), &meta, &[]);
+                match (parse_rows(body.as_bytes(), &meta), tree) {
+                    // Debug text: NaN (a null) is not equal to itself.
+                    (Parsed::Rows(typed), Ok(tree)) => {
+                        assert_eq!(format!("{:?}", [typed]), format!("{tree:?}"), "{body}")
+                    }
+                    (Parsed::Invalid(typed), Err(tree)) => {
+                        let typed = EngineError::InvalidInput(typed).to_string();
+                        assert_eq!(typed, tree.to_string(), "{body}")
+                    }
+                    (Parsed::Other, _) if body.contains("other") => {}
+                    (typed, tree) => panic!("{body}: typed {typed:?}, tree {tree:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_row_bodies_are_read() {
+        let meta = meta(2, DataType::F32);
+        for body in [
+            r#"{"x0": 1, "x1": 2}"#,
+            r#"{"x0": [1, 2], "x1": [3, 4]}"#,
+            r#"[{"x0": 1, "x1": 2}]"#,
+            "[]",
+            r#"{"instances": []}"#,
+            r#"[[1, 2], 3]"#,
+            r#"[[1, [2]]]"#,
+            "3",
+            r#"{"instances": 3}"#,
+        ] {
+            assert!(
+                matches!(parse_rows(body.as_bytes(), &meta), Parsed::Other),
+                "{body}"
+            );
+        }
+        let image = ModelMetadata {
+            inputs: vec![TensorSpec {
+                name: "image".into(),
+                dtype: DataType::F32,
+                shape: vec![None, Some(3), Some(8), Some(8)],
+            }],
+            ..meta
+        };
+        assert!(matches!(parse_rows(b"[[1, 2]]", &image), Parsed::Other));
+    }
+
+    #[test]
+    fn syntax_errors_keep_their_position() {
+        let meta = meta(2, DataType::F32);
+        let text = b"[[1, 2], [3, 4}";
+        let Parsed::Syntax(typed) = parse_rows(text, &meta) else {
+            panic!("not a syntax error");
+        };
+        let tree = serde_json::from_slice::<serde_json::Value>(text).unwrap_err();
+        assert_eq!((typed.line(), typed.column()), (tree.line(), tree.column()));
+        assert!(matches!(
+            parse_rows(b"[[1, 2]] x", &meta),
+            Parsed::Syntax(_)
+        ));
+    }
+}
