@@ -7,4 +7,6 @@ pub mod mapping;
 pub mod rows;
 
 pub use formats::{ModelFormat, load_engine};
-pub use mapping::{nested, reply_from_outputs, request_to_inputs, shape_and_leaves, tensor_json};
+pub use mapping::{
+    nested, outputs_by_name, reply_from_outputs, request_to_inputs, shape_and_leaves, tensor_json,
+};

@@ -418,13 +418,18 @@ pub fn reply_from_outputs(meta: &ModelMetadata, outputs: &[NamedOutput]) -> Resu
             OutputValue::Tensor(t) => Ok(json!({"y": per_row(t)})),
             OutputValue::Maps(_) => Err(internal("regression output must be a tensor")),
         },
-        _ => Ok(Value::Object(
-            outputs
-                .iter()
-                .map(|o| (o.name.clone(), output_json(&o.value)))
-                .collect(),
-        )),
+        _ => Ok(outputs_by_name(outputs)),
     }
+}
+
+/// Every output under its name: `{"<output name>": nested list, ...}`.
+pub fn outputs_by_name(outputs: &[NamedOutput]) -> Value {
+    Value::Object(
+        outputs
+            .iter()
+            .map(|o| (o.name.clone(), output_json(&o.value)))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

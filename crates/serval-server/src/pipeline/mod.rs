@@ -116,8 +116,14 @@ impl Runner {
             }
             Runner::Python(_) => match kind {
                 EngineKind::Sklearn => "python worker (scikit-learn model)".to_string(),
+                EngineKind::Triton => {
+                    "python worker (the triton model through its library)".to_string()
+                }
                 kind => format!("python worker ({kind})"),
             },
+            Runner::PythonNative { model, .. } if kind == EngineKind::Triton => {
+                format!("python pre/postprocess + {} (triton engine)", native(model))
+            }
             Runner::PythonNative { model, .. } => format!(
                 "python pre/postprocess + {} (the {kind} library in Python when preprocess \
                  returns data that is not array-like)",

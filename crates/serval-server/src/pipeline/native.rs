@@ -209,6 +209,16 @@ pub async fn run(
             let outputs = model
                 .infer(endpoint.metrics.as_ref(), inputs, deadline)
                 .await?;
+            if endpoint.kind == EngineKind::Triton {
+                // The requested outputs by name (`--output-name`; all when none is named).
+                let wanted: Vec<_> = outputs
+                    .into_iter()
+                    .filter(|o| {
+                        endpoint.output_names.is_empty() || endpoint.output_names.contains(&o.name)
+                    })
+                    .collect();
+                return Ok(Output::Body(serval_core::outputs_by_name(&wanted)));
+            }
             Ok(Output::Body(reply_from_outputs(meta, &outputs)?))
         }
         Input::Tensors { inputs, .. } => {

@@ -15,6 +15,7 @@ mod predict;
 mod python_faults;
 mod scale_out;
 mod serve;
+mod triton;
 mod v2_clients;
 
 use std::path::{Path, PathBuf};

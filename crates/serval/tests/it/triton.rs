@@ -1,0 +1,220 @@
+//! clearml's `triton` engine served by serval itself: the pytorch-style example (image → preprocess
+//! → an MNIST-shaped ONNX model → `{"digit": N}`) with clearml's exact `model add` flags, io flags
+//! checked against the graph, the model without preprocess code over `/serve` and V2, and a model
+//! whose runtime is missing.
+
+use serde_json::{Value, json};
+
+use crate::serve::{Server, wait_until};
+use crate::{Home, example, python};
+
+/// Runs `examples/pytorch/make_model.py` into the home: the ONNX model and digit images.
+fn make_model(home: &Home) -> std::path::PathBuf {
+    let out = home.path().join("pytorch");
+    let output = std::process::Command::new(python())
+        .arg(example("pytorch/make_model.py"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run make_model.py");
+    assert!(
+        output.status.success(),
+        "make_model.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+/// clearml's `model add` for the pytorch example, with `extra` flags replacing the io ones.
+fn add(home: &Home, endpoint: &str, model: &str, preprocess: Option<&str>, io: &[&str]) {
+    let mut args = vec![
+        "model",
+        "add",
+        "--engine",
+        "triton",
+        "--endpoint",
+        endpoint,
+        "--model-id",
+        model,
+    ];
+    if let Some(code) = preprocess {
+        args.extend(["--preprocess", code]);
+    }
+    args.extend(io);
+    home.ok(&args);
+}
+
+const CLEARML_IO: &[&str] = &[
+    "--input-size",
+    "1",
+    "28",
+    "28",
+    "--input-name",
+    "INPUT__0",
+    "--input-type",
+    "float32",
+    "--output-size",
+    "-1",
+    "10",
+    "--output-name",
+    "OUTPUT__0",
+    "--output-type",
+    "float32",
+];
+
+fn endpoint_status(home: &Home, url: &str) -> Value {
+    home.json(&["model", "list"])["instances"][0]["endpoints"][url].clone()
+}
+
+#[test]
+fn the_pytorch_example_runs_natively_through_the_triton_engine() {
+    let home = Home::new();
+    home.service("triton");
+    let files = make_model(&home);
+    let model = home.ok(&[
+        "model",
+        "upload",
+        "--name",
+        "mnist",
+        "--project",
+        "serving examples",
+        "--framework",
+        "onnx",
+        "--path",
+        files.join("model.onnx").to_str().unwrap(),
+    ]);
+    let model = model
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("Model created and registered, new Model ID="))
+        .unwrap()
+        .to_string();
+    let preprocess = example("pytorch/preprocess.py");
+    add(
+        &home,
+        "test_model_pytorch",
+        &model,
+        Some(&preprocess),
+        CLEARML_IO,
+    );
+    // The same model without preprocess code, and with io flags that do not fit it.
+    add(&home, "mnist_raw", &model, None, CLEARML_IO);
+    let mut wrong = CLEARML_IO.to_vec();
+    wrong.splice(1..4, ["1", "784"]);
+    add(&home, "mnist_wrong", &model, Some(&preprocess), &wrong);
+    let server = Server::start(&home);
+    wait_until("test_model_pytorch", || {
+        endpoint_status(&home, "test_model_pytorch")["state"] == "loaded"
+    });
+    let status = endpoint_status(&home, "test_model_pytorch");
+    assert!(
+        status["path"].as_str().unwrap().contains("native onnx"),
+        "{status}"
+    );
+
+    // Image bytes, as clearml's README sends them, for every digit; a JPEG; a {"url"}.
+    for digit in 0..10 {
+        let image = std::fs::read(files.join(format!("{digit}.png"))).unwrap();
+        assert_eq!(
+            server.post_as("/serve/test_model_pytorch", "image/png", &image),
+            (200, json!({"digit": digit})),
+            "digit {digit}"
+        );
+    }
+    let jpeg = std::fs::read(files.join("5.jpg")).unwrap();
+    assert_eq!(
+        server.post_as("/serve/test_model_pytorch", "image/jpeg", &jpeg),
+        (200, json!({"digit": 5}))
+    );
+    let url = json!({"url": files.join("7.png")}).to_string();
+    assert_eq!(
+        server.post("/serve/test_model_pytorch", &url),
+        (200, json!({"digit": 7}))
+    );
+    // Bytes that are no image: the example's RuntimeError, a 500 as upstream.
+    let (status, reply) = server.post_as("/serve/test_model_pytorch", "image/jpeg", b"not a jpeg");
+    assert_eq!(status, 500, "{reply}");
+    assert!(
+        reply["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Image could not be decoded"),
+        "{reply}"
+    );
+
+    // Without preprocess: the input by name, the output by name; V2 too.
+    let mut image = vec![vec![0.0f32; 28]; 28];
+    for row in &mut image[10..12] {
+        row[4..24].fill(255.0);
+    }
+    let (status, reply) = server.post(
+        "/serve/mnist_raw",
+        &json!({"INPUT__0": [image.clone()]}).to_string(),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let probabilities = reply["OUTPUT__0"][0].as_array().unwrap();
+    assert_eq!(probabilities.len(), 10);
+    let best = (0..10)
+        .max_by(|a, b| {
+            let p = |i: usize| probabilities[i].as_f64().unwrap();
+            p(*a).total_cmp(&p(*b))
+        })
+        .unwrap();
+    assert_eq!(best, 3, "{reply}");
+    let flat: Vec<f32> = image.iter().flatten().copied().collect();
+    let (status, reply) = server.post(
+        "/v2/models/mnist_raw/infer",
+        &json!({"inputs": [{"name": "INPUT__0", "datatype": "FP32", "shape": [1, 28, 28], "data": flat}]})
+            .to_string(),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["outputs"][0]["name"], "OUTPUT__0");
+    assert_eq!(reply["outputs"][0]["shape"], json!([1, 10]));
+
+    // io flags that do not fit the graph: a load error naming both, never "loaded".
+    let status = endpoint_status(&home, "mnist_wrong");
+    assert_eq!(status["state"], "failed", "{status}");
+    let error = status["error"].as_str().unwrap();
+    assert!(
+        error.contains(
+            "input 'INPUT__0' has size [1, 784] by --input-size but [1, 28, 28] in the model"
+        ),
+        "{error}"
+    );
+    assert_eq!(server.post("/serve/mnist_wrong", "{}").0, 503);
+}
+
+#[test]
+fn a_triton_model_whose_runtime_is_missing_is_a_load_error_naming_it() {
+    let home = Home::new();
+    home.service("triton-missing");
+    // A TorchScript archive as torch.jit.save writes it (a zip with data.pkl and constants.pkl);
+    // the test venv has no torch.
+    let dir = home.path().join("torchscript");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    z.writestr('model/data.pkl', b'x')\n    z.writestr('model/constants.pkl', b'x')\n    z.writestr('model/version', b'3')\n";
+    let path = dir.join("model.pt");
+    let status = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let model = home.upload("torch", path.to_str().unwrap(), &["--framework", "pytorch"]);
+    add(&home, "torch_model", &model, None, CLEARML_IO);
+    let server = Server::start(&home);
+    wait_until("the load error", || {
+        endpoint_status(&home, "torch_model")["state"] == "failed"
+    });
+    let error = endpoint_status(&home, "torch_model")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("TorchScript models with the 'torch' package"),
+        "{error}"
+    );
+    assert!(error.contains("--extra-python-packages torch"), "{error}");
+    let (status, reply) = server.post("/serve/torch_model", "{}");
+    assert_eq!(status, 503, "{reply}");
+}
