@@ -22,6 +22,7 @@ mod models;
 pub mod pipeline;
 mod sync;
 mod table;
+pub mod triton_repo;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -52,7 +52,8 @@ fn pbtxt_value(value: &Value, indent: usize, out: &mut String) {
     match value {
         Value::String(s)
             if !s.is_empty()
-                && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && s.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
                 && s.starts_with(|c: char| c.is_ascii_uppercase()) =>
         {
             out.push_str(s)
@@ -86,7 +87,12 @@ fn pbtxt_value(value: &Value, indent: usize, out: &mut String) {
 }
 
 /// The `input [...]` / `output [...]` block of the io flags.
-fn io_block(side: &str, names: &[String], types: &[String], sizes: &[Vec<i64>]) -> Result<String, String> {
+fn io_block(
+    side: &str,
+    names: &[String],
+    types: &[String],
+    sizes: &[Vec<i64>],
+) -> Result<String, String> {
     if names.is_empty() {
         return Ok(String::new());
     }
@@ -94,13 +100,21 @@ fn io_block(side: &str, names: &[String], types: &[String], sizes: &[Vec<i64>]) 
     for (i, name) in names.iter().enumerate() {
         let _ = write!(out, "  {{\n    name: {}\n", Value::String(name.clone()));
         if let Some(t) = types.get(i) {
-            let _ = writeln!(out, "    data_type: {}", data_type(t).map_err(|e| format!("--{side}-type {e}"))?);
+            let _ = writeln!(
+                out,
+                "    data_type: {}",
+                data_type(t).map_err(|e| format!("--{side}-type {e}"))?
+            );
         }
         if let Some(dims) = sizes.get(i) {
             let dims: Vec<String> = dims.iter().map(i64::to_string).collect();
             let _ = writeln!(out, "    dims: [ {} ]", dims.join(", "));
         }
-        out.push_str(if i + 1 < names.len() { "  },\n" } else { "  }\n" });
+        out.push_str(if i + 1 < names.len() {
+            "  },\n"
+        } else {
+            "  }\n"
+        });
     }
     out.push_str("]\n");
     Ok(out)
@@ -109,7 +123,11 @@ fn io_block(side: &str, names: &[String], types: &[String], sizes: &[Vec<i64>]) 
 /// An endpoint's `config.pbtxt`: an `--aux-config` file's text first, as is; then the aux keys,
 /// the platform or backend for the model's runtime unless the aux config names one, and the
 /// io flags' inputs and outputs.
-pub fn config_pbtxt(io: &IoSpec, aux: Option<&Value>, runtime: Option<Runtime>) -> Result<String, String> {
+pub fn config_pbtxt(
+    io: &IoSpec,
+    aux: Option<&Value>,
+    runtime: Option<Runtime>,
+) -> Result<String, String> {
     let mut out = String::new();
     let mut named_platform = false;
     match aux {
@@ -136,8 +154,18 @@ pub fn config_pbtxt(io: &IoSpec, aux: Option<&Value>, runtime: Option<Runtime>) 
             Some(Runtime::TensorFlow) => "platform: \"tensorflow_savedmodel\"\n",
         });
     }
-    out.push_str(&io_block("input", &io.input_name, &io.input_type, &io.input_size)?);
-    out.push_str(&io_block("output", &io.output_name, &io.output_type, &io.output_size)?);
+    out.push_str(&io_block(
+        "input",
+        &io.input_name,
+        &io.input_type,
+        &io.input_size,
+    )?);
+    out.push_str(&io_block(
+        "output",
+        &io.output_name,
+        &io.output_type,
+        &io.output_size,
+    )?);
     Ok(out)
 }
 
@@ -173,7 +201,10 @@ fn write_model(
     cache_dir: &Path,
     staging: &Path,
 ) -> Result<(), String> {
-    let id = endpoint.model_id.as_deref().ok_or("the endpoint has no model")?;
+    let id = endpoint
+        .model_id
+        .as_deref()
+        .ok_or("the endpoint has no model")?;
     let model = store.model(id).map_err(|e| e.to_string())?;
     let path = serval_artifacts::block_on(serval_artifacts::fetch(
         &model.uri,
@@ -194,11 +225,17 @@ fn write_model(
             std::fs::write(version.join("model.onnx"), bytes).map_err(|e| e.to_string())?;
             None
         }
-        TritonModel::Python { path, runtime: Runtime::TorchScript } => {
+        TritonModel::Python {
+            path,
+            runtime: Runtime::TorchScript,
+        } => {
             std::fs::copy(path, version.join("model.pt")).map_err(|e| e.to_string())?;
             Some(Runtime::TorchScript)
         }
-        TritonModel::Python { path, runtime: Runtime::TensorFlow } if path.is_dir() => {
+        TritonModel::Python {
+            path,
+            runtime: Runtime::TensorFlow,
+        } if path.is_dir() => {
             copy_dir(path, &version.join("model.savedmodel")).map_err(|e| e.to_string())?;
             Some(Runtime::TensorFlow)
         }
@@ -237,7 +274,10 @@ pub fn write_repository(
             Ok(()) => {
                 if target.exists() && !target.join(MARKER).is_file() {
                     let _ = std::fs::remove_dir_all(&staging);
-                    report.skipped.push((name, format!("{} exists and was not written by serval", target.display())));
+                    report.skipped.push((
+                        name,
+                        format!("{} exists and was not written by serval", target.display()),
+                    ));
                     continue;
                 }
                 let _ = std::fs::remove_dir_all(&target);
@@ -251,7 +291,8 @@ pub fn write_repository(
             }
         }
     }
-    let entries = std::fs::read_dir(out).map_err(|e| format!("cannot list {}: {e}", out.display()))?;
+    let entries =
+        std::fs::read_dir(out).map_err(|e| format!("cannot list {}: {e}", out.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !wanted.contains(&name) && entry.path().join(MARKER).is_file() {
@@ -307,10 +348,17 @@ mod tests {
         // A file's text comes first, as is; the platform it names is not repeated.
         let file = Value::String("platform: \"tensorrt_plan\"\nmax_batch_size: 8\n".into());
         let text = config_pbtxt(&io(), Some(&file), None).unwrap();
-        assert!(text.starts_with("platform: \"tensorrt_plan\"\nmax_batch_size: 8\ninput [\n"), "{text}");
+        assert!(
+            text.starts_with("platform: \"tensorrt_plan\"\nmax_batch_size: 8\ninput [\n"),
+            "{text}"
+        );
         assert_eq!(text.matches("platform").count(), 1);
         let mut bad = io();
         bad.input_type = vec!["complex64".into()];
-        assert!(config_pbtxt(&bad, None, None).unwrap_err().contains("complex64"));
+        assert!(
+            config_pbtxt(&bad, None, None)
+                .unwrap_err()
+                .contains("complex64")
+        );
     }
 }

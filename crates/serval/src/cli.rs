@@ -78,6 +78,22 @@ pub enum Command {
     /// Serve the service's endpoints: clearml's /serve/{endpoint}[/{version}] and the Open
     /// Inference Protocol (KServe V2) over REST and gRPC
     Serve(ServeArgs),
+    /// Write the Triton model repository for the service's triton endpoints (folders,
+    /// config.pbtxt, model files), as clearml-serving's Triton sidecar does
+    TritonRepo(TritonRepoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TritonRepoArgs {
+    /// The repository folder (Triton's --model-repository); created if missing
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Keep running: rewrite the repository whenever the service changes
+    #[arg(long)]
+    pub watch: bool,
+    /// How often --watch checks the service for changes, in milliseconds
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,7 +16,7 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
 use cli::{AuthCommand, Cli, Command, MetricsCommand, ModelCommand, StoreCommand};
-use commands::{auth, endpoints, metrics, predict, registry, serve, service, store};
+use commands::{auth, endpoints, metrics, predict, registry, serve, service, store, triton_repo};
 use context::Context;
 
 fn run(cli: &Cli) -> Result<()> {
@@ -62,6 +62,7 @@ fn run(cli: &Cli) -> Result<()> {
         },
         Command::Predict(_) => unreachable!("handled before opening the store"),
         Command::Serve(args) => serve::serve(ctx, &cli.global, args),
+        Command::TritonRepo(args) => triton_repo::triton_repo(&ctx, &cli.global, args),
     }
 }
 

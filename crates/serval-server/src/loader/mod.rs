@@ -4,7 +4,7 @@
 
 mod python;
 mod signature;
-mod triton;
+pub(crate) mod triton;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -8,3 +8,4 @@ pub mod registry;
 pub mod serve;
 pub mod service;
 pub mod store;
+pub mod triton_repo;

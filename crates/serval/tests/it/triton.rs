@@ -218,3 +218,100 @@ fn a_triton_model_whose_runtime_is_missing_is_a_load_error_naming_it() {
     let (status, reply) = server.post("/serve/torch_model", "{}");
     assert_eq!(status, 503, "{reply}");
 }
+
+/// `serval triton-repo`: the layout and `config.pbtxt` Triton reads, for each io flag and both
+/// aux-config forms; non-triton endpoints left out; gone endpoints removed; `--watch` follows.
+#[test]
+fn triton_repo_writes_the_model_repository() {
+    let home = Home::new();
+    home.service("triton-repo");
+    let files = make_model(&home);
+    let onnx = files.join("model.onnx");
+    let model = home.upload("mnist", onnx.to_str().unwrap(), &["--framework", "onnx"]);
+    let mut io = vec!["--version", "2"];
+    io.extend(CLEARML_IO);
+    io.extend([
+        "--aux-config",
+        "max_batch_size=8",
+        "dynamic_batching.max_queue_delay_microseconds=100",
+        "instance_group=[{\"kind\": \"KIND_CPU\", \"count\": 2}]",
+    ]);
+    add(&home, "mnist", &model, None, &io);
+    let pbtxt = home.write(
+        "aux/config.pbtxt",
+        "platform: \"onnxruntime_onnx\"\nmax_batch_size: 0\n",
+    );
+    add(
+        &home,
+        "from_file",
+        &model,
+        None,
+        &["--aux-config", pbtxt.to_str().unwrap()],
+    );
+    let trees = home.upload("iris", "xgb_multi_iris.json", &[]);
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "xgboost",
+        "--endpoint",
+        "iris",
+        "--model-id",
+        &trees,
+    ]);
+    let repo = home.path().join("repo");
+    std::fs::create_dir_all(repo.join("users_own_model/1")).unwrap();
+    home.ok(&["triton-repo", "--out", repo.to_str().unwrap()]);
+
+    let mut folders: Vec<String> = std::fs::read_dir(&repo)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    folders.sort();
+    assert_eq!(folders, ["from_file", "mnist_2", "users_own_model"]);
+    assert_eq!(
+        std::fs::read(repo.join("mnist_2/1/model.onnx")).unwrap(),
+        std::fs::read(&onnx).unwrap()
+    );
+    let config = std::fs::read_to_string(repo.join("mnist_2/config.pbtxt")).unwrap();
+    for line in [
+        "max_batch_size: 8",
+        "dynamic_batching: {\n  max_queue_delay_microseconds: 100\n}",
+        "instance_group: [ {\n  kind: KIND_CPU\n  count: 2\n} ]",
+        "platform: \"onnxruntime_onnx\"",
+        "input [\n  {\n    name: \"INPUT__0\"\n    data_type: TYPE_FP32\n    dims: [ 1, 28, 28 ]\n  }\n]",
+        "output [\n  {\n    name: \"OUTPUT__0\"\n    data_type: TYPE_FP32\n    dims: [ -1, 10 ]\n  }\n]",
+    ] {
+        assert!(config.contains(line), "{line:?} not in\n{config}");
+    }
+    // A file's text as is, first; no io flags → no input/output blocks.
+    assert_eq!(
+        std::fs::read_to_string(repo.join("from_file/config.pbtxt")).unwrap(),
+        "platform: \"onnxruntime_onnx\"\nmax_batch_size: 0\n"
+    );
+
+    // Removing an endpoint removes its folder (never a folder serval did not write).
+    home.ok(&["model", "remove", "--endpoint", "from_file"]);
+    let mut watch = home
+        .command(&[
+            "triton-repo",
+            "--out",
+            repo.to_str().unwrap(),
+            "--watch",
+            "--interval-ms",
+            "100",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("from_file removed", || !repo.join("from_file").exists());
+    assert!(repo.join("users_own_model/1").is_dir());
+    // --watch follows new endpoints.
+    add(&home, "later", &model, None, CLEARML_IO);
+    wait_until("later written", || {
+        repo.join("later/1/model.onnx").is_file()
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
