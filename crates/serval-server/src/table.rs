@@ -23,7 +23,8 @@ pub struct Fingerprint {
     /// io spec and aux config, serialised.
     pub settings: String,
     /// Python endpoints: the interpreter and pool size.
-    pub python: Option<(String, usize)>,
+    /// Interpreter, workers, extra packages (`None`: no Python).
+    pub python: Option<(String, usize, Option<String>)>,
 }
 
 /// A model file as seen on disk: a change to size or mtime triggers a reload.

@@ -25,6 +25,7 @@ use crate::{ChangeFeed, Result, StoreError, redact_url};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_initial.sql"),
     include_str!("../migrations/postgres/0002_api_keys.sql"),
+    include_str!("../migrations/postgres/0003_extra_python_packages.sql"),
 ];
 
 /// The advisory lock every write transaction (and migration) takes: "serval" in ASCII.

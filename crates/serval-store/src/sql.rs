@@ -300,7 +300,7 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
     let mut row = tx
         .query(
             "SELECT serving_base_url, triton_grpc_server, kafka_metric_server, metric_log_freq,
-                    python
+                    python, extra_python_packages
              FROM services WHERE id = $1",
             &[id.into()],
         )?
@@ -314,6 +314,7 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
             kafka_metric_server: row.opt_text(2)?,
             metric_log_freq: row.opt_real(3)?,
             python: row.opt_text(4)?,
+            extra_python_packages: row.opt_text(5)?,
         },
         ..ServiceConfig::default()
     };
@@ -501,7 +502,8 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
         let s = &new.settings;
         tx.execute(
             "UPDATE services SET serving_base_url = $2, triton_grpc_server = $3,
-                 kafka_metric_server = $4, metric_log_freq = $5, python = $6 WHERE id = $1",
+                 kafka_metric_server = $4, metric_log_freq = $5, python = $6,
+                 extra_python_packages = $7 WHERE id = $1",
             &[
                 id.into(),
                 (&s.serving_base_url).into(),
@@ -509,6 +511,7 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
                 (&s.kafka_metric_server).into(),
                 s.metric_log_freq.into(),
                 (&s.python).into(),
+                (&s.extra_python_packages).into(),
             ],
         )?;
     }

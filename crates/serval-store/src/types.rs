@@ -34,6 +34,10 @@ pub struct ServiceSettings {
     pub metric_log_freq: Option<f64>,
     /// Python interpreter for worker processes.
     pub python: Option<String>,
+    /// Packages serval installs for the service's Python workers (pip requirement specifiers,
+    /// space-separated), on top of what the interpreter has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_python_packages: Option<String>,
 }
 
 /// Everything about a service that servers serve from; one consistent view at one revision.

@@ -348,6 +348,10 @@ pub struct ConfigArgs {
     /// Python interpreter for worker processes (e.g. your venv's bin/python)
     #[arg(long)]
     pub python: Option<String>,
+    /// Packages to install for the service's Python workers, on top of the interpreter's
+    /// (pip requirement specifiers, e.g. "pillow transformers==4.*"; "" removes them)
+    #[arg(long)]
+    pub extra_python_packages: Option<String>,
 }
 
 /// The six input/output flags of clearml-serving.

@@ -2,6 +2,7 @@
 //! file are unchanged keep their loaded engine; new or changed ones are loaded (in parallel) and
 //! warmed; a failed load keeps the previous version serving and is reported in the status.
 
+mod pyenv;
 mod python;
 mod signature;
 pub(crate) mod triton;
@@ -72,7 +73,8 @@ impl Loader {
                     .clone()
                     .or_else(|| self.python.clone())
                     .unwrap_or_else(|| "python3".to_string());
-                (interpreter, self.python_workers.max(1))
+                let packages = pyenv::packages(settings.extra_python_packages.as_deref());
+                (interpreter, self.python_workers.max(1), packages)
             }),
         }
     }
@@ -201,7 +203,13 @@ impl Loader {
         };
         let python_needed = needs_python(endpoint) || triton_python.is_some();
         let pool = match &fingerprint.python {
-            Some((interpreter, workers)) if python_needed => {
+            Some((interpreter, workers, packages)) if python_needed => {
+                let interpreter = match packages {
+                    Some(packages) => pyenv::ensure(interpreter, packages, &self.cache_dir)?
+                        .display()
+                        .to_string(),
+                    None => interpreter.clone(),
+                };
                 let model_path = match &triton_python {
                     Some((path, _)) => Some(path.as_path()),
                     None => model.as_ref().map(|(p, _)| p.as_path()),
@@ -211,7 +219,7 @@ impl Loader {
                     endpoint,
                     model_path,
                     triton_python.as_ref().map(|(_, runtime)| runtime.name()),
-                    interpreter,
+                    &interpreter,
                     *workers,
                 )?))
             }

@@ -126,7 +126,8 @@ pub fn config(ctx: &Context, args: &ConfigArgs) -> Result<()> {
         || args.triton_grpc_server.is_some()
         || args.kafka_metric_server.is_some()
         || args.metric_log_freq.is_some()
-        || args.python.is_some();
+        || args.python.is_some()
+        || args.extra_python_packages.is_some();
     if let Some(url) = &args.base_serving_url {
         check_url("--base-serving-url", url)?;
     }
@@ -169,6 +170,10 @@ pub fn config(ctx: &Context, args: &ConfigArgs) -> Result<()> {
             if let Some(v) = &args.python {
                 s.python = Some(v.clone());
             }
+            if let Some(v) = &args.extra_python_packages {
+                // An empty value removes them.
+                s.extra_python_packages = Some(v.trim().to_string()).filter(|v| !v.is_empty());
+            }
             settings = s.clone();
             Ok(())
         })?;
@@ -204,6 +209,10 @@ pub fn config(ctx: &Context, args: &ConfigArgs) -> Result<()> {
             .map_or("- (1.0)".to_string(), |f| f.to_string()),
     ]);
     t.add_row(vec!["python".to_string(), cell(settings.python.as_deref())]);
+    t.add_row(vec![
+        "extra_python_packages".to_string(),
+        cell(settings.extra_python_packages.as_deref()),
+    ]);
     print_table(&t);
     Ok(())
 }

@@ -299,3 +299,91 @@ fn a_worker_calling_its_own_endpoint_is_served_by_another_worker() {
         assert!(body["self"]["pid"].is_u64(), "{body}");
     }
 }
+
+/// Writes a minimal wheel of module `serval_test_pkg` (`shout(s)`) and returns its path.
+fn test_wheel(home: &Home) -> String {
+    let path = home
+        .path()
+        .join("wheels/serval_test_pkg-1.0-py3-none-any.whl");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let script = r#"
+import sys, zipfile
+info = 'serval_test_pkg-1.0.dist-info/'
+files = {
+    'serval_test_pkg.py': 'def shout(s):\n    return s.upper()\n',
+    info + 'METADATA': 'Metadata-Version: 2.1\nName: serval-test-pkg\nVersion: 1.0\n',
+    info + 'WHEEL': 'Wheel-Version: 1.0\nGenerator: serval-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n',
+}
+with zipfile.ZipFile(sys.argv[1], 'w') as z:
+    for name, text in files.items():
+        z.writestr(name, text)
+    z.writestr(info + 'RECORD', ''.join(n + ',,\n' for n in list(files) + [info + 'RECORD']))
+"#;
+    let status = std::process::Command::new(crate::python())
+        .args(["-c", script])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    path.display().to_string()
+}
+
+/// `config --extra-python-packages`: serval builds the service's environment before the endpoint
+/// loads (offline here: a local wheel, `PIP_NO_INDEX`); the code sees the new package *and* every
+/// package of the base interpreter (the test venv's numpy); the next server reuses the
+/// environment; a package pip cannot install is a load error with pip's own words, and the
+/// previous environment keeps serving.
+#[test]
+fn extra_python_packages_build_a_service_environment() {
+    let home = Home::with_env(vec![("PIP_NO_INDEX".into(), "1".into())]);
+    home.service("pyenv");
+    let wheel = test_wheel(&home);
+    home.ok(&["config", "--extra-python-packages", &wheel]);
+    let code = home.write(
+        "env/preprocess.py",
+        "import numpy, serval_test_pkg\nclass Preprocess:\n    def process(self, data, state, collect_custom_statistics_fn=None):\n        return {'word': serval_test_pkg.shout(data['w']), 'n': int(numpy.int64(data['n']))}\n",
+    );
+    add_custom(&home, "env", &code);
+    let server = Server::start(&home);
+    wait_until("env loaded", || {
+        home.json(&["model", "list"])["instances"][0]["endpoints"]["env"]["state"] == "loaded"
+    });
+    assert_eq!(
+        server.post("/serve/env", r#"{"w": "hi", "n": 3}"#),
+        (200, json!({"word": "HI", "n": 3}))
+    );
+    let built: Vec<_> = std::fs::read_dir(home.path().join("home/cache/pyenv"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(built.len(), 1, "{built:?}");
+    let marker = built[0].join(".serval-complete");
+    let stamp = std::fs::metadata(&marker).unwrap().modified().unwrap();
+    drop(server);
+    // The next server reuses it.
+    let server = Server::start(&home);
+    wait_until("env loaded again", || {
+        server.post("/serve/env", r#"{"w": "a", "n": 4}"#).0 == 200
+    });
+    assert_eq!(
+        std::fs::metadata(&marker).unwrap().modified().unwrap(),
+        stamp
+    );
+    // A package pip cannot install: the endpoint fails to load with pip's last lines.
+    let missing = home.path().join("wheels/missing-1.0-py3-none-any.whl");
+    let missing = missing.to_str().unwrap();
+    home.ok(&["config", "--extra-python-packages", missing]);
+    wait_until("the install failure in the status", || {
+        home.json(&["model", "list"])["instances"][0]["endpoints"]["env"]["state"] == "failed"
+    });
+    let status = &home.json(&["model", "list"])["instances"][0]["endpoints"]["env"];
+    let error = status["error"].as_str().unwrap();
+    assert!(
+        error.contains("installing extra Python packages") && error.contains("does not exist"),
+        "{error}"
+    );
+    assert_eq!(
+        server.post("/serve/env", r#"{"w": "b", "n": 5}"#),
+        (200, json!({"word": "B", "n": 5}))
+    );
+}
