@@ -22,9 +22,10 @@ pub struct Fingerprint {
     pub preprocess_sha256: Option<String>,
     /// io spec and aux config, serialised.
     pub settings: String,
-    /// Python endpoints: the interpreter and pool size.
     /// Interpreter, workers, extra packages (`None`: no Python).
     pub python: Option<(String, usize, Option<String>)>,
+    /// A forwarded `triton` endpoint: the V2 gRPC server and whether calls are gzipped.
+    pub forward: Option<(String, bool)>,
 }
 
 /// A model file as seen on disk: a change to size or mtime triggers a reload.

@@ -300,7 +300,7 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
     let mut row = tx
         .query(
             "SELECT serving_base_url, triton_grpc_server, kafka_metric_server, metric_log_freq,
-                    python, extra_python_packages
+                    python, extra_python_packages, triton_grpc_compression
              FROM services WHERE id = $1",
             &[id.into()],
         )?
@@ -315,6 +315,7 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
             metric_log_freq: row.opt_real(3)?,
             python: row.opt_text(4)?,
             extra_python_packages: row.opt_text(5)?,
+            triton_grpc_compression: row.opt_int(6)?.map(|v| v != 0),
         },
         ..ServiceConfig::default()
     };
@@ -503,7 +504,7 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
         tx.execute(
             "UPDATE services SET serving_base_url = $2, triton_grpc_server = $3,
                  kafka_metric_server = $4, metric_log_freq = $5, python = $6,
-                 extra_python_packages = $7 WHERE id = $1",
+                 extra_python_packages = $7, triton_grpc_compression = $8 WHERE id = $1",
             &[
                 id.into(),
                 (&s.serving_base_url).into(),
@@ -512,6 +513,8 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
                 s.metric_log_freq.into(),
                 (&s.python).into(),
                 (&s.extra_python_packages).into(),
+                s.triton_grpc_compression
+                    .map_or(Value::Null, |on| Value::Int(i64::from(on))),
             ],
         )?;
     }

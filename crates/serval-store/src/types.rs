@@ -28,6 +28,9 @@ pub struct ServiceSettings {
     pub serving_base_url: Option<String>,
     /// Address of the V2 gRPC server the `triton` engine forwards to.
     pub triton_grpc_server: Option<String>,
+    /// gzip on the forwarded gRPC calls (`None`: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triton_grpc_compression: Option<bool>,
     /// Accepted for clearml-serving compatibility; serval exports metrics on `/metrics` instead.
     pub kafka_metric_server: Option<String>,
     /// Default sampling rate of metric logging, in [0, 1]; 1.0 when unset.

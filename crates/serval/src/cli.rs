@@ -339,6 +339,9 @@ pub struct ConfigArgs {
     /// host:port of the V2 gRPC server the triton engine forwards to
     #[arg(long)]
     pub triton_grpc_server: Option<String>,
+    /// gzip on the gRPC calls forwarded to --triton-grpc-server (true or false)
+    #[arg(long, value_parser = clap::builder::BoolishValueParser::new())]
+    pub triton_grpc_compression: Option<bool>,
     /// Accepted for compatibility; serval exports metrics on /metrics instead of Kafka
     #[arg(long)]
     pub kafka_metric_server: Option<String>,

@@ -284,8 +284,8 @@ class Worker:
         return self.engine == "triton" and callable(getattr(self.instance, "process", None))
 
     def _load_triton(self):
-        if self._triton_process():
-            return
+        if self._triton_process() or self.runtime == "upstream":
+            return  # the code runs the model, or the server forwards it to a V2 server
         if self.runtime:
             self.library_model = triton.load(self.runtime, self.model_path, self.endpoint)
         elif self.model_path is None:

@@ -63,7 +63,8 @@ fn narrow<S: Copy, T: TryFrom<S>>(
         .collect()
 }
 
-fn from_contents(
+/// Typed `contents` as elements of `datatype` (also for the outputs of an upstream server).
+pub(crate) fn contents_elements(
     name: &str,
     datatype: Datatype,
     contents: InferTensorContents,
@@ -112,8 +113,8 @@ fn input(tensor: InferInputTensor, raw: Option<&Bytes>) -> Result<InferTensor, E
             }
             Elements::from_le_bytes(datatype, bytes, &format!("input '{name}'"))?
         }
-        (None, Some(contents)) => from_contents(&name, datatype, contents)?,
-        (None, None) => from_contents(&name, datatype, InferTensorContents::default())?,
+        (None, Some(contents)) => contents_elements(&name, datatype, contents)?,
+        (None, None) => contents_elements(&name, datatype, InferTensorContents::default())?,
     };
     InferTensor::new(name, shape, data)
 }

@@ -3,7 +3,7 @@
 //! the client's `grpc-timeout` is honoured (capped by the request timeout), messages are limited
 //! to the body limit, gzip requests are accepted.
 
-mod convert;
+pub(crate) mod convert;
 
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ pub fn status(error: pipeline::Error) -> Status {
             Status::resource_exhausted(message)
         }
         E::Timeout(_) => Status::deadline_exceeded(message),
-        E::Unavailable { .. } => Status::unavailable(message),
+        E::Unavailable { .. } | E::Upstream(_) => Status::unavailable(message),
         E::UserCode { .. } | E::Worker(_) | E::Internal(_) => Status::internal(message),
     }
 }

@@ -99,6 +99,7 @@ impl IntoResponse for ServeError {
                 format!("Error  [{class}] processing request: {message}"),
             ),
             E::Worker(message) => (StatusCode::INTERNAL_SERVER_ERROR, message.clone()),
+            E::Upstream(message) => (StatusCode::BAD_GATEWAY, message.clone()),
             E::Internal(message) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("Error  [<class 'RuntimeError'>] processing request: {message}"),

@@ -37,6 +37,7 @@ pub fn status(error: &pipeline::Error) -> StatusCode {
         E::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
         E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         E::UserCode { .. } | E::Worker(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        E::Upstream(_) => StatusCode::BAD_GATEWAY,
     }
 }
 

@@ -66,6 +66,16 @@ impl Loader {
             preprocess_sha256: endpoint.preprocess.as_ref().map(|p| p.sha256.clone()),
             settings: serde_json::to_string(&(&endpoint.io, &endpoint.aux_config))
                 .unwrap_or_default(),
+            forward: (endpoint.engine == EngineKind::Triton)
+                .then(|| {
+                    settings
+                        .triton_grpc_server
+                        .clone()
+                        .or_else(|| std::env::var("SERVAL_TRITON_GRPC_SERVER").ok())
+                        .filter(|a| !a.trim().is_empty())
+                        .map(|a| (a, settings.triton_grpc_compression.unwrap_or(false)))
+                })
+                .flatten(),
             // A triton model may turn out to need Python (TorchScript, Keras): known at load.
             python: (needs_python(endpoint) || endpoint.engine == EngineKind::Triton).then(|| {
                 let interpreter = settings
@@ -149,6 +159,9 @@ impl Loader {
                 "engine '{}' is not available in this version of serval",
                 endpoint.engine
             ));
+        }
+        if let Some((address, compression)) = &fingerprint.forward {
+            return self.load_forwarded(url, endpoint, &fingerprint, address, *compression);
         }
         let model = match endpoint.model_id {
             Some(_) => Some(self.verified_model(endpoint, native_kind)?),
@@ -243,20 +256,74 @@ impl Loader {
             (None, None) => return Err("nothing can run this endpoint".to_string()),
         };
         Ok(Loaded {
-            endpoint: pipeline::Endpoint {
-                url: url.to_string(),
-                version: endpoint.version.clone(),
-                kind: endpoint.engine,
-                runner,
-                signature,
-                input_names: endpoint.io.input_name.clone(),
-                output_names: endpoint.io.output_name.clone(),
-                metrics: self.metrics.as_ref().map(|m| m.endpoint(url)),
-                monitor: arc_swap::ArcSwapOption::empty(),
-                library_requests: AtomicU64::new(0),
-                admission: pipeline::Admission::new(self.max_in_flight_per_endpoint),
-            },
+            endpoint: self.endpoint(url, endpoint, runner, signature),
             stamp,
+        })
+    }
+
+    fn endpoint(
+        &self,
+        url: &str,
+        endpoint: &Endpoint,
+        runner: Runner,
+        signature: pipeline::Signature,
+    ) -> pipeline::Endpoint {
+        pipeline::Endpoint {
+            url: url.to_string(),
+            version: endpoint.version.clone(),
+            kind: endpoint.engine,
+            runner,
+            signature,
+            input_names: endpoint.io.input_name.clone(),
+            output_names: endpoint.io.output_name.clone(),
+            metrics: self.metrics.as_ref().map(|m| m.endpoint(url)),
+            monitor: arc_swap::ArcSwapOption::empty(),
+            library_requests: AtomicU64::new(0),
+            admission: pipeline::Admission::new(self.max_in_flight_per_endpoint),
+        }
+    }
+
+    /// A `triton` endpoint forwarded to a V2 gRPC server: its model file is neither fetched nor
+    /// checked here; its preprocess code runs in workers as usual.
+    fn load_forwarded(
+        &self,
+        url: &str,
+        endpoint: &Endpoint,
+        fingerprint: &Fingerprint,
+        address: &str,
+        compression: bool,
+    ) -> Result<Loaded, String> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or("forwarding needs the server's async runtime")?;
+        let upstream = {
+            let _entered = runtime.enter();
+            pipeline::Upstream::new(address, url, compression)?
+        };
+        let pool = match &fingerprint.python {
+            Some((interpreter, workers, packages)) if needs_python(endpoint) => {
+                let interpreter = match packages {
+                    Some(packages) => pyenv::ensure(interpreter, packages, &self.cache_dir)?
+                        .display()
+                        .to_string(),
+                    None => interpreter.clone(),
+                };
+                Some(Arc::new(self.start_python(
+                    url,
+                    endpoint,
+                    None,
+                    Some("upstream"),
+                    &interpreter,
+                    *workers,
+                )?))
+            }
+            _ => None,
+        };
+        let runner = Runner::Forward { pool, upstream };
+        Ok(Loaded {
+            endpoint: self.endpoint(url, endpoint, runner, signature::python(endpoint)),
+            stamp: None,
         })
     }
 

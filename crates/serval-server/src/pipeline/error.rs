@@ -48,6 +48,9 @@ pub enum Error {
         message: String,
         invalid: bool,
     },
+    /// The V2 gRPC server a `triton` endpoint forwards to failed (502), named with its status.
+    #[error("{0}")]
+    Upstream(String),
     /// A Python worker died or broke the protocol while handling the request.
     #[error("{0}")]
     Worker(String),
@@ -79,6 +82,7 @@ impl Error {
             Error::UserCode { invalid: true, .. } => "invalid_input",
             Error::UserCode { .. } => "user_code",
             Error::Worker(_) => "worker_exited",
+            Error::Upstream(_) => "upstream",
             Error::Internal(_) => "internal",
         }
     }
@@ -91,6 +95,7 @@ impl Error {
                 | Error::Unavailable { .. }
                 | Error::UserCode { invalid: false, .. }
                 | Error::Worker(_)
+                | Error::Upstream(_)
                 | Error::Internal(_)
         )
     }

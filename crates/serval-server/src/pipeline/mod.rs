@@ -9,6 +9,7 @@
 //! pipeline → {engines, Python pools, metrics}.
 
 mod error;
+mod forward;
 mod native;
 mod python;
 pub mod tensor;
@@ -26,6 +27,7 @@ use serval_store::EngineKind;
 use tokio::time::Instant;
 
 pub use error::Error;
+pub use forward::Upstream;
 pub use native::NativeModel;
 pub use tensor::{Checks, Datatype, Elements, InferTensor, Signature, TensorMeta};
 
@@ -96,6 +98,12 @@ pub enum Runner {
     /// `preprocess` and `postprocess` in Python around a native model in the server (the model's
     /// library in Python when `preprocess` returns data only it understands).
     PythonNative { pool: Arc<Pool>, model: NativeModel },
+    /// A `triton` endpoint forwarded to a V2 gRPC server, with the endpoint's `preprocess` and
+    /// `postprocess` around it when it has code.
+    Forward {
+        pool: Option<Arc<Pool>>,
+        upstream: Upstream,
+    },
 }
 
 impl Runner {
@@ -103,6 +111,7 @@ impl Runner {
         match self {
             Runner::Native(_) => None,
             Runner::Python(pool) | Runner::PythonNative { pool, .. } => Some(pool),
+            Runner::Forward { pool, .. } => pool.as_ref(),
         }
     }
 
@@ -121,6 +130,16 @@ impl Runner {
                 }
                 kind => format!("python worker ({kind})"),
             },
+            Runner::Forward { pool, upstream } => format!(
+                "forwarded to the V2 gRPC server at {} as model '{}'{}",
+                upstream.address,
+                upstream.model,
+                if pool.is_some() {
+                    " (python pre/postprocess)"
+                } else {
+                    ""
+                }
+            ),
             Runner::PythonNative { model, .. } if kind == EngineKind::Triton => {
                 format!("python pre/postprocess + {} (triton engine)", native(model))
             }
@@ -278,8 +297,23 @@ async fn execute(
         },
         Runner::Python(pool) => python::run(endpoint, pool, None, input, ctx, sampled).await?,
         Runner::PythonNative { pool, model } => {
-            python::run(endpoint, pool, Some(model), input, ctx, sampled).await?
+            let between = Some(python::Between::Native(model));
+            python::run(endpoint, pool, between, input, ctx, sampled).await?
         }
+        Runner::Forward {
+            pool: Some(pool),
+            upstream,
+        } => {
+            let between = Some(python::Between::Forward(upstream));
+            python::run(endpoint, pool, between, input, ctx, sampled).await?
+        }
+        Runner::Forward {
+            pool: None,
+            upstream,
+        } => Executed {
+            output: forward::run(endpoint, upstream, input, ctx.deadline).await?,
+            stats: None,
+        },
     };
     Ok(match (executed.output, requested) {
         (Output::Tensors(outputs), Some(requested)) => Executed {

@@ -13,15 +13,23 @@ use serval_store::EngineKind;
 
 use super::{
     Context, Endpoint, Error, Executed, InferTensor, Input, NativeModel, Output, Payload,
-    STAGE_QUEUE, Signature, tensors_object,
+    STAGE_INFERENCE, STAGE_QUEUE, Signature, Upstream, tensors_object,
 };
 
-/// Runs one request on an endpoint's Python workers (with `model` in the server between
+/// What runs between `preprocess` and `postprocess` in the server.
+pub(super) enum Between<'a> {
+    /// A native model.
+    Native(&'a NativeModel),
+    /// The V2 gRPC server a `triton` endpoint forwards to.
+    Forward(&'a Upstream),
+}
+
+/// Runs one request on an endpoint's Python workers (with `between` in the server between
 /// `preprocess` and `postprocess` when there is one).
 pub(super) async fn run(
     endpoint: &Endpoint,
     pool: &Pool,
-    model: Option<&NativeModel>,
+    between: Option<Between<'_>>,
     input: Input,
     ctx: Context,
     sampled: bool,
@@ -48,9 +56,9 @@ pub(super) async fn run(
             (Body::Json(tensors_object(&inputs, true)), state, true)
         }
     };
-    let model = model.filter(|_| !pool.custom_model());
+    let between = between.filter(|_| !pool.custom_model());
     let step = pool
-        .infer(body, state, model.is_some(), sampled, ctx.deadline)
+        .infer(body, state, between.is_some(), sampled, ctx.deadline)
         .await
         .map_err(python_error)?;
     let outcome = match step {
@@ -61,29 +69,53 @@ pub(super) async fn run(
             outcome
         }
         Step::Pre { data, blobs, next } => {
-            let Some(model) = model else {
-                return Err(Error::Internal("no native model".into()));
-            };
-            let meta = model.engine.metadata();
-            let triton = endpoint.kind == EngineKind::Triton;
-            let inputs = if triton {
-                triton_inputs(data, &blobs, meta, &endpoint.input_names)?
-            } else {
-                preprocessed_inputs(data, &blobs, meta, &endpoint.input_names)?
-            };
-            let mut outputs = model
-                .infer(endpoint.metrics.as_ref(), inputs, ctx.deadline)
-                .await?;
-            if triton && !endpoint.output_names.is_empty() {
-                // The requested outputs (`--output-name`), in their order.
-                outputs = endpoint
-                    .output_names
-                    .iter()
-                    .filter_map(|name| outputs.iter().find(|o| &o.name == name).cloned())
-                    .collect();
-            }
             let mut out_blobs = Vec::new();
-            let value = library_outputs(endpoint.kind, &outputs, &mut out_blobs)?;
+            let value = match between {
+                Some(Between::Native(model)) => {
+                    let meta = model.engine.metadata();
+                    let triton = endpoint.kind == EngineKind::Triton;
+                    let inputs = if triton {
+                        triton_inputs(data, &blobs, meta, &endpoint.input_names)?
+                    } else {
+                        preprocessed_inputs(data, &blobs, meta, &endpoint.input_names)?
+                    };
+                    let mut outputs = model
+                        .infer(endpoint.metrics.as_ref(), inputs, ctx.deadline)
+                        .await?;
+                    if triton && !endpoint.output_names.is_empty() {
+                        // The requested outputs (`--output-name`), in their order.
+                        outputs = endpoint
+                            .output_names
+                            .iter()
+                            .filter_map(|name| outputs.iter().find(|o| &o.name == name).cloned())
+                            .collect();
+                    }
+                    library_outputs(endpoint.kind, &outputs, &mut out_blobs)?
+                }
+                Some(Between::Forward(upstream)) => {
+                    let inputs = forward_inputs(data, &blobs, &endpoint.signature)?;
+                    let start = tokio::time::Instant::now();
+                    let outputs = upstream
+                        .infer(inputs, &endpoint.output_names, ctx.deadline)
+                        .await?;
+                    if let Some(metrics) = &endpoint.metrics {
+                        metrics.stage(STAGE_INFERENCE, start.elapsed().as_secs_f64());
+                    }
+                    let outputs = outputs
+                        .into_iter()
+                        .map(|t| {
+                            let t = t.into_engine()?;
+                            Ok(NamedOutput {
+                                name: t.name,
+                                value: OutputValue::Tensor(t.tensor),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, Error>>()?;
+                    // One array, or a list of arrays (as clearml's triton engine gives them).
+                    library_outputs(EngineKind::Onnx, &outputs, &mut out_blobs)?
+                }
+                None => return Err(Error::Internal("nothing runs between the stages".into())),
+            };
             next.post(value, out_blobs).await.map_err(python_error)?
         }
     };
@@ -250,6 +282,38 @@ fn cast(tensor: Tensor, dtype: DataType) -> Result<Tensor, Error> {
         }
     };
     Ok(Tensor::new(shape, data)?)
+}
+
+/// Inputs for a forwarded model from what `preprocess` returned, by clearml's triton contract:
+/// one input → the whole value, several → a list aligned with `--input-name`; each typed by its
+/// `--input-type` and shaped as the array is (the upstream server checks the shape).
+fn forward_inputs(
+    data: Value,
+    blobs: &[Vec<u8>],
+    signature: &Signature,
+) -> Result<Vec<InferTensor>, Error> {
+    let declared = &signature.inputs;
+    let items = match (declared.len(), data) {
+        (0 | 1, data) => vec![data],
+        (n, Value::Array(items)) if items.len() >= n => items,
+        (n, _) => {
+            return Err(Error::InvalidInput(format!(
+                "preprocess must return a list of {n} arrays, one per --input-name"
+            )));
+        }
+    };
+    items
+        .into_iter()
+        .take(declared.len().max(1))
+        .enumerate()
+        .map(|(i, item)| {
+            let json = replace_markers(item, blobs)?;
+            let (name, datatype) = declared.get(i).map_or(("input".to_string(), None), |m| {
+                (m.name.clone(), Some(m.datatype))
+            });
+            Ok(InferTensor::from_json(name, &json, datatype))
+        })
+        .collect()
 }
 
 fn replace_markers(value: Value, blobs: &[Vec<u8>]) -> Result<Value, Error> {

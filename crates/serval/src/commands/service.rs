@@ -124,6 +124,7 @@ pub fn config(ctx: &Context, args: &ConfigArgs) -> Result<()> {
     let service = ctx.service()?;
     let changing = args.base_serving_url.is_some()
         || args.triton_grpc_server.is_some()
+        || args.triton_grpc_compression.is_some()
         || args.kafka_metric_server.is_some()
         || args.metric_log_freq.is_some()
         || args.python.is_some()
@@ -161,6 +162,9 @@ pub fn config(ctx: &Context, args: &ConfigArgs) -> Result<()> {
             if let Some(v) = &args.triton_grpc_server {
                 s.triton_grpc_server = Some(v.clone());
             }
+            if let Some(v) = args.triton_grpc_compression {
+                s.triton_grpc_compression = Some(v);
+            }
             if let Some(v) = &args.kafka_metric_server {
                 s.kafka_metric_server = Some(v.clone());
             }
@@ -197,6 +201,12 @@ pub fn config(ctx: &Context, args: &ConfigArgs) -> Result<()> {
     t.add_row(vec![
         "triton_grpc_server".to_string(),
         cell(settings.triton_grpc_server.as_deref()),
+    ]);
+    t.add_row(vec![
+        "triton_grpc_compression".to_string(),
+        settings
+            .triton_grpc_compression
+            .map_or("- (false)".to_string(), |on| on.to_string()),
     ]);
     t.add_row(vec![
         "kafka_metric_server".to_string(),

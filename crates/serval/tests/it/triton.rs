@@ -315,3 +315,238 @@ fn triton_repo_writes_the_model_repository() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+/// Uploads the example's ONNX model into `home` and returns its id.
+fn upload_mnist(home: &Home, files: &std::path::Path) -> String {
+    let onnx = files.join("model.onnx");
+    home.upload("mnist", onnx.to_str().unwrap(), &["--framework", "onnx"])
+}
+
+/// `config --triton-grpc-server`: triton endpoints are forwarded over V2 gRPC as clearml forwards
+/// them (model `<url>`, version "1"), here to a second serval serving the model natively; gzip on;
+/// the model without preprocess code too; an upstream that is down is a 502 naming the gRPC status
+/// and the server stays healthy.
+#[test]
+fn triton_endpoints_forward_to_a_v2_grpc_server() {
+    // The upstream: the model as `test_model_pytorch` and `mnist_raw`, version 1.
+    let upstream_home = Home::new();
+    upstream_home.service("upstream");
+    let files = make_model(&upstream_home);
+    let model = upload_mnist(&upstream_home, &files);
+    let mut io = vec!["--version", "1"];
+    io.extend(CLEARML_IO);
+    add(&upstream_home, "test_model_pytorch", &model, None, &io);
+    add(&upstream_home, "mnist_raw", &model, None, &io);
+    let upstream = Server::start(&upstream_home);
+    wait_until("the upstream model", || {
+        upstream
+            .get("/v2/models/test_model_pytorch/versions/1/ready")
+            .0
+            == 200
+            && upstream.get("/v2/models/mnist_raw/versions/1/ready").0 == 200
+    });
+
+    // The forwarding server: clearml's flags; its model file is never loaded here.
+    let home = Home::new();
+    home.service("forwarding");
+    let local = upload_mnist(&home, &files);
+    home.ok(&["config", "--triton-grpc-server", &upstream.grpc]);
+    home.ok(&["config", "--triton-grpc-compression", "true"]);
+    let preprocess = example("pytorch/preprocess.py");
+    add(
+        &home,
+        "test_model_pytorch",
+        &local,
+        Some(&preprocess),
+        CLEARML_IO,
+    );
+    add(&home, "mnist_raw", &local, None, CLEARML_IO);
+    let server = Server::start(&home);
+    wait_until("forwarded endpoints", || {
+        endpoint_status(&home, "test_model_pytorch")["state"] == "loaded"
+            && endpoint_status(&home, "mnist_raw")["state"] == "loaded"
+    });
+    let status = endpoint_status(&home, "test_model_pytorch");
+    assert!(
+        status["path"].as_str().unwrap().contains(&format!(
+            "forwarded to the V2 gRPC server at {}",
+            upstream.grpc
+        )),
+        "{status}"
+    );
+    for digit in [0, 5, 9] {
+        let image = std::fs::read(files.join(format!("{digit}.png"))).unwrap();
+        assert_eq!(
+            server.post_as("/serve/test_model_pytorch", "image/png", &image),
+            (200, json!({"digit": digit})),
+            "digit {digit}"
+        );
+    }
+    let mut image = vec![vec![0.0f32; 28]; 28];
+    for row in &mut image[8..10] {
+        row[4..24].fill(255.0);
+    }
+    let (status, reply) = server.post(
+        "/serve/mnist_raw",
+        &json!({"INPUT__0": [image.clone()]}).to_string(),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let row = reply["OUTPUT__0"][0].as_array().unwrap();
+    let best = (0..10)
+        .max_by(|a, b| {
+            row[*a]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&row[*b].as_f64().unwrap())
+        })
+        .unwrap();
+    assert_eq!(best, 2, "{reply}");
+    // The same through the forwarding server's V2 REST route.
+    let flat: Vec<f32> = image.iter().flatten().copied().collect();
+    let (status, reply) = server.post(
+        "/v2/models/mnist_raw/infer",
+        &json!({"inputs": [{"name": "INPUT__0", "datatype": "FP32", "shape": [1, 28, 28], "data": flat}]})
+            .to_string(),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["outputs"][0]["shape"], json!([1, 10]));
+
+    // The upstream goes away: a 502 naming the gRPC status, and the server stays healthy.
+    drop(upstream);
+    let image = std::fs::read(files.join("3.png")).unwrap();
+    let (status, reply) = server.post_as("/serve/test_model_pytorch", "image/png", &image);
+    assert_eq!(status, 502, "{reply}");
+    let detail = reply["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("answered Unavailable") && detail.contains("test_model_pytorch"),
+        "{detail}"
+    );
+    assert_eq!(server.get("/health/live").0, 200);
+    assert_eq!(server.get("/health/ready").0, 200);
+}
+
+/// A custom MLServer runtime that runs an ONNX model with onnxruntime (MLServer has no ONNX
+/// runtime of its own).
+const MLSERVER_RUNTIME: &str = r#"
+import onnxruntime
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceResponse
+from mlserver.utils import get_model_uri
+
+
+class OnnxModel(MLModel):
+    async def load(self):
+        uri = await get_model_uri(self._settings)
+        self.session = onnxruntime.InferenceSession(uri, providers=["CPUExecutionProvider"])
+        return True
+
+    async def predict(self, request):
+        feed = {i.name: NumpyCodec.decode_input(i) for i in request.inputs}
+        names = [o.name for o in request.outputs or []] or [o.name for o in self.session.get_outputs()]
+        results = self.session.run(names, feed)
+        return InferenceResponse(
+            model_name=self.name,
+            model_version=self.version,
+            outputs=[NumpyCodec.encode_output(n, r) for n, r in zip(names, results)],
+        )
+"#;
+
+/// A free loopback port (bound, then released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The pytorch-style endpoint forwarded to a real MLServer (PyPI) over V2 gRPC, serving the model
+/// from a repository folder as `test_model_pytorch` version "1".
+#[test]
+fn triton_endpoints_forward_to_mlserver() {
+    let home = Home::new();
+    home.service("mlserver");
+    let files = make_model(&home);
+    let repo = home.path().join("mlserver-repo");
+    let folder = repo.join("test_model_pytorch");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(files.join("model.onnx"), folder.join("model.onnx")).unwrap();
+    std::fs::write(folder.join("runtime.py"), MLSERVER_RUNTIME).unwrap();
+    std::fs::write(
+        folder.join("model-settings.json"),
+        json!({"name": "test_model_pytorch", "implementation": "runtime.OnnxModel",
+               "parameters": {"uri": "./model.onnx", "version": "1"}})
+        .to_string(),
+    )
+    .unwrap();
+    let (http, grpc, metrics) = (free_port(), free_port(), free_port());
+    std::fs::write(
+        repo.join("settings.json"),
+        json!({"host": "127.0.0.1", "http_port": http, "grpc_port": grpc,
+               "metrics_port": metrics, "parallel_workers": 0})
+        .to_string(),
+    )
+    .unwrap();
+    let mlserver = std::path::Path::new(&python()).with_file_name("mlserver");
+    let log = std::fs::File::create(home.path().join("mlserver.log")).unwrap();
+    let _mlserver = Killed(
+        std::process::Command::new(&mlserver)
+            .arg("start")
+            .arg(&repo)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", mlserver.display())),
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    wait_until("MLServer's model", || {
+        agent
+            .get(format!(
+                "http://127.0.0.1:{http}/v2/models/test_model_pytorch/versions/1/ready"
+            ))
+            .call()
+            .is_ok_and(|r| r.status() == 200)
+    });
+
+    let model = upload_mnist(&home, &files);
+    home.ok(&[
+        "config",
+        "--triton-grpc-server",
+        &format!("127.0.0.1:{grpc}"),
+    ]);
+    let preprocess = example("pytorch/preprocess.py");
+    add(
+        &home,
+        "test_model_pytorch",
+        &model,
+        Some(&preprocess),
+        CLEARML_IO,
+    );
+    let server = Server::start(&home);
+    wait_until("the forwarded endpoint", || {
+        endpoint_status(&home, "test_model_pytorch")["state"] == "loaded"
+    });
+    for digit in [1, 5, 8] {
+        let image = std::fs::read(files.join(format!("{digit}.png"))).unwrap();
+        assert_eq!(
+            server.post_as("/serve/test_model_pytorch", "image/png", &image),
+            (200, json!({"digit": digit})),
+            "digit {digit}"
+        );
+    }
+    let log = std::fs::read_to_string(home.path().join("mlserver.log")).unwrap();
+    assert!(log.contains("ModelInfer"), "{log}");
+}
