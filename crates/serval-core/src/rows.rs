@@ -56,7 +56,13 @@ pub fn parse_rows(json: &[u8], meta: &ModelMetadata) -> Parsed {
         .and_then(|()| deserializer.end());
     match (parsed, state.stop) {
         (_, Some(Stop::Other)) => Parsed::Other,
-        (_, Some(Stop::Invalid(message))) => invalid(message),
+        // Stopped early: the rest of the text must still be JSON (else that is the error).
+        (_, Some(Stop::Invalid(message))) => {
+            match serde_json::from_slice::<serde::de::IgnoredAny>(json) {
+                Ok(_) => invalid(message),
+                Err(error) => Parsed::Syntax(error),
+            }
+        }
         (Err(error), None) if error.is_syntax() || error.is_eof() => Parsed::Syntax(error),
         (Err(_), None) => Parsed::Other,
         (Ok(()), None) => {
@@ -522,5 +528,12 @@ mod tests {
             parse_rows(b"[[1, 2]] x", &meta),
             Parsed::Syntax(_)
         ));
+        // A row error early in a text that is not JSON further on: the syntax error (fuzzing).
+        let text = b"{\"instances\": [[2]2,3,4],[5,6,7,8]]}";
+        let Parsed::Syntax(typed) = parse_rows(text, &meta) else {
+            panic!("not a syntax error");
+        };
+        let tree = serde_json::from_slice::<serde_json::Value>(text).unwrap_err();
+        assert_eq!((typed.line(), typed.column()), (tree.line(), tree.column()));
     }
 }

@@ -217,12 +217,7 @@ impl Loader {
         let python_needed = needs_python(endpoint) || triton_python.is_some();
         let pool = match &fingerprint.python {
             Some((interpreter, workers, packages)) if python_needed => {
-                let interpreter = match packages {
-                    Some(packages) => pyenv::ensure(interpreter, packages, &self.cache_dir)?
-                        .display()
-                        .to_string(),
-                    None => interpreter.clone(),
-                };
+                let interpreter = self.interpreter(interpreter, packages.as_deref())?;
                 let model_path = match &triton_python {
                     Some((path, _)) => Some(path.as_path()),
                     None => model.as_ref().map(|(p, _)| p.as_path()),
@@ -258,6 +253,16 @@ impl Loader {
         Ok(Loaded {
             endpoint: self.endpoint(url, endpoint, runner, signature),
             stamp,
+        })
+    }
+
+    /// The interpreter workers run: the service's, or its environment with extra packages.
+    fn interpreter(&self, base: &str, packages: Option<&str>) -> Result<String, String> {
+        Ok(match packages {
+            Some(packages) => pyenv::ensure(base, packages, &self.cache_dir)?
+                .display()
+                .to_string(),
+            None => base.to_string(),
         })
     }
 
@@ -303,12 +308,7 @@ impl Loader {
         };
         let pool = match &fingerprint.python {
             Some((interpreter, workers, packages)) if needs_python(endpoint) => {
-                let interpreter = match packages {
-                    Some(packages) => pyenv::ensure(interpreter, packages, &self.cache_dir)?
-                        .display()
-                        .to_string(),
-                    None => interpreter.clone(),
-                };
+                let interpreter = self.interpreter(interpreter, packages.as_deref())?;
                 Some(Arc::new(self.start_python(
                     url,
                     endpoint,

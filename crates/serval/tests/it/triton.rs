@@ -550,3 +550,87 @@ fn triton_endpoints_forward_to_mlserver() {
     let log = std::fs::read_to_string(home.path().join("mlserver.log")).unwrap();
     assert!(log.contains("ModelInfer"), "{log}");
 }
+
+/// The huggingface-style example: `{"text"}` → a tokenizer in preprocess → an ONNX model with three
+/// int32 inputs (registered as `model.bin`) → `{"data": logits}`, with clearml's exact flags.
+#[test]
+fn the_huggingface_example_runs_natively_through_the_triton_engine() {
+    let home = Home::new();
+    home.service("huggingface");
+    let out = home.path().join("huggingface");
+    let output = std::process::Command::new(python())
+        .arg(example("huggingface/make_model.py"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let model = home.upload(
+        "transformer",
+        out.join("model.bin").to_str().unwrap(),
+        &["--framework", "tensorrt"],
+    );
+    let code = out.join("preprocess");
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "triton",
+        "--endpoint",
+        "transformer_model",
+        "--model-id",
+        &model,
+        "--preprocess",
+        code.to_str().unwrap(),
+        "--input-size",
+        "[-1, -1]",
+        "[-1, -1]",
+        "[-1, -1]",
+        "--input-type",
+        "int32",
+        "int32",
+        "int32",
+        "--input-name",
+        "input_ids",
+        "token_type_ids",
+        "attention_mask",
+        "--output-size",
+        "[-1, 2]",
+        "--output-type",
+        "float32",
+        "--output-name",
+        "output",
+        "--aux-config",
+        "platform=\"tensorrt_plan\"",
+        "default_model_filename=\"model.bin\"",
+    ]);
+    let server = Server::start(&home);
+    wait_until("transformer_model", || {
+        endpoint_status(&home, "transformer_model")["state"] == "loaded"
+    });
+    let text =
+        json!({"text": "This is a ClearML example to show how Triton binaries are deployed."});
+    assert_eq!(
+        server.post("/serve/transformer_model", &text.to_string()),
+        (200, json!({"data": [[0.0, 0.0]]}))
+    );
+    assert_eq!(
+        server.post(
+            "/serve/transformer_model",
+            r#"{"text": "I love this great movie"}"#
+        ),
+        (200, json!({"data": [[0.0, 4.0]]}))
+    );
+    assert_eq!(
+        server.post(
+            "/serve/transformer_model",
+            r#"{"text": "a terrible and boring example"}"#
+        ),
+        (200, json!({"data": [[4.0, 0.0]]}))
+    );
+    assert_eq!(server.post("/serve/transformer_model", "{}").0, 422);
+}
