@@ -48,6 +48,7 @@ pub fn parse_rows(json: &[u8], meta: &ModelMetadata) -> Parsed {
         rows: 0,
         mode: Mode::Empty,
         text: None,
+        pending: None,
         stop: None,
     };
     let mut deserializer = serde_json::Deserializer::from_slice(json);
@@ -56,15 +57,10 @@ pub fn parse_rows(json: &[u8], meta: &ModelMetadata) -> Parsed {
         .and_then(|()| deserializer.end());
     match (parsed, state.stop) {
         (_, Some(Stop::Other)) => Parsed::Other,
-        // Stopped early: the rest of the text must still be JSON (else that is the error).
-        (_, Some(Stop::Invalid(message))) => {
-            match serde_json::from_slice::<serde::de::IgnoredAny>(json) {
-                Ok(_) => invalid(message),
-                Err(error) => Parsed::Syntax(error),
-            }
-        }
         (Err(error), None) if error.is_syntax() || error.is_eof() => Parsed::Syntax(error),
         (Err(_), None) => Parsed::Other,
+        // A row that cannot be the model's, in a list that is all rows and all JSON.
+        (Ok(()), None) if state.pending.is_some() => invalid(state.pending.unwrap_or_default()),
         (Ok(()), None) => {
             let rows = match state.mode {
                 Mode::Empty => return Parsed::Other,
@@ -149,8 +145,8 @@ enum Mode {
 
 /// Why parsing stopped early (it stops by returning an error to serde).
 enum Stop {
+    /// Not a body of rows: the tree path reads it.
     Other,
-    Invalid(String),
 }
 
 struct State {
@@ -161,6 +157,10 @@ struct State {
     mode: Mode,
     /// The first value of a one-row body that is not a number (reported after its length).
     text: Option<String>,
+    /// The first row that cannot be the model's (wrong length, a value that is not a number):
+    /// reported once the whole list is known to be rows (else the tree path's message applies);
+    /// no values are kept after it.
+    pending: Option<String>,
     stop: Option<Stop>,
 }
 
@@ -326,7 +326,9 @@ impl<'de> Visitor<'de> for Item<'_> {
         let mut text = None;
         while let Some(cell) = seq.next_element_seed(CellSeed)? {
             match cell {
-                Cell::Number(v) if length < state.width => state.values.push(v),
+                Cell::Number(v) if length < state.width && state.pending.is_none() => {
+                    state.values.push(v)
+                }
                 Cell::Text(t) if length < state.width && text.is_none() => {
                     text = Some(not_a_number(row, length, &t));
                 }
@@ -334,11 +336,12 @@ impl<'de> Visitor<'de> for Item<'_> {
             }
             length += 1;
         }
-        if length != state.width {
-            return Err(state.stop(Stop::Invalid(row_length(row, length, state.width))));
-        }
-        if let Some(message) = text {
-            return Err(state.stop(Stop::Invalid(message)));
+        if state.pending.is_none() {
+            state.pending = if length != state.width {
+                Some(row_length(row, length, state.width))
+            } else {
+                text
+            };
         }
         state.rows += 1;
         Ok(())
@@ -529,6 +532,8 @@ mod tests {
             Parsed::Syntax(_)
         ));
         // A row error early in a text that is not JSON further on: the syntax error (fuzzing).
+        // And a mixed list is the tree path's to describe, whatever its first row.
+        assert!(matches!(parse_rows(b"[[14],4]", &meta), Parsed::Other));
         let text = b"{\"instances\": [[2]2,3,4],[5,6,7,8]]}";
         let Parsed::Syntax(typed) = parse_rows(text, &meta) else {
             panic!("not a syntax error");
