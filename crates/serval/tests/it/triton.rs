@@ -634,3 +634,136 @@ fn the_huggingface_example_runs_natively_through_the_triton_engine() {
     );
     assert_eq!(server.post("/serve/transformer_model", "{}").0, 422);
 }
+
+/// The wheels `scripts/setup-wheels.sh` downloaded (tensorflow-cpu and its dependencies).
+fn wheels() -> String {
+    let dir = std::env::var("SERVAL_WHEELS").unwrap_or_else(|_| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../.cache/wheels")
+            .display()
+            .to_string()
+    });
+    assert!(
+        std::fs::read_dir(&dir).is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("tensorflow_cpu")))),
+        "no tensorflow-cpu wheel in {dir}: run scripts/setup-wheels.sh"
+    );
+    dir
+}
+
+/// The keras example through the Python worker: tensorflow-cpu installed by serval into the
+/// service's environment (`config --extra-python-packages`, offline from local wheels), a `.keras`
+/// model built with that environment, clearml's keras flags, image bytes → `{"digit": N}`.
+#[test]
+fn the_keras_example_runs_in_a_service_environment_with_tensorflow() {
+    let home = Home::with_env(vec![
+        ("PIP_NO_INDEX".into(), "1".into()),
+        ("PIP_FIND_LINKS".into(), wheels()),
+    ]);
+    home.service("keras");
+    home.ok(&[
+        "config",
+        "--extra-python-packages",
+        "tensorflow-cpu==2.21.0",
+    ]);
+    // An endpoint that only says which interpreter runs it: the environment, once built.
+    let probe = home.write(
+        "probe/preprocess.py",
+        "import sys\nclass Preprocess:\n    def process(self, data, state, collect_custom_statistics_fn=None):\n        return {'python': sys.executable}\n",
+    );
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "custom",
+        "--endpoint",
+        "probe",
+        "--preprocess",
+        probe.to_str().unwrap(),
+    ]);
+    let server = Server::start(&home);
+    // Installing TensorFlow from wheels takes a minute or two on two cores.
+    let start = std::time::Instant::now();
+    let env_python = loop {
+        let (status, reply) = server.post("/serve/probe", "{}");
+        if status == 200 {
+            break reply["python"].as_str().unwrap().to_string();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(900),
+            "the environment was not built: {:?}",
+            endpoint_status(&home, "probe")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(env_python.contains("/cache/pyenv/"), "{env_python}");
+    // The model, made with the environment's Keras.
+    let out = home.path().join("keras");
+    let made = std::process::Command::new(&env_python)
+        .arg(example("keras/make_model.py"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let model = home.upload(
+        "keras",
+        out.join("model.keras").to_str().unwrap(),
+        &["--framework", "tensorflow"],
+    );
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "triton",
+        "--endpoint",
+        "test_model_keras",
+        "--model-id",
+        &model,
+        "--preprocess",
+        &example("keras/preprocess.py"),
+        "--input-size",
+        "1",
+        "784",
+        "--input-name",
+        "dense_input",
+        "--input-type",
+        "float32",
+        "--output-size",
+        "-1",
+        "10",
+        "--output-name",
+        "activation_2",
+        "--output-type",
+        "float32",
+    ]);
+    let start = std::time::Instant::now();
+    while endpoint_status(&home, "test_model_keras")["state"] != "loaded" {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(300),
+            "{:?}",
+            endpoint_status(&home, "test_model_keras")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let status = endpoint_status(&home, "test_model_keras");
+    assert!(
+        status["path"].as_str().unwrap().contains("python worker"),
+        "{status}"
+    );
+    let files = make_model(&home);
+    for digit in [2, 5, 7] {
+        let image = std::fs::read(files.join(format!("{digit}.png"))).unwrap();
+        assert_eq!(
+            server.post_as("/serve/test_model_keras", "image/png", &image),
+            (200, json!({"digit": digit})),
+            "digit {digit}"
+        );
+    }
+}
