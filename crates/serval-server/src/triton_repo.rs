@@ -11,38 +11,18 @@ use serde_json::Value;
 use serval_store::{Endpoint, EngineKind, IoSpec, ServiceConfig, Store};
 
 use crate::loader::triton::{self, Runtime, TritonModel};
+use crate::pipeline::{Datatype, model_name};
 
 /// Marks a model folder this command wrote (only those are replaced or removed).
 const MARKER: &str = ".serval-triton-repo";
 
-/// The Triton model name of an endpoint url: `name` or `name_version`.
-pub fn model_name(url: &str) -> String {
-    url.replace('/', "_")
-}
-
-/// Triton's `TYPE_*` for a numpy type name (`--input-type`).
-fn data_type(numpy: &str) -> Result<&'static str, String> {
-    let name = numpy.trim().to_ascii_lowercase();
-    let name = name
-        .strip_prefix("np.")
-        .or_else(|| name.strip_prefix("numpy."))
-        .unwrap_or(&name);
-    Ok(match name {
-        "bool" | "bool_" => "TYPE_BOOL",
-        "uint8" => "TYPE_UINT8",
-        "uint16" => "TYPE_UINT16",
-        "uint32" => "TYPE_UINT32",
-        "uint64" => "TYPE_UINT64",
-        "int8" => "TYPE_INT8",
-        "int16" => "TYPE_INT16",
-        "int32" => "TYPE_INT32",
-        "int64" | "int" => "TYPE_INT64",
-        "float16" | "half" => "TYPE_FP16",
-        "float32" | "single" => "TYPE_FP32",
-        "float64" | "double" | "float" => "TYPE_FP64",
-        "str" | "string" | "bytes" | "object" => "TYPE_STRING",
-        other => return Err(format!("'{other}' has no Triton data type")),
-    })
+/// Triton's `TYPE_*` for a clearml `--input-type` (numpy names).
+fn data_type(numpy: &str) -> Result<String, String> {
+    match Datatype::from_numpy(numpy) {
+        Some(Datatype::Bytes) => Ok("TYPE_STRING".to_string()),
+        Some(datatype) => Ok(format!("TYPE_{}", datatype.name())),
+        None => Err(format!("'{}' has no Triton data type", numpy.trim())),
+    }
 }
 
 /// A protobuf text-format value. Strings that look like enum values (`KIND_CPU`, `TYPE_FP32`) are

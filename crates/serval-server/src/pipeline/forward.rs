@@ -59,20 +59,18 @@ impl Upstream {
         outputs: &[String],
         deadline: Instant,
     ) -> Result<Vec<InferTensor>, Error> {
-        let (tensors, raw): (Vec<InferInputTensor>, Vec<Bytes>) = inputs
+        // Encoded as the server encodes its outputs: metadata plus raw little-endian contents.
+        let (metas, raw) = crate::grpc::convert::outputs(inputs);
+        let tensors = metas
             .into_iter()
-            .map(|t| {
-                let raw = Bytes::from(t.data.to_le_bytes());
-                let meta = InferInputTensor {
-                    name: t.name,
-                    datatype: t.data.datatype().name().to_string(),
-                    shape: t.shape.iter().map(|d| *d as i64).collect(),
-                    parameters: Default::default(),
-                    contents: None,
-                };
-                (meta, raw)
+            .map(|m| InferInputTensor {
+                name: m.name,
+                datatype: m.datatype,
+                shape: m.shape,
+                parameters: m.parameters,
+                contents: None,
             })
-            .unzip();
+            .collect();
         let request = ModelInferRequest {
             model_name: self.model.clone(),
             model_version: "1".to_string(),

@@ -27,7 +27,7 @@ use serval_store::EngineKind;
 use tokio::time::Instant;
 
 pub use error::Error;
-pub use forward::Upstream;
+pub use forward::{Upstream, model_name};
 pub use native::NativeModel;
 pub use tensor::{Checks, Datatype, Elements, InferTensor, Signature, TensorMeta};
 

@@ -213,30 +213,8 @@ fn triton_inputs(
             .filter_map(|n| meta.inputs.iter().find(|s| &s.name == n))
             .collect()
     };
-    let names = || {
-        specs
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let items = match (specs.len(), data) {
-        (1, data) => vec![data],
-        (n, Value::Array(items)) if items.len() >= n => items,
-        (n, Value::Array(items)) => {
-            return Err(Error::InvalidInput(format!(
-                "preprocess returned {} arrays for the model's {n} inputs ({})",
-                items.len(),
-                names()
-            )));
-        }
-        (n, _) => {
-            return Err(Error::InvalidInput(format!(
-                "preprocess must return a list of {n} arrays, one per input ({})",
-                names()
-            )));
-        }
-    };
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let items = per_input(data, &names)?;
     specs
         .into_iter()
         .zip(items)
@@ -260,6 +238,28 @@ fn triton_inputs(
             })
         })
         .collect()
+}
+
+/// clearml's triton rule for what `preprocess` returned: with one input (or none declared) the
+/// whole value is that input; with several, a list aligned with the names (extra items are
+/// ignored, as clearml ignores them).
+fn per_input(data: Value, names: &[&str]) -> Result<Vec<Value>, Error> {
+    match (names.len(), data) {
+        (0 | 1, data) => Ok(vec![data]),
+        (n, Value::Array(mut items)) if items.len() >= n => {
+            items.truncate(n);
+            Ok(items)
+        }
+        (n, Value::Array(items)) => Err(Error::InvalidInput(format!(
+            "preprocess returned {} arrays for the model's {n} inputs ({})",
+            items.len(),
+            names.join(", ")
+        ))),
+        (n, _) => Err(Error::InvalidInput(format!(
+            "preprocess must return a list of {n} arrays, one per input ({})",
+            names.join(", ")
+        ))),
+    }
 }
 
 /// A tensor in another element type (as `np.array(x, dtype=...)` casts).
@@ -293,18 +293,10 @@ fn forward_inputs(
     signature: &Signature,
 ) -> Result<Vec<InferTensor>, Error> {
     let declared = &signature.inputs;
-    let items = match (declared.len(), data) {
-        (0 | 1, data) => vec![data],
-        (n, Value::Array(items)) if items.len() >= n => items,
-        (n, _) => {
-            return Err(Error::InvalidInput(format!(
-                "preprocess must return a list of {n} arrays, one per --input-name"
-            )));
-        }
-    };
+    let names: Vec<&str> = declared.iter().map(|m| m.name.as_str()).collect();
+    let items = per_input(data, &names)?;
     items
         .into_iter()
-        .take(declared.len().max(1))
         .enumerate()
         .map(|(i, item)| {
             let json = replace_markers(item, blobs)?;
