@@ -4,8 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serval_engine::{Engine, EngineError, Result};
-use serval_onnx::{OnnxEngine, OnnxOptions};
+use serval_engine::{Engine, EngineError, Instance, Result};
+use serval_onnx::{OnnxEngine, OnnxOptions, OnnxSession};
 use serval_store::EngineKind;
 use serval_trees::{LightgbmEngine, XgboostEngine};
 
@@ -120,4 +120,41 @@ pub fn load_engine(
             "the '{other}' engine does not run in-process (native engines: xgboost, lightgbm, onnx)"
         ))),
     }
+}
+
+/// A model loaded for the server's runner threads.
+pub enum Loaded {
+    /// One engine every thread may call at once (the tree engines).
+    Shared(Arc<dyn Engine>),
+    /// One instance per runner thread (ONNX Runtime sessions), at least one.
+    Instances(Vec<Box<dyn Instance>>),
+}
+
+/// Loads a model for the server: tree models once, shared; ONNX models as `sessions` separate
+/// ONNX Runtime sessions (at least one), one per runner thread.
+pub fn load_model(
+    engine: EngineKind,
+    bytes: &[u8],
+    name: &str,
+    onnx: &OnnxOptions,
+    sessions: usize,
+) -> Result<Loaded> {
+    if engine != EngineKind::Onnx {
+        return load_engine(engine, bytes, name, onnx).map(Loaded::Shared);
+    }
+    let format = ModelFormat::detect(bytes);
+    if !matches!(format, ModelFormat::Onnx | ModelFormat::Unknown) {
+        return Err(EngineError::Load(format!(
+            "{name} is {format}, not a model the 'onnx' engine loads"
+        )));
+    }
+    let mut instances: Vec<Box<dyn Instance>> = Vec::new();
+    for _ in 0..sessions.max(1) {
+        let session = OnnxSession::load(bytes, onnx).map_err(|e| match e {
+            EngineError::Load(m) => EngineError::Load(format!("{name}: {m}")),
+            other => other,
+        })?;
+        instances.push(Box::new(session));
+    }
+    Ok(Loaded::Instances(instances))
 }

@@ -6,7 +6,7 @@ pub mod formats;
 pub mod mapping;
 pub mod rows;
 
-pub use formats::{ModelFormat, load_engine};
+pub use formats::{Loaded, ModelFormat, load_engine, load_model};
 pub use mapping::{
     nested, outputs_by_name, reply_from_outputs, request_to_inputs, shape_and_leaves, tensor_json,
 };

@@ -136,3 +136,33 @@ pub trait Engine: Send + Sync {
         self.infer(inputs)
     }
 }
+
+/// One instance of a model, run by the one thread that owns it: a runner thread holds one
+/// instance per thread (an ONNX Runtime session must not run two calls at once, so each thread
+/// gets its own session; an [`Engine`] that allows concurrent calls is shared between threads).
+pub trait Instance: Send {
+    fn metadata(&self) -> &ModelMetadata;
+
+    /// Runs the model on a batch, giving up with [`EngineError::Stopped`] once `stop()` returns
+    /// true (see [`Engine::infer_until`]).
+    fn run(
+        &mut self,
+        inputs: &[NamedTensor],
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<NamedOutput>>;
+}
+
+/// A shared engine is an instance on every thread that holds it.
+impl Instance for std::sync::Arc<dyn Engine> {
+    fn metadata(&self) -> &ModelMetadata {
+        Engine::metadata(self.as_ref())
+    }
+
+    fn run(
+        &mut self,
+        inputs: &[NamedTensor],
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<NamedOutput>> {
+        self.infer_until(inputs, stop)
+    }
+}

@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 use serval_engine::{
-    ClassLabel, DataType, Engine, EngineError, ModelMetadata, NamedOutput, NamedTensor,
+    ClassLabel, DataType, Engine, EngineError, Instance, ModelMetadata, NamedOutput, NamedTensor,
     OutputValue, Result, Task, Tensor, TensorData, TensorSpec,
 };
 
@@ -176,14 +176,34 @@ fn task_of(outputs: &[TensorSpec], raw: &[ValueType]) -> Task {
     Task::Other
 }
 
-/// An ONNX model in an ONNX Runtime session.
+/// An ONNX model in one ONNX Runtime session, run by the thread that owns it (ONNX Runtime's
+/// sessions must not run two calls at once: the server gives each runner thread its own
+/// session, see [`serval_engine::Instance`]).
+pub struct OnnxSession {
+    session: Session,
+    metadata: ModelMetadata,
+}
+
+/// An ONNX model as a shared [`Engine`] (`serval predict`, tests): one session behind a lock.
+/// The server does not use it: its runner threads own [`OnnxSession`]s.
 pub struct OnnxEngine {
-    session: Mutex<Session>,
+    session: Mutex<OnnxSession>,
     metadata: ModelMetadata,
 }
 
 impl OnnxEngine {
     /// Loads a model from bytes.
+    pub fn load(bytes: &[u8], options: &OnnxOptions) -> Result<Self> {
+        let session = OnnxSession::load(bytes, options)?;
+        Ok(OnnxEngine {
+            metadata: session.metadata.clone(),
+            session: Mutex::new(session),
+        })
+    }
+}
+
+impl OnnxSession {
+    /// Loads a model from bytes into a new session.
     pub fn load(bytes: &[u8], options: &OnnxOptions) -> Result<Self> {
         let env = runtime(options)?;
         let load =
@@ -218,10 +238,7 @@ impl OnnxEngine {
             feature_names: None,
             task,
         };
-        Ok(OnnxEngine {
-            session: Mutex::new(session),
-            metadata,
-        })
+        Ok(OnnxSession { session, metadata })
     }
 }
 
@@ -372,11 +389,28 @@ impl Engine for OnnxEngine {
         self.infer_until(inputs, &|| false)
     }
 
-    // `infer_until` watches `stop` from a second thread only for big inputs (at least
-    // `WATCH_FROM` elements): small runs end in moments and should not pay for a thread.
-
     fn infer_until(
         &self,
+        inputs: &[NamedTensor],
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<NamedOutput>> {
+        let mut session = self.session.lock().map_err(|_| {
+            EngineError::Internal("ONNX session poisoned by an earlier panic".into())
+        })?;
+        session.run(inputs, stop)
+    }
+}
+
+impl Instance for OnnxSession {
+    fn metadata(&self) -> &ModelMetadata {
+        &self.metadata
+    }
+
+    // `run` watches `stop` from a second thread only for big inputs (at least `WATCH_FROM`
+    // elements): small runs end in moments and should not pay for a thread.
+
+    fn run(
+        &mut self,
         inputs: &[NamedTensor],
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<Vec<NamedOutput>> {
@@ -396,16 +430,15 @@ impl Engine for OnnxEngine {
                 extra.name
             )));
         }
-        let mut session = self.session.lock().map_err(|_| {
-            EngineError::Internal("ONNX session poisoned by an earlier panic".into())
-        })?;
         if stop() {
             return Err(EngineError::Stopped);
         }
+        let metadata = &self.metadata;
+        let session = &mut self.session;
         let elements: usize = inputs.iter().map(|i| i.tensor.data().len()).sum();
         if elements < WATCH_FROM {
             let outputs = session.run(values).map_err(run_error)?;
-            return self.outputs(&outputs);
+            return outputs_of(metadata, &outputs);
         }
         let options = ort::session::RunOptions::new().map_err(ort_err)?;
         let finished = std::sync::atomic::AtomicBool::new(false);
@@ -430,7 +463,7 @@ impl Engine for OnnxEngine {
             return Err(EngineError::Stopped);
         }
         let outputs = outputs.map_err(run_error)?;
-        self.outputs(&outputs)
+        outputs_of(metadata, &outputs)
     }
 }
 
@@ -447,25 +480,26 @@ fn run_error(e: ort::Error) -> EngineError {
     }
 }
 
-impl OnnxEngine {
-    /// The model's outputs, converted.
-    fn outputs(&self, outputs: &ort::session::SessionOutputs<'_>) -> Result<Vec<NamedOutput>> {
-        self.metadata
-            .outputs
-            .iter()
-            .map(|spec| {
-                let value = outputs.get(&spec.name).ok_or_else(|| {
-                    EngineError::Internal(format!("output '{}' missing", spec.name))
-                })?;
-                let value = match value.dtype() {
-                    ValueType::Sequence(_) => OutputValue::Maps(output_maps(value)?),
-                    _ => OutputValue::Tensor(output_tensor(value)?),
-                };
-                Ok(NamedOutput {
-                    name: spec.name.clone(),
-                    value,
-                })
+/// The model's outputs, converted.
+fn outputs_of(
+    metadata: &ModelMetadata,
+    outputs: &ort::session::SessionOutputs<'_>,
+) -> Result<Vec<NamedOutput>> {
+    metadata
+        .outputs
+        .iter()
+        .map(|spec| {
+            let value = outputs
+                .get(&spec.name)
+                .ok_or_else(|| EngineError::Internal(format!("output '{}' missing", spec.name)))?;
+            let value = match value.dtype() {
+                ValueType::Sequence(_) => OutputValue::Maps(output_maps(value)?),
+                _ => OutputValue::Tensor(output_tensor(value)?),
+            };
+            Ok(NamedOutput {
+                name: spec.name.clone(),
+                value,
             })
-            .collect()
-    }
+        })
+        .collect()
 }

@@ -111,6 +111,7 @@ fn state(dir: &Path, store: Arc<dyn Store>, service: &str, metrics: bool) -> App
         onnx: OnnxOptions::default(),
         python: None,
         python_workers: 1,
+        runner_threads: 1,
         metrics,
         metrics_port: None,
         tls: None,

@@ -73,6 +73,9 @@ pub struct ServeConfig {
     pub python: Option<String>,
     /// Worker processes per endpoint that needs Python.
     pub python_workers: usize,
+    /// Threads of a native model's runner: ONNX Runtime sessions per ONNX model, threads per
+    /// batched model.
+    pub runner_threads: usize,
     /// Record and expose Prometheus metrics (`/metrics`).
     pub metrics: bool,
     /// Also serve `/metrics` on this port.
@@ -156,6 +159,7 @@ impl AppState {
             }),
             python: self.config.python.clone(),
             python_workers: self.config.python_workers,
+            runner_threads: self.config.runner_threads,
             request_timeout: self.config.request_timeout,
             metrics: self.metrics.clone(),
         })

@@ -11,6 +11,7 @@
 //! changed — so concurrent CLI processes never lose each other's changes.
 
 pub mod auto_update;
+mod batching;
 mod dump;
 pub mod names;
 mod postgres;
@@ -21,6 +22,7 @@ mod types;
 use std::path::Path;
 use std::time::Duration;
 
+pub use batching::{BatchConfig, batch_config};
 pub use dump::{Dump, DumpService};
 pub use postgres::PostgresStore;
 pub use sql::SqlStore;

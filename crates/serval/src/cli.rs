@@ -279,9 +279,13 @@ pub struct ServeArgs {
     /// Runtime [default: python3]
     #[arg(long, env = "SERVAL_PYTHON")]
     pub python: Option<String>,
-    /// Worker processes per endpoint that runs Python
-    #[arg(long, env = "SERVAL_PYTHON_WORKERS", default_value_t = 1)]
-    pub python_workers: usize,
+    /// Worker processes per endpoint that runs Python [default: the machine's cores]
+    #[arg(long, env = "SERVAL_PYTHON_WORKERS")]
+    pub python_workers: Option<usize>,
+    /// Threads per native model runner: ONNX Runtime sessions per ONNX model (each its own
+    /// copy of the model), threads per batched model [default: the machine's cores]
+    #[arg(long, env = "SERVAL_RUNNER_THREADS")]
+    pub runner_threads: Option<usize>,
     /// Also serve GET /metrics on this port (it is always on the serving port)
     #[arg(long, env = "SERVAL_METRICS_PORT")]
     pub metrics_port: Option<u16>,
@@ -357,6 +361,24 @@ pub struct ConfigArgs {
     pub extra_python_packages: Option<String>,
 }
 
+/// serval's dynamic batching flags: written into the aux configuration as Triton's own keys
+/// (`max_batch_size`, `dynamic_batching.*`), which clearml-serving users may pass instead.
+#[derive(Debug, Args, Default)]
+pub struct BatchArgs {
+    /// Merge concurrent requests into engine calls of at most ROWS rows (dynamic batching of a
+    /// native model; off unless set)
+    #[arg(long, value_name = "ROWS")]
+    pub max_batch_size: Option<u64>,
+    /// With batching: how long a batch that could still grow may wait for more rows, counted
+    /// from its oldest request's arrival (never on an idle server) [default: 0]
+    #[arg(long, value_name = "MS")]
+    pub max_queue_delay_ms: Option<f64>,
+    /// With batching: requests that may wait for the model; more are refused with 429
+    /// [default: 1024]
+    #[arg(long, value_name = "REQUESTS")]
+    pub max_queue_size: Option<u64>,
+}
+
 /// The six input/output flags of clearml-serving.
 #[derive(Debug, Args, Default)]
 pub struct IoArgs {
@@ -427,6 +449,8 @@ pub struct ModelAddArgs {
     /// Extra engine configuration: key=value pairs (dotted keys nest) or a file
     #[arg(long, num_args = 1..)]
     pub aux_config: Vec<String>,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// Select the newest registry model with this name
     #[arg(long)]
     pub name: Option<String>,
@@ -527,6 +551,8 @@ pub struct AutoUpdateArgs {
     /// Extra engine configuration
     #[arg(long, num_args = 1..)]
     pub aux_config: Vec<String>,
+    #[command(flatten)]
+    pub batch: BatchArgs,
 }
 
 #[derive(Debug, Args)]

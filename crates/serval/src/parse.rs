@@ -153,6 +153,68 @@ pub fn aux_config(raw: &[String]) -> Result<Option<serde_json::Value>> {
     Ok(Some(serde_json::Value::Object(root)))
 }
 
+/// The aux configuration with serval's batching flags written in as Triton's keys, checked:
+/// batching values that cannot run, or batching on an engine that runs its model in Python,
+/// are refused here rather than at load.
+pub fn with_batching(
+    aux: Option<serde_json::Value>,
+    args: &crate::cli::BatchArgs,
+    engine: serval_store::EngineKind,
+) -> Result<Option<serde_json::Value>> {
+    use serde_json::{Value, json};
+    let flags = args.max_batch_size.is_some()
+        || args.max_queue_delay_ms.is_some()
+        || args.max_queue_size.is_some();
+    let mut aux = aux;
+    if flags {
+        let mut map = match aux {
+            None => serde_json::Map::new(),
+            Some(Value::Object(map)) => map,
+            Some(_) => bail!(
+                "--max-batch-size/--max-queue-delay-ms/--max-queue-size cannot be combined with an \
+                 --aux-config file: write max_batch_size and a dynamic_batching block in the file"
+            ),
+        };
+        if let Some(rows) = args.max_batch_size {
+            map.insert("max_batch_size".into(), json!(rows));
+        }
+        let section = map.entry("dynamic_batching").or_insert_with(|| json!({}));
+        let Value::Object(section) = section else {
+            bail!("--aux-config dynamic_batching must be a section (dynamic_batching.KEY=VALUE)");
+        };
+        if let Some(ms) = args.max_queue_delay_ms {
+            ensure!(
+                ms.is_finite() && ms >= 0.0,
+                "--max-queue-delay-ms must be 0 or more milliseconds"
+            );
+            section.insert(
+                "max_queue_delay_microseconds".into(),
+                json!((ms * 1000.0).round() as u64),
+            );
+        }
+        if let Some(size) = args.max_queue_size {
+            ensure!(size >= 1, "--max-queue-size must be at least 1");
+            let policy = section
+                .entry("default_queue_policy")
+                .or_insert_with(|| json!({}));
+            if let Value::Object(policy) = policy {
+                policy.insert("max_queue_size".into(), json!(size));
+            }
+        }
+        aux = Some(Value::Object(map));
+    }
+    let batching = serval_store::batch_config(aux.as_ref()).map_err(|e| anyhow!(e))?;
+    if batching.is_some() {
+        use serval_store::EngineKind::*;
+        ensure!(
+            !matches!(engine, Sklearn | Custom | CustomAsync),
+            "dynamic batching merges rows for a native model (xgboost, lightgbm, onnx, triton); \
+             engine '{engine}' runs its model in Python workers"
+        );
+    }
+    Ok(aux)
+}
+
 fn variable_name(raw: &str) -> Result<String> {
     let name = raw.trim();
     ensure!(!name.is_empty(), "metric variable name must not be empty");

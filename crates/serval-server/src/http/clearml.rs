@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use serval_core::rows::{self, Parsed};
-use serval_engine::{Engine, ModelMetadata};
+use serval_engine::ModelMetadata;
 use serval_store::names::endpoint_url;
 
 use crate::AppState;
@@ -210,16 +210,16 @@ fn payload(
 
 /// The model whose rows a request body can be parsed for: a native endpoint with a tabular input
 /// whose metric rules do not read the body's `instances` key (they see a tree).
-fn rows_model(endpoint: &Endpoint) -> Option<Arc<dyn Engine>> {
+fn rows_model(endpoint: &Endpoint) -> Option<Arc<ModelMetadata>> {
     let Runner::Native(model) = &endpoint.runner else {
         return None;
     };
-    rows::tabular_input(model.engine.metadata())?;
+    rows::tabular_input(model.metadata())?;
     let monitor = endpoint.monitor.load();
     if monitor.as_ref().is_some_and(|m| m.reads("instances")) {
         return None;
     }
-    Some(model.engine.clone())
+    Some(model.metadata_arc())
 }
 
 async fn serve(
@@ -244,12 +244,7 @@ async fn serve(
         let headers = headers.clone();
         let model = endpoint.as_ref().ok().and_then(|e| rows_model(e));
         let payload = body::offload(decoded.len(), move || {
-            payload(
-                &headers,
-                decoded,
-                max_values,
-                model.as_ref().map(|m| m.metadata()),
-            )
+            payload(&headers, decoded, max_values, model.as_deref())
         })
         .await?;
         Ok::<_, ServeError>((endpoint?, payload))

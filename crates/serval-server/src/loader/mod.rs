@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use serval_engine::{Engine, NamedOutput, NamedTensor, Tensor, TensorData};
+use serval_engine::{Instance, NamedOutput, NamedTensor, Tensor, TensorData};
 use serval_onnx::OnnxOptions;
 use serval_store::{Endpoint, EndpointStatus, EngineKind, ServiceSettings, Snapshot, Store};
 
@@ -38,6 +38,9 @@ pub struct Loader {
     pub python: Option<String>,
     /// Worker processes per Python endpoint.
     pub python_workers: usize,
+    /// Threads of a native model's runner: ONNX Runtime sessions per ONNX model, and threads
+    /// per batched model.
+    pub runner_threads: usize,
     /// Bounds `send_request` calls that are not tied to a request.
     pub request_timeout: Duration,
     /// `None` when metrics are off.
@@ -199,18 +202,10 @@ impl Loader {
                     || path.display().to_string(),
                     |n| n.to_string_lossy().into_owned(),
                 );
-                let engine = serval_core::load_engine(endpoint.engine, bytes, &name, &self.onnx)
-                    .map_err(|e| e.to_string())?;
-                let warm = warm_up(engine.as_ref())?;
-                Some((NativeModel::new(endpoint.engine, engine), warm))
+                Some(self.native_model(url, endpoint, endpoint.engine, bytes, &name)?)
             }
             (_, _, Some((bytes, name))) => {
-                let engine = serval_core::load_engine(EngineKind::Onnx, &bytes, &name, &self.onnx)
-                    .map_err(|e| e.to_string())?;
-                triton::check_io(&endpoint.io, engine.metadata())
-                    .map_err(|e| format!("{name} does not match the endpoint's io flags: {e}"))?;
-                let warm = warm_up(engine.as_ref())?;
-                Some((NativeModel::new(EngineKind::Onnx, engine), warm))
+                Some(self.native_model(url, endpoint, EngineKind::Onnx, &bytes, &name)?)
             }
             _ => None,
         };
@@ -243,6 +238,16 @@ impl Loader {
                 let signature = signature::native(kind, &model, warm.as_deref());
                 (Runner::Native(model), signature)
             }
+            (Some(_), None) if !triton && batching(endpoint)?.is_some() => {
+                // A triton model run by its library in Python leaves batching to the server
+                // Triton would be; other Python engines cannot batch at all.
+                return Err(format!(
+                    "dynamic batching merges rows for a native model (xgboost, lightgbm, onnx, or \
+             the native model between preprocess and postprocess); engine '{}' runs its \
+             model in Python workers: remove --max-batch-size / the dynamic_batching keys",
+                    endpoint.engine
+                ));
+            }
             (Some(pool), None) => (Runner::Python(pool), signature::python(endpoint)),
             (Some(pool), Some((model, _))) => (
                 Runner::PythonNative { pool, model },
@@ -254,6 +259,59 @@ impl Loader {
             endpoint: self.endpoint(url, endpoint, runner, signature),
             stamp,
         })
+    }
+
+    /// Loads a native model and warms it: a tree model without batching is one shared engine
+    /// called where requests run; an ONNX model (one session per runner thread) and any batched
+    /// model get a runner.
+    fn native_model(
+        &self,
+        url: &str,
+        endpoint: &Endpoint,
+        kind: EngineKind,
+        bytes: &[u8],
+        name: &str,
+    ) -> Result<(NativeModel, Option<Vec<NamedOutput>>), String> {
+        let batching = batching(endpoint)?;
+        let loaded = serval_core::load_model(kind, bytes, name, &self.onnx, self.runner_threads)
+            .map_err(|e| e.to_string())?;
+        let check = |meta: &serval_engine::ModelMetadata| {
+            if endpoint.engine == EngineKind::Triton {
+                triton::check_io(&endpoint.io, meta)
+                    .map_err(|e| format!("{name} does not match the endpoint's io flags: {e}"))?;
+            }
+            Ok::<_, String>(())
+        };
+        let mut instances = match loaded {
+            serval_core::Loaded::Shared(engine) => {
+                check(engine.metadata())?;
+                let warm = warm_up(&mut engine.clone())?;
+                if batching.is_none() {
+                    return Ok((NativeModel::shared(kind, engine), warm));
+                }
+                (0..self.runner_threads.max(1))
+                    .map(|_| Box::new(engine.clone()) as Box<dyn Instance>)
+                    .collect()
+            }
+            serval_core::Loaded::Instances(instances) => instances,
+        };
+        let meta = instances[0].metadata().clone();
+        check(&meta)?;
+        let mut warm = None;
+        for instance in &mut instances {
+            warm = warm_up(instance.as_mut())?;
+        }
+        let runtime = self
+            .runtime
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+            .ok_or("no async runtime to run the model's runner on")?;
+        let metrics = self
+            .metrics
+            .as_ref()
+            .map(|m| (Arc::new(m.batch(url)), m.endpoint(url)));
+        let runner = pipeline::ModelRunner::start(url, instances, batching, &runtime, metrics)?;
+        Ok((NativeModel::runner(meta, runner), warm))
     }
 
     /// The interpreter workers run: the service's, or its environment with extra packages.
@@ -450,6 +508,19 @@ impl Loader {
     }
 }
 
+/// The endpoint's dynamic batching (its aux configuration's Triton keys), if on.
+fn batching(endpoint: &Endpoint) -> Result<Option<pipeline::Batching>, String> {
+    Ok(
+        serval_store::batch_config(endpoint.aux_config.as_ref())?.map(|c| pipeline::Batching {
+            max_rows: usize::try_from(c.max_batch_size).unwrap_or(usize::MAX),
+            max_delay: Duration::from_micros(c.max_queue_delay_us),
+            max_queue: c.max_queue_size.map_or(pipeline::DEFAULT_MAX_QUEUE, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
+        }),
+    )
+}
+
 fn status(
     endpoint: &Endpoint,
     state: &str,
@@ -471,7 +542,7 @@ fn status(
 /// Runs one row of zeros through a tabular model so the first request does not pay for lazy
 /// initialisation; a model that cannot predict fails to load here rather than on traffic. Returns
 /// the outputs (`None` for models that are not tabular), which tell the width of ZipMap outputs.
-fn warm_up(engine: &dyn Engine) -> Result<Option<Vec<NamedOutput>>, String> {
+fn warm_up(engine: &mut dyn Instance) -> Result<Option<Vec<NamedOutput>>, String> {
     let meta = engine.metadata();
     let (Some(width), [input]) = (meta.num_features(), meta.inputs.as_slice()) else {
         return Ok(None);
@@ -485,10 +556,13 @@ fn warm_up(engine: &dyn Engine) -> Result<Option<Vec<NamedOutput>>, String> {
     };
     let tensor = Tensor::new(vec![1, width], data).map_err(|e| e.to_string())?;
     engine
-        .infer(&[NamedTensor {
-            name: input.name.clone(),
-            tensor,
-        }])
+        .run(
+            &[NamedTensor {
+                name: input.name.clone(),
+                tensor,
+            }],
+            &|| false,
+        )
         .map(Some)
         .map_err(|e| format!("warm-up prediction failed: {e}"))
 }

@@ -28,7 +28,7 @@ fn platform(kind: EngineKind, format: &str) -> String {
 /// A native model's signature. `warm` is the warm-up prediction, which gives the number of
 /// classes of a ZipMap output (a sequence of maps, exposed as FP32 `[-1, classes]`).
 pub fn native(kind: EngineKind, model: &NativeModel, warm: Option<&[NamedOutput]>) -> Signature {
-    let meta = model.engine.metadata();
+    let meta = model.metadata();
     let inputs = meta
         .inputs
         .iter()

@@ -35,6 +35,11 @@ const LOAD_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// Rows per engine call of a batched endpoint: 1 to 4,096.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
 type FloatCounter = Counter<f64, AtomicU64>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -113,6 +118,10 @@ fn load_histogram() -> Histogram {
     Histogram::new(LOAD_BUCKETS.iter().copied())
 }
 
+fn batch_histogram() -> Histogram {
+    Histogram::new(BATCH_BUCKETS.iter().copied())
+}
+
 /// Stages of a request, for `serval_stage_duration_seconds`.
 pub const STAGES: [&str; 4] = ["queue", "preprocess", "inference", "postprocess"];
 
@@ -125,6 +134,9 @@ pub struct Metrics {
     load_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     load_failures: Family<EndpointLabels, Counter>,
     reloads: Counter,
+    batch_rows: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    batch_depth: Family<EndpointLabels, Gauge>,
+    batch_rejected: Family<EndpointLabels, Counter>,
     /// clearml variable families by metric name.
     variables: Mutex<HashMap<String, Arc<Variable>>>,
 }
@@ -139,6 +151,9 @@ impl Default for Metrics {
             load_duration: Family::new_with_constructor(load_histogram),
             load_failures: Family::default(),
             reloads: Counter::default(),
+            batch_rows: Family::new_with_constructor(batch_histogram),
+            batch_depth: Family::default(),
+            batch_rejected: Family::default(),
             variables: Mutex::new(HashMap::new()),
         }
     }
@@ -158,6 +173,16 @@ impl Metrics {
             duration: self.duration.get_or_create(&labels).clone(),
             stages: Default::default(),
             labels,
+        }
+    }
+
+    /// Handles for the runner of a native endpoint (batch sizes, queue depth, refusals).
+    pub fn batch(&self, url: &str) -> BatchMetrics {
+        let labels = EndpointLabels::of(url);
+        BatchMetrics {
+            rows: self.batch_rows.get_or_create(&labels).clone(),
+            depth: self.batch_depth.get_or_create(&labels).clone(),
+            rejected: self.batch_rejected.get_or_create(&labels).clone(),
         }
     }
 
@@ -213,7 +238,7 @@ impl Metrics {
         );
         registry.register(
             "serval_stage_duration_seconds",
-            "Time per request stage: queue (waiting for a Python worker), preprocess, inference, postprocess",
+            "Time per request stage: queue (waiting for a Python worker or a native runner thread), preprocess, inference, postprocess",
             self.stages.clone(),
         );
         registry.register(
@@ -236,6 +261,21 @@ impl Metrics {
             "Routing tables swapped in after a configuration change",
             self.reloads.clone(),
         );
+        registry.register(
+            "serval_batch_size_rows",
+            "Rows per engine call of a native endpoint (more than one request's rows when batching merges them)",
+            self.batch_rows.clone(),
+        );
+        registry.register(
+            "serval_batch_queue_depth",
+            "Requests waiting for a native endpoint's model (its runner threads are busy)",
+            self.batch_depth.clone(),
+        );
+        registry.register(
+            "serval_batch_rejected",
+            "Requests refused because a batched endpoint's queue was full (429)",
+            self.batch_rejected.clone(),
+        );
         extra(&mut registry);
         process::process_metrics(&mut registry);
         for (name, variable) in lock(&self.variables).iter() {
@@ -247,6 +287,13 @@ impl Metrics {
         }
         text
     }
+}
+
+/// The runner of one native endpoint: rows per engine call, waiting requests, refusals.
+pub struct BatchMetrics {
+    pub rows: Histogram,
+    pub depth: Gauge,
+    pub rejected: Counter,
 }
 
 /// Decrements the in-flight gauge when dropped.

@@ -8,6 +8,7 @@
 //! The pipeline knows nothing of the routing table or of any protocol: adapters → table →
 //! pipeline → {engines, Python pools, metrics}.
 
+mod batch;
 mod error;
 mod forward;
 mod native;
@@ -26,6 +27,7 @@ use serval_python::Pool;
 use serval_store::EngineKind;
 use tokio::time::Instant;
 
+pub use batch::{Batching, DEFAULT_MAX_QUEUE, Runner as ModelRunner};
 pub use error::Error;
 pub use forward::{Upstream, model_name};
 pub use native::NativeModel;
@@ -117,7 +119,7 @@ impl Runner {
 
     /// How the endpoint runs, as the status shows it.
     pub fn describe(&self, kind: EngineKind) -> String {
-        let native = |m: &NativeModel| format!("native {}", m.engine.metadata().format);
+        let native = |m: &NativeModel| m.describe();
         match self {
             Runner::Native(model) => native(model),
             Runner::Python(pool) if pool.custom_model() => {
@@ -292,7 +294,7 @@ async fn execute(
     };
     let executed = match &endpoint.runner {
         Runner::Native(model) => Executed {
-            output: native::run(endpoint, model, input, ctx.deadline).await?,
+            output: native::run(endpoint, model, input, ctx).await?,
             stats: None,
         },
         Runner::Python(pool) => python::run(endpoint, pool, None, input, ctx, sampled).await?,

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serval_core::{reply_from_outputs, request_to_inputs};
-use serval_engine::{Engine, NamedOutput, NamedTensor, OutputValue, Tensor};
+use serval_engine::{Engine, ModelMetadata, NamedOutput, NamedTensor, OutputValue, Tensor};
 use serval_store::EngineKind;
 use tokio::time::Instant;
 
+use super::batch::Runner;
 use super::{Endpoint, Error, InferTensor, Input, Output, Payload, STAGE_INFERENCE};
 use crate::metrics::EndpointMetrics;
 
@@ -21,45 +22,97 @@ const TREE_CHUNK_ROWS: usize = 8_192;
 
 /// A native model and where its inference runs.
 pub struct NativeModel {
-    pub engine: Arc<dyn Engine>,
-    /// Requests of at most this many rows run on the async worker thread (tree models answer
-    /// them in microseconds); larger ones, and every other engine, run on a blocking thread so
-    /// a slow model never stalls the async workers.
-    pub inline_rows: usize,
-    /// Rows per chunk of a big batch (0: one call; only for models whose rows are independent).
-    pub chunk_rows: usize,
+    metadata: Arc<ModelMetadata>,
+    exec: Exec,
+}
+
+enum Exec {
+    /// An engine every thread may call at once (trees), called where the request runs:
+    /// requests of at most `inline_rows` rows on the async worker thread (tree models answer
+    /// them in microseconds), larger ones on a blocking thread so a big batch never stalls the
+    /// async workers, in chunks of `chunk_rows` rows (0: one call).
+    Shared {
+        engine: Arc<dyn Engine>,
+        inline_rows: usize,
+        chunk_rows: usize,
+    },
+    /// Runner threads that own the model's instances (ONNX sessions; every batched model), fed
+    /// by a queue (`batch.rs`).
+    Runner(Runner),
 }
 
 impl NativeModel {
-    pub fn new(kind: EngineKind, engine: Arc<dyn Engine>) -> NativeModel {
+    /// A shared engine run where the request runs (trees inline when small).
+    pub fn shared(kind: EngineKind, engine: Arc<dyn Engine>) -> NativeModel {
         let (inline_rows, chunk_rows) = match kind {
             EngineKind::Xgboost | EngineKind::Lightgbm => (TREE_INLINE_ROWS, TREE_CHUNK_ROWS),
             _ => (0, 0),
         };
         NativeModel {
-            engine,
-            inline_rows,
-            chunk_rows,
+            metadata: Arc::new(engine.metadata().clone()),
+            exec: Exec::Shared {
+                engine,
+                inline_rows,
+                chunk_rows,
+            },
         }
     }
 
-    /// Runs the model, recording the inference stage.
+    /// A model served by its runner's threads.
+    pub fn runner(metadata: ModelMetadata, runner: Runner) -> NativeModel {
+        NativeModel {
+            metadata: Arc::new(metadata),
+            exec: Exec::Runner(runner),
+        }
+    }
+
+    pub fn metadata(&self) -> &ModelMetadata {
+        &self.metadata
+    }
+
+    /// The metadata, to read request bodies for the model off the async workers.
+    pub fn metadata_arc(&self) -> Arc<ModelMetadata> {
+        self.metadata.clone()
+    }
+
+    /// How the model runs, for the status.
+    pub fn describe(&self) -> String {
+        match &self.exec {
+            Exec::Shared { .. } => format!("native {}", self.metadata.format),
+            Exec::Runner(runner) => {
+                super::batch::describe(runner.batching, runner.threads, &self.metadata)
+            }
+        }
+    }
+
+    /// Runs the model for a request on `url` due by `deadline` (`timeout`: its whole budget),
+    /// recording the inference stage.
     pub async fn infer(
         &self,
+        url: &str,
         metrics: Option<&EndpointMetrics>,
         inputs: Vec<NamedTensor>,
         deadline: Instant,
+        timeout: std::time::Duration,
     ) -> Result<Vec<NamedOutput>, Error> {
+        let (engine, inline_rows, chunk_rows) = match &self.exec {
+            // The runner records the queue and inference stages itself.
+            Exec::Runner(runner) => return runner.infer(url, inputs, deadline, timeout).await,
+            Exec::Shared {
+                engine,
+                inline_rows,
+                chunk_rows,
+            } => (engine, *inline_rows, *chunk_rows),
+        };
         let rows = inputs
             .first()
             .and_then(|i| i.tensor.shape().first().copied())
             .unwrap_or(1);
         let start = Instant::now();
-        let outputs = if rows <= self.inline_rows {
-            self.engine.infer(&inputs)?
+        let outputs = if rows <= inline_rows {
+            engine.infer(&inputs)?
         } else {
-            let engine = self.engine.clone();
-            let chunk_rows = self.chunk_rows;
+            let engine = engine.clone();
             // Set when this future is dropped (deadline or client gone) or done.
             struct Abandon(Arc<AtomicBool>);
             impl Drop for Abandon {
@@ -185,11 +238,20 @@ pub async fn run(
     endpoint: &Endpoint,
     model: &NativeModel,
     input: Input,
-    deadline: Instant,
+    ctx: super::Context,
 ) -> Result<Output, Error> {
+    let infer = |inputs| {
+        model.infer(
+            &endpoint.url,
+            endpoint.metrics.as_ref(),
+            inputs,
+            ctx.deadline,
+            ctx.timeout,
+        )
+    };
     match input {
         Input::Body(payload) => {
-            let meta = model.engine.metadata();
+            let meta = model.metadata();
             let inputs = match payload {
                 Payload::Rows(input) => vec![input],
                 Payload::InvalidRows(message) => return Err(Error::InvalidInput(message)),
@@ -206,9 +268,7 @@ pub async fn run(
                     request_to_inputs(&body, meta, &endpoint.input_names)?
                 }
             };
-            let outputs = model
-                .infer(endpoint.metrics.as_ref(), inputs, deadline)
-                .await?;
+            let outputs = infer(inputs).await?;
             if endpoint.kind == EngineKind::Triton {
                 // The requested outputs by name (`--output-name`; all when none is named).
                 let wanted: Vec<_> = outputs
@@ -226,9 +286,7 @@ pub async fn run(
                 .into_iter()
                 .map(InferTensor::into_engine)
                 .collect::<Result<Vec<_>, _>>()?;
-            let outputs = model
-                .infer(endpoint.metrics.as_ref(), inputs, deadline)
-                .await?;
+            let outputs = infer(inputs).await?;
             Ok(Output::Tensors(
                 outputs
                     .into_iter()

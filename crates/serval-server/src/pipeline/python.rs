@@ -72,7 +72,7 @@ pub(super) async fn run(
             let mut out_blobs = Vec::new();
             let value = match between {
                 Some(Between::Native(model)) => {
-                    let meta = model.engine.metadata();
+                    let meta = model.metadata();
                     let triton = endpoint.kind == EngineKind::Triton;
                     let inputs = if triton {
                         triton_inputs(data, &blobs, meta, &endpoint.input_names)?
@@ -80,7 +80,13 @@ pub(super) async fn run(
                         preprocessed_inputs(data, &blobs, meta, &endpoint.input_names)?
                     };
                     let mut outputs = model
-                        .infer(endpoint.metrics.as_ref(), inputs, ctx.deadline)
+                        .infer(
+                            &endpoint.url,
+                            endpoint.metrics.as_ref(),
+                            inputs,
+                            ctx.deadline,
+                            ctx.timeout,
+                        )
                         .await?;
                     if triton && !endpoint.output_names.is_empty() {
                         // The requested outputs (`--output-name`), in their order.

@@ -124,6 +124,7 @@ impl Setup {
             onnx: OnnxOptions::default(),
             python: std::env::var("SERVAL_PYTHON").ok(),
             python_workers: 1,
+            runner_threads: 2,
             metrics: true,
             metrics_port: None,
             tls: None,

@@ -150,7 +150,11 @@ pub fn add(ctx: &Context, args: &ModelAddArgs) -> Result<()> {
         );
     }
     let io = parse::io_spec(&args.io)?;
-    let aux_config = parse::aux_config(&args.aux_config)?;
+    let aux_config = parse::with_batching(
+        parse::aux_config(&args.aux_config)?,
+        &args.batch,
+        args.engine,
+    )?;
     let preprocess = args
         .preprocess
         .as_deref()
@@ -417,7 +421,11 @@ pub fn auto_update(ctx: &Context, args: &AutoUpdateArgs) -> Result<()> {
     }
     ensure!(args.max_versions >= 1, "--max-versions must be at least 1");
     let io = parse::io_spec(&args.io)?;
-    let aux_config = parse::aux_config(&args.aux_config)?;
+    let aux_config = parse::with_batching(
+        parse::aux_config(&args.aux_config)?,
+        &args.batch,
+        args.engine,
+    )?;
     let preprocess = args
         .preprocess
         .as_deref()

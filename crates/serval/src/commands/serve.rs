@@ -42,9 +42,16 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         args.max_in_flight > 0 && args.max_in_flight_per_endpoint > 0,
         "--max-in-flight and --max-in-flight-per-endpoint must be positive"
     );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let python_workers = args.python_workers.unwrap_or(cores.min(64));
     ensure!(
-        (1..=64).contains(&args.python_workers),
+        (1..=64).contains(&python_workers),
         "--python-workers must be between 1 and 64"
+    );
+    let runner_threads = args.runner_threads.unwrap_or(cores.min(64));
+    ensure!(
+        (1..=64).contains(&runner_threads),
+        "--runner-threads must be between 1 and 64"
     );
     ensure!(
         args.poll_interval_ms > 0,
@@ -71,7 +78,8 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
             intra_threads: args.onnx_threads,
         },
         python: args.python.clone(),
-        python_workers: args.python_workers,
+        python_workers,
+        runner_threads,
         metrics: !args.disable_metrics,
         metrics_port: args.metrics_port,
         tls: tls(args)?,
