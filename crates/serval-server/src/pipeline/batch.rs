@@ -552,6 +552,9 @@ pub(crate) fn run_call(
         // Which request is at fault: each runs alone and only the bad ones fail.
         Err(EngineError::InvalidInput(_)) => one_by_one(instance, jobs, metrics, stages),
         Err(e) => {
+            if matches!(e, EngineError::Stopped) {
+                stopped(rows);
+            }
             for job in jobs {
                 job.answer(Err(same_error(&e)));
             }
@@ -562,7 +565,18 @@ pub(crate) fn run_call(
 fn run_one(instance: &mut dyn Instance, job: &Job) -> Reply {
     let deadline = job.deadline.into_std();
     let stop = || std::time::Instant::now() >= deadline || job.reply.is_closed();
-    instance.run(&job.inputs, &stop).map_err(Error::from)
+    instance.run(&job.inputs, &stop).map_err(|e| {
+        if matches!(e, EngineError::Stopped) {
+            stopped(job.rows);
+        }
+        Error::from(e)
+    })
+}
+
+fn stopped(rows: usize) {
+    tracing::info!(
+        "inference stopped during a run of {rows} rows: the request's deadline passed or its client left"
+    );
 }
 
 fn one_by_one(

@@ -3,6 +3,7 @@
 
 mod auth;
 mod auto_update;
+mod batching;
 mod cli_endpoints;
 mod cli_metrics;
 mod cli_registry;
