@@ -30,7 +30,8 @@ wait_post http://127.0.0.1:8080/serve/sklearn_lr "$BODY"
 "$WORK/bench/run_bench.sh" http://127.0.0.1:8080/serve/sklearn_lr "$BODY" fastapi_gunicorn2_sklearn_lr "$RESULTS"
 kill $BASE_PID; wait $BASE_PID 2>/dev/null || true
 
-# 2. serval: the sklearn example's preprocess.py and the same pickle, 1 and 2 Python workers.
+# 2. serval: the sklearn example's preprocess.py and the same pickle, 1 Python worker and the
+#    default (one per core).
 cargo build --release -q -p serval --manifest-path "$ROOT/Cargo.toml"
 SERVAL=$ROOT/target/release/serval
 export SERVAL_HOME=$WORK/serval-home SERVAL_PYTHON=$PYTHON
@@ -38,8 +39,10 @@ export SERVAL_HOME=$WORK/serval-home SERVAL_PYTHON=$PYTHON
 "$SERVAL" model upload --name sklearn_lr --path "$MODEL" > /dev/null 2>&1
 "$SERVAL" model add --engine sklearn --endpoint sklearn_lr --name sklearn_lr \
   --preprocess "$ROOT/examples/sklearn/preprocess.py" > /dev/null 2>&1
-for workers in 1 2; do
-  "$SERVAL" serve --host 127.0.0.1 --port 0 --grpc-port off --python-workers $workers > "$WORK/serval.out" 2> "$WORK/serval.log" &
+for workers in 1 default; do
+  flags=()
+  [[ $workers != default ]] && flags=(--python-workers "$workers")
+  "$SERVAL" serve --host 127.0.0.1 --port 0 --grpc-port off "${flags[@]}" > "$WORK/serval.out" 2> "$WORK/serval.log" &
   SERVAL_PID=$!
   for _ in $(seq 100); do grep -q http:// "$WORK/serval.out" 2>/dev/null && break; sleep 0.1; done
   URL=$(grep -o 'http://[0-9.:]*' "$WORK/serval.out")

@@ -137,6 +137,11 @@ struct Pending {
 
 /// One running worker process, as requests see it.
 struct Conn {
+    /// The worker's stdin: frames are written straight from the sending task when the pipe takes
+    /// them (the common case: no task hop); what it cannot take at once goes to the writer task.
+    stdin: Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
+    /// Bytes are waiting in the writer task: later frames queue behind them to keep the order.
+    backlog: Mutex<bool>,
     tx: mpsc::UnboundedSender<Vec<u8>>,
     pending: Mutex<HashMap<u64, Pending>>,
     kill: Notify,
@@ -164,7 +169,20 @@ impl Conn {
     }
 
     fn send(&self, frame: &Frame) -> bool {
-        self.tx.send(frame.encode()).is_ok()
+        let bytes = frame.encode();
+        let mut backlog = lock(&self.backlog);
+        let mut rest = bytes.as_slice();
+        if !*backlog && let Ok(stdin) = self.stdin.try_lock() {
+            // The pipe is non-blocking: a write takes what fits and never waits.
+            match nix::unistd::write(&*stdin, rest) {
+                Ok(n) if n == rest.len() => return true,
+                Ok(n) => rest = &rest[n..],
+                Err(nix::errno::Errno::EAGAIN) => {}
+                Err(_) => return false,
+            }
+        }
+        *backlog = true;
+        self.tx.send(rest.to_vec()).is_ok()
     }
 
     fn exited(&self, label: &str) -> PyError {
@@ -557,7 +575,7 @@ async fn start_worker(shared: &Arc<Shared>, slot: usize) -> Result<Worker, Strin
         .spawn()
         .map_err(|e| format!("cannot start Python '{}': {e}", spec.python))?;
     let pid = child.id().unwrap_or_default();
-    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+    let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return Err("the Python worker's pipes are missing".into());
@@ -582,14 +600,10 @@ async fn start_worker(shared: &Arc<Shared>, slot: usize) -> Result<Worker, Strin
     }
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    tokio::spawn(async move {
-        while let Some(bytes) = rx.recv().await {
-            if stdin.write_all(&bytes).await.is_err() {
-                break;
-            }
-        }
-    });
+    let stdin = Arc::new(tokio::sync::Mutex::new(stdin));
     let conn = Arc::new(Conn {
+        stdin: stdin.clone(),
+        backlog: Mutex::new(false),
         tx,
         pending: Mutex::new(HashMap::new()),
         kill: Notify::new(),
@@ -599,6 +613,22 @@ async fn start_worker(shared: &Arc<Shared>, slot: usize) -> Result<Worker, Strin
         answered: AtomicU64::new(0),
         slot,
     });
+    // The writer task: bytes the pipe could not take at once, in order.
+    {
+        let conn = Arc::downgrade(&conn);
+        tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if stdin.lock().await.write_all(&bytes).await.is_err() {
+                    break;
+                }
+                let Some(conn) = conn.upgrade() else { break };
+                let mut backlog = lock(&conn.backlog);
+                if rx.is_empty() {
+                    *backlog = false;
+                }
+            }
+        });
+    }
     conn.send(&Frame::new(spec.load.clone()));
 
     let mut stdout = BufReader::new(stdout);

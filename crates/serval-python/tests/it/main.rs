@@ -295,3 +295,33 @@ class Preprocess:
         assert_eq!(out.stats.unwrap()["n"], n);
     }
 }
+
+/// Frames bigger than a pipe's buffer (64 KiB) are written partly at once and the rest by the
+/// writer task; frames sent meanwhile queue behind them: every request gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_frames_arrive_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(pool(dir.path(), "custom", ECHO, 1).await.unwrap());
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                // Every other request is big.
+                let size = if i % 2 == 0 { 300_000 } else { 10 };
+                let text: String =
+                    std::iter::repeat_n(char::from(b'a' + (i % 26) as u8), size).collect();
+                let outcome = infer(&pool, json!({"i": i, "text": text})).await.unwrap();
+                assert_eq!(outcome.value["echo"]["i"], i, "request {i}");
+                assert_eq!(
+                    outcome.value["echo"]["text"].as_str().map(str::len),
+                    Some(size),
+                    "request {i}"
+                );
+                assert_eq!(outcome.value["echo"]["text"], text, "request {i}");
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}

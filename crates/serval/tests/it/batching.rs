@@ -138,10 +138,8 @@ fn concurrent_clients_get_their_own_rows_from_a_batched_onnx_endpoint() {
     assert!(server.stop().success());
 }
 
-#[test]
-fn a_full_batch_queue_answers_429_with_retry_after() {
-    let home = Home::new();
-    home.service("queue");
+/// Builds `bench/make_mlp.py`'s network (256 → 2 × 2048 → 10) and registers it; its id.
+fn mlp(home: &Home) -> String {
     let model = home.path().join("mlp.onnx");
     let make = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/make_mlp.py");
     let built = std::process::Command::new(python())
@@ -159,11 +157,17 @@ fn a_full_batch_queue_answers_429_with_retry_after() {
         "--path",
         model.to_str().unwrap(),
     ]);
-    let id = out
-        .lines()
+    out.lines()
         .find_map(|l| l.strip_prefix("Model created and registered, new Model ID="))
         .unwrap_or_else(|| panic!("unexpected upload output: {out}"))
-        .to_string();
+        .to_string()
+}
+
+#[test]
+fn a_full_batch_queue_answers_429_with_retry_after() {
+    let home = Home::new();
+    home.service("queue");
+    let id = mlp(&home);
     add(
         &home,
         &[
@@ -279,4 +283,109 @@ fn batching_flags_are_checked_and_stored_as_triton_keys() {
         endpoints[1]["aux_config"],
         serde_json::json!({"max_batch_size": 16, "dynamic_batching": {"max_queue_delay_microseconds": 1500}})
     );
+}
+
+const ROWS_PREPROCESS: &str = "\
+import numpy as np
+
+class Preprocess:
+    def preprocess(self, body, state, collect_custom_statistics_fn=None):
+        state['tag'] = body['tag']
+        return np.array(body['rows'], dtype=np.float32)
+
+    def postprocess(self, data, state, collect_custom_statistics_fn=None):
+        return {'tag': state['tag'], 'y': data.tolist()}
+";
+
+/// The native model between a Python endpoint's preprocess and postprocess batches too: requests
+/// from both workers merge into one call, each postprocess gets its own rows.
+#[test]
+fn the_native_model_between_preprocess_and_postprocess_is_batched() {
+    let home = Home::new();
+    home.service("py-batching");
+    // A model slow enough (over a millisecond a call) that requests meet while it runs.
+    let model = mlp(&home);
+    let code = home.write("rows/preprocess.py", ROWS_PREPROCESS);
+    add(
+        &home,
+        &[
+            "--engine",
+            "onnx",
+            "--endpoint",
+            "mlp_py",
+            "--model-id",
+            &model,
+            "--preprocess",
+            code.to_str().unwrap(),
+            "--max-batch-size",
+            "64",
+            "--max-queue-delay-ms",
+            "20",
+        ],
+    );
+    let server = Server::start_with(&home, &["--runner-threads", "1", "--python-workers", "2"]);
+    wait_until("the endpoint loaded", || {
+        let (status, body) = server.get("/health/ready");
+        status == 200 && body["endpoints"] == 1 && body["failed"] == serde_json::json!([])
+    });
+    let body = |tag: usize| {
+        let rows: Vec<Vec<f64>> = (0..1 + tag % 3)
+            .map(|r| {
+                (0..256)
+                    .map(|f| ((tag * 7 + r * 3 + f) % 17) as f64 / 17.0)
+                    .collect()
+            })
+            .collect();
+        serde_json::json!({"tag": tag, "rows": rows}).to_string()
+    };
+    // One at a time first: what each request must get back.
+    let expected: Vec<serde_json::Value> = (0..48)
+        .map(|tag| {
+            let (status, reply) = server.post("/serve/mlp_py", &body(tag));
+            assert_eq!(status, 200, "{reply}");
+            reply
+        })
+        .collect();
+    let before = batch_sample(&server.get_text("/metrics"), "mlp_py", "count");
+    let server = std::sync::Arc::new(server);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let server = server.clone();
+            let expected = expected.clone();
+            std::thread::spawn(move || {
+                for tag in (t..48).step_by(8) {
+                    let (status, reply) = server.post("/serve/mlp_py", &body(tag));
+                    assert_eq!(status, 200, "{reply}");
+                    assert_eq!(reply["tag"], tag, "{reply}");
+                    let (got, want) = (&reply["y"], &expected[tag]["y"]);
+                    let got: Vec<f64> = got
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+                        .collect();
+                    let want: Vec<f64> = want
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+                        .collect();
+                    assert_eq!(got.len(), want.len(), "request {tag}");
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() < 1e-5, "request {tag}: {got:?} vs {want:?}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let calls = batch_sample(&server.get_text("/metrics"), "mlp_py", "count") - before;
+    assert!(
+        calls < 48.0,
+        "{calls} engine calls for 48 concurrent requests"
+    );
+    let server = std::sync::Arc::into_inner(server).unwrap();
+    assert!(server.stop().success());
 }
