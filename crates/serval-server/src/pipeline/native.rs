@@ -97,7 +97,14 @@ impl NativeModel {
     ) -> Result<Vec<NamedOutput>, Error> {
         let (engine, inline_rows, chunk_rows) = match &self.exec {
             // The runner records the queue and inference stages itself.
-            Exec::Runner(runner) => return runner.infer(url, inputs, deadline, timeout).await,
+            Exec::Runner(runner) => {
+                let inputs = if runner.batching.is_some() {
+                    declared_types(inputs, &self.metadata)
+                } else {
+                    inputs
+                };
+                return runner.infer(url, inputs, deadline, timeout).await;
+            }
             Exec::Shared {
                 engine,
                 inline_rows,
@@ -136,6 +143,43 @@ impl NativeModel {
         }
         Ok(outputs)
     }
+}
+
+/// An ONNX model's numeric inputs cast to the float type it declares, as ONNX Runtime gets them
+/// anyway: requests that sent float64 (clearml JSON) and float32 (V2 FP32) then share calls.
+fn declared_types(inputs: Vec<NamedTensor>, meta: &ModelMetadata) -> Vec<NamedTensor> {
+    use serval_engine::{DataType, TensorData};
+    if meta.format != "onnx" {
+        return inputs;
+    }
+    inputs
+        .into_iter()
+        .map(|mut input| {
+            let want = meta
+                .inputs
+                .iter()
+                .find(|s| s.name == input.name)
+                .map(|s| s.dtype);
+            let have = input.tensor.dtype();
+            let numeric = matches!(
+                have,
+                DataType::F32 | DataType::F64 | DataType::I64 | DataType::I32
+            );
+            let data = match want {
+                Some(DataType::F32) if numeric && have != DataType::F32 => {
+                    input.tensor.to_f32().map(TensorData::F32)
+                }
+                Some(DataType::F64) if numeric && have != DataType::F64 => {
+                    input.tensor.to_f64().map(TensorData::F64)
+                }
+                _ => return input,
+            };
+            if let Ok(tensor) = data.and_then(|d| Tensor::new(input.tensor.shape().to_vec(), d)) {
+                input.tensor = tensor;
+            }
+            input
+        })
+        .collect()
 }
 
 /// Runs a batch in chunks of `chunk_rows` rows, asking `stop` before each; one call if the
@@ -344,6 +388,25 @@ mod tests {
             name: "input".into(),
             tensor: Tensor::new(vec![rows, 3], TensorData::F64(data)).unwrap(),
         }]
+    }
+
+    #[test]
+    fn batched_onnx_inputs_take_the_declared_float_type() {
+        let mut meta = meta();
+        meta.inputs = vec![serval_engine::TensorSpec {
+            name: "input".into(),
+            dtype: serval_engine::DataType::F32,
+            shape: vec![None, Some(3)],
+        }];
+        meta.format = "onnx".into();
+        let cast = declared_types(batch(2), &meta);
+        assert_eq!(
+            cast[0].tensor,
+            Tensor::new(vec![2, 3], TensorData::F32(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0])).unwrap()
+        );
+        // Other engines compare in their own precision: untouched.
+        meta.format = "lightgbm (text)".into();
+        assert_eq!(declared_types(batch(2), &meta), batch(2));
     }
 
     #[test]
