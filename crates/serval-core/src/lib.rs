@@ -3,6 +3,7 @@
 //! clearml-style JSON bodies and tensors, used when an endpoint has no preprocess code.
 
 pub mod formats;
+pub mod linear;
 pub mod mapping;
 pub mod rows;
 

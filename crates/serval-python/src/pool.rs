@@ -205,6 +205,8 @@ struct Shared {
     last_exit: Mutex<Option<String>>,
     next_id: AtomicU64,
     custom_model: AtomicBool,
+    /// What the worker said the server may run natively (a plain scikit-learn linear model).
+    native_model: Mutex<Option<Value>>,
 }
 
 /// A pool of workers for one endpoint. Dropping it stops (kills) its workers.
@@ -248,6 +250,7 @@ impl Pool {
             last_exit: Mutex::new(None),
             next_id: AtomicU64::new(1),
             custom_model: AtomicBool::new(false),
+            native_model: Mutex::new(None),
         });
         let (stop, stop_rx) = watch::channel(false);
         let starts: Vec<_> = (0..size)
@@ -281,6 +284,12 @@ impl Pool {
     }
 
     /// Whether `Preprocess.load` returned the model (then the worker runs it, not the server).
+    /// The parameters of a model the server can run itself, as the worker described it when it
+    /// loaded (`native_linear` in `main.py`).
+    pub fn native_model(&self) -> Option<Value> {
+        lock(&self.shared.native_model).clone()
+    }
+
     pub fn custom_model(&self) -> bool {
         self.shared.custom_model.load(Ordering::Relaxed)
     }
@@ -675,6 +684,7 @@ async fn start_worker(shared: &Arc<Shared>, slot: usize) -> Result<Worker, Strin
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
             shared.custom_model.store(custom, Ordering::Relaxed);
+            *lock(&shared.native_model) = frame.header.get("native_model").cloned();
         }
         Ok(Ok(Some(frame))) if frame.op() == "load_error" => {
             return Err(frame

@@ -41,6 +41,47 @@ def _open_channel():
     return protocol.Channel(reader, writer)
 
 
+def native_linear(model):
+    """The parameters of a plain scikit-learn linear model (exactly LogisticRegression,
+    LinearRegression, Ridge, Lasso or ElasticNet, not a subclass or a pipeline), for the server to
+    run its `predict` natively; None for anything else."""
+    try:
+        import numpy as np
+        from sklearn import linear_model
+    except ImportError:
+        return None
+    kinds = {
+        linear_model.LogisticRegression: "logistic",
+        linear_model.LinearRegression: "linear",
+        linear_model.Ridge: "linear",
+        linear_model.Lasso: "linear",
+        linear_model.ElasticNet: "linear",
+    }
+    kind = kinds.get(type(model))
+    if kind is None:
+        return None
+    try:
+        coef = np.asarray(model.coef_, dtype=np.float64)
+        intercept = np.atleast_1d(np.asarray(model.intercept_, dtype=np.float64))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if coef.ndim not in (1, 2) or not np.all(np.isfinite(coef)) or not np.all(np.isfinite(intercept)):
+        return None
+    out = {
+        "kind": kind,
+        "estimator": type(model).__name__,
+        "coef": np.atleast_2d(coef).tolist(),
+        "intercept": intercept.tolist(),
+        "one_output": coef.ndim == 1,
+    }
+    if kind == "logistic":
+        classes = np.asarray(model.classes_)
+        if classes.dtype.kind not in "iu":
+            return None
+        out["classes"] = [int(c) for c in classes]
+    return out
+
+
 def drive(coroutine):
     """Runs a coroutine that never suspends (sync mode: nothing in it awaits a real future)."""
     try:
@@ -277,7 +318,31 @@ class Worker:
             self.send({"op": "load_error", "error": "Failed loading %s: %s: %s" % (what, type(error).__name__, error)})
             return
         methods = [m for m in ("load", "preprocess", "process", "postprocess") if callable(getattr(self.instance, m, None))]
-        self.send({"op": "loaded", "custom_model": self.model is not None, "methods": methods, "pid": os.getpid()})
+        loaded = {"op": "loaded", "custom_model": self.model is not None, "methods": methods, "pid": os.getpid()}
+        if self.engine == "sklearn" and self.model is None:
+            linear = native_linear(self.library_model)
+            if linear is not None:
+                loaded["native_model"] = linear
+        self.send(loaded)
+
+    def _native_takes(self, data):
+        """Whether the server's native model takes this preprocess output. A scikit-learn linear
+        model run natively takes only a clean 2-d numeric array (or nested lists of one): for
+        anything else — None or NaN values, 1-d input, DataFrames with feature names — the
+        worker's own scikit-learn decides, so answers and errors stay exactly the library's."""
+        if self.engine != "sklearn":
+            return True
+        try:
+            import numpy as np
+        except ImportError:
+            return False
+        if not isinstance(data, (list, tuple, np.ndarray)):
+            return False
+        try:
+            array = np.asarray(data)
+        except (ValueError, TypeError):
+            return False
+        return array.ndim == 2 and array.dtype.kind in "biuf" and bool(np.isfinite(array).all())
 
     def _triton_process(self):
         """clearml's triton engine: a `Preprocess.process` replaces the model call."""
@@ -369,7 +434,7 @@ class Worker:
             body = protocol.decode(msg.get("body"), blobs)
             data = await self.stage("preprocess", body, state, fn, timings)
             path = "python"
-            if msg.get("native") and not self._triton_process():
+            if msg.get("native") and not self._triton_process() and self._native_takes(data):
                 out_blobs = []
                 wire = protocol.to_wire(data, out_blobs)
                 if wire is None and self.engine == "triton":

@@ -228,6 +228,25 @@ impl Loader {
             }
             _ => None,
         };
+        // A plain scikit-learn linear model (its parameters read by the worker from the pickle)
+        // runs natively between the endpoint's preprocess and postprocess.
+        let native = match (&pool, native) {
+            (Some(pool), None)
+                if endpoint.engine == EngineKind::Sklearn && endpoint.preprocess.is_some() =>
+            {
+                pool.native_model()
+                    .and_then(|params| {
+                        serval_core::linear::LinearEngine::from_json(&params)
+                            .map_err(|e| tracing::warn!(endpoint = url, "runs in Python: {e}"))
+                            .ok()
+                    })
+                    .map(|engine| {
+                        let engine: Arc<dyn serval_engine::Engine> = Arc::new(engine);
+                        (NativeModel::shared(EngineKind::Sklearn, engine), None)
+                    })
+            }
+            (_, native) => native,
+        };
         let (runner, signature) = match (pool, native) {
             (None, Some((model, warm))) => {
                 let kind = if triton {

@@ -365,6 +365,9 @@ async fn dispatch(
         while let Some(&thread) = free.last() {
             let before = queue.len();
             let next = queue.next(Instant::now(), merge.load(Ordering::Relaxed));
+            // Started or taken out (expired, abandoned): no longer waiting either way, also
+            // when nothing starts now.
+            waiting.fetch_sub(before - queue.len(), Ordering::AcqRel);
             match next {
                 Next::Run(batch) => {
                     free.pop();
@@ -376,8 +379,6 @@ async fn dispatch(
                 }
                 Next::Empty => break,
             }
-            let gone = before - queue.len();
-            waiting.fetch_sub(gone, Ordering::AcqRel);
         }
         if let Some(metrics) = &metrics {
             metrics.depth.set(queue.len() as i64);
@@ -983,6 +984,49 @@ mod tests {
         }
         // Room again once the queue drained.
         assert!(submit(&runner, 5, 1).await.unwrap().is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_that_left_the_queue_free_their_places() {
+        let (runner, _calls) = runner(
+            1,
+            10,
+            Some(Batching {
+                max_rows: 1,
+                max_delay: Duration::ZERO,
+                max_queue: 2,
+            }),
+        );
+        for round in 0..3u64 {
+            let a = submit(&runner, 10 * round + 1, 1);
+            tokio::time::sleep(MS).await; // a runs
+            // Two requests expire in the queue, taken out when the thread frees with nothing
+            // left to start.
+            let expiring: Vec<_> = (2..4)
+                .map(|id| {
+                    runner
+                        .submit(
+                            "t",
+                            request(10 * round + id, 1, false),
+                            Instant::now() + MS,
+                            MS,
+                        )
+                        .unwrap()
+                })
+                .collect();
+            assert!(a.await.unwrap().is_ok());
+            for rx in expiring {
+                assert!(matches!(rx.await.unwrap(), Err(Error::Timeout(_))));
+            }
+        }
+        // Their places are free again: two may wait, as configured.
+        let a = submit(&runner, 91, 1);
+        tokio::time::sleep(MS).await;
+        let b = submit(&runner, 92, 1);
+        let c = submit(&runner, 93, 1);
+        for rx in [a, b, c] {
+            assert!(rx.await.unwrap().is_ok());
+        }
     }
 
     #[tokio::test(start_paused = true)]

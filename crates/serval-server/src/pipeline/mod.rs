@@ -142,6 +142,10 @@ impl Runner {
                     ""
                 }
             ),
+            Runner::PythonNative { model, .. } if kind == EngineKind::Sklearn => format!(
+                "python pre/postprocess + {} (predict in the server; parameters read from the pickle)",
+                native(model)
+            ),
             Runner::PythonNative { model, .. } if kind == EngineKind::Triton => {
                 format!("python pre/postprocess + {} (triton engine)", native(model))
             }

@@ -45,7 +45,10 @@ impl NativeModel {
     /// A shared engine run where the request runs (trees inline when small).
     pub fn shared(kind: EngineKind, engine: Arc<dyn Engine>) -> NativeModel {
         let (inline_rows, chunk_rows) = match kind {
-            EngineKind::Xgboost | EngineKind::Lightgbm => (TREE_INLINE_ROWS, TREE_CHUNK_ROWS),
+            // Trees, and scikit-learn linear models: microseconds for a few rows.
+            EngineKind::Xgboost | EngineKind::Lightgbm | EngineKind::Sklearn => {
+                (TREE_INLINE_ROWS, TREE_CHUNK_ROWS)
+            }
             _ => (0, 0),
         };
         NativeModel {
@@ -402,7 +405,11 @@ mod tests {
         let cast = declared_types(batch(2), &meta);
         assert_eq!(
             cast[0].tensor,
-            Tensor::new(vec![2, 3], TensorData::F32(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0])).unwrap()
+            Tensor::new(
+                vec![2, 3],
+                TensorData::F32(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+            )
+            .unwrap()
         );
         // Other engines compare in their own precision: untouched.
         meta.format = "lightgbm (text)".into();

@@ -326,7 +326,11 @@ fn clearml_examples_answer_as_upstream() {
     let list = home.json(&["model", "list"]);
     let endpoints = &list["instances"][0]["endpoints"];
     for (url, path) in [
-        ("test_model_sklearn", "python worker (scikit-learn model)"),
+        (
+            "test_model_sklearn",
+            "python pre/postprocess + native scikit-learn LogisticRegression (predict in the \
+             server; parameters read from the pickle)",
+        ),
         (
             "test_model_custom",
             "python worker (the model returned by Preprocess.load)",

@@ -16,6 +16,7 @@ mod predict;
 mod python_faults;
 mod scale_out;
 mod serve;
+mod sklearn_linear;
 mod triton;
 mod v2_clients;
 
