@@ -28,7 +28,11 @@ fn run(cli: &Cli) -> Result<()> {
     if let Command::Predict(args) = command {
         return predict::predict(args);
     }
-    let ctx = Context::open(&cli.global)?;
+    let ctx = match command {
+        // A server waits for a store that is not reachable yet (a database still starting).
+        Command::Serve(_) => serve::until_store_answers(|| Context::open(&cli.global))?,
+        _ => Context::open(&cli.global)?,
+    };
     match command {
         Command::List => service::list(&ctx),
         Command::Create(args) => service::create(&ctx, args),

@@ -26,8 +26,46 @@ fn tls(args: &ServeArgs) -> Result<Option<(std::path::PathBuf, std::path::PathBu
     }
 }
 
+/// Runs `attempt` until it stops failing for an unreachable control store, waiting 0.25 s and
+/// doubling up to 5 s between tries and logging each: a server started before its database (a
+/// fleet coming up, a PostgreSQL restart) waits instead of exiting. Other errors end it at once.
+pub fn until_store_answers<T>(mut attempt: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut delay = Duration::from_millis(250);
+    let mut waited = false;
+    loop {
+        match attempt() {
+            Ok(value) => {
+                if waited {
+                    tracing::info!("control store reachable: starting");
+                }
+                return Ok(value);
+            }
+            Err(error) if store_unavailable(&error) => {
+                tracing::warn!(
+                    "control store unreachable ({}); retrying in {} ms",
+                    error.root_cause(),
+                    delay.as_millis()
+                );
+                waited = true;
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn store_unavailable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<serval_store::StoreError>(),
+            Some(serval_store::StoreError::Unavailable(_))
+        )
+    })
+}
+
 pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> {
-    let service = ctx.service()?;
+    let service = until_store_answers(|| ctx.service())?;
     ensure!(args.body_limit > 0, "--body-limit must be positive");
     ensure!(args.max_values > 0, "--max-values must be positive");
     ensure!(

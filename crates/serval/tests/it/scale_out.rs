@@ -451,3 +451,32 @@ fn postgres_over_tls_verifies_the_server() {
     assert!(error.contains("control store unavailable"), "{error}");
     assert!(error.to_lowercase().contains("certificate"), "{error}");
 }
+
+/// A server started while its store is down (a fleet coming up before its database) waits for
+/// the store, logging each try, and serves once it answers — it does not exit.
+#[test]
+fn a_server_started_while_the_store_is_down_waits_for_it() {
+    let mut pg = serval_testkit::Postgres::start();
+    let store = pg.fresh_database();
+    let env = vec![("SERVAL_STORE".to_string(), store)];
+    let cli = Home::with_env(env.clone());
+    cli.service("late");
+    let model = cli.upload("iris", "lgbm_multi_iris.txt", &[]);
+    add(&cli, "iris", None, &model);
+    pg.stop();
+    let home = Home::with_env(env);
+    let resumed = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        pg.resume();
+        pg
+    });
+    // Returns once the server listens and is ready: after the store came back.
+    let server = Server::start(&home);
+    let _pg = resumed.join().unwrap();
+    wait_until("iris served", || server.post("/serve/iris", IRIS).0 == 200);
+    let log = std::fs::read_to_string(home.path().join("serve.log")).unwrap();
+    assert!(log.contains("control store unreachable"), "{log}");
+    assert!(log.contains("retrying in"), "{log}");
+    assert!(log.contains("control store reachable: starting"), "{log}");
+    assert!(server.stop().success());
+}
