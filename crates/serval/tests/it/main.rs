@@ -14,6 +14,7 @@ mod hardening;
 mod monitoring;
 mod predict;
 mod python_faults;
+mod rolling;
 mod scale_out;
 mod serve;
 mod sklearn_linear;

@@ -1,0 +1,162 @@
+//! A rolling restart without Kubernetes: two `serve` processes on one store behind a round-robin
+//! balancer in the test that, like a Kubernetes Service and a proxy, sends only to servers whose
+//! `/health/ready` said 200 at its last poll (every 100 ms) and tries the next server when a
+//! connection is refused (the request never reached a server). Under load, one server gets
+//! SIGTERM while it is in rotation: it turns not-ready and stops accepting at once, answers its
+//! open connections with `Connection: close` for `--drain-delay`, then finishes what is in
+//! flight; a new server starts and joins. Not one request fails.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::Home;
+use crate::serve::{IRIS, Server, wait_until};
+
+#[test]
+fn a_rolling_restart_under_load_fails_no_request() {
+    let home = Home::new();
+    home.service("rolling");
+    let model = home.upload("iris", "lgbm_multi_iris.txt", &[]);
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "lightgbm",
+        "--endpoint",
+        "iris",
+        "--model-id",
+        &model,
+    ]);
+    let flags = ["--drain-delay", "1"];
+    let servers: Arc<Mutex<Vec<Arc<Server>>>> = Arc::new(Mutex::new(vec![
+        Arc::new(Server::start_with(&home, &flags)),
+        Arc::new(Server::start_with(&home, &flags)),
+    ]));
+    // Which servers take traffic: those whose readiness answered 200 at the last poll.
+    let ready: Arc<Mutex<Vec<Arc<Server>>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (servers, ready, stop) = (servers.clone(), ready.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let all: Vec<Arc<Server>> = servers.lock().unwrap().clone();
+                let up: Vec<Arc<Server>> = all
+                    .into_iter()
+                    .filter(|s| s.get("/health/ready").0 == 200)
+                    .collect();
+                *ready.lock().unwrap() = up;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    wait_until("both servers take traffic", || {
+        ready.lock().unwrap().len() == 2
+    });
+
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let served_by: Arc<Mutex<std::collections::HashMap<String, u64>>> = Arc::default();
+    let load: Vec<_> = (0..4)
+        .map(|t| {
+            let (ready, stop, ok, failed, served_by) = (
+                ready.clone(),
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+                served_by.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut n = t;
+                while !stop.load(Ordering::Relaxed) {
+                    let target = {
+                        let ready = ready.lock().unwrap();
+                        if ready.is_empty() {
+                            None
+                        } else {
+                            Some(ready[n % ready.len()].clone())
+                        }
+                    };
+                    n += 1;
+                    let Some(server) = target else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    let (status, body) = server.post("/serve/iris", IRIS);
+                    if status == 0 && body.to_string().contains("Connection refused") {
+                        // Not sent: the balancer tries the next server.
+                        continue;
+                    }
+                    if status == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        *served_by
+                            .lock()
+                            .unwrap()
+                            .entry(server.base.clone())
+                            .or_default() += 1;
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("failed: {status} {body} from {}", server.base);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_secs(1));
+    // Replace the first server: SIGTERM while it is in rotation and loaded, then a new one joins.
+    let old = servers.lock().unwrap()[0].clone();
+    let (old_base, old_pid) = (old.base.clone(), old.child.id());
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &old_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let new = Arc::new(Server::start_with(&home, &flags));
+    let new_base = new.base.clone();
+    servers.lock().unwrap().push(new);
+    wait_until("the new server takes traffic", || {
+        served_by
+            .lock()
+            .unwrap()
+            .get(&new_base)
+            .copied()
+            .unwrap_or(0)
+            > 20
+    });
+    // The old process has ended (a zombie until it is waited for below).
+    wait_until("the old server exited", || {
+        std::fs::read_to_string(format!("/proc/{old_pid}/stat"))
+            .map(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+    });
+    servers.lock().unwrap().remove(0);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for thread in load {
+        thread.join().unwrap();
+    }
+    poller.join().unwrap();
+    let served = served_by.lock().unwrap().clone();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests; served: {served:?}"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 100, "the load ran: {served:?}");
+    assert!(
+        served.get(&old_base).copied().unwrap_or(0) > 0,
+        "{served:?}"
+    );
+    drop(ready);
+    let remaining: Vec<Arc<Server>> = std::mem::take(&mut *servers.lock().unwrap());
+    for server in remaining.into_iter().chain([old]) {
+        let server = Arc::try_unwrap(server).ok().expect("no other holder");
+        assert!(server.stop().success(), "a server did not exit cleanly");
+    }
+}
