@@ -38,3 +38,239 @@ fn kubernetes_manifests_validate_and_match_the_binary() {
     assert!(stdout.contains("all deploy checks passed"), "{stdout}");
     print!("{stdout}");
 }
+
+/// What the Dockerfile's runtime stage builds, outside a container (no image can be built on the
+/// test machines: no container daemon): the binary at `<root>/usr/local/bin/serval`, run as a
+/// non-root user (uid 10001 when the test runs as root, else the test's own user) whose only
+/// writable path in the root is its home `<root>/var/lib/serval`; the store is elsewhere (as
+/// PostgreSQL would be). It loads a model, answers, and writes nothing outside its home.
+#[test]
+fn the_image_layout_serves_as_a_non_root_user_writing_only_its_home() {
+    use std::io::BufRead;
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let bin = root.join("usr/local/bin/serval");
+    let home = root.join("var/lib/serval");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_serval"), &bin).unwrap();
+    // The store and the model files, written by "the CLI" elsewhere.
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let store = format!("sqlite://{}", outside.join("serval.db").display());
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_serval"))
+            .args(args)
+            .env("SERVAL_HOME", outside.join("cli-home"))
+            .env("SERVAL_STORE", &store)
+            .env_remove("SERVAL_SERVICE_ID")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    cli(&["create", "--name", "image"]);
+    let model = crate::fixture("clearml_xgb.json");
+    let out = cli(&[
+        "model",
+        "upload",
+        "--name",
+        "xgb",
+        "--path",
+        model.to_str().unwrap(),
+    ]);
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Model created and registered, new Model ID="))
+        .unwrap()
+        .to_string();
+    cli(&[
+        "model",
+        "add",
+        "--engine",
+        "xgboost",
+        "--endpoint",
+        "xgb",
+        "--model-id",
+        &id,
+    ]);
+
+    let uid = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse::<u32>()
+    .unwrap();
+    let as_root = uid == 0;
+    let user = if as_root { 10001 } else { uid };
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let chown = |path: &std::path::Path| {
+        if as_root {
+            let ok = std::process::Command::new("chown")
+                .args(["-R", &format!("{user}:{user}"), path.to_str().unwrap()])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+    };
+    // Everything readable; the root read-only; the home and the store writable by the user.
+    for path in [
+        dir.path(),
+        &outside,
+        &root,
+        &root.join("usr"),
+        &root.join("usr/local"),
+        &root.join("usr/local/bin"),
+        &root.join("var"),
+        &root.join("var/lib"),
+    ] {
+        chmod(path, 0o755);
+    }
+    let ok = std::process::Command::new("chmod")
+        .args(["-R", "a+rX", outside.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    chown(&outside);
+    chown(&home);
+    chmod(&home, 0o750);
+    for path in [
+        &root,
+        &root.join("usr"),
+        &root.join("usr/local"),
+        &root.join("usr/local/bin"),
+        &root.join("var"),
+        &root.join("var/lib"),
+    ] {
+        chmod(path, 0o555);
+    }
+    let before: Vec<std::path::PathBuf> = walk(&root);
+
+    let mut command = if as_root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid",
+            &user.to_string(),
+            "--regid",
+            &user.to_string(),
+            "--clear-groups",
+            "--",
+        ])
+        .arg(&bin);
+        c
+    } else {
+        std::process::Command::new(&bin)
+    };
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut child = command
+        .args([
+            "serve",
+            "--home",
+            home.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+        ])
+        .args([
+            "--port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--poll-interval-ms",
+            "100",
+        ])
+        .env_clear()
+        .env("SERVAL_STORE", &store)
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!(
+                "serve did not start: {line}\n{}",
+                std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+            )
+        })
+        .to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    crate::serve::wait_until("the model answers", || {
+        agent
+            .post(format!("{base}/serve/xgb"))
+            .header("Content-Type", "application/json")
+            .send(crate::serve::IRIS)
+            .is_ok_and(|r| r.status() == 200)
+    });
+    // It runs as the unprivileged user.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let real_uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|id| id.parse::<u32>().ok());
+    assert_eq!(real_uid, Some(user), "{status}");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(child.wait().unwrap().success(), "serve exited cleanly");
+    // Written: only below the home (the model cache, the worker package).
+    let after = walk(&root);
+    let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+    for path in new {
+        assert!(
+            path.starts_with(&home),
+            "written outside the home: {}",
+            path.display()
+        );
+    }
+    // Let the temp dir go.
+    chmod(&root, 0o755);
+    for path in [
+        root.join("usr"),
+        root.join("usr/local"),
+        root.join("usr/local/bin"),
+        root.join("var"),
+        root.join("var/lib"),
+    ] {
+        chmod(&path, 0o755);
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut all = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            all.push(path.clone());
+            if path.is_dir() {
+                all.extend(walk(&path));
+            }
+        }
+    }
+    all
+}

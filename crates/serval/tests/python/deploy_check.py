@@ -151,4 +151,26 @@ for name in files:
 for name in listed:
     assert name in files, f"kustomization.yaml lists a missing {name}"
 print("PDB, migration Job (serval store migrate), Ingress, ServiceMonitor, kustomization: consistent")
+
+# The Dockerfile: its serve command's flags exist, it stops with SIGTERM, checks its health, runs as
+# the user the manifests expect, and puts the binary where they call it.
+import json
+
+dockerfile = open(os.path.join(k8s, "..", "..", "Dockerfile")).read()
+lines = dockerfile.splitlines()
+cmd = [json.loads(l[len("CMD "):]) for l in lines if l.startswith("CMD ")]
+assert cmd and cmd[0][0] == "serve", cmd
+for arg in cmd[0]:
+    if arg.startswith("--"):
+        assert re.search(rf"(^|\s){re.escape(arg)}[\s=,]", serve_help), f"Dockerfile CMD: serve has no {arg}"
+assert "STOPSIGNAL SIGTERM" in lines
+assert any(l.startswith("HEALTHCHECK") for l in lines) and "/health/live" in dockerfile
+users = [l.split()[1] for l in lines if l.startswith("USER ")]
+assert users and users[-1].split(":")[0] not in ("root", "0"), users
+uid = int(users[0].split(":")[0])
+assert pod["securityContext"]["runAsUser"] == uid, "the manifests run as the image's user"
+entry = [json.loads(l[len("ENTRYPOINT "):]) for l in lines if l.startswith("ENTRYPOINT ")]
+assert entry and entry[0] == container["command"], (entry, container["command"])
+assert "SERVAL_HOME=" + flag("--home") in dockerfile, "the image's home is the pod's --home"
+print("Dockerfile: CMD flags exist, STOPSIGNAL SIGTERM, HEALTHCHECK, user", uid, "as in the manifests")
 print("all deploy checks passed")
