@@ -99,6 +99,15 @@ impl Job {
         now >= self.deadline || self.reply.is_closed()
     }
 
+    /// Why a run for this request stopped: its deadline (504), else its caller left.
+    fn stopped_error(&self) -> Error {
+        if std::time::Instant::now() >= self.deadline.into_std() {
+            Error::Timeout(self.timeout)
+        } else {
+            Error::Cancelled
+        }
+    }
+
     fn answer(self, reply: Reply) {
         // The caller may have left meanwhile: then nobody reads it.
         let _ = self.reply.send(reply);
@@ -552,10 +561,14 @@ pub(crate) fn run_call(
         },
         // Which request is at fault: each runs alone and only the bad ones fail.
         Err(EngineError::InvalidInput(_)) => one_by_one(instance, jobs, metrics, stages),
-        Err(e) => {
-            if matches!(e, EngineError::Stopped) {
-                stopped(rows);
+        Err(EngineError::Stopped) => {
+            stopped(rows);
+            for job in jobs {
+                let error = job.stopped_error();
+                job.answer(Err(error));
             }
+        }
+        Err(e) => {
             for job in jobs {
                 job.answer(Err(same_error(&e)));
             }
@@ -566,11 +579,12 @@ pub(crate) fn run_call(
 fn run_one(instance: &mut dyn Instance, job: &Job) -> Reply {
     let deadline = job.deadline.into_std();
     let stop = || std::time::Instant::now() >= deadline || job.reply.is_closed();
-    instance.run(&job.inputs, &stop).map_err(|e| {
-        if matches!(e, EngineError::Stopped) {
+    instance.run(&job.inputs, &stop).map_err(|e| match e {
+        EngineError::Stopped => {
             stopped(job.rows);
+            job.stopped_error()
         }
-        Error::from(e)
+        e => Error::from(e),
     })
 }
 
@@ -1060,6 +1074,55 @@ mod tests {
             .flat_map(|(_, ids)| ids.clone())
             .collect();
         assert_eq!(ids, vec![1, 2, 3, 4, 5]);
+    }
+
+    /// Runs until asked to stop.
+    struct Endless(ModelMetadata);
+
+    impl Instance for Endless {
+        fn metadata(&self) -> &ModelMetadata {
+            &self.0
+        }
+
+        fn run(
+            &mut self,
+            _inputs: &[NamedTensor],
+            stop: &(dyn Fn() -> bool + Sync),
+        ) -> serval_engine::Result<Vec<NamedOutput>> {
+            while !stop() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(EngineError::Stopped)
+        }
+    }
+
+    #[test]
+    fn a_run_stopped_at_the_deadline_is_a_timeout() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for batching in [None, batching(4, 0)] {
+                let runner = Runner::start(
+                    "t",
+                    vec![Box::new(Endless(meta()))],
+                    batching,
+                    &tokio::runtime::Handle::current(),
+                    None,
+                )
+                .unwrap();
+                let budget = Duration::from_millis(50);
+                let reply = runner
+                    .infer("t", request(1, 1, false), Instant::now() + budget, budget)
+                    .await;
+                assert!(
+                    matches!(reply, Err(Error::Timeout(t)) if t == budget),
+                    "{reply:?}"
+                );
+            }
+        });
     }
 
     #[test]

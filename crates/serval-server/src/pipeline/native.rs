@@ -139,7 +139,14 @@ impl NativeModel {
                 })
             })
             .await
-            .map_err(|e| Error::Internal(format!("inference task failed: {e}")))??
+            .map_err(|e| Error::Internal(format!("inference task failed: {e}")))?
+            .map_err(|e| match e {
+                // Stopped for its deadline (the runtime's timer may not have fired yet): 504.
+                Error::Cancelled if std::time::Instant::now() >= deadline => {
+                    Error::Timeout(timeout)
+                }
+                e => e,
+            })?
         };
         if let Some(metrics) = metrics {
             metrics.stage(STAGE_INFERENCE, start.elapsed().as_secs_f64());
