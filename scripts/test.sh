@@ -26,6 +26,9 @@ step "postgresql (scripts/setup-postgres.sh)" setup_postgres
 # Azurite, the Azure Blob emulator (npm), for the object storage tests.
 setup_azurite() { SERVAL_AZURITE=$(scripts/setup-azurite.sh); export SERVAL_AZURITE; echo "azurite: $SERVAL_AZURITE"; }
 step "azurite (scripts/setup-azurite.sh)" setup_azurite
+# docker-compose (Debian's package) to validate deploy/compose/compose.yaml offline.
+setup_compose() { SERVAL_COMPOSE=$(scripts/setup-compose.sh); export SERVAL_COMPOSE; echo "compose: $SERVAL_COMPOSE"; }
+step "docker-compose (scripts/setup-compose.sh)" setup_compose
 # tensorflow-cpu wheels for the Keras test's service environment (installed offline from them).
 setup_wheels() { SERVAL_WHEELS=$(scripts/setup-wheels.sh); export SERVAL_WHEELS; echo "wheels: $SERVAL_WHEELS"; }
 step "wheels (scripts/setup-wheels.sh)" setup_wheels

@@ -274,3 +274,88 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     all
 }
+
+/// `deploy/compose/compose.yaml` validates with a real compose implementation (`config`, offline:
+/// `SERVAL_COMPOSE`, set by scripts/test.sh from scripts/setup-compose.sh), every variable it reads
+/// is in `.env.example`, it has the services the docs name, and serval's flags exist.
+#[test]
+fn the_compose_file_validates_and_every_variable_is_documented() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = root.join("deploy/compose");
+    let compose = std::env::var("SERVAL_COMPOSE").unwrap_or_else(|_| "docker-compose".into());
+    let output = std::process::Command::new(&compose)
+        .arg("-f")
+        .arg(dir.join("compose.yaml"))
+        .arg("--env-file")
+        .arg(dir.join(".env.example"))
+        .arg("config")
+        .output()
+        .unwrap_or_else(|e| panic!("run {compose} (scripts/setup-compose.sh installs it): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "compose config failed:\n{stderr}");
+    assert!(!stderr.contains("is not set"), "{stderr}");
+    for service in [
+        "serval:",
+        "postgres:",
+        "minio:",
+        "minio-init:",
+        "setup:",
+        "prometheus:",
+        "grafana:",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.trim_start() == service && l.starts_with("  ")),
+            "no service {service} in:\n{stdout}"
+        );
+    }
+    // Every ${VAR} of the file is in .env.example, and .env.example has nothing unused.
+    let text = std::fs::read_to_string(dir.join("compose.yaml")).unwrap();
+    let env = std::fs::read_to_string(dir.join(".env.example")).unwrap();
+    let documented: Vec<&str> = env
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .filter_map(|l| l.split('=').next())
+        .collect();
+    let used: Vec<&str> = text
+        .match_indices("${")
+        .filter(|(i, _)| !text[..*i].ends_with('$'))
+        .filter_map(|(i, _)| text[i + 2..].split('}').next())
+        .collect();
+    for var in &used {
+        assert!(
+            documented.contains(var),
+            "${{{var}}} is not in .env.example"
+        );
+    }
+    for var in &documented {
+        assert!(used.contains(var), "{var} in .env.example is not used");
+    }
+    // serval's command: every flag exists.
+    let home = Home::new();
+    let help = home.ok(&["serve", "--help"]);
+    let command = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("command: [\"serve\""))
+        .expect("the serval service's command");
+    for flag in command.split('"').filter(|w| w.starts_with("--")) {
+        assert!(
+            help.split_whitespace()
+                .any(|w| w.trim_end_matches(',') == flag),
+            "serve has no {flag}"
+        );
+    }
+    // The demo setup script only uses commands that exist.
+    let setup = std::fs::read_to_string(dir.join("setup.sh")).unwrap();
+    for line in setup.lines().filter(|l| l.starts_with("serval ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let sub = if words[1] == "model" {
+            vec![words[1], words[2], "--help"]
+        } else {
+            vec![words[1], "--help"]
+        };
+        home.ok(&sub);
+    }
+}
