@@ -35,5 +35,9 @@ step "wheels (scripts/setup-wheels.sh)" setup_wheels
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (tests)" cargo test --workspace --locked --no-run
+# The Dockerfile's build step, outside a container (no image builder here): the layout test runs
+# this binary as the image would (tests/it/deploy.rs).
+release_build() { cargo build --release --locked -p serval; SERVAL_RELEASE_BIN=$PWD/target/release/serval; export SERVAL_RELEASE_BIN; }
+step "cargo build --release (the Dockerfile's build step)" release_build
 step "cargo test" cargo test --workspace --locked
 echo "All steps passed in $((SECONDS - total)) s"

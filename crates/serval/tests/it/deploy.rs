@@ -40,7 +40,8 @@ fn kubernetes_manifests_validate_and_match_the_binary() {
 }
 
 /// What the Dockerfile's runtime stage builds, outside a container (no image can be built on the
-/// test machines: no container daemon): the binary at `<root>/usr/local/bin/serval`, run as a
+/// test machines: no container daemon): the release binary (`SERVAL_RELEASE_BIN`, from the
+/// Dockerfile's build command in scripts/test.sh) at `<root>/usr/local/bin/serval`, run as a
 /// non-root user (uid 10001 when the test runs as root, else the test's own user) whose only
 /// writable path in the root is its home `<root>/var/lib/serval`; the store is elsewhere (as
 /// PostgreSQL would be). It loads a model, answers, and writes nothing outside its home.
@@ -55,7 +56,12 @@ fn the_image_layout_serves_as_a_non_root_user_writing_only_its_home() {
     let home = root.join("var/lib/serval");
     std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
     std::fs::create_dir_all(&home).unwrap();
-    std::fs::copy(env!("CARGO_BIN_EXE_serval"), &bin).unwrap();
+    // The Dockerfile's build step (`cargo build --release --locked -p serval`), which
+    // scripts/test.sh runs and passes as SERVAL_RELEASE_BIN; else this test build's binary.
+    let built = std::env::var("SERVAL_RELEASE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_serval").to_string());
+    println!("image binary: {built}");
+    std::fs::copy(&built, &bin).unwrap();
     // The store and the model files, written by "the CLI" elsewhere.
     let outside = dir.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
