@@ -74,12 +74,14 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// A request; `merge`: its layout is worked out (only a batching runner merges requests).
     pub(crate) fn new(
         inputs: Vec<NamedTensor>,
         deadline: Instant,
         timeout: Duration,
+        merge: bool,
     ) -> (Job, oneshot::Receiver<Reply>) {
-        let (rows, layout) = layout(&inputs);
+        let (rows, layout) = layout(&inputs, merge);
         let (reply, receiver) = oneshot::channel();
         let job = Job {
             inputs,
@@ -115,14 +117,15 @@ impl Job {
 }
 
 /// Rows (the common first dimension) and layout of a request's inputs.
-fn layout(inputs: &[NamedTensor]) -> (usize, Layout) {
+fn layout(inputs: &[NamedTensor], merge: bool) -> (usize, Layout) {
     let rows = inputs
         .first()
         .and_then(|i| i.tensor.shape().first().copied());
     let Some(rows) = rows else {
         return (1, None);
     };
-    if rows == 0
+    if !merge
+        || rows == 0
         || inputs
             .iter()
             .any(|i| i.tensor.shape().first() != Some(&rows))
@@ -343,7 +346,7 @@ impl Runner {
                  limit (model add --max-queue-size); retry later"
             )));
         }
-        let (job, answer) = Job::new(inputs, deadline, timeout);
+        let (job, answer) = Job::new(inputs, deadline, timeout, self.batching.is_some());
         if self.jobs.send(job).is_err() {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::Internal(format!(
