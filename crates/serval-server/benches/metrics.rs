@@ -120,6 +120,7 @@ fn state(dir: &Path, store: Arc<dyn Store>, service: &str, metrics: bool) -> App
         drain_delay: Duration::from_millis(100),
         require_auth: false,
         auth_metrics: false,
+        ui: true,
     };
     let instance = Instance {
         id: "bench".into(),

@@ -58,9 +58,17 @@ pub fn check(
         return Ok(());
     }
     let key = authorization.and_then(bearer).ok_or(Denied::Missing)?;
+    let key = find(state, key).ok_or(Denied::Invalid)?;
+    match endpoint {
+        Some(name) if !key.allows(name) => Err(Denied::Scope(name.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// The current (unexpired) key of the service with this secret.
+fn find(state: &AppState, key: &str) -> Option<serval_store::ApiKey> {
     let digest = hex(&Sha256::digest(key.as_bytes()));
     let table = state.table.load();
-    let now = serval_store::now_ms();
     let mut found = None;
     for candidate in &table.api_keys {
         let equal: bool = candidate.sha256.as_bytes().ct_eq(digest.as_bytes()).into();
@@ -68,11 +76,18 @@ pub fn check(
             found = Some(candidate);
         }
     }
-    let key = found.filter(|k| !k.expired(now)).ok_or(Denied::Invalid)?;
-    match endpoint {
-        Some(name) if !key.allows(name) => Err(Denied::Scope(name.to_string())),
-        _ => Ok(()),
+    found
+        .filter(|k| !k.expired(serval_store::now_ms()))
+        .cloned()
+}
+
+/// What a request's credential may see: `None` when keys are not required (everything), else
+/// the key (a request without a valid one never gets this far).
+pub fn key_of(state: &AppState, authorization: Option<&str>) -> Option<serval_store::ApiKey> {
+    if !state.config.require_auth {
+        return None;
     }
+    find(state, authorization.and_then(bearer)?)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -84,6 +99,8 @@ fn protection(path: &str, metrics: bool) -> Option<Option<&str>> {
     let mut parts = path.trim_start_matches('/').split('/');
     match (parts.next(), parts.next(), parts.next()) {
         (Some("health"), ..) => None,
+        // The console's page and scripts hold no data; its API (`/api`) needs a key.
+        (Some("ui"), ..) => None,
         (Some("v2"), Some("health"), _) => None,
         (Some("metrics"), None, _) => metrics.then_some(None),
         (Some("serve"), Some(name), _) => Some(Some(name)),
@@ -164,6 +181,8 @@ mod tests {
         );
         assert_eq!(protection("/v2/repository/index", false), Some(None));
         assert_eq!(protection("/v2", false), Some(None));
+        assert_eq!(protection("/ui/app.js", false), None);
+        assert_eq!(protection("/api/v1/overview", false), Some(None));
     }
 
     #[test]

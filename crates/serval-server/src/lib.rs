@@ -93,6 +93,8 @@ pub struct ServeConfig {
     pub require_auth: bool,
     /// With `require_auth`: also on `/metrics`.
     pub auth_metrics: bool,
+    /// Serve the console at `/ui` and its JSON API at `/api/v1` (`serve --ui on|off`).
+    pub ui: bool,
 }
 
 /// Who this server instance is (reported in the store).
@@ -196,6 +198,18 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+/// Samples the console's live statistics until the server stops.
+async fn sample_live(metrics: Arc<metrics::Metrics>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(metrics::live::SAMPLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => metrics.live.tick(serval_store::now_ms()),
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
     }
 }
 
@@ -330,6 +344,9 @@ pub async fn run(
         }
     }
     sync::heartbeat(&state).await;
+    if let (true, Some(metrics)) = (state.config.ui, state.metrics.clone()) {
+        tokio::spawn(sample_live(metrics, stop_rx.clone()));
+    }
     let sync_task = tokio::spawn(sync::run(state.clone(), state.loader(), stop_rx));
 
     shutdown_signal().await;

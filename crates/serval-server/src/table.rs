@@ -174,6 +174,8 @@ pub struct RoutingTable {
     pub latest: HashMap<String, String>,
     /// The service's API keys (checked by `auth` when the server requires keys).
     pub api_keys: Vec<serval_store::ApiKey>,
+    /// The service and configuration the table was built from (the console shows it).
+    pub snapshot: Option<Arc<serval_store::Snapshot>>,
 }
 
 impl RoutingTable {
@@ -201,6 +203,7 @@ impl RoutingTable {
             canaries,
             latest,
             api_keys: Vec::new(),
+            snapshot: None,
         }
     }
 

@@ -253,6 +253,10 @@ pub struct ServeArgs {
     /// With --require-auth: also require a key on /metrics
     #[arg(long, env = "SERVAL_AUTH_METRICS")]
     pub auth_metrics: bool,
+    /// The web console at /ui and its JSON API at /api/v1 (read-only; with --require-auth the
+    /// API needs a key)
+    #[arg(long, env = "SERVAL_UI", value_enum, default_value_t = Switch::On)]
+    pub ui: Switch,
     /// Ignore the store's change notifications (PostgreSQL LISTEN/NOTIFY) and rely on polling
     /// alone
     #[arg(long, env = "SERVAL_POLL_ONLY")]
@@ -645,4 +649,11 @@ mod tests {
         assert!(byte_size("lots").is_err());
         assert!(byte_size("5X").is_err());
     }
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }

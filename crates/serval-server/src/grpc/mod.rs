@@ -196,7 +196,7 @@ impl GrpcInferenceService for InferenceService {
             Ok(decoded) => decoded,
             Err(error) => {
                 if let Some(metrics) = &endpoint.metrics {
-                    metrics.finished(Duration::ZERO, Protocol::V2Grpc, Err(error.kind()));
+                    metrics.finished(Duration::ZERO, Protocol::V2Grpc, Err(error.failure()));
                 }
                 return Err(status(error));
             }

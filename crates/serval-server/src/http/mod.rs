@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod clearml;
+pub mod console;
 pub mod health;
 pub mod v2;
 pub mod v2_codec;
@@ -91,11 +92,17 @@ async fn method_not_allowed() -> (StatusCode, axum::Json<serde_json::Value>) {
 
 /// The whole HTTP surface.
 pub fn router(state: AppState) -> Router {
+    let console = if state.config.ui {
+        console::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/serve/{endpoint}", post(clearml::unversioned))
         .route("/serve/{endpoint}/", post(clearml::unversioned))
         .route("/serve/{endpoint}/{version}", post(clearml::versioned))
         .merge(v2::routes())
+        .merge(console)
         .route("/metrics", get(health::metrics))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

@@ -196,7 +196,7 @@ async fn run_infer(
                 metrics.finished(
                     std::time::Duration::ZERO,
                     Protocol::V2Rest,
-                    Err(error.kind()),
+                    Err(error.failure()),
                 );
             }
             return Err(error.into());

@@ -504,6 +504,7 @@ impl Loader {
         let canaries: Vec<_> = snapshot.config.canaries.values().collect();
         let mut table = RoutingTable::new(snapshot.service.revision, slots, &canaries);
         table.api_keys = snapshot.config.api_keys.values().cloned().collect();
+        table.snapshot = Some(Arc::new(snapshot.clone()));
         table
     }
 

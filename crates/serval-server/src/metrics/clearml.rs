@@ -262,6 +262,115 @@ impl Monitor {
     }
 }
 
+/// A clearml variable's current state, for the console (read back from its own family's
+/// exposition, so it is exactly what `/metrics` shows).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VariableView {
+    /// The variable (`_latency` and `_count` are clearml's built-in ones).
+    pub name: String,
+    /// Its Prometheus family (`<url>:<variable>`).
+    pub family: String,
+    /// `scalar`, `enum`, `value` or `counter`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// scalar: each bucket's upper bound (`+Inf` last) and the observations in it alone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub buckets: Vec<(String, u64)>,
+    /// scalar: observations and their sum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sum: Option<f64>,
+    /// enum: the count of each configured value.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<(String, f64)>,
+    /// value and counter: the number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+}
+
+/// The samples of an OpenMetrics text: (name, labels text, value).
+fn samples(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
+    text.lines().filter(|l| !l.starts_with('#')).filter_map(|line| {
+        let (left, value) = line.rsplit_once(' ')?;
+        let value = value.parse().ok()?;
+        let (name, labels) = left.split_once('{').unwrap_or((left, ""));
+        Some((name, labels.trim_end_matches('}'), value))
+    })
+}
+
+/// The value of label `key` in a labels text (`le="0.5",enum="a"`).
+fn label<'t>(labels: &'t str, key: &str) -> Option<&'t str> {
+    let start = labels.find(&format!("{key}=\""))? + key.len() + 2;
+    let len = labels[start..].find('"')?;
+    Some(&labels[start..start + len])
+}
+
+impl Variable {
+    fn view(&self, name: &str, family: &str) -> VariableView {
+        let mut registry = Registry::default();
+        self.register(&mut registry, family);
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+            text.clear();
+        }
+        let mut view = VariableView {
+            name: name.to_string(),
+            family: family.to_string(),
+            kind: self.kind.type_name(),
+            buckets: Vec::new(),
+            count: None,
+            sum: None,
+            values: Vec::new(),
+            value: None,
+        };
+        match &self.kind {
+            MetricVariable::Scalar { .. } => {
+                let mut below = 0u64;
+                for (sample, labels, value) in samples(&text) {
+                    match sample.strip_prefix(family) {
+                        Some("_bucket") => {
+                            let cumulative = value as u64;
+                            let bound = label(labels, "le").unwrap_or_default().to_string();
+                            view.buckets
+                                .push((bound, cumulative.saturating_sub(below)));
+                            below = cumulative;
+                        }
+                        Some("_count") => view.count = Some(value as u64),
+                        Some("_sum") => view.sum = Some(value),
+                        _ => {}
+                    }
+                }
+            }
+            MetricVariable::Enum { buckets } => {
+                view.values = buckets.iter().map(|b| (b.clone(), 0.0)).collect();
+                for (_, labels, value) in samples(&text) {
+                    if let Some(v) = label(labels, "enum")
+                        && let Some(slot) = view.values.iter_mut().find(|(b, _)| b == v)
+                    {
+                        slot.1 = value;
+                    }
+                }
+            }
+            MetricVariable::Value | MetricVariable::Counter => {
+                view.value = samples(&text).map(|(_, _, v)| v).next();
+            }
+        }
+        view
+    }
+}
+
+impl Monitor {
+    /// Every variable of `url` (clearml's `_latency` and `_count` first) as it stands now.
+    pub fn view(&self, url: &str) -> Vec<VariableView> {
+        [("_latency", &self.latency), ("_count", &self.count)]
+            .into_iter()
+            .chain(self.variables.iter().map(|(n, v)| (n.as_str(), v)))
+            .map(|(name, variable)| variable.view(name, &family_name(url, name)))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +533,19 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(sample_value(&text, "reg_1:_count_total"), Some(3.0));
+        // The console's view reads the same numbers back, per bucket (not cumulative).
+        let view = m.view("reg/1");
+        let names: Vec<&str> = view.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["_latency", "_count", "animal", "items", "temp", "x0", "y"]);
+        let x0 = &view[5];
+        assert_eq!((x0.kind, x0.family.as_str()), ("scalar", "reg_1:x0"));
+        let buckets: Vec<(&str, u64)> = x0.buckets.iter().map(|(b, n)| (b.as_str(), *n)).collect();
+        assert_eq!(buckets, [("0.0", 0), ("1.0", 1), ("5.0", 1), ("+Inf", 0)]);
+        assert_eq!((x0.count, x0.sum), (Some(2), Some(4.5)));
+        assert_eq!(view[2].values, [("cat".to_string(), 1.0), ("dog".to_string(), 1.0)]);
+        assert_eq!(view[3].value, Some(5.0));
+        assert_eq!(view[4].value, Some(21.5));
+        assert_eq!(view[1].value, Some(3.0));
 
         // Unchanged rules keep their counts; changed buckets start afresh; removed rules vanish.
         let monitors = metrics.monitors(&config, &["reg/1"]);

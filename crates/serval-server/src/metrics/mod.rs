@@ -20,10 +20,12 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 mod clearml;
+pub mod live;
 mod process;
 
 use clearml::Variable;
-pub use clearml::{Monitor, family_name, rule_for};
+pub use clearml::{Monitor, VariableView, family_name, rule_for};
+pub use live::{Failure, Live};
 
 /// Seconds, for request and stage durations: 0.1 ms to 60 s.
 const DURATION_BUCKETS: &[f64] = &[
@@ -139,6 +141,8 @@ pub struct Metrics {
     batch_rejected: Family<EndpointLabels, Counter>,
     /// clearml variable families by metric name.
     variables: Mutex<HashMap<String, Arc<Variable>>>,
+    /// The console's per-endpoint counters and history.
+    pub live: Live,
 }
 
 impl Default for Metrics {
@@ -155,6 +159,7 @@ impl Default for Metrics {
             batch_depth: Family::default(),
             batch_rejected: Family::default(),
             variables: Mutex::new(HashMap::new()),
+            live: Live::default(),
         }
     }
 }
@@ -172,6 +177,7 @@ impl Metrics {
             ok: Default::default(),
             duration: self.duration.get_or_create(&labels).clone(),
             stages: Default::default(),
+            live: self.live.endpoint(url),
             labels,
         }
     }
@@ -314,21 +320,27 @@ pub struct EndpointMetrics {
     duration: Histogram,
     /// By [`STAGES`] index; created on first use (native endpoints only have inference).
     stages: [std::sync::OnceLock<Histogram>; 4],
+    live: Arc<live::LiveStats>,
 }
 
 impl EndpointMetrics {
-    pub fn finished(&self, took: Duration, protocol: Protocol, outcome: Result<(), &str>) {
-        match outcome {
+    /// Records a finished request: its outcome (`Err`: the error's kind and the text the client
+    /// got) and duration.
+    pub fn finished(&self, took: Duration, protocol: Protocol, outcome: Result<(), Failure<'_>>) {
+        match &outcome {
             Ok(()) => {
                 self.ok[protocol.index()]
                     .get_or_init(|| self.metrics.outcome(&self.labels, protocol, "ok"))
                     .inc();
             }
-            Err(kind) => {
-                self.metrics.outcome(&self.labels, protocol, kind).inc();
+            Err(failure) => {
+                self.metrics
+                    .outcome(&self.labels, protocol, failure.kind)
+                    .inc();
             }
         }
         self.duration.observe(took.as_secs_f64());
+        self.live.record(took, protocol, outcome);
     }
 
     /// Records a stage's time (`stage` indexes [`STAGES`]).
@@ -372,7 +384,10 @@ mod tests {
         e.finished(
             Duration::from_millis(3),
             Protocol::Clearml,
-            Err("invalid_input"),
+            Err(Failure {
+                kind: "invalid_input",
+                message: &"bad row",
+            }),
         );
         e.stage(2, 0.001);
         metrics.unrouted(Protocol::V2Rest, "not_found");

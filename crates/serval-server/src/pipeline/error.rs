@@ -87,6 +87,14 @@ impl Error {
         }
     }
 
+    /// This error as request metrics record it.
+    pub fn failure(&self) -> crate::metrics::Failure<'_> {
+        crate::metrics::Failure {
+            kind: self.kind(),
+            message: self,
+        }
+    }
+
     /// A failure of the server or the model rather than of the request (logged).
     pub fn is_server_error(&self) -> bool {
         matches!(

@@ -117,6 +117,16 @@ impl Runner {
         }
     }
 
+    /// Where the endpoint's work runs: `native`, `python`, `python+native` or `forwarded`.
+    pub fn runs(&self) -> &'static str {
+        match self {
+            Runner::Native(_) => "native",
+            Runner::Python(_) => "python",
+            Runner::PythonNative { .. } => "python+native",
+            Runner::Forward { .. } => "forwarded",
+        }
+    }
+
     /// How the endpoint runs, as the status shows it.
     pub fn describe(&self, kind: EngineKind) -> String {
         let native = |m: &NativeModel| m.describe();
@@ -223,7 +233,7 @@ pub async fn run(endpoint: &Endpoint, input: Input, ctx: Context) -> Result<Outp
         Ok(permit) => permit,
         Err(error) => {
             if let Some(metrics) = &endpoint.metrics {
-                metrics.finished(Duration::ZERO, ctx.protocol, Err(error.kind()));
+                metrics.finished(Duration::ZERO, ctx.protocol, Err(error.failure()));
             }
             return Err(error);
         }
@@ -243,7 +253,7 @@ pub async fn run(endpoint: &Endpoint, input: Input, ctx: Context) -> Result<Outp
     impl Drop for Unfinished<'_> {
         fn drop(&mut self) {
             if let Some(metrics) = self.0.and_then(|e| e.metrics.as_ref()) {
-                metrics.finished(self.1.elapsed(), self.2, Err("cancelled"));
+                metrics.finished(self.1.elapsed(), self.2, Err(Error::Cancelled.failure()));
             }
         }
     }
@@ -259,7 +269,7 @@ pub async fn run(endpoint: &Endpoint, input: Input, ctx: Context) -> Result<Outp
         metrics.finished(
             took,
             ctx.protocol,
-            result.as_ref().map(|_| ()).map_err(Error::kind),
+            result.as_ref().map(|_| ()).map_err(Error::failure),
         );
     }
     let executed = result?;

@@ -133,6 +133,7 @@ impl Setup {
             drain_delay: Duration::from_millis(100),
             require_auth: false,
             auth_metrics: false,
+            ui: true,
         }
     }
 

@@ -7,7 +7,7 @@ use anyhow::{Result, anyhow, ensure};
 use serval_onnx::OnnxOptions;
 use serval_server::ServeConfig;
 
-use crate::cli::{GlobalArgs, ServeArgs};
+use crate::cli::{GlobalArgs, ServeArgs, Switch};
 use crate::context::{Context, home_dir};
 
 fn seconds(flag: &str, value: f64) -> Result<Duration> {
@@ -126,12 +126,14 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         drain_delay: Duration::from_secs_f64(args.drain_delay.max(0.0)),
         require_auth: args.require_auth,
         auth_metrics: args.auth_metrics,
+        ui: args.ui == Switch::On,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
     let service_id = service.id.clone();
+    let ui = config.ui;
     runtime
         .block_on(serval_server::run(
             config,
@@ -152,6 +154,9 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
                     listening.http
                 );
                 let _ = std::io::stdout().flush();
+                if ui {
+                    tracing::info!("web console: {http}://{}/ui", listening.http);
+                }
             },
         ))
         .map_err(|e| anyhow!(e))

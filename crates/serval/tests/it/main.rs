@@ -9,6 +9,7 @@ mod cli_metrics;
 mod cli_registry;
 mod cli_service;
 mod concurrency;
+mod console;
 mod deploy;
 mod examples;
 mod hardening;

@@ -1,0 +1,651 @@
+//! The built-in console: a page at `/ui` (HTML, CSS and scripts embedded in the binary, uPlot
+//! vendored for the charts) and the JSON API it reads, `/api/v1/...` — the same state for scripts.
+//! Read-only: it shows the routing table, the service's configuration it was built from, the
+//! instances in the store and the server's own live statistics (`metrics::live`).
+//!
+//! With `serve --require-auth` the page and its scripts stay open (they hold no data) and the API
+//! needs a key like inference does; a key limited to some endpoints sees only those.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use serval_store::{CanaryTarget, InstanceStatus, Snapshot, now_ms};
+
+use crate::AppState;
+use crate::metrics::VariableView;
+use crate::metrics::live::{RecentError, Series, Summary};
+use crate::pipeline::{Datatype, Endpoint, Runner, TensorMeta};
+use crate::table::{RoutingTable, Slot, without_paths};
+
+/// The window of the headline numbers (rate, error ratio, p50, p99).
+const WINDOW: Duration = Duration::from_secs(60);
+/// An instance not heard from for this long is shown as stale.
+const STALE_AFTER_MS: i64 = 15_000;
+/// Largest example body the "try it" form is prefilled with (values).
+const EXAMPLE_VALUES: usize = 4_096;
+
+/// The page's files, embedded at build time (no network, no build step).
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../../ui/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../ui/app.css"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/vendor/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../ui/vendor/uPlot.min.css"),
+    ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../../ui/favicon.svg"),
+    ),
+];
+
+/// Everything the page may load or call: this server only.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// Bytes the console's files take in the binary.
+pub fn assets_size() -> usize {
+    ASSETS.iter().map(|(_, _, bytes)| bytes.len()).sum()
+}
+
+/// The console's routes (`serve --ui on`, the default).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route("/ui/", get(|| asset(Path("index.html".to_string()))))
+        .route("/ui/{file}", get(asset))
+        .route("/api/v1", get(api_index))
+        .route("/api/v1/overview", get(overview))
+        .route("/api/v1/endpoints/{*url}", get(endpoint))
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let Some((_, content_type, bytes)) = ASSETS.iter().find(|(name, ..)| *name == file) else {
+        return not_found(format!("no console file '{file}'"));
+    };
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+        ],
+        *bytes,
+    )
+        .into_response()
+}
+
+fn not_found(detail: String) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({ "detail": detail }))).into_response()
+}
+
+async fn api_index() -> Json<Value> {
+    Json(json!({
+        "overview": "/api/v1/overview",
+        "endpoint": "/api/v1/endpoints/{url}",
+        "documentation": "docs/console.md",
+    }))
+}
+
+/// Which endpoint names the caller may see (`None`: all).
+struct Visible(Option<serval_store::ApiKey>);
+
+impl Visible {
+    fn of(state: &AppState, headers: &HeaderMap) -> Visible {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        Visible(crate::auth::key_of(state, authorization))
+    }
+
+    fn allows(&self, url: &str) -> bool {
+        let name = url.split_once('/').map_or(url, |(n, _)| n);
+        self.0.as_ref().is_none_or(|key| key.allows(name))
+    }
+}
+
+#[derive(Clone, Serialize)]
+struct ModelInfo {
+    id: String,
+    name: Option<String>,
+    project: Option<String>,
+}
+
+/// Reads from the store the console needs beyond the routing table: the instances and model
+/// names. Skipped while the store is unreachable (the page says so).
+async fn store_reads(
+    state: &AppState,
+    model_ids: Vec<String>,
+) -> (Option<Vec<InstanceStatus>>, BTreeMap<String, ModelInfo>) {
+    if !state.store_health.is_up() {
+        return (None, BTreeMap::new());
+    }
+    let store = state.store.clone();
+    let service = state.config.service_id.clone();
+    tokio::task::spawn_blocking(move || {
+        let instances = store.instances(&service).ok();
+        let models = model_ids
+            .into_iter()
+            .map(|id| {
+                let model = store.model(&id).ok();
+                let info = ModelInfo {
+                    id: id.clone(),
+                    name: model.as_ref().map(|m| m.name.clone()),
+                    project: model.and_then(|m| m.project),
+                };
+                (id, info)
+            })
+            .collect();
+        (instances, models)
+    })
+    .await
+    .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct EndpointRow {
+    url: String,
+    name: String,
+    version: Option<String>,
+    engine: &'static str,
+    model: Option<ModelInfo>,
+    /// `native`, `python`, `python+native` or `forwarded` (`None`: nothing loaded).
+    runs: Option<&'static str>,
+    /// How it runs, in words (the status's path).
+    path: Option<String>,
+    /// `loaded` or `failed`.
+    state: String,
+    serving: bool,
+    error: Option<String>,
+    python: Option<serval_store::PythonStatus>,
+    /// An auto-update rule serves this url.
+    auto_update: Option<String>,
+    stats: Option<Summary>,
+    /// Requests per second per sample interval (the overview's chart).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<Value>,
+}
+
+fn endpoint_row(
+    state: &AppState,
+    url: &str,
+    slot: &Slot,
+    models: &BTreeMap<String, ModelInfo>,
+    auto: Option<&str>,
+) -> EndpointRow {
+    let status = &slot.status;
+    let (name, version) = match url.split_once('/') {
+        Some((n, v)) => (n.to_string(), Some(v.to_string())),
+        None => (url.to_string(), None),
+    };
+    let python = slot.serving.as_ref().and_then(|s| s.runner.pool()).map(|p| {
+        let pool = p.status();
+        serval_store::PythonStatus {
+            workers: pool.workers,
+            alive: pool.alive,
+            restarts: pool.restarts,
+            last_exit: pool.last_exit,
+            library_requests: 0,
+        }
+    });
+    EndpointRow {
+        url: url.to_string(),
+        name,
+        version,
+        engine: status.engine.as_str(),
+        model: status.model_id.as_ref().map(|id| {
+            models.get(id).cloned().unwrap_or(ModelInfo {
+                id: id.clone(),
+                name: None,
+                project: None,
+            })
+        }),
+        runs: slot.serving.as_ref().map(|s| s.runner.runs()),
+        path: status.path.clone(),
+        state: status.state.clone(),
+        serving: slot.serving.is_some(),
+        error: status.error.as_deref().map(without_paths),
+        python,
+        auto_update: auto.map(str::to_string),
+        stats: state
+            .metrics
+            .as_ref()
+            .and_then(|m| m.live.summary(url, WINDOW, now_ms())),
+        history: None,
+    }
+}
+
+/// The url's auto-update rule, if one serves it.
+fn auto_rule<'a>(snapshot: Option<&'a Snapshot>, url: &str) -> Option<&'a str> {
+    let config = &snapshot?.config;
+    if config.endpoints.contains_key(url) {
+        return None;
+    }
+    let (base, version) = url.split_once('/')?;
+    let version: u32 = version.parse().ok()?;
+    config
+        .auto_versions
+        .get_key_value(base)
+        .filter(|(_, versions)| versions.contains_key(&version))
+        .map(|(base, _)| base.as_str())
+}
+
+fn canaries(table: &RoutingTable, visible: &Visible) -> Vec<Value> {
+    let Some(snapshot) = table.snapshot.as_deref() else {
+        return Vec::new();
+    };
+    snapshot
+        .config
+        .canaries
+        .values()
+        .filter(|c| visible.allows(&c.name))
+        .map(|canary| {
+            let (targets, prefix) = match &canary.target {
+                CanaryTarget::Endpoints(list) => (list.clone(), None),
+                CanaryTarget::Prefix(p) => (Vec::new(), Some(p.clone())),
+            };
+            // What requests are routed to now: each serving target's share of the traffic.
+            let routes: Vec<Value> = table
+                .canaries
+                .get(&canary.name)
+                .map(|route| {
+                    let mut before = 0.0;
+                    route
+                        .targets
+                        .iter()
+                        .zip(&route.cumulative)
+                        .map(|(url, c)| {
+                            let share = c - before;
+                            before = *c;
+                            let serving = table
+                                .slots
+                                .get(url)
+                                .is_some_and(|s| s.serving.is_some());
+                            json!({"url": url, "share": share, "serving": serving})
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({
+                "url": canary.name,
+                "weights": canary.weights,
+                "targets": targets,
+                "prefix": prefix,
+                "routes": routes,
+            })
+        })
+        .collect()
+}
+
+fn auto_update(table: &RoutingTable, visible: &Visible) -> Vec<Value> {
+    let Some(snapshot) = table.snapshot.as_deref() else {
+        return Vec::new();
+    };
+    snapshot
+        .config
+        .auto_update
+        .iter()
+        .filter(|(base, _)| visible.allows(base))
+        .map(|(base, rule)| {
+            let versions: Vec<Value> = snapshot
+                .config
+                .auto_versions
+                .get(base)
+                .into_iter()
+                .flatten()
+                .rev()
+                .map(|(version, model_id)| {
+                    let url = format!("{base}/{version}");
+                    let slot = table.slots.get(&url);
+                    json!({
+                        "version": version,
+                        "url": url,
+                        "model_id": model_id,
+                        "state": slot.map(|s| s.status.state.as_str()),
+                        "serving": slot.is_some_and(|s| s.serving.is_some()),
+                    })
+                })
+                .collect();
+            json!({
+                "endpoint": base,
+                "engine": rule.engine.as_str(),
+                "model_name": rule.model_name,
+                "name_regex": rule.name_regex,
+                "project": rule.project,
+                "tags": rule.tags,
+                "only_published": rule.only_published,
+                "max_versions": rule.max_versions,
+                "versions": versions,
+            })
+        })
+        .collect()
+}
+
+fn server_info(state: &AppState, table: &RoutingTable) -> Value {
+    let store = match state.store_health.outage() {
+        None => json!({"reachable": true}),
+        Some((since_ms, error)) => {
+            json!({"reachable": false, "unreachable_since_ms": since_ms, "error": error})
+        }
+    };
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "instance": state.instance.id,
+        "started_ms": state.instance.started_ms,
+        "revision": table.revision,
+        "ready": state.is_ready(),
+        "draining": state.draining.load(std::sync::atomic::Ordering::Relaxed),
+        "metrics": state.metrics.is_some(),
+        "auth": state.config.require_auth,
+        "store": store,
+        "window_seconds": WINDOW.as_secs(),
+    })
+}
+
+fn service_info(table: &RoutingTable) -> Value {
+    table.snapshot.as_deref().map_or(Value::Null, |s| {
+        json!({
+            "id": s.service.id,
+            "name": s.service.name,
+            "project": s.service.project,
+            "tags": s.service.tags,
+            "revision": s.service.revision,
+        })
+    })
+}
+
+/// `GET /api/v1/overview`: the service, its instances, every endpoint with its state and live
+/// numbers, the canaries and the auto-update rules.
+async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+    let visible = Visible::of(&state, &headers);
+    let table = state.table.load_full();
+    let snapshot = table.snapshot.clone();
+    let model_ids: Vec<String> = table
+        .slots
+        .iter()
+        .filter(|(url, _)| visible.allows(url))
+        .filter_map(|(_, s)| s.status.model_id.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (instances, models) = store_reads(&state, model_ids).await;
+    let now = now_ms();
+    let mut urls: Vec<&String> = table.slots.keys().filter(|u| visible.allows(u)).collect();
+    // By name, newest version first.
+    urls.sort_by(|a, b| {
+        let name = |u: &'_ str| u.split_once('/').map_or(u, |(n, _)| n).to_string();
+        name(a)
+            .cmp(&name(b))
+            .then_with(|| serval_store::names::newest_first(a, b))
+    });
+    let endpoints: Vec<EndpointRow> = urls
+        .into_iter()
+        .map(|url| {
+            let auto = auto_rule(snapshot.as_deref(), url);
+            let mut row = endpoint_row(&state, url, &table.slots[url], &models, auto);
+            row.history = state.metrics.as_ref().map(|m| {
+                let series = m.live.series(url);
+                json!({"time": series.time, "requests_per_second": series.requests_per_second})
+            });
+            row
+        })
+        .collect();
+    let instances: Option<Vec<Value>> = instances.map(|list| {
+        list.into_iter()
+            .map(|i| {
+                let stale = now - i.heartbeat_ms > STALE_AFTER_MS;
+                let failed = i.endpoints.values().filter(|e| e.state == "failed").count();
+                json!({
+                    "id": i.id,
+                    "this": i.id == state.instance.id,
+                    "host": i.host,
+                    "port": i.port,
+                    "grpc_port": i.grpc_port,
+                    "pid": i.pid,
+                    "started_ms": i.started_ms,
+                    "heartbeat_ms": i.heartbeat_ms,
+                    "revision": i.revision,
+                    "status": if stale { "stale" } else if i.ready { "ready" } else { "loading" },
+                    "endpoints": i.endpoints.len(),
+                    "failed": failed,
+                })
+            })
+            .collect()
+    });
+    Json(json!({
+        "server": server_info(&state, &table),
+        "service": service_info(&table),
+        "instances": instances,
+        "endpoints": endpoints,
+        "canaries": canaries(&table, &visible),
+        "auto_update": auto_update(&table, &visible),
+    }))
+}
+
+#[derive(Serialize)]
+struct TensorInfo {
+    name: String,
+    datatype: &'static str,
+    shape: Vec<i64>,
+}
+
+fn tensors(meta: &[TensorMeta]) -> Vec<TensorInfo> {
+    meta.iter()
+        .map(|m| TensorInfo {
+            name: m.name.clone(),
+            datatype: m.datatype.name(),
+            shape: m.shape.clone(),
+        })
+        .collect()
+}
+
+/// A value of a datatype for an example body.
+fn zero(datatype: Datatype) -> Value {
+    match datatype {
+        Datatype::Bytes => json!(""),
+        Datatype::Bool => json!(false),
+        Datatype::Fp16 | Datatype::Bf16 | Datatype::Fp32 | Datatype::Fp64 => json!(0.0),
+        _ => json!(0),
+    }
+}
+
+/// A nested list of `shape` (a variable dimension taken as 1) filled with `value`.
+fn filled(shape: &[i64], value: &Value) -> Value {
+    match shape.split_first() {
+        None => value.clone(),
+        Some((dim, rest)) => {
+            let n = usize::try_from(*dim).ok().filter(|n| *n > 0).unwrap_or(1);
+            Value::Array(vec![filled(rest, value); n])
+        }
+    }
+}
+
+/// A `/serve` body that is valid for the endpoint, built from its metadata (`None` when only its
+/// Python code knows what it reads), with a note on how it was made.
+fn example(endpoint: &Endpoint) -> (Option<Value>, &'static str) {
+    let inputs = &endpoint.signature.inputs;
+    let values = |shape: &[i64]| -> usize {
+        shape
+            .iter()
+            .map(|d| usize::try_from(*d).ok().filter(|n| *n > 0).unwrap_or(1))
+            .product()
+    };
+    if !matches!(endpoint.runner, Runner::Native(_)) || inputs.is_empty() {
+        if endpoint.input_names.is_empty() {
+            return (
+                None,
+                "this endpoint's preprocess code decides what a request holds: write the body it expects",
+            );
+        }
+        let body: Map<String, Value> = endpoint
+            .input_names
+            .iter()
+            .map(|n| (n.clone(), json!(0)))
+            .collect();
+        return (
+            Some(Value::Object(body)),
+            "one value per --input-name; its preprocess code decides what a request holds",
+        );
+    }
+    if inputs.iter().map(|i| values(&i.shape)).sum::<usize>() > EXAMPLE_VALUES {
+        return (
+            None,
+            "the model's inputs are too large for an example body",
+        );
+    }
+    if let [input] = inputs.as_slice()
+        && input.shape.len() == 2
+    {
+        return (
+            Some(json!({ "instances": filled(&input.shape, &zero(input.datatype)) })),
+            "one row of zeros, in column order",
+        );
+    }
+    let body: Map<String, Value> = inputs
+        .iter()
+        .map(|i| (i.name.clone(), filled(&i.shape, &zero(i.datatype))))
+        .collect();
+    (
+        Some(Value::Object(body)),
+        "each input filled with zeros (a variable dimension as 1)",
+    )
+}
+
+/// `GET /api/v1/endpoints/{url}`: one endpoint (or canary url) in detail.
+async fn endpoint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(url): Path<String>,
+) -> Response {
+    let url = url.trim_end_matches('/').to_string();
+    let visible = Visible::of(&state, &headers);
+    let table = state.table.load_full();
+    let Some(slot) = table.slots.get(&url).filter(|_| visible.allows(&url)) else {
+        return not_found(format!("no endpoint '{url}' is configured"));
+    };
+    let snapshot = table.snapshot.clone();
+    let model_ids: Vec<String> = slot.status.model_id.iter().cloned().collect();
+    let (_, models) = store_reads(&state, model_ids).await;
+    let auto = auto_rule(snapshot.as_deref(), &url);
+    let row = endpoint_row(&state, &url, slot, &models, auto);
+    let serving = slot.serving.as_deref();
+    let (example_body, example_note) = serving.map_or((None, "not serving"), example);
+    let rule = snapshot.as_deref().and_then(|s| {
+        let rule = crate::metrics::rule_for(&s.config.metrics, &url)?;
+        let variables: Vec<Value> = rule
+            .variables
+            .iter()
+            .map(|(name, kind)| json!({"name": name, "type": kind.type_name()}))
+            .collect();
+        Some(json!({
+            "endpoint": rule.endpoint,
+            "log_frequency": rule.log_frequency,
+            "variables": variables,
+        }))
+    });
+    let variables: Vec<VariableView> = serving
+        .and_then(|s| s.monitor.load_full())
+        .map(|m| m.view(&url))
+        .unwrap_or_default();
+    let (series, errors): (Series, Vec<RecentError>) = match &state.metrics {
+        Some(m) => (m.live.series(&url), m.live.recent_errors(&url)),
+        None => (Series::default(), Vec::new()),
+    };
+    let configured = snapshot
+        .as_deref()
+        .and_then(|s| s.config.served_endpoints().remove(&url));
+    Json(json!({
+        "server": server_info(&state, &table),
+        "service": service_info(&table),
+        "endpoint": row,
+        "metadata": serving.map(|s| json!({
+            "platform": s.signature.platform,
+            "inputs": tensors(&s.signature.inputs),
+            "outputs": tensors(&s.signature.outputs),
+            "input_names": s.input_names,
+            "output_names": s.output_names,
+        })),
+        "configured": configured.map(|e| json!({
+            "engine": e.engine.as_str(),
+            "model_id": e.model_id,
+            "preprocess": e.preprocess.map(|p| p.name),
+            "io": e.io,
+            "aux_config": e.aux_config,
+        })),
+        "example": {"body": example_body, "note": example_note, "path": format!("/serve/{url}")},
+        "metric_rule": rule,
+        "variables": variables,
+        "series": series,
+        "recent_errors": errors,
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_asset_is_served_with_its_type_and_the_policy() {
+        assert!(assets_size() > 50_000, "uPlot is embedded");
+        for (name, content_type, bytes) in ASSETS {
+            assert!(!bytes.is_empty(), "{name}");
+            assert!(content_type.contains('/'), "{name}");
+        }
+        // The page loads only files this list serves.
+        let index = std::str::from_utf8(ASSETS[0].2).unwrap();
+        for reference in index.split(['"', '\'']).filter(|s| s.starts_with("/ui/")) {
+            let file = reference.trim_start_matches("/ui/");
+            assert!(
+                ASSETS.iter().any(|(n, ..)| *n == file),
+                "index.html loads {reference}, which is not embedded"
+            );
+        }
+        assert!(!index.contains("http://") && !index.contains("https://"));
+    }
+
+    #[test]
+    fn example_shapes_follow_the_metadata() {
+        assert_eq!(filled(&[-1, 3], &json!(0.0)), json!([[0.0, 0.0, 0.0]]));
+        assert_eq!(filled(&[2], &json!(0)), json!([0, 0]));
+        assert_eq!(filled(&[], &json!(false)), json!(false));
+    }
+}

@@ -1,0 +1,393 @@
+//! Live per-endpoint statistics for the console (`/ui`) and its JSON API (`/api/v1`): request and
+//! error counts and a latency histogram with the buckets of `serval_request_duration_seconds`,
+//! recorded with the request metrics, sampled every [`SAMPLE_EVERY`] into a five-minute history
+//! from which rates and percentiles over any recent window are computed — the server's own
+//! numbers, no Prometheus needed. The last errors of each endpoint are kept with their text.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{DURATION_BUCKETS, Protocol, lock};
+
+/// How often the history takes a sample.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
+/// Samples kept: five minutes.
+const HISTORY: usize = 150;
+/// Errors kept per endpoint.
+const RECENT_ERRORS: usize = 20;
+/// Longest error text kept (characters).
+const MESSAGE_CHARS: usize = 500;
+/// Buckets: one per bound of [`DURATION_BUCKETS`], then +Inf.
+const BUCKETS: usize = DURATION_BUCKETS.len() + 1;
+
+/// A failed request as [`super::EndpointMetrics::finished`] reports it.
+pub struct Failure<'a> {
+    /// The error kind (the `outcome` label).
+    pub kind: &'a str,
+    /// The text the client was answered with.
+    pub message: &'a dyn std::fmt::Display,
+}
+
+/// One failed request, for the console.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentError {
+    pub time_ms: i64,
+    pub protocol: &'static str,
+    pub kind: String,
+    pub message: String,
+}
+
+/// Counters of one endpoint url since the server started (atomics: recorded per request).
+pub struct LiveStats {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    buckets: [AtomicU64; BUCKETS],
+    recent: Mutex<VecDeque<RecentError>>,
+}
+
+impl Default for LiveStats {
+    fn default() -> Self {
+        LiveStats {
+            ok: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl LiveStats {
+    pub fn record(&self, took: Duration, protocol: Protocol, outcome: Result<(), Failure<'_>>) {
+        let seconds = took.as_secs_f64();
+        let bucket = DURATION_BUCKETS.partition_point(|bound| *bound < seconds);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Ok(()) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(failure) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                let mut message = crate::table::without_paths(&failure.message.to_string());
+                if let Some((cut, _)) = message.char_indices().nth(MESSAGE_CHARS) {
+                    message.truncate(cut);
+                    message.push('…');
+                }
+                let mut recent = lock(&self.recent);
+                if recent.len() == RECENT_ERRORS {
+                    recent.pop_front();
+                }
+                recent.push_back(RecentError {
+                    time_ms: serval_store::now_ms(),
+                    protocol: protocol.label(),
+                    kind: failure.kind.to_string(),
+                    message,
+                });
+            }
+        }
+    }
+
+    fn sample(&self, time_ms: i64) -> Sample {
+        Sample {
+            time_ms,
+            ok: self.ok.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+        }
+    }
+
+    /// The last errors, newest first.
+    pub fn recent_errors(&self) -> Vec<RecentError> {
+        lock(&self.recent).iter().rev().cloned().collect()
+    }
+}
+
+/// Cumulative counts at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    time_ms: i64,
+    ok: u64,
+    errors: u64,
+    buckets: [u64; BUCKETS],
+}
+
+impl Sample {
+    /// What happened between `earlier` and `self`.
+    fn since(&self, earlier: &Sample) -> Window {
+        Window {
+            seconds: (self.time_ms - earlier.time_ms).max(0) as f64 / 1000.0,
+            ok: self.ok.saturating_sub(earlier.ok),
+            errors: self.errors.saturating_sub(earlier.errors),
+            buckets: std::array::from_fn(|i| self.buckets[i].saturating_sub(earlier.buckets[i])),
+        }
+    }
+}
+
+/// Requests in a time window.
+struct Window {
+    seconds: f64,
+    ok: u64,
+    errors: u64,
+    buckets: [u64; BUCKETS],
+}
+
+impl Window {
+    fn rate(&self, n: u64) -> Option<f64> {
+        (self.seconds > 0.0).then(|| n as f64 / self.seconds)
+    }
+
+    /// The `q` quantile of the latency in milliseconds (`None` without requests).
+    fn quantile_ms(&self, q: f64) -> Option<f64> {
+        quantile(&self.buckets, q).map(|s| s * 1000.0)
+    }
+}
+
+/// A quantile from per-bucket counts (bounds of [`DURATION_BUCKETS`], then +Inf), interpolated
+/// linearly inside its bucket as Prometheus' `histogram_quantile` does; a quantile in the +Inf
+/// bucket is the highest finite bound.
+fn quantile(buckets: &[u64; BUCKETS], q: f64) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut below = 0u64;
+    for (i, count) in buckets.iter().enumerate() {
+        let upto = below + count;
+        if *count > 0 && upto as f64 >= rank {
+            let Some(upper) = DURATION_BUCKETS.get(i) else {
+                return DURATION_BUCKETS.last().copied();
+            };
+            let lower = if i == 0 { 0.0 } else { DURATION_BUCKETS[i - 1] };
+            let within = ((rank - below as f64) / *count as f64).clamp(0.0, 1.0);
+            return Some(lower + (upper - lower) * within);
+        }
+        below = upto;
+    }
+    DURATION_BUCKETS.last().copied()
+}
+
+/// An endpoint's numbers over a recent window.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Requests and errors since the server started.
+    pub requests: u64,
+    pub errors: u64,
+    /// Seconds the window covers (less than asked for while the server is young).
+    pub window_seconds: f64,
+    pub requests_per_second: Option<f64>,
+    /// Failed requests / all requests in the window.
+    pub error_ratio: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// One point per sample interval, for charts (columns: the same index is the same moment).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Series {
+    /// Unix time in seconds at the end of each interval.
+    pub time: Vec<f64>,
+    pub requests_per_second: Vec<f64>,
+    pub errors_per_second: Vec<f64>,
+    pub p50_ms: Vec<Option<f64>>,
+    pub p99_ms: Vec<Option<f64>>,
+}
+
+/// Every endpoint's live counters and their sampled history.
+#[derive(Default)]
+pub struct Live {
+    stats: Mutex<HashMap<String, Arc<LiveStats>>>,
+    history: Mutex<HashMap<String, VecDeque<Sample>>>,
+}
+
+impl Live {
+    /// The counters of `url` (the same ones across reloads of the url).
+    pub fn endpoint(&self, url: &str) -> Arc<LiveStats> {
+        lock(&self.stats).entry(url.to_string()).or_default().clone()
+    }
+
+    fn get(&self, url: &str) -> Option<Arc<LiveStats>> {
+        lock(&self.stats).get(url).cloned()
+    }
+
+    /// Takes a sample of every endpoint (called every [`SAMPLE_EVERY`]).
+    pub fn tick(&self, now_ms: i64) {
+        let stats: Vec<(String, Arc<LiveStats>)> = lock(&self.stats)
+            .iter()
+            .map(|(u, s)| (u.clone(), s.clone()))
+            .collect();
+        let mut history = lock(&self.history);
+        for (url, stats) in stats {
+            let samples = history.entry(url).or_default();
+            if samples.len() == HISTORY {
+                samples.pop_front();
+            }
+            samples.push_back(stats.sample(now_ms));
+        }
+    }
+
+    /// `url`'s numbers over the last `window` (from now back to the sample nearest that far),
+    /// `None` if the url never had counters.
+    pub fn summary(&self, url: &str, window: Duration, now_ms: i64) -> Option<Summary> {
+        let now = self.get(url)?.sample(now_ms);
+        let from = now_ms - window.as_millis() as i64;
+        let start = lock(&self.history).get(url).and_then(|samples| {
+            samples
+                .iter()
+                .find(|s| s.time_ms >= from)
+                .or(samples.back())
+                .copied()
+        });
+        let window = start.map(|s| now.since(&s));
+        let total = window.as_ref().map(|w| w.ok + w.errors);
+        Some(Summary {
+            requests: now.ok + now.errors,
+            errors: now.errors,
+            window_seconds: window.as_ref().map_or(0.0, |w| w.seconds),
+            requests_per_second: window.as_ref().and_then(|w| w.rate(w.ok + w.errors)),
+            error_ratio: window
+                .as_ref()
+                .zip(total)
+                .and_then(|(w, n)| (n > 0).then(|| w.errors as f64 / n as f64)),
+            p50_ms: window.as_ref().and_then(|w| w.quantile_ms(0.5)),
+            p99_ms: window.as_ref().and_then(|w| w.quantile_ms(0.99)),
+        })
+    }
+
+    /// `url`'s history, one point per sample interval (empty if it has none).
+    pub fn series(&self, url: &str) -> Series {
+        let mut series = Series::default();
+        let history = lock(&self.history);
+        let Some(samples) = history.get(url) else {
+            return series;
+        };
+        for (earlier, later) in samples.iter().zip(samples.iter().skip(1)) {
+            let w = later.since(earlier);
+            series.time.push(later.time_ms as f64 / 1000.0);
+            series
+                .requests_per_second
+                .push(w.rate(w.ok + w.errors).unwrap_or(0.0));
+            series
+                .errors_per_second
+                .push(w.rate(w.errors).unwrap_or(0.0));
+            series.p50_ms.push(w.quantile_ms(0.5));
+            series.p99_ms.push(w.quantile_ms(0.99));
+        }
+        series
+    }
+
+    /// `url`'s last errors, newest first.
+    pub fn recent_errors(&self, url: &str) -> Vec<RecentError> {
+        self.get(url)
+            .map(|s| s.recent_errors())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(kind: &str) -> Failure<'_> {
+        Failure {
+            kind,
+            message: &"boom at /srv/models/m.json",
+        }
+    }
+
+    #[test]
+    fn quantiles_interpolate_inside_their_bucket() {
+        let mut buckets = [0u64; BUCKETS];
+        assert_eq!(quantile(&buckets, 0.5), None);
+        // 100 requests between 1 ms and 2.5 ms (bucket index 4: (0.001, 0.0025]).
+        buckets[4] = 100;
+        let p50 = quantile(&buckets, 0.5).unwrap();
+        assert!((p50 - 0.00175).abs() < 1e-12, "{p50}");
+        let p99 = quantile(&buckets, 0.99).unwrap();
+        assert!((p99 - (0.001 + 0.0015 * 0.99)).abs() < 1e-12, "{p99}");
+        // One slow request beyond every bound: p99 of 100 stays low, the max is the top bound.
+        buckets[BUCKETS - 1] = 1;
+        assert!(quantile(&buckets, 0.99).unwrap() < 0.0025);
+        assert_eq!(quantile(&buckets, 1.0), Some(60.0));
+        // Everything in the first bucket: between 0 and its bound.
+        let mut first = [0u64; BUCKETS];
+        first[0] = 4;
+        assert_eq!(quantile(&first, 0.5), Some(0.00005));
+    }
+
+    #[test]
+    fn windows_count_only_what_happened_inside_them() {
+        let live = Live::default();
+        let stats = live.endpoint("iris/1");
+        assert!(Arc::ptr_eq(&stats, &live.endpoint("iris/1")));
+        live.tick(1_000);
+        for _ in 0..10 {
+            stats.record(Duration::from_millis(30), Protocol::Clearml, Ok(()));
+        }
+        live.tick(3_000);
+        for _ in 0..18 {
+            stats.record(Duration::from_micros(700), Protocol::V2Rest, Ok(()));
+        }
+        for _ in 0..2 {
+            stats.record(Duration::from_micros(700), Protocol::V2Rest, Err(failure("internal")));
+        }
+        live.tick(5_000);
+        // The last 2 s: 20 requests, 2 failed, all between 0.5 and 1 ms.
+        let summary = live.summary("iris/1", Duration::from_secs(2), 5_000).unwrap();
+        assert_eq!((summary.requests, summary.errors), (30, 2));
+        assert_eq!(summary.window_seconds, 2.0);
+        assert_eq!(summary.requests_per_second, Some(10.0));
+        assert_eq!(summary.error_ratio, Some(0.1));
+        let p50 = summary.p50_ms.unwrap();
+        assert!((0.5..=1.0).contains(&p50), "{p50}");
+        // The whole history (4 s): the 30 ms requests too.
+        let all = live.summary("iris/1", Duration::from_secs(60), 5_000).unwrap();
+        assert_eq!(all.window_seconds, 4.0);
+        assert_eq!(all.requests_per_second, Some(7.5));
+        let p99 = all.p99_ms.unwrap();
+        assert!((25.0..=50.0).contains(&p99), "{p99}");
+        let series = live.series("iris/1");
+        assert_eq!(series.time, vec![3.0, 5.0]);
+        assert_eq!(series.requests_per_second, vec![5.0, 10.0]);
+        assert_eq!(series.errors_per_second, vec![0.0, 1.0]);
+        assert!(series.p99_ms[0].unwrap() > 25.0 && series.p99_ms[1].unwrap() < 1.0);
+        assert!(live.summary("other", Duration::from_secs(60), 5_000).is_none());
+    }
+
+    #[test]
+    fn recent_errors_are_kept_newest_first_without_paths_and_bounded() {
+        let stats = LiveStats::default();
+        for i in 0..25 {
+            let kind = format!("k{i}");
+            stats.record(Duration::ZERO, Protocol::V2Grpc, Err(failure(&kind)));
+        }
+        let recent = stats.recent_errors();
+        assert_eq!(recent.len(), RECENT_ERRORS);
+        assert_eq!(recent[0].kind, "k24");
+        assert_eq!(recent[0].protocol, "v2_grpc");
+        assert_eq!(recent[0].message, "boom at <path>");
+        let long = "x".repeat(2_000);
+        stats.record(
+            Duration::ZERO,
+            Protocol::Clearml,
+            Err(Failure {
+                kind: "internal",
+                message: &long,
+            }),
+        );
+        assert_eq!(stats.recent_errors()[0].message.chars().count(), MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn history_keeps_five_minutes() {
+        let live = Live::default();
+        live.endpoint("a");
+        for i in 0..400 {
+            live.tick(i * 2_000);
+        }
+        assert_eq!(live.series("a").time.len(), HISTORY - 1);
+    }
+}
