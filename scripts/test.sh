@@ -29,6 +29,9 @@ step "azurite (scripts/setup-azurite.sh)" setup_azurite
 # docker-compose (Debian's package) to validate deploy/compose/compose.yaml offline.
 setup_compose() { SERVAL_COMPOSE=$(scripts/setup-compose.sh); export SERVAL_COMPOSE; echo "compose: $SERVAL_COMPOSE"; }
 step "docker-compose (scripts/setup-compose.sh)" setup_compose
+# Debian's chromium and playwright-core (npm) for the console's browser tests.
+setup_browser() { SERVAL_BROWSER_MODULES=$(scripts/setup-browser.sh); export SERVAL_BROWSER_MODULES; echo "browser modules: $SERVAL_BROWSER_MODULES"; }
+step "chromium + playwright-core (scripts/setup-browser.sh)" setup_browser
 # tensorflow-cpu wheels for the Keras test's service environment (installed offline from them).
 setup_wheels() { SERVAL_WHEELS=$(scripts/setup-wheels.sh); export SERVAL_WHEELS; echo "wheels: $SERVAL_WHEELS"; }
 step "wheels (scripts/setup-wheels.sh)" setup_wheels

@@ -216,16 +216,20 @@ fn endpoint_row(
         Some((n, v)) => (n.to_string(), Some(v.to_string())),
         None => (url.to_string(), None),
     };
-    let python = slot.serving.as_ref().and_then(|s| s.runner.pool()).map(|p| {
-        let pool = p.status();
-        serval_store::PythonStatus {
-            workers: pool.workers,
-            alive: pool.alive,
-            restarts: pool.restarts,
-            last_exit: pool.last_exit,
-            library_requests: 0,
-        }
-    });
+    let python = slot
+        .serving
+        .as_ref()
+        .and_then(|s| s.runner.pool())
+        .map(|p| {
+            let pool = p.status();
+            serval_store::PythonStatus {
+                workers: pool.workers,
+                alive: pool.alive,
+                restarts: pool.restarts,
+                last_exit: pool.last_exit,
+                library_requests: 0,
+            }
+        });
     EndpointRow {
         url: url.to_string(),
         name,
@@ -295,10 +299,7 @@ fn canaries(table: &RoutingTable, visible: &Visible) -> Vec<Value> {
                         .map(|(url, c)| {
                             let share = c - before;
                             before = *c;
-                            let serving = table
-                                .slots
-                                .get(url)
-                                .is_some_and(|s| s.serving.is_some());
+                            let serving = table.slots.get(url).is_some_and(|s| s.serving.is_some());
                             json!({"url": url, "share": share, "serving": serving})
                         })
                         .collect()
@@ -526,10 +527,7 @@ fn example(endpoint: &Endpoint) -> (Option<Value>, &'static str) {
         );
     }
     if inputs.iter().map(|i| values(&i.shape)).sum::<usize>() > EXAMPLE_VALUES {
-        return (
-            None,
-            "the model's inputs are too large for an example body",
-        );
+        return (None, "the model's inputs are too large for an example body");
     }
     if let [input] = inputs.as_slice()
         && input.shape.len() == 2

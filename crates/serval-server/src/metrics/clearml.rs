@@ -291,12 +291,14 @@ pub struct VariableView {
 
 /// The samples of an OpenMetrics text: (name, labels text, value).
 fn samples(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
-    text.lines().filter(|l| !l.starts_with('#')).filter_map(|line| {
-        let (left, value) = line.rsplit_once(' ')?;
-        let value = value.parse().ok()?;
-        let (name, labels) = left.split_once('{').unwrap_or((left, ""));
-        Some((name, labels.trim_end_matches('}'), value))
-    })
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (left, value) = line.rsplit_once(' ')?;
+            let value = value.parse().ok()?;
+            let (name, labels) = left.split_once('{').unwrap_or((left, ""));
+            Some((name, labels.trim_end_matches('}'), value))
+        })
 }
 
 /// The value of label `key` in a labels text (`le="0.5",enum="a"`).
@@ -332,8 +334,7 @@ impl Variable {
                         Some("_bucket") => {
                             let cumulative = value as u64;
                             let bound = label(labels, "le").unwrap_or_default().to_string();
-                            view.buckets
-                                .push((bound, cumulative.saturating_sub(below)));
+                            view.buckets.push((bound, cumulative.saturating_sub(below)));
                             below = cumulative;
                         }
                         Some("_count") => view.count = Some(value as u64),
@@ -536,13 +537,19 @@ mod tests {
         // The console's view reads the same numbers back, per bucket (not cumulative).
         let view = m.view("reg/1");
         let names: Vec<&str> = view.iter().map(|v| v.name.as_str()).collect();
-        assert_eq!(names, ["_latency", "_count", "animal", "items", "temp", "x0", "y"]);
+        assert_eq!(
+            names,
+            ["_latency", "_count", "animal", "items", "temp", "x0", "y"]
+        );
         let x0 = &view[5];
         assert_eq!((x0.kind, x0.family.as_str()), ("scalar", "reg_1:x0"));
         let buckets: Vec<(&str, u64)> = x0.buckets.iter().map(|(b, n)| (b.as_str(), *n)).collect();
         assert_eq!(buckets, [("0.0", 0), ("1.0", 1), ("5.0", 1), ("+Inf", 0)]);
         assert_eq!((x0.count, x0.sum), (Some(2), Some(4.5)));
-        assert_eq!(view[2].values, [("cat".to_string(), 1.0), ("dog".to_string(), 1.0)]);
+        assert_eq!(
+            view[2].values,
+            [("cat".to_string(), 1.0), ("dog".to_string(), 1.0)]
+        );
         assert_eq!(view[3].value, Some(5.0));
         assert_eq!(view[4].value, Some(21.5));
         assert_eq!(view[1].value, Some(3.0));

@@ -206,7 +206,10 @@ pub struct Live {
 impl Live {
     /// The counters of `url` (the same ones across reloads of the url).
     pub fn endpoint(&self, url: &str) -> Arc<LiveStats> {
-        lock(&self.stats).entry(url.to_string()).or_default().clone()
+        lock(&self.stats)
+            .entry(url.to_string())
+            .or_default()
+            .clone()
     }
 
     fn get(&self, url: &str) -> Option<Arc<LiveStats>> {
@@ -281,9 +284,7 @@ impl Live {
 
     /// `url`'s last errors, newest first.
     pub fn recent_errors(&self, url: &str) -> Vec<RecentError> {
-        self.get(url)
-            .map(|s| s.recent_errors())
-            .unwrap_or_default()
+        self.get(url).map(|s| s.recent_errors()).unwrap_or_default()
     }
 }
 
@@ -332,11 +333,17 @@ mod tests {
             stats.record(Duration::from_micros(700), Protocol::V2Rest, Ok(()));
         }
         for _ in 0..2 {
-            stats.record(Duration::from_micros(700), Protocol::V2Rest, Err(failure("internal")));
+            stats.record(
+                Duration::from_micros(700),
+                Protocol::V2Rest,
+                Err(failure("internal")),
+            );
         }
         live.tick(5_000);
         // The last 2 s: 20 requests, 2 failed, all between 0.5 and 1 ms.
-        let summary = live.summary("iris/1", Duration::from_secs(2), 5_000).unwrap();
+        let summary = live
+            .summary("iris/1", Duration::from_secs(2), 5_000)
+            .unwrap();
         assert_eq!((summary.requests, summary.errors), (30, 2));
         assert_eq!(summary.window_seconds, 2.0);
         assert_eq!(summary.requests_per_second, Some(10.0));
@@ -344,7 +351,9 @@ mod tests {
         let p50 = summary.p50_ms.unwrap();
         assert!((0.5..=1.0).contains(&p50), "{p50}");
         // The whole history (4 s): the 30 ms requests too.
-        let all = live.summary("iris/1", Duration::from_secs(60), 5_000).unwrap();
+        let all = live
+            .summary("iris/1", Duration::from_secs(60), 5_000)
+            .unwrap();
         assert_eq!(all.window_seconds, 4.0);
         assert_eq!(all.requests_per_second, Some(7.5));
         let p99 = all.p99_ms.unwrap();
@@ -354,7 +363,10 @@ mod tests {
         assert_eq!(series.requests_per_second, vec![5.0, 10.0]);
         assert_eq!(series.errors_per_second, vec![0.0, 1.0]);
         assert!(series.p99_ms[0].unwrap() > 25.0 && series.p99_ms[1].unwrap() < 1.0);
-        assert!(live.summary("other", Duration::from_secs(60), 5_000).is_none());
+        assert!(
+            live.summary("other", Duration::from_secs(60), 5_000)
+                .is_none()
+        );
     }
 
     #[test]
@@ -378,7 +390,10 @@ mod tests {
                 message: &long,
             }),
         );
-        assert_eq!(stats.recent_errors()[0].message.chars().count(), MESSAGE_CHARS + 1);
+        assert_eq!(
+            stats.recent_errors()[0].message.chars().count(),
+            MESSAGE_CHARS + 1
+        );
     }
 
     #[test]

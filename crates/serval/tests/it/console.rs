@@ -195,7 +195,10 @@ fn the_api_reports_state_canaries_and_live_numbers() {
     assert_eq!(rule["max_versions"], 2);
     assert_eq!(rule["versions"][0]["url"], "auto_iris/1");
     let endpoints = overview["endpoints"].as_array().unwrap();
-    let urls: Vec<&str> = endpoints.iter().map(|e| e["url"].as_str().unwrap()).collect();
+    let urls: Vec<&str> = endpoints
+        .iter()
+        .map(|e| e["url"].as_str().unwrap())
+        .collect();
     // By name, newest version first.
     assert_eq!(urls, ["auto_iris/1", "broken", "iris/2", "iris/1"]);
     assert_eq!(endpoints[0]["auto_update"], "auto_iris");
@@ -212,7 +215,10 @@ fn the_api_reports_state_canaries_and_live_numbers() {
         "{broken}"
     );
     assert!(
-        !broken["error"].as_str().unwrap().contains(home.path().to_str().unwrap()),
+        !broken["error"]
+            .as_str()
+            .unwrap()
+            .contains(home.path().to_str().unwrap()),
         "no server paths in errors"
     );
     let canary = &overview["canaries"][0];
@@ -231,7 +237,12 @@ fn the_api_reports_state_canaries_and_live_numbers() {
     let error = &detail["recent_errors"][0];
     assert_eq!(error["kind"], "invalid_input");
     assert_eq!(error["protocol"], "clearml");
-    assert!(error["message"].as_str().unwrap().contains("missing features"));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing features")
+    );
     assert_eq!(detail["metadata"]["inputs"][0]["shape"], json!([-1, 4]));
     // The example body is valid as it is.
     let example = detail["example"]["body"].to_string();
@@ -317,7 +328,10 @@ fn with_required_keys_the_api_needs_one_and_a_scoped_key_sees_its_endpoints_only
             .call()
             .unwrap();
         let text = r.body_mut().read_to_string().unwrap();
-        (r.status().as_u16(), serde_json::from_str(&text).unwrap_or(Value::Null))
+        (
+            r.status().as_u16(),
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
     };
     let (status, overview) = get(&all, "/api/v1/overview");
     assert_eq!(status, 200);
