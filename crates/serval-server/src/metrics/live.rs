@@ -41,9 +41,9 @@ pub struct RecentError {
     pub message: String,
 }
 
-/// Counters of one endpoint url since the server started (atomics: recorded per request).
+/// Counters of one endpoint url since the server started (atomics: recorded per request; a
+/// successful request costs one addition, its latency bucket — the total is the buckets' sum).
 pub struct LiveStats {
-    ok: AtomicU64,
     errors: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
     recent: Mutex<VecDeque<RecentError>>,
@@ -52,7 +52,6 @@ pub struct LiveStats {
 impl Default for LiveStats {
     fn default() -> Self {
         LiveStats {
-            ok: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             recent: Mutex::new(VecDeque::new()),
@@ -65,37 +64,38 @@ impl LiveStats {
         let seconds = took.as_secs_f64();
         let bucket = DURATION_BUCKETS.partition_point(|bound| *bound < seconds);
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        match outcome {
-            Ok(()) => {
-                self.ok.fetch_add(1, Ordering::Relaxed);
+        if let Err(failure) = outcome {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            let mut message = crate::table::without_paths(&failure.message.to_string());
+            if let Some((cut, _)) = message.char_indices().nth(MESSAGE_CHARS) {
+                message.truncate(cut);
+                message.push('…');
             }
-            Err(failure) => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                let mut message = crate::table::without_paths(&failure.message.to_string());
-                if let Some((cut, _)) = message.char_indices().nth(MESSAGE_CHARS) {
-                    message.truncate(cut);
-                    message.push('…');
-                }
-                let mut recent = lock(&self.recent);
-                if recent.len() == RECENT_ERRORS {
-                    recent.pop_front();
-                }
-                recent.push_back(RecentError {
-                    time_ms: serval_store::now_ms(),
-                    protocol: protocol.label(),
-                    kind: failure.kind.to_string(),
-                    message,
-                });
+            let mut recent = lock(&self.recent);
+            if recent.len() == RECENT_ERRORS {
+                recent.pop_front();
             }
+            recent.push_back(RecentError {
+                time_ms: serval_store::now_ms(),
+                protocol: protocol.label(),
+                kind: failure.kind.to_string(),
+                message,
+            });
         }
     }
 
     fn sample(&self, time_ms: i64) -> Sample {
+        // Errors first: a request recorded in between is never counted as failed without being
+        // counted at all.
+        let errors = self.errors.load(Ordering::Relaxed);
+        let buckets: [u64; BUCKETS] =
+            std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
+        let total: u64 = buckets.iter().sum();
         Sample {
             time_ms,
-            ok: self.ok.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            ok: total.saturating_sub(errors),
+            errors,
+            buckets,
         }
     }
 
