@@ -216,13 +216,17 @@ impl Live {
         lock(&self.stats).get(url).cloned()
     }
 
-    /// Takes a sample of every endpoint (called every [`SAMPLE_EVERY`]).
+    /// Takes a sample of every endpoint (called every [`SAMPLE_EVERY`]). Urls no loaded endpoint
+    /// records into any more (removed from the service) are forgotten.
     pub fn tick(&self, now_ms: i64) {
-        let stats: Vec<(String, Arc<LiveStats>)> = lock(&self.stats)
-            .iter()
-            .map(|(u, s)| (u.clone(), s.clone()))
-            .collect();
+        let stats: Vec<(String, Arc<LiveStats>)> = {
+            let mut stats = lock(&self.stats);
+            // Held only here: no endpoint's metrics point at it any more.
+            stats.retain(|_, s| Arc::strong_count(s) > 1);
+            stats.iter().map(|(u, s)| (u.clone(), s.clone())).collect()
+        };
         let mut history = lock(&self.history);
+        history.retain(|url, _| stats.iter().any(|(u, _)| u == url));
         for (url, stats) in stats {
             let samples = history.entry(url).or_default();
             if samples.len() == HISTORY {
@@ -397,12 +401,26 @@ mod tests {
     }
 
     #[test]
-    fn history_keeps_five_minutes() {
+    fn history_keeps_five_minutes_of_the_urls_still_recorded() {
         let live = Live::default();
-        live.endpoint("a");
+        let a = live.endpoint("a");
+        let b = live.endpoint("b");
         for i in 0..400 {
             live.tick(i * 2_000);
         }
         assert_eq!(live.series("a").time.len(), HISTORY - 1);
+        // "b" is removed from the service: its endpoint (and its handle) is dropped.
+        drop(b);
+        live.tick(800_000);
+        assert!(
+            live.summary("b", Duration::from_secs(60), 800_000)
+                .is_none()
+        );
+        assert!(live.series("b").time.is_empty());
+        assert!(
+            live.summary("a", Duration::from_secs(60), 800_000)
+                .is_some()
+        );
+        drop(a);
     }
 }
