@@ -9,6 +9,8 @@
   let view = null; // { route, update(data), destroy() }
   let timer = null;
   let loading = false;
+  // Seconds the headline numbers cover (?window= of the API).
+  let windowSeconds = Number(sessionStorage.getItem('serval-window')) || 60;
 
   // ---- helpers -------------------------------------------------------------------------------
   function h(tag, attrs, ...children) {
@@ -164,7 +166,13 @@
     const canaries = h('div', { class: 'canaries', 'data-testid': 'canaries' });
     const autos = h('tbody');
     const chartBox = h('div', { class: 'chart' });
-    const note = h('p', { class: 'muted' });
+    const noteText = h('span');
+    const windowSelect = h('select', {
+      id: 'window', 'aria-label': 'window',
+      onchange: () => { windowSeconds = Number(windowSelect.value); sessionStorage.setItem('serval-window', windowSeconds); refresh(); },
+    }, h('option', { value: '60' }, 'last minute'), h('option', { value: '300' }, 'last 5 minutes'));
+    windowSelect.value = String(windowSeconds);
+    const note = h('p', { class: 'muted' }, noteText, ' ', windowSelect);
     main.replaceChildren(
       h('section', {},
         h('h2', {}, 'Endpoints'),
@@ -188,7 +196,7 @@
     return {
       route: '#/',
       async refresh() {
-        const data = await api('/api/v1/overview');
+        const data = await api('/api/v1/overview?window=' + windowSeconds);
         setStatus(data.server);
         setService(data.service);
 
@@ -210,9 +218,10 @@
             h('td', { class: 'n', 'data-testid': 'p99' }, fmt.ms(s.p99_ms)),
             h('td', { class: 'n', 'data-testid': 'requests' }, s.requests ?? '–'));
         }));
-        note.textContent = data.server.metrics
-          ? `Rates, errors and percentiles over the last ${data.server.window_seconds} s (the server's own counters).`
+        noteText.textContent = data.server.metrics
+          ? "Rates, errors and percentiles (the server's own counters) over the"
           : 'Metrics are off on this server (serve --disable-metrics): no request numbers.';
+        windowSelect.hidden = !data.server.metrics;
 
         const withHistory = data.endpoints.filter((e) => e.history && e.history.time.length);
         if (withHistory.length) {
@@ -278,6 +287,7 @@
     const title = h('h2', {}, url);
     const info = h('dl', { class: 'info', 'data-testid': 'info' });
     const cards = h('div', { class: 'cards' });
+    const cardsNote = h('p', { class: 'muted' });
     const charts = h('div', { class: 'charts' });
     const latencyBox = h('div', { class: 'chart' });
     const trafficBox = h('div', { class: 'chart' });
@@ -298,7 +308,7 @@
 
     main.replaceChildren(
       h('p', {}, h('a', { href: '#/' }, '← all endpoints')),
-      title, info, cards, charts,
+      title, info, cards, cardsNote, charts,
       h('section', {}, h('h3', {}, 'Try it'), form),
       h('section', {}, h('h3', {}, 'Model metadata'), metadata),
       h('section', {}, h('h3', {}, 'Metric rule and live variables'), rule, variables),
@@ -313,7 +323,7 @@
     return {
       route: '#/endpoint/' + url,
       async refresh() {
-        const data = await api('/api/v1/endpoints/' + url.split('/').map(encodeURIComponent).join('/'));
+        const data = await api('/api/v1/endpoints/' + url.split('/').map(encodeURIComponent).join('/') + '?window=' + windowSeconds);
         setStatus(data.server);
         setService(data.service);
         const e = data.endpoint;
@@ -333,6 +343,9 @@
           card('req/s', fmt.num(s.requests_per_second, 2)), card('errors', fmt.pct(s.error_ratio)),
           card('p50', fmt.ms(s.p50_ms)), card('p99', fmt.ms(s.p99_ms)),
           card('requests', s.requests ?? '–'), card('failed', s.errors ?? '–'));
+        cardsNote.textContent = data.server.metrics
+          ? `Rate, errors and percentiles over the last ${Math.round(s.window_seconds ?? data.server.window_seconds)} s; requests and failed since the server started.`
+          : 'Metrics are off on this server (serve --disable-metrics): no request numbers.';
         const sr = data.series;
         if (sr.time.length) {
           latency.set(['p50', 'p99'], [sr.time, sr.p50_ms, sr.p99_ms]);

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -25,8 +26,10 @@ use crate::metrics::live::{RecentError, Series, Summary};
 use crate::pipeline::{Datatype, Endpoint, Runner, TensorMeta};
 use crate::table::{RoutingTable, Slot, without_paths};
 
-/// The window of the headline numbers (rate, error ratio, p50, p99).
-const WINDOW: Duration = Duration::from_secs(60);
+/// The default window of the headline numbers (rate, error ratio, p50, p99), and the longest
+/// (the history's length).
+const WINDOW: u64 = 60;
+const MAX_WINDOW: u64 = 300;
 /// An instance not heard from for this long is shown as stale.
 const STALE_AFTER_MS: i64 = 15_000;
 /// Largest example body the "try it" form is prefilled with (values).
@@ -111,6 +114,14 @@ async fn asset(Path(file): Path<String>) -> Response {
         *bytes,
     )
         .into_response()
+}
+
+fn bad_query(rejection: &QueryRejection) -> Response {
+    let detail = format!(
+        "{} (window: seconds, 2 to {MAX_WINDOW})",
+        rejection.body_text()
+    );
+    (StatusCode::BAD_REQUEST, Json(json!({ "detail": detail }))).into_response()
 }
 
 fn not_found(detail: String) -> Response {
@@ -204,8 +215,21 @@ struct EndpointRow {
     history: Option<Value>,
 }
 
+/// `?window=SECONDS` of the API (2 to 300; default 60).
+#[derive(serde::Deserialize)]
+struct Params {
+    window: Option<u64>,
+}
+
+impl Params {
+    fn window(&self) -> Duration {
+        Duration::from_secs(self.window.unwrap_or(WINDOW).clamp(2, MAX_WINDOW))
+    }
+}
+
 fn endpoint_row(
     state: &AppState,
+    window: Duration,
     url: &str,
     slot: &Slot,
     models: &BTreeMap<String, ModelInfo>,
@@ -252,7 +276,7 @@ fn endpoint_row(
         stats: state
             .metrics
             .as_ref()
-            .and_then(|m| m.live.summary(url, WINDOW, now_ms())),
+            .and_then(|m| m.live.summary(url, window, now_ms())),
         history: None,
     }
 }
@@ -360,7 +384,7 @@ fn auto_update(table: &RoutingTable, visible: &Visible) -> Vec<Value> {
         .collect()
 }
 
-fn server_info(state: &AppState, table: &RoutingTable) -> Value {
+fn server_info(state: &AppState, table: &RoutingTable, window: Duration) -> Value {
     let store = match state.store_health.outage() {
         None => json!({"reachable": true}),
         Some((since_ms, error)) => {
@@ -377,7 +401,7 @@ fn server_info(state: &AppState, table: &RoutingTable) -> Value {
         "metrics": state.metrics.is_some(),
         "auth": state.config.require_auth,
         "store": store,
-        "window_seconds": WINDOW.as_secs(),
+        "window_seconds": window.as_secs(),
     })
 }
 
@@ -395,7 +419,15 @@ fn service_info(table: &RoutingTable) -> Value {
 
 /// `GET /api/v1/overview`: the service, its instances, every endpoint with its state and live
 /// numbers, the canaries and the auto-update rules.
-async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Json<Value> {
+async fn overview(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<Params>, QueryRejection>,
+) -> Response {
+    let window = match params {
+        Ok(Query(params)) => params.window(),
+        Err(rejection) => return bad_query(&rejection),
+    };
     let visible = Visible::of(&state, &headers);
     let table = state.table.load_full();
     let snapshot = table.snapshot.clone();
@@ -421,7 +453,7 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Json<Val
         .into_iter()
         .map(|url| {
             let auto = auto_rule(snapshot.as_deref(), url);
-            let mut row = endpoint_row(&state, url, &table.slots[url], &models, auto);
+            let mut row = endpoint_row(&state, window, url, &table.slots[url], &models, auto);
             row.history = state.metrics.as_ref().map(|m| {
                 let series = m.live.series(url);
                 json!({"time": series.time, "requests_per_second": series.requests_per_second})
@@ -452,13 +484,14 @@ async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Json<Val
             .collect()
     });
     Json(json!({
-        "server": server_info(&state, &table),
+        "server": server_info(&state, &table, window),
         "service": service_info(&table),
         "instances": instances,
         "endpoints": endpoints,
         "canaries": canaries(&table, &visible),
         "auto_update": auto_update(&table, &visible),
     }))
+    .into_response()
 }
 
 #[derive(Serialize)]
@@ -552,7 +585,12 @@ async fn endpoint(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(url): Path<String>,
+    params: Result<Query<Params>, QueryRejection>,
 ) -> Response {
+    let window = match params {
+        Ok(Query(params)) => params.window(),
+        Err(rejection) => return bad_query(&rejection),
+    };
     let url = url.trim_end_matches('/').to_string();
     let visible = Visible::of(&state, &headers);
     let table = state.table.load_full();
@@ -563,7 +601,7 @@ async fn endpoint(
     let model_ids: Vec<String> = slot.status.model_id.iter().cloned().collect();
     let (_, models) = store_reads(&state, model_ids).await;
     let auto = auto_rule(snapshot.as_deref(), &url);
-    let row = endpoint_row(&state, &url, slot, &models, auto);
+    let row = endpoint_row(&state, window, &url, slot, &models, auto);
     let serving = slot.serving.as_deref();
     let (example_body, example_note) = serving.map_or((None, "not serving"), example);
     let rule = snapshot.as_deref().and_then(|s| {
@@ -591,7 +629,7 @@ async fn endpoint(
         .as_deref()
         .and_then(|s| s.config.served_endpoints().remove(&url));
     Json(json!({
-        "server": server_info(&state, &table),
+        "server": server_info(&state, &table, window),
         "service": service_info(&table),
         "endpoint": row,
         "metadata": serving.map(|s| json!({

@@ -261,6 +261,12 @@ fn the_api_reports_state_canaries_and_live_numbers() {
             .as_f64()
             .is_some_and(|r| r > 0.0)
     });
+    let (_, five) = server.get("/api/v1/endpoints/iris/1?window=300");
+    assert_eq!(five["server"]["window_seconds"], 300);
+    assert_eq!(five["endpoint"]["stats"]["requests"], 3);
+    let (status, bad) = server.get("/api/v1/overview?window=soon");
+    assert_eq!(status, 400);
+    assert!(bad["detail"].as_str().unwrap().contains("window"), "{bad}");
     let (status, missing) = server.get("/api/v1/endpoints/nope");
     assert_eq!(status, 404);
     assert_eq!(missing["detail"], "no endpoint 'nope' is configured");
@@ -290,6 +296,13 @@ fn ui_off_turns_the_console_and_its_api_off() {
     assert_eq!(server.get("/ui/").0, 404);
     assert_eq!(server.get("/api/v1/overview").0, 404);
     assert_eq!(server.get("/health/ready").0, 200);
+    drop(server);
+    // Metrics off: the console shows state without numbers.
+    let server = Server::start_with(&home, &["--disable-metrics"]);
+    let (status, overview) = server.get("/api/v1/overview");
+    assert_eq!(status, 200);
+    assert_eq!(overview["server"]["metrics"], false);
+    assert_eq!(overview["service"]["name"], "quiet");
     let out = home.run(&["serve", "--ui", "maybe"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("possible values: on, off"));
