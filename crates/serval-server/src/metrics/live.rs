@@ -226,7 +226,8 @@ impl Live {
             stats.iter().map(|(u, s)| (u.clone(), s.clone())).collect()
         };
         let mut history = lock(&self.history);
-        history.retain(|url, _| stats.iter().any(|(u, _)| u == url));
+        let live: std::collections::HashSet<&str> = stats.iter().map(|(u, _)| u.as_str()).collect();
+        history.retain(|url, _| live.contains(url.as_str()));
         for (url, stats) in stats {
             let samples = history.entry(url).or_default();
             if samples.len() == HISTORY {

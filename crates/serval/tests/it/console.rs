@@ -65,18 +65,15 @@ fn demo(home: &Home) -> String {
     );
     let lgbm = home.upload("iris-lightgbm", "lgbm_multi_iris.txt", &[]);
     let broken = home.write("broken.json", "this is not a model");
-    let out = home.ok(&[
+    let bad = home.json(&[
         "model",
         "upload",
         "--name",
         "broken",
         "--path",
         broken.to_str().unwrap(),
-    ]);
-    let bad = out
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("Model created and registered, new Model ID="))
+    ])["id"]
+        .as_str()
         .unwrap()
         .to_string();
     for (endpoint, version, engine, id) in [
