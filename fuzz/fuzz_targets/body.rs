@@ -5,7 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use serval_server::http::body::{check_values, decompress};
+use serval_server::wire::encoding::decompress;
+use serval_server::wire::json::check_values;
 
 /// Scalars plus object keys: what `check_values` counts.
 fn count(value: &Value) -> usize {

@@ -1,6 +1,7 @@
 //! The default request mapping (clearml JSON bodies → tensors → a tree model → the reply) on an
 //! XGBoost iris classifier: any JSON either maps or is refused with an error, never a panic; and
-//! the typed rows parser agrees with the tree path on every body it reads (differential).
+//! the typed rows parser agrees with the tree path on every body it reads (differential), with
+//! objects of named features read too and not.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -21,37 +22,45 @@ fn model() -> &'static Arc<dyn Engine> {
 fuzz_target!(|data: &[u8]| {
     let engine = model();
     let meta = engine.metadata();
-    let typed = serval_core::rows::parse_rows(data, meta);
-    let Ok(body) = serde_json::from_slice(data) else {
-        assert!(
-            !matches!(
-                typed,
-                serval_core::rows::Parsed::Rows(_) | serval_core::rows::Parsed::Invalid(_)
-            ),
-            "the typed parser read a body that is not JSON"
-        );
+    let names = ["x0", "x1", "x2", "x3"].map(String::from);
+    let body = serde_json::from_slice(data).ok();
+    for named in [None, Some(&[][..]), Some(&names[..])] {
+        let typed = serval_core::rows::parse_rows(data, meta, named);
+        let Some(body) = &body else {
+            assert!(
+                !matches!(
+                    typed,
+                    serval_core::rows::Parsed::Rows(_) | serval_core::rows::Parsed::Invalid(_)
+                ),
+                "the typed parser read a body that is not JSON"
+            );
+            continue;
+        };
+        let tree = serval_core::request_to_inputs(body, meta, named.unwrap_or_default());
+        match (typed, &tree) {
+            (serval_core::rows::Parsed::Rows(rows), Ok(inputs)) => {
+                assert_eq!(format!("{:?}", [rows]), format!("{inputs:?}"))
+            }
+            (serval_core::rows::Parsed::Invalid(message), Err(error)) => {
+                assert_eq!(
+                    serval_engine::EngineError::InvalidInput(message).to_string(),
+                    error.to_string()
+                )
+            }
+            (serval_core::rows::Parsed::Other, _) => {}
+            (typed, tree) => panic!("typed {typed:?}, tree {tree:?}"),
+        }
+    }
+    let Some(body) = body else {
         return;
     };
-    let tree = serval_core::request_to_inputs(&body, meta, &[]);
-    match (typed, &tree) {
-        (serval_core::rows::Parsed::Rows(rows), Ok(inputs)) => {
-            assert_eq!(format!("{:?}", [rows]), format!("{inputs:?}"))
-        }
-        (serval_core::rows::Parsed::Invalid(message), Err(error)) => {
-            assert_eq!(
-                serval_engine::EngineError::InvalidInput(message).to_string(),
-                error.to_string()
-            )
-        }
-        (serval_core::rows::Parsed::Other, _) => {}
-        (typed, tree) => panic!("typed {typed:?}, tree {tree:?}"),
-    }
-    let names = ["x0", "x1", "x2", "x3"].map(String::from);
     for input_names in [&[][..], &names[..]] {
         if let Ok(inputs) = serval_core::request_to_inputs(&body, meta, input_names)
             && let Ok(outputs) = engine.infer(&inputs)
         {
-            let _ = serval_core::reply_from_outputs(meta, &outputs);
+            let tree = serval_core::reply_from_outputs(meta, &outputs).expect("a reply");
+            let direct = serval_core::reply_json(meta, &outputs).expect("a reply");
+            assert_eq!(serde_json::to_vec(&tree).expect("JSON"), direct);
         }
     }
 });

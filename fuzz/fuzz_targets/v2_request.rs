@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use serval_server::http::v2_codec::decode;
+use serval_server::wire::v2_json::decode;
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode(data, None, 1 << 20);

@@ -5,9 +5,9 @@
 pub mod formats;
 pub mod linear;
 pub mod mapping;
+pub mod reply;
 pub mod rows;
 
 pub use formats::{Loaded, ModelFormat, load_engine, load_model};
-pub use mapping::{
-    nested, outputs_by_name, reply_from_outputs, request_to_inputs, shape_and_leaves, tensor_json,
-};
+pub use mapping::{nested, request_to_inputs, shape_and_leaves};
+pub use reply::{outputs_by_name, reply_from_outputs, reply_json, tensor_json};

@@ -13,15 +13,10 @@
 //! - missing or unknown features are an error naming them.
 //!
 //! Other models take `{"<input name>": nested list, ...}` (or, with one input, `{"instances": ...}`
-//! or a bare nested list). The reply is `{"y": [...]}`: values for regressors, class labels for
-//! classifiers, plus `"probabilities": [[p_class0, ...], ...]` in class order for classifiers;
-//! models that are neither reply with every output by name.
+//! or a bare nested list). The reply is built by [`crate::reply`].
 
-use serde_json::{Map, Value, json};
-use serval_engine::{
-    ClassLabel, DataType, EngineError, ModelMetadata, NamedOutput, NamedTensor, OutputValue,
-    Result, Task, Tensor, TensorData,
-};
+use serde_json::{Map, Value};
+use serval_engine::{DataType, EngineError, ModelMetadata, NamedTensor, Result, Tensor, TensorData};
 
 fn invalid(message: impl Into<String>) -> EngineError {
     EngineError::InvalidInput(message.into())
@@ -331,110 +326,10 @@ pub fn request_to_inputs(
         .collect()
 }
 
-fn json_number(v: f64) -> Value {
-    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
-}
-
-/// Elements of a tensor as JSON values.
-fn elements(tensor: &Tensor) -> Vec<Value> {
-    match tensor.data() {
-        TensorData::F32(v) => v.iter().map(|x| json_number(f64::from(*x))).collect(),
-        TensorData::F64(v) => v.iter().map(|x| json_number(*x)).collect(),
-        TensorData::I64(v) => v.iter().map(|x| json!(x)).collect(),
-        TensorData::I32(v) => v.iter().map(|x| json!(x)).collect(),
-        TensorData::Bool(v) => v.iter().map(|x| json!(x)).collect(),
-        TensorData::String(v) => v.iter().map(|x| json!(x)).collect(),
-    }
-}
-
-/// A tensor as nested JSON lists.
-pub fn tensor_json(tensor: &Tensor) -> Value {
-    fn build(shape: &[usize], items: &mut std::vec::IntoIter<Value>) -> Value {
-        match shape.split_first() {
-            None => items.next().unwrap_or(Value::Null),
-            Some((n, rest)) => Value::Array((0..*n).map(|_| build(rest, items)).collect()),
-        }
-    }
-    build(tensor.shape(), &mut elements(tensor).into_iter())
-}
-
-/// Per-row values: `[N]` and `[N, 1]` give scalars, `[N, k]` lists.
-fn per_row(tensor: &Tensor) -> Value {
-    match tensor.shape() {
-        [_] | [_, 1] => Value::Array(elements(tensor)),
-        _ => tensor_json(tensor),
-    }
-}
-
-fn output_json(value: &OutputValue) -> Value {
-    match value {
-        OutputValue::Tensor(t) => tensor_json(t),
-        OutputValue::Maps(rows) => Value::Array(
-            rows.iter()
-                .map(|row| {
-                    let map: Map<String, Value> = row
-                        .iter()
-                        .map(|(label, p)| {
-                            let key = match label {
-                                ClassLabel::Int(i) => i.to_string(),
-                                ClassLabel::Str(s) => s.clone(),
-                            };
-                            (key, json_number(f64::from(*p)))
-                        })
-                        .collect();
-                    Value::Object(map)
-                })
-                .collect(),
-        ),
-    }
-}
-
-/// Shapes model outputs into the reply (see the module docs).
-pub fn reply_from_outputs(meta: &ModelMetadata, outputs: &[NamedOutput]) -> Result<Value> {
-    let internal = |m: &str| EngineError::Internal(m.to_string());
-    match &meta.task {
-        Task::Classification { .. } if outputs.len() == 2 => {
-            let labels = match &outputs[0].value {
-                OutputValue::Tensor(t) => Value::Array(elements(t)),
-                OutputValue::Maps(_) => return Err(internal("labels must be a tensor")),
-            };
-            let probabilities = match &outputs[1].value {
-                OutputValue::Tensor(t) => tensor_json(t),
-                OutputValue::Maps(rows) => Value::Array(
-                    rows.iter()
-                        .map(|row| {
-                            Value::Array(
-                                row.iter()
-                                    .map(|(_, p)| json_number(f64::from(*p)))
-                                    .collect(),
-                            )
-                        })
-                        .collect(),
-                ),
-            };
-            Ok(json!({"y": labels, "probabilities": probabilities}))
-        }
-        Task::Regression | Task::RawScore if outputs.len() == 1 => match &outputs[0].value {
-            OutputValue::Tensor(t) => Ok(json!({"y": per_row(t)})),
-            OutputValue::Maps(_) => Err(internal("regression output must be a tensor")),
-        },
-        _ => Ok(outputs_by_name(outputs)),
-    }
-}
-
-/// Every output under its name: `{"<output name>": nested list, ...}`.
-pub fn outputs_by_name(outputs: &[NamedOutput]) -> Value {
-    Value::Object(
-        outputs
-            .iter()
-            .map(|o| (o.name.clone(), output_json(&o.value)))
-            .collect(),
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use serval_engine::TensorSpec;
+    use serde_json::json;
+    use serval_engine::{Task, TensorSpec};
 
     use super::*;
 
@@ -539,43 +434,5 @@ mod tests {
         assert!(err.contains("feature 'x0' must be a number"), "{err}");
         assert!(request_to_inputs(&json!("text"), &m, &[]).is_err());
         assert!(request_to_inputs(&json!({"x0": [1], "x1": [1, 2], "x2": [3]}), &m, &[]).is_err());
-    }
-
-    #[test]
-    fn replies_have_y_and_probabilities() {
-        let m = meta(
-            2,
-            None,
-            Task::Classification {
-                labels: vec![ClassLabel::Int(0), ClassLabel::Int(1)],
-            },
-        );
-        let outputs = vec![
-            NamedOutput {
-                name: "label".into(),
-                value: OutputValue::Tensor(Tensor::new(vec![1], TensorData::I64(vec![1])).unwrap()),
-            },
-            NamedOutput {
-                name: "probabilities".into(),
-                value: OutputValue::Tensor(
-                    Tensor::new(vec![1, 2], TensorData::F32(vec![0.25, 0.75])).unwrap(),
-                ),
-            },
-        ];
-        assert_eq!(
-            reply_from_outputs(&m, &outputs).unwrap(),
-            json!({"y": [1], "probabilities": [[0.25, 0.75]]})
-        );
-        let m = meta(2, None, Task::Regression);
-        let outputs = vec![NamedOutput {
-            name: "variable".into(),
-            value: OutputValue::Tensor(
-                Tensor::new(vec![2, 1], TensorData::F64(vec![1.5, f64::NAN])).unwrap(),
-            ),
-        }];
-        assert_eq!(
-            reply_from_outputs(&m, &outputs).unwrap(),
-            json!({"y": [1.5, null]})
-        );
     }
 }

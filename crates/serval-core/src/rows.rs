@@ -3,9 +3,12 @@
 //! A body of rows for a one-input `[rows, features]` model — `{"instances": [[...], ...]}`,
 //! `[[...], ...]` or one row `[...]` — is read value by value into the model's input type: a
 //! 16-million-value body costs 64 MB as `f32`, where a `serde_json::Value` tree of it costs about a
-//! gigabyte. Every other shape (objects of named features, columns, empty or mixed lists) is
-//! [`Parsed::Other`]: the caller parses a tree and uses [`crate::request_to_inputs`], which gives the
-//! same answers and the same error texts for what both read.
+//! gigabyte. So is one row of named features, `{"x0": 1, "x1": 2, ...}` (clearml's own examples),
+//! when the caller allows it: each key is put in its column as [`crate::request_to_inputs`] orders
+//! them. Every other shape (columns, lists of objects, empty or mixed lists, named features with a
+//! key missing, unknown, repeated or not a number) is [`Parsed::Other`]: the caller parses a tree
+//! and uses [`crate::request_to_inputs`], which gives the same answers and the same error texts for
+//! what both read.
 
 use std::fmt;
 
@@ -37,11 +40,14 @@ pub fn tabular_input(meta: &ModelMetadata) -> Option<(&TensorSpec, usize)> {
 }
 
 /// Parses a body of rows for `meta`'s tabular input (see the module docs); [`Parsed::Other`] for a
-/// model that is not tabular.
-pub fn parse_rows(json: &[u8], meta: &ModelMetadata) -> Parsed {
+/// model that is not tabular. `named`: read one object of named features too, with the endpoint's
+/// `--input-name` list as the column order when the model stores no feature names (`None`: leave
+/// such bodies to the tree path — a metric rule reads their keys, say).
+pub fn parse_rows(json: &[u8], meta: &ModelMetadata, named: Option<&[String]>) -> Parsed {
     let Some((spec, width)) = tabular_input(meta) else {
         return Parsed::Other;
     };
+    let columns = named.map(|input_names| Columns::of(meta, input_names, width));
     let mut state = State {
         width,
         values: Values::new(spec.dtype),
@@ -50,6 +56,7 @@ pub fn parse_rows(json: &[u8], meta: &ModelMetadata) -> Parsed {
         text: None,
         pending: None,
         stop: None,
+        columns,
     };
     let mut deserializer = serde_json::Deserializer::from_slice(json);
     let parsed = Body(&mut state)
@@ -64,6 +71,7 @@ pub fn parse_rows(json: &[u8], meta: &ModelMetadata) -> Parsed {
         (Ok(()), None) => {
             let rows = match state.mode {
                 Mode::Empty => return Parsed::Other,
+                Mode::Named => 1,
                 Mode::OneRow => {
                     if state.rows != width {
                         return invalid(row_length(0, state.rows, width));
@@ -135,12 +143,49 @@ impl Values {
     }
 }
 
-/// Whether the list holds rows (lists) or is itself one row (scalars).
+/// Whether the list holds rows (lists) or is itself one row (scalars); or the body was one
+/// object of named features.
 #[derive(PartialEq)]
 enum Mode {
     Empty,
     OneRow,
     Rows,
+    Named,
+}
+
+/// The column of each named feature, as [`crate::request_to_inputs`] orders them: the model's
+/// stored feature names, else the endpoint's `--input-name` list when it names every column,
+/// else positional keys — one common prefix (the first key's) and the column index.
+enum Columns<'a> {
+    Names(&'a [String]),
+    /// Decided by the first key.
+    Positional,
+}
+
+impl<'a> Columns<'a> {
+    fn of(meta: &'a ModelMetadata, input_names: &'a [String], width: usize) -> Columns<'a> {
+        if let Some(names) = meta.feature_names.as_ref().filter(|n| n.len() == width) {
+            return Columns::Names(names);
+        }
+        if input_names.len() == width {
+            return Columns::Names(input_names);
+        }
+        Columns::Positional
+    }
+}
+
+/// `x12` → (`x`, 12): a prefix and a decimal index written as `format!("{prefix}{i}")` would
+/// write it (no leading zeros).
+fn positional(key: &str) -> Option<(&str, usize)> {
+    let digits = key.bytes().rev().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || digits == key.len() {
+        return None;
+    }
+    let (prefix, index) = key.split_at(key.len() - digits);
+    if index.len() > 1 && index.starts_with('0') {
+        return None;
+    }
+    Some((prefix, index.parse().ok()?))
 }
 
 /// Why parsing stopped early (it stops by returning an error to serde).
@@ -149,7 +194,7 @@ enum Stop {
     Other,
 }
 
-struct State {
+struct State<'a> {
     width: usize,
     values: Values,
     /// Rows read (`Mode::Rows`) or values read (`Mode::OneRow`).
@@ -162,19 +207,21 @@ struct State {
     /// no values are kept after it.
     pending: Option<String>,
     stop: Option<Stop>,
+    /// How named features find their columns; `None`: objects of features are not read.
+    columns: Option<Columns<'a>>,
 }
 
-impl State {
+impl State<'_> {
     fn stop<E: de::Error>(&mut self, stop: Stop) -> E {
         self.stop = Some(stop);
         E::custom("stopped")
     }
 }
 
-/// The whole body: `{"instances": list}` or a list.
-struct Body<'s>(&'s mut State);
+/// The whole body: `{"instances": list}`, a list, or one object of named features.
+struct Body<'s, 'a>(&'s mut State<'a>);
 
-impl<'de> DeserializeSeed<'de> for Body<'_> {
+impl<'de> DeserializeSeed<'de> for Body<'_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -182,7 +229,7 @@ impl<'de> DeserializeSeed<'de> for Body<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Body<'_> {
+impl<'de> Visitor<'de> for Body<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -193,6 +240,7 @@ impl<'de> Visitor<'de> for Body<'_> {
         let state = self.0;
         match map.next_key::<std::borrow::Cow<'de, str>>()? {
             Some(key) if key == "instances" => {}
+            Some(first) if state.columns.is_some() => return named(state, &first, map),
             _ => return Err(state.stop(Stop::Other)),
         }
         map.next_value_seed(List(state))?;
@@ -231,10 +279,61 @@ impl<'de> Visitor<'de> for Body<'_> {
     }
 }
 
-/// A list of rows, or one row of scalars.
-struct List<'s>(&'s mut State);
+/// One object of named features, from its first key on: each value into its column. Anything the
+/// tree path would refuse or read differently (a missing, unknown or repeated key, a value that
+/// is not a number, null or boolean) stops the parse: the tree path answers.
+fn named<'de, A: MapAccess<'de>>(
+    state: &mut State,
+    first: &str,
+    mut map: A,
+) -> Result<(), A::Error> {
+    let width = state.width;
+    let prefix: String = match &state.columns {
+        Some(Columns::Positional) => positional(first).map_or("x", |(p, _)| p).to_string(),
+        _ => String::new(),
+    };
+    let column = |columns: &Option<Columns>, key: &str| match columns {
+        Some(Columns::Names(names)) => names.iter().position(|n| n == key),
+        Some(Columns::Positional) => positional(key)
+            .filter(|(p, i)| *p == prefix && *i < width)
+            .map(|(_, i)| i),
+        None => None,
+    };
+    let mut row = vec![f64::NAN; width];
+    let mut seen = vec![false; width];
+    let mut count = 0;
+    let mut next = column(&state.columns, first);
+    loop {
+        let Some(c) = next else {
+            return Err(state.stop(Stop::Other));
+        };
+        if std::mem::replace(&mut seen[c], true) {
+            return Err(state.stop(Stop::Other));
+        }
+        match map.next_value_seed(CellSeed)? {
+            Cell::Number(v) => row[c] = v,
+            Cell::Text(_) => return Err(state.stop(Stop::Other)),
+        }
+        count += 1;
+        match map.next_key::<std::borrow::Cow<'de, str>>()? {
+            Some(key) => next = column(&state.columns, &key),
+            None => break,
+        }
+    }
+    if count != width {
+        return Err(state.stop(Stop::Other));
+    }
+    for v in row {
+        state.values.push(v);
+    }
+    state.mode = Mode::Named;
+    Ok(())
+}
 
-impl<'de> DeserializeSeed<'de> for List<'_> {
+/// A list of rows, or one row of scalars.
+struct List<'s, 'a>(&'s mut State<'a>);
+
+impl<'de> DeserializeSeed<'de> for List<'_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -242,7 +341,7 @@ impl<'de> DeserializeSeed<'de> for List<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for List<'_> {
+impl<'de> Visitor<'de> for List<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -257,9 +356,9 @@ impl<'de> Visitor<'de> for List<'_> {
 }
 
 /// One item of the list: a row, or a value of the single row.
-struct Item<'s>(&'s mut State);
+struct Item<'s, 'a>(&'s mut State<'a>);
 
-impl<'de> DeserializeSeed<'de> for Item<'_> {
+impl<'de> DeserializeSeed<'de> for Item<'_, '_> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -267,14 +366,14 @@ impl<'de> DeserializeSeed<'de> for Item<'_> {
     }
 }
 
-impl Item<'_> {
+impl Item<'_, '_> {
     /// A scalar item: the list is one row.
     fn scalar<E: de::Error>(self, value: Cell) -> Result<(), E> {
         let state = self.0;
         match state.mode {
             Mode::Empty => state.mode = Mode::OneRow,
             Mode::OneRow => {}
-            Mode::Rows => return Err(state.stop(Stop::Other)),
+            Mode::Rows | Mode::Named => return Err(state.stop(Stop::Other)),
         }
         let column = state.rows;
         state.rows += 1;
@@ -307,7 +406,7 @@ fn not_a_number(row: usize, column: usize, text: &str) -> String {
     )
 }
 
-impl<'de> Visitor<'de> for Item<'_> {
+impl<'de> Visitor<'de> for Item<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -319,7 +418,7 @@ impl<'de> Visitor<'de> for Item<'_> {
         match state.mode {
             Mode::Empty => state.mode = Mode::Rows,
             Mode::Rows => {}
-            Mode::OneRow => return Err(state.stop(Stop::Other)),
+            Mode::OneRow | Mode::Named => return Err(state.stop(Stop::Other)),
         }
         let row = state.rows;
         let mut length = 0;
@@ -472,7 +571,7 @@ mod tests {
             let meta = meta(4, dtype);
             for body in bodies {
                 let tree = request_to_inputs(&serde_json::from_str(body).unwrap(), &meta, &[]);
-                match (parse_rows(body.as_bytes(), &meta), tree) {
+                match (parse_rows(body.as_bytes(), &meta, None), tree) {
                     // Debug text: NaN (a null) is not equal to itself.
                     (Parsed::Rows(typed), Ok(tree)) => {
                         assert_eq!(format!("{:?}", [typed]), format!("{tree:?}"), "{body}")
@@ -485,6 +584,53 @@ mod tests {
                     (typed, tree) => panic!("{body}: typed {typed:?}, tree {tree:?}"),
                 }
             }
+        }
+    }
+
+    /// Objects of named features, when allowed: the same answers as the tree path, and the tree
+    /// path for everything it would refuse or read differently.
+    #[test]
+    fn named_features_agree_with_the_tree_path() {
+        let stored = ModelMetadata {
+            feature_names: Some(vec!["sepal".into(), "petal".into()]),
+            ..meta(2, DataType::F32)
+        };
+        let plain = meta(2, DataType::F64);
+        let order = ["b".to_string(), "a".to_string()];
+        let cases: Vec<(&ModelMetadata, &[String], &str, bool)> = vec![
+            (&plain, &[], r#"{"x0": 1, "x1": 2.5}"#, true),
+            (&plain, &[], r#"{"x1": 2, "x0": null}"#, true),
+            (&plain, &[], r#"{"f0": true, "f1": false}"#, true),
+            (&plain, &[], r#"{"Column_1": 3, "Column_0": 4}"#, true),
+            (&plain, &order, r#"{"a": 1, "b": 2}"#, true),
+            (&stored, &[], r#"{"petal": 1, "sepal": 2}"#, true),
+            (&stored, &order, r#"{"petal": 1, "sepal": 2}"#, true),
+            // Left to the tree path (its answer or its error).
+            (&plain, &[], r#"{"x0": 1}"#, false),
+            (&plain, &[], r#"{"x0": 1, "x1": 2, "x2": 3}"#, false),
+            (&plain, &[], r#"{"x0": 1, "y1": 2}"#, false),
+            (&plain, &[], r#"{"x0": 1, "x01": 2}"#, false),
+            (&plain, &[], r#"{"x0": 1, "x0": 2}"#, false),
+            (&plain, &[], r#"{"x0": "a", "x1": 2}"#, false),
+            (&plain, &[], r#"{"x0": [1], "x1": [2]}"#, false),
+            (&plain, &[], r#"{"x0": {}, "x1": 2}"#, false),
+            (&plain, &[], r#"{"a": 1, "b": 2}"#, false),
+            (&plain, &[], "{}", false),
+            (&stored, &[], r#"{"x0": 1, "x1": 2}"#, false),
+        ];
+        for (meta, input_names, body, read) in cases {
+            let tree = request_to_inputs(&serde_json::from_str(body).unwrap(), meta, input_names);
+            match (parse_rows(body.as_bytes(), meta, Some(input_names)), tree) {
+                (Parsed::Rows(typed), Ok(tree)) if read => {
+                    assert_eq!(format!("{:?}", [typed]), format!("{tree:?}"), "{body}")
+                }
+                (Parsed::Other, _) if !read => {}
+                (typed, tree) => panic!("{body}: typed {typed:?}, tree {tree:?}"),
+            }
+            assert!(
+                matches!(parse_rows(body.as_bytes(), meta, None), Parsed::Other),
+                "{body}: not read unless allowed"
+            );
         }
     }
 
@@ -503,7 +649,7 @@ mod tests {
             r#"{"instances": 3}"#,
         ] {
             assert!(
-                matches!(parse_rows(body.as_bytes(), &meta), Parsed::Other),
+                matches!(parse_rows(body.as_bytes(), &meta, None), Parsed::Other),
                 "{body}"
             );
         }
@@ -515,27 +661,27 @@ mod tests {
             }],
             ..meta
         };
-        assert!(matches!(parse_rows(b"[[1, 2]]", &image), Parsed::Other));
+        assert!(matches!(parse_rows(b"[[1, 2]]", &image, None), Parsed::Other));
     }
 
     #[test]
     fn syntax_errors_keep_their_position() {
         let meta = meta(2, DataType::F32);
         let text = b"[[1, 2], [3, 4}";
-        let Parsed::Syntax(typed) = parse_rows(text, &meta) else {
+        let Parsed::Syntax(typed) = parse_rows(text, &meta, None) else {
             panic!("not a syntax error");
         };
         let tree = serde_json::from_slice::<serde_json::Value>(text).unwrap_err();
         assert_eq!((typed.line(), typed.column()), (tree.line(), tree.column()));
         assert!(matches!(
-            parse_rows(b"[[1, 2]] x", &meta),
+            parse_rows(b"[[1, 2]] x", &meta, None),
             Parsed::Syntax(_)
         ));
         // A row error early in a text that is not JSON further on: the syntax error (fuzzing).
         // And a mixed list is the tree path's to describe, whatever its first row.
-        assert!(matches!(parse_rows(b"[[14],4]", &meta), Parsed::Other));
+        assert!(matches!(parse_rows(b"[[14],4]", &meta, None), Parsed::Other));
         let text = b"{\"instances\": [[2]2,3,4],[5,6,7,8]]}";
-        let Parsed::Syntax(typed) = parse_rows(text, &meta) else {
+        let Parsed::Syntax(typed) = parse_rows(text, &meta, None) else {
             panic!("not a syntax error");
         };
         let tree = serde_json::from_slice::<serde_json::Value>(text).unwrap_err();

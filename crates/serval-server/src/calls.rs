@@ -1,19 +1,42 @@
-//! `send_request` from an endpoint's Python code: the fourth protocol adapter. A call is resolved
-//! in the current routing table and served by the pipeline in-process, bounded by the calling
-//! request's deadline.
+//! `send_request` from an endpoint's Python code: the fourth protocol adapter. A call goes through
+//! the front door as an internal caller (no key, no server-wide bound: the request that made the
+//! call holds its place already), bounded by the calling request's deadline.
+
+use std::sync::Arc;
 
 use std::sync::Weak;
 
-use arc_swap::ArcSwap;
 use serde_json::Value;
 use serval_python::{CallFuture, Calls, PoolId};
 use tokio::time::Instant;
 
-use crate::pipeline::{self, Context, Input, Output, Payload, Protocol};
-use crate::table::RoutingTable;
+use crate::pipeline::{Budget, Credential, Decode, Door, Endpoint, Error, Input, Payload};
+use crate::pipeline::Protocol;
 
 pub struct ServerCalls {
-    pub table: Weak<ArcSwap<RoutingTable>>,
+    pub door: Weak<Door>,
+}
+
+/// A call's body: JSON the calling code built, already in memory.
+struct CallBody(Value);
+
+impl Decode for CallBody {
+    type Extra = ();
+
+    async fn decode(self, _: &Arc<Endpoint>, _: &Budget) -> Result<(Input, ()), Error> {
+        Ok((Input::Body(Payload::Json(self.0)), ()))
+    }
+}
+
+/// The text a calling `send_request` raises with.
+fn error_text(error: Error) -> String {
+    match error {
+        Error::NotFound { name, version } => format!(
+            "endpoint '{}' not found",
+            serval_store::names::endpoint_url(&name, version.as_deref())
+        ),
+        other => other.to_string(),
+    }
 }
 
 impl Calls for ServerCalls {
@@ -25,35 +48,26 @@ impl Calls for ServerCalls {
         data: Value,
         deadline: Instant,
     ) -> CallFuture {
-        let table = self.table.upgrade();
+        let door = self.door.upgrade();
         Box::pin(async move {
-            let table = table.ok_or("the server is shutting down")?;
+            let door = door.ok_or("the server is shutting down")?;
             // clearml builds `<base>/<endpoint>[/<version>]`: an endpoint may carry its version.
             let (name, version) = match (endpoint.split_once('/'), version) {
                 (Some((name, v)), None) => (name.to_string(), Some(v.to_string())),
                 (_, version) => (endpoint.clone(), version),
             };
-            let error_text = |e: pipeline::Error| match e {
-                pipeline::Error::NotFound { name, version } => format!(
-                    "endpoint '{}' not found",
-                    serval_store::names::endpoint_url(&name, version.as_deref())
-                ),
-                other => other.to_string(),
-            };
-            let target = table
-                .load()
-                .resolve(&name, version.as_deref(), fastrand::f64())
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            let admitted = door
+                .admit(Protocol::SendRequest, Credential::Internal)
                 .map_err(error_text)?;
-            let ctx = Context {
-                deadline,
-                timeout: deadline.saturating_duration_since(Instant::now()),
-                protocol: Protocol::SendRequest,
-            };
-            match pipeline::run(&target, Input::Body(Payload::Json(data)), ctx).await {
-                Ok(Output::Body(value)) => Ok(value),
-                Ok(Output::Tensors(_)) => Err("unexpected tensor reply".to_string()),
-                Err(e) => Err(error_text(e)),
-            }
+            let served = admitted
+                .serve(&name, version.as_deref(), timeout, CallBody(data))
+                .await
+                .map_err(error_text)?;
+            served
+                .output
+                .into_body()
+                .ok_or_else(|| "unexpected tensor reply".to_string())
         })
     }
 }

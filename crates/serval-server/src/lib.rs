@@ -1,184 +1,48 @@
 //! serval's inference server: `serval serve`. It serves one serving service on clearml-serving's
 //! REST contract (`/serve/{endpoint}[/{version}]`) and the Open Inference Protocol (V2) over REST
-//! and gRPC, through one protocol-neutral [`pipeline`]. It routes through an immutable routing
-//! table that is rebuilt next to the running one and swapped atomically when the store's
-//! revision changes, and reports its state (instance status in the store, `/health/*`).
+//! and gRPC. Every request of every protocol goes through one front door ([`pipeline`]): the
+//! adapters only translate. It routes through an immutable routing table that is rebuilt next to
+//! the running one and swapped atomically when the store's revision changes, and reports its
+//! state (instance status in the store, `/health/*`).
 //!
-//! Only this crate knows HTTP and gRPC. Requests never lock: they load the current table
-//! (`ArcSwap`), clone the endpoint's `Arc`, and run the model; an old engine is dropped when its
-//! last request finishes.
+//! Only this crate knows HTTP and gRPC. Requests never lock: they load the current table, clone
+//! the endpoint's `Arc`, and run the model; an old engine is dropped when its last request
+//! finishes.
 //!
-//! Module dependencies point one way: protocol adapters (`http`, `grpc`, `calls`) → `models` →
-//! `table` → `pipeline` → `metrics`; `sync` → `loader` → {`table`, `pipeline`}.
+//! Modules are layered and import only from layers below their own (`tests/layers.rs` reads the
+//! `use crate::` lines and fails otherwise), top to bottom: `http`, `grpc`, `sync`,
+//! `triton_repo` → `conn` → `state` → `calls` → `loader` → `pipeline` → `models` → `auth` →
+//! `table` → `endpoint` → `wire` → `metrics` → `error` → `store_health`, `config`.
 
 mod auth;
 mod calls;
+pub mod config;
 mod conn;
+mod endpoint;
+pub mod error;
 pub mod grpc;
 pub mod http;
 mod loader;
 pub mod metrics;
 mod models;
 pub mod pipeline;
+pub mod state;
+mod store_health;
 mod sync;
 mod table;
 pub mod triton_repo;
+pub mod wire;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use serval_onnx::OnnxOptions;
 use serval_store::Store;
 use tokio::sync::watch;
 
+pub use config::{Instance, Listening, ServeConfig};
 pub use http::router;
 pub use loader::Loader;
+pub use state::AppState;
 pub use table::RoutingTable;
-
-/// Everything `serval serve` is configured with (built once from flags and env vars).
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub service_id: String,
-    pub host: String,
-    pub port: u16,
-    /// The V2 gRPC port (`Some(0)`: any free port; `None`: no gRPC).
-    pub grpc_port: Option<u16>,
-    /// Largest accepted request body (after decompression too).
-    pub body_limit: usize,
-    /// Most values (numbers, strings, …) one request may decode into (413 past it).
-    pub max_values: usize,
-    /// Inference requests in flight in the whole server; more are answered 429 at once.
-    pub max_in_flight: usize,
-    /// Inference requests in flight per endpoint; more are answered 429.
-    pub max_in_flight_per_endpoint: usize,
-    pub request_timeout: Duration,
-    /// How often the store revision is checked.
-    pub poll_interval: Duration,
-    /// Also follow the store's change notifications (PostgreSQL `LISTEN/NOTIFY`) for instant
-    /// reloads; polling continues either way.
-    pub notify: bool,
-    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
-    pub shutdown_timeout: Duration,
-    /// Where remote model files are cached.
-    pub cache_dir: PathBuf,
-    /// Bound of the download cache in bytes (least recently used files no endpoint uses are
-    /// evicted); `None`: unbounded.
-    pub cache_size: Option<u64>,
-    pub onnx: OnnxOptions,
-    /// Interpreter for Python workers when the service names none (`None`: `python3`).
-    pub python: Option<String>,
-    /// Worker processes per endpoint that needs Python.
-    pub python_workers: usize,
-    /// Threads of a native model's runner: ONNX Runtime sessions per ONNX model, threads per
-    /// batched model.
-    pub runner_threads: usize,
-    /// Record and expose Prometheus metrics (`/metrics`).
-    pub metrics: bool,
-    /// Also serve `/metrics` on this port.
-    pub metrics_port: Option<u16>,
-    /// Open connections per listener; more are closed at accept (`serve --max-connections`).
-    pub max_connections: usize,
-    /// How long a client may take to send request headers; also the keep-alive idle time.
-    pub header_read_timeout: Duration,
-    /// On SIGTERM: how long to keep answering (each HTTP/1 response with `Connection: close`,
-    /// readiness 503) before closing the connections that are left.
-    pub drain_delay: Duration,
-    /// Serve HTTP and gRPC over TLS with this PEM certificate chain and private key.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// Require an API key on inference and model routes (`serve --require-auth`).
-    pub require_auth: bool,
-    /// With `require_auth`: also on `/metrics`.
-    pub auth_metrics: bool,
-    /// Serve the console at `/ui` and its JSON API at `/api/v1` (`serve --ui on|off`).
-    pub ui: bool,
-}
-
-/// Who this server instance is (reported in the store).
-#[derive(Debug, Clone)]
-pub struct Instance {
-    pub id: String,
-    pub host: String,
-    pub port: u16,
-    pub grpc_port: Option<u16>,
-    pub started_ms: i64,
-}
-
-/// Shared state of the handlers: cheap handles only.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<ServeConfig>,
-    pub store: Arc<dyn Store>,
-    pub table: Arc<ArcSwap<RoutingTable>>,
-    /// The first load pass has finished (a watch, so the gRPC health service can follow it).
-    pub ready: Arc<watch::Sender<bool>>,
-    pub reloads: Arc<AtomicU64>,
-    /// Set on SIGTERM: responses say `Connection: close`, readiness answers 503.
-    pub draining: Arc<std::sync::atomic::AtomicBool>,
-    /// The server-wide in-flight bound (admission control).
-    pub admission: Arc<tokio::sync::Semaphore>,
-    /// Whether the control store answers (the server keeps serving when it does not).
-    pub store_health: Arc<sync::StoreHealth>,
-    pub instance: Arc<Instance>,
-    /// `None` when metrics are off.
-    pub metrics: Option<Arc<metrics::Metrics>>,
-}
-
-impl AppState {
-    pub fn new(config: ServeConfig, store: Arc<dyn Store>, instance: Instance) -> Self {
-        let max_in_flight = config.max_in_flight;
-        let metrics = config
-            .metrics
-            .then(|| Arc::new(metrics::Metrics::default()));
-        AppState {
-            config: Arc::new(config),
-            store,
-            table: Arc::new(ArcSwap::from_pointee(RoutingTable::default())),
-            ready: Arc::new(watch::Sender::new(false)),
-            reloads: Arc::new(AtomicU64::new(0)),
-            store_health: Arc::default(),
-            draining: Arc::default(),
-            admission: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
-            instance: Arc::new(instance),
-            metrics,
-        }
-    }
-
-    /// A loader for this state's store and settings.
-    pub fn loader(&self) -> Arc<Loader> {
-        Arc::new(Loader {
-            store: self.store.clone(),
-            cache_dir: self.config.cache_dir.clone(),
-            cache_size: self.config.cache_size,
-            max_in_flight_per_endpoint: self.config.max_in_flight_per_endpoint,
-            onnx: self.config.onnx.clone(),
-            runtime: tokio::runtime::Handle::try_current().ok(),
-            calls: Arc::new(calls::ServerCalls {
-                table: Arc::downgrade(&self.table),
-            }),
-            python: self.config.python.clone(),
-            python_workers: self.config.python_workers,
-            runner_threads: self.config.runner_threads,
-            request_timeout: self.config.request_timeout,
-            metrics: self.metrics.clone(),
-        })
-    }
-
-    /// Loads the current configuration and swaps it in (the first pass marks the server ready).
-    pub async fn sync(&self) -> Result<u64, String> {
-        let revision = sync::sync_once(self, &self.loader()).await?;
-        self.ready.send_replace(true);
-        Ok(revision)
-    }
-
-    /// Whether the first load pass has finished.
-    pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
-    }
-}
 
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -211,29 +75,6 @@ async fn sample_live(metrics: Arc<metrics::Metrics>, mut stop: watch::Receiver<b
             _ = stop.wait_for(|stop| *stop) => return,
         }
     }
-}
-
-/// The addresses a server listens on.
-#[derive(Debug, Clone, Copy)]
-pub struct Listening {
-    pub http: SocketAddr,
-    pub grpc: Option<SocketAddr>,
-    /// Both serve TLS.
-    pub tls: bool,
-}
-
-/// Accepts connections with `TCP_NODELAY`: a small write (a response, an HTTP/2 WINDOW_UPDATE or
-/// trailer) goes out at once instead of waiting, behind Nagle's algorithm, for the peer's delayed
-/// ACK — 40 ms per 1 MB gRPC request without it.
-fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
-        }
-    })
 }
 
 async fn bind(host: &str, port: u16, what: &str) -> Result<tokio::net::TcpListener, String> {
@@ -285,6 +126,7 @@ pub async fn run(
     let limits = conn::Limits {
         max_connections: state.config.max_connections,
         header_read_timeout: state.config.header_read_timeout,
+        draining: state.draining.clone(),
     };
     if let Some(limit) = conn::raise_fd_limit() {
         tracing::debug!("open files limit: {limit}");
@@ -299,7 +141,7 @@ pub async fn run(
     let server = tokio::spawn(conn::serve(
         listener,
         router(state.clone()),
-        limits,
+        limits.clone(),
         phase_rx.clone(),
         closed_tx,
         tls.clone(),

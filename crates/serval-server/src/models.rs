@@ -1,25 +1,15 @@
 //! What the Open Inference Protocol says about models, shared by its REST and gRPC adapters:
-//! server extensions, model metadata, readiness and the repository index, all read from the
-//! current routing table.
-
-use std::sync::Arc;
+//! server extensions, model metadata, readiness and the repository index, all read from a
+//! routing table.
 
 use serde::Serialize;
 
-use crate::AppState;
-use crate::pipeline::{self, Endpoint, TensorMeta};
+use crate::endpoint::TensorMeta;
+use crate::error::Error;
+use crate::table::RoutingTable;
 
 /// What the server advertises in `GET /v2`.
 pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_repository_index"];
-
-/// Resolves a V2 model name and version as `/serve` resolves a url.
-pub fn resolve(
-    state: &AppState,
-    model: &str,
-    version: Option<&str>,
-) -> Result<Arc<Endpoint>, pipeline::Error> {
-    state.table.load().resolve(model, version, fastrand::f64())
-}
 
 #[derive(Serialize)]
 pub struct ModelMetadata {
@@ -50,14 +40,14 @@ fn tensor_metadata(meta: &[TensorMeta]) -> Vec<TensorMetadata> {
 
 /// A model's metadata (shared with gRPC): its signature and the versions under its name.
 pub fn metadata(
-    state: &AppState,
+    table: &RoutingTable,
     model: &str,
     version: Option<&str>,
-) -> Result<ModelMetadata, pipeline::Error> {
-    let endpoint = resolve(state, model, version)?;
+) -> Result<ModelMetadata, Error> {
+    let endpoint = table.resolve(model, version, fastrand::f64())?;
     Ok(ModelMetadata {
         name: model.to_string(),
-        versions: state.table.load().versions(model),
+        versions: table.versions(model),
         platform: endpoint.signature.platform.clone(),
         inputs: tensor_metadata(&endpoint.signature.inputs),
         outputs: tensor_metadata(&endpoint.signature.outputs),
@@ -65,14 +55,10 @@ pub fn metadata(
 }
 
 /// Whether a model answers requests: `Ok(false)` when it is configured but not serving.
-pub fn is_ready(
-    state: &AppState,
-    model: &str,
-    version: Option<&str>,
-) -> Result<bool, pipeline::Error> {
-    match resolve(state, model, version) {
+pub fn is_ready(table: &RoutingTable, model: &str, version: Option<&str>) -> Result<bool, Error> {
+    match table.resolve(model, version, fastrand::f64()) {
         Ok(_) => Ok(true),
-        Err(pipeline::Error::Unavailable { .. }) => Ok(false),
+        Err(Error::Unavailable { .. }) => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -88,10 +74,8 @@ pub struct IndexItem {
 }
 
 /// The repository index (shared with gRPC): every model, or only ready ones.
-pub fn index(state: &AppState, ready_only: bool) -> Vec<IndexItem> {
-    state
-        .table
-        .load()
+pub fn index(table: &RoutingTable, ready_only: bool) -> Vec<IndexItem> {
+    table
         .index()
         .into_iter()
         .filter(|e| e.ready || !ready_only)

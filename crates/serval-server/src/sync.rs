@@ -8,15 +8,16 @@
 //! ([`StoreHealth`]: logs, `/health/ready`, `serval_store_up`), backs off, and catches up with
 //! every change made meanwhile when the store is back.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serval_store::{InstanceStatus, PythonStatus, Store, StoreError, now_ms};
 use tokio::sync::{Notify, watch};
 
-use crate::AppState;
 use crate::loader::Loader;
+use crate::state::AppState;
+use crate::store_health::StoreHealth;
 
 /// How often model files are re-checked even if the revision did not change.
 const FILE_CHECK_EVERY: Duration = Duration::from_secs(5);
@@ -30,71 +31,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const POLL_WITH_FEED: Duration = Duration::from_secs(2);
 /// How long the feed thread waits for a notification before checking for shutdown.
 const FEED_WAIT: Duration = Duration::from_secs(1);
-
-/// Whether the control store answers, as the sync loop last saw it.
-#[derive(Debug, Default)]
-pub struct StoreHealth {
-    /// Epoch ms since which the store has been unreachable; 0 while it answers.
-    down_since_ms: AtomicI64,
-    last_error: Mutex<Option<String>>,
-    /// Store calls that failed because the store was unreachable.
-    pub errors: AtomicU64,
-    /// The change feed (LISTEN) is connected.
-    pub feed_connected: AtomicBool,
-}
-
-impl StoreHealth {
-    pub fn is_up(&self) -> bool {
-        self.down_since_ms.load(Ordering::Relaxed) == 0
-    }
-
-    /// Since when (epoch ms) and why the store is unreachable, if it is.
-    pub fn outage(&self) -> Option<(i64, String)> {
-        let since = self.down_since_ms.load(Ordering::Relaxed);
-        (since != 0).then(|| {
-            let error = self
-                .last_error
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
-                .unwrap_or_default();
-            (since, error)
-        })
-    }
-
-    /// Records a failed store call; logs the start of an outage once.
-    fn failed(&self, what: &str, error: &StoreError, serving: u64) {
-        if !matches!(error, StoreError::Unavailable(_)) {
-            tracing::warn!("{what}: {error}");
-            return;
-        }
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.to_string());
-        if self
-            .down_since_ms
-            .compare_exchange(0, now_ms(), Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-        {
-            tracing::warn!(
-                "control store unreachable ({error}); still serving revision {serving}, retrying with backoff"
-            );
-        } else {
-            tracing::debug!("{what}: {error}");
-        }
-    }
-
-    /// Records a successful store call; logs the end of an outage once.
-    fn answered(&self) {
-        let since = self.down_since_ms.swap(0, Ordering::Relaxed);
-        if since != 0 {
-            let secs = (now_ms() - since).max(0) as f64 / 1000.0;
-            tracing::info!("control store reachable again after {secs:.1} s; catching up");
-        }
-    }
-}
 
 /// Runs on its own thread while the store pushes changes: wakes the sync loop for every change
 /// to `service_id`, reconnecting with backoff when the feed breaks.
@@ -137,11 +73,20 @@ fn follow_changes(
     }
 }
 
+impl AppState {
+    /// Loads the current configuration and swaps it in (the first pass marks the server ready).
+    pub async fn sync(&self) -> Result<u64, String> {
+        let revision = sync_once(self, &self.loader()).await?;
+        self.ready.send_replace(true);
+        Ok(revision)
+    }
+}
+
 /// One load pass: snapshot, build, swap. Returns the revision now served.
 pub async fn sync_once(state: &AppState, loader: &Arc<Loader>) -> Result<u64, String> {
     let store = state.store.clone();
     let id = state.config.service_id.clone();
-    let previous = state.table.load_full();
+    let previous = state.door.table_full();
     let loader = loader.clone();
     let table = tokio::task::spawn_blocking(move || {
         let snapshot = store.snapshot(&id).map_err(|e| e.to_string())?;
@@ -150,12 +95,12 @@ pub async fn sync_once(state: &AppState, loader: &Arc<Loader>) -> Result<u64, St
     .await
     .map_err(|e| format!("sync task failed: {e}"))??;
     let revision = table.revision;
-    state.table.store(Arc::new(table));
+    state.door.swap(Arc::new(table));
     Ok(revision)
 }
 
 fn instance_status(state: &AppState) -> InstanceStatus {
-    let table = state.table.load();
+    let table = state.door.table();
     InstanceStatus {
         id: state.instance.id.clone(),
         service_id: state.config.service_id.clone(),
@@ -196,7 +141,7 @@ pub async fn heartbeat(state: &AppState) {
     let store = state.store.clone();
     let result = tokio::task::spawn_blocking(move || store.put_instance(&status)).await;
     if let Ok(Err(e)) = result {
-        let serving = state.table.load().revision;
+        let serving = state.door.table().revision;
         state
             .store_health
             .failed("cannot write instance status", &e, serving);
@@ -247,7 +192,7 @@ pub async fn run(state: AppState, loader: Arc<Loader>, mut shutdown: watch::Rece
                 r
             }
             Ok(Err(e)) => {
-                let serving = state.table.load().revision;
+                let serving = state.door.table().revision;
                 state
                     .store_health
                     .failed("cannot read the service revision", &e, serving);
@@ -258,7 +203,7 @@ pub async fn run(state: AppState, loader: Arc<Loader>, mut shutdown: watch::Rece
             }
             Err(_) => continue,
         };
-        let served = state.table.load().revision;
+        let served = state.door.table().revision;
         let file_check = last_file_check.elapsed() >= FILE_CHECK_EVERY;
         if revision != served || file_check {
             last_file_check = Instant::now();

@@ -9,7 +9,8 @@ use std::time::SystemTime;
 use serval_store::names::{endpoint_url, newest_first};
 use serval_store::{Canary, CanaryTarget, EndpointStatus, EngineKind};
 
-use crate::pipeline::{Endpoint, Error};
+use crate::endpoint::Endpoint;
+use crate::error::{Error, redact};
 
 /// What makes an endpoint's loaded engine still valid: if any of this changes, it is reloaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,31 +63,6 @@ pub struct Slot {
     pub status: EndpointStatus,
     /// What the last load attempt used; an unchanged attempt is not repeated.
     pub attempt: Option<Attempt>,
-}
-
-/// A load error as a client may see it: absolute filesystem paths become `<path>` (the full text
-/// stays in the logs and in `serval model list`).
-pub fn without_paths(text: &str) -> String {
-    text.split(' ')
-        .map(|word| {
-            let core = word.trim_start_matches(['\'', '"', '(', '[']);
-            if core.starts_with('/') && core[1..].contains('/') {
-                let lead = &word[..word.len() - core.len()];
-                let tail: String = core
-                    .chars()
-                    .rev()
-                    .take_while(|c| matches!(c, ':' | ',' | ')' | ']' | '\'' | '"' | '.'))
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                format!("{lead}<path>{tail}")
-            } else {
-                word.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// A canary after resolution: serving targets with normalised cumulative weights.
@@ -220,10 +196,23 @@ impl RoutingTable {
             name: name.to_string(),
             version: version.map(str::to_string),
         };
-        let url = endpoint_url(name, version);
-        let target = match self.canaries.get(&url) {
+        // An unversioned url is the name itself: no string is built for it.
+        let versioned;
+        let url = match version {
+            None => name,
+            Some(_) => {
+                versioned = endpoint_url(name, version);
+                versioned.as_str()
+            }
+        };
+        let canary = if self.canaries.is_empty() {
+            None
+        } else {
+            self.canaries.get(url)
+        };
+        let target = match canary {
             Some(route) => route.pick(random),
-            None if self.slots.contains_key(&url) => url.as_str(),
+            None if self.slots.contains_key(url) => url,
             None if version.is_none() => self.latest.get(name).ok_or_else(not_found)?,
             None => return Err(not_found()),
         };
@@ -234,7 +223,7 @@ impl RoutingTable {
                 .status
                 .error
                 .as_deref()
-                .map_or_else(|| "not loaded".into(), without_paths),
+                .map_or_else(|| "not loaded".into(), redact),
         })
     }
 
@@ -341,26 +330,5 @@ mod tests {
         let route = CanaryRoute::resolve(&c, &["m/1", "m/2", "m/10"]).unwrap();
         assert_eq!(route.targets, vec!["m/10", "m/2"]);
         assert!((route.cumulative[0] - 0.1).abs() < 1e-12);
-    }
-}
-
-#[cfg(test)]
-mod path_tests {
-    use super::without_paths;
-
-    #[test]
-    fn client_errors_carry_no_paths() {
-        assert_eq!(
-            without_paths("cannot read /root/.serval/cache/blobs/ab/m.json: No such file"),
-            "cannot read <path>: No such file"
-        );
-        assert_eq!(
-            without_paths("model file '/tmp/x/model.txt' changed (sha256 a, registry b)"),
-            "model file '<path>' changed (sha256 a, registry b)"
-        );
-        assert_eq!(
-            without_paths("engine 'triton' is 1/2 done"),
-            "engine 'triton' is 1/2 done"
-        );
     }
 }

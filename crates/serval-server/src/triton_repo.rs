@@ -11,7 +11,8 @@ use serde_json::Value;
 use serval_store::{Endpoint, EngineKind, IoSpec, ServiceConfig, Store};
 
 use crate::loader::triton::{self, Runtime, TritonModel};
-use crate::pipeline::{Datatype, model_name};
+use crate::endpoint::model_name;
+use crate::wire::Datatype;
 
 /// Marks a model folder this command wrote (only those are replaced or removed).
 const MARKER: &str = ".serval-triton-repo";

@@ -30,6 +30,9 @@ pub enum LgbLink {
 #[derive(Debug, Clone)]
 pub struct LgbModel {
     pub(crate) forest: Forest<f64>,
+    /// The output group of each tree (`tree % num_groups`, computed once: a division per tree
+    /// and row costs more than the tree's walk).
+    groups: Vec<u32>,
     pub num_features: usize,
     /// Outputs per row (`num_tree_per_iteration`).
     pub num_groups: usize,
@@ -189,8 +192,12 @@ impl LgbModel {
                 forest.num_trees()
             ));
         }
+        let groups = (0..forest.num_trees())
+            .map(|t| u32::try_from(t % num_groups.max(1)).unwrap_or(0))
+            .collect();
         Ok(LgbModel {
             forest,
+            groups,
             num_features,
             num_groups,
             average_output,
@@ -323,9 +330,10 @@ impl LgbModel {
     pub fn predict_raw(&self, x: &[f64], rows: usize) -> Vec<f64> {
         let g = self.num_groups;
         let mut out = vec![0.0f64; rows * g];
+        let groups = &self.groups;
         self.forest
             .accumulate(x, rows, self.num_features, go_left, |row, tree, leaf| {
-                out[row * g + tree % g] += leaf;
+                out[row * g + groups[tree] as usize] += leaf;
             });
         if self.average_output {
             let iterations = (self.forest.num_trees() / g) as f64;

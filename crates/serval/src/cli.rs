@@ -219,6 +219,10 @@ pub struct ServeArgs {
     /// are counted before they are parsed, tensors after decoding (413 past it)
     #[arg(long, env = "SERVAL_MAX_VALUES", default_value_t = 16_000_000)]
     pub max_values: usize,
+    /// Most memory in bytes decoding one request may take, estimated before it is decoded
+    /// (a V2 gRPC message that would decode into more is refused with RESOURCE_EXHAUSTED)
+    #[arg(long, env = "SERVAL_MAX_REQUEST_MEMORY", default_value_t = 256 * 1024 * 1024)]
+    pub max_request_memory: usize,
     /// Inference requests in flight in the whole server (HTTP and gRPC); more are answered 429
     /// (gRPC RESOURCE_EXHAUSTED) with Retry-After at once
     #[arg(long, env = "SERVAL_MAX_IN_FLIGHT", default_value_t = 4096)]

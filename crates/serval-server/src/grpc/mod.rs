@@ -3,7 +3,7 @@
 //! the client's `grpc-timeout` is honoured (capped by the request timeout), messages are limited
 //! to the body limit, gzip requests are accepted.
 
-pub(crate) mod convert;
+mod infer;
 
 use std::time::Duration;
 
@@ -12,31 +12,30 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 use crate::models;
-use crate::pipeline::{self, Context, Input, Output, Protocol};
-use crate::{AppState, auth};
-
-/// The generated messages, server and client (`proto/inference.proto`).
-pub mod proto {
-    tonic::include_proto!("inference");
-}
+use crate::pipeline::Error;
+use crate::state::AppState;
+pub use crate::wire::proto;
 
 use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use proto::*;
 
-/// The gRPC status of each pipeline error, in one place.
-pub fn status(error: pipeline::Error) -> Status {
-    use pipeline::Error as E;
+/// The gRPC status of each error, in one place.
+pub fn status(error: Error) -> Status {
+    use Error as E;
     if error.is_server_error() {
         tracing::warn!(kind = error.kind(), "{error}");
     }
     let message = error.to_string();
     match error {
         E::NotFound { .. } => Status::not_found(message),
-        E::BadRequest(_) | E::InvalidInput(_) | E::UserCode { invalid: true, .. } => {
-            Status::invalid_argument(message)
-        }
+        E::Unauthenticated(_) => Status::unauthenticated(message),
+        E::Forbidden(_) => Status::permission_denied(message),
+        E::BadRequest(_)
+        | E::InvalidJson { .. }
+        | E::InvalidInput(_)
+        | E::UserCode { invalid: true, .. } => Status::invalid_argument(message),
         E::Cancelled => Status::cancelled(message),
-        E::TooLarge(_) | E::TooManyValues(_) | E::Overloaded(_) => {
+        E::TooLarge(_) | E::TooManyValues(_) | E::OverBudget { .. } | E::Overloaded(_) => {
             Status::resource_exhausted(message)
         }
         E::Timeout(_) => Status::deadline_exceeded(message),
@@ -71,6 +70,22 @@ pub struct InferenceService {
     state: AppState,
 }
 
+impl InferenceService {
+    /// The key of a non-inference call, for `model` if it names one.
+    fn check_key(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        model: Option<&str>,
+    ) -> Result<(), Status> {
+        let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
+        let key = self.state.door.authenticate(authorization).map_err(status)?;
+        match (key, model) {
+            (Some(key), Some(model)) => crate::auth::authorize(&key, model).map_err(status),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
     async fn server_live(
@@ -93,14 +108,11 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelReadyRequest>,
     ) -> Result<Response<ModelReadyResponse>, Status> {
-        auth::check_grpc(
-            &self.state,
-            request.metadata(),
-            Some(&request.get_ref().name),
-        )?;
+        self.check_key(request.metadata(), Some(&request.get_ref().name))?;
         let request = request.into_inner();
-        let ready = models::is_ready(&self.state, &request.name, version(&request.version))
-            .map_err(status)?;
+        let table = self.state.door.table();
+        let ready =
+            models::is_ready(&table, &request.name, version(&request.version)).map_err(status)?;
         Ok(Response::new(ModelReadyResponse { ready }))
     }
 
@@ -119,14 +131,14 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
-        auth::check_grpc(
-            &self.state,
-            request.metadata(),
-            Some(&request.get_ref().name),
-        )?;
+        self.check_key(request.metadata(), Some(&request.get_ref().name))?;
         let request = request.into_inner();
-        let meta = models::metadata(&self.state, &request.name, version(&request.version))
-            .map_err(status)?;
+        let meta = models::metadata(
+            &self.state.door.table(),
+            &request.name,
+            version(&request.version),
+        )
+        .map_err(status)?;
         let tensors = |list: Vec<models::TensorMetadata>| {
             list.into_iter()
                 .map(|t| model_metadata_response::TensorMetadata {
@@ -147,87 +159,21 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_infer(
         &self,
-        request: Request<ModelInferRequest>,
+        _: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        let state = &self.state;
-        auth::check_grpc(
-            state,
-            request.metadata(),
-            Some(&request.get_ref().model_name),
-        )?;
-        let _permit = state.admission.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(crate::http::overloaded(state.config.max_in_flight))
-        })?;
-        let timeout = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(grpc_timeout)
-            .map_or(state.config.request_timeout, |t| {
-                t.min(state.config.request_timeout)
-            });
-        let ctx = Context::new(Protocol::V2Grpc, timeout);
-        let _in_flight = state.metrics.as_ref().map(|m| m.in_flight());
-        let request = request.into_inner();
-        let model = request.model_name.clone();
-        let endpoint = match state.table.load().resolve(
-            &model,
-            version(&request.model_version),
-            fastrand::f64(),
-        ) {
-            Ok(endpoint) => endpoint,
-            Err(error) => {
-                if let Some(metrics) = &state.metrics {
-                    metrics.unrouted(Protocol::V2Grpc, error.kind());
-                }
-                return Err(status(error));
-            }
-        };
-        let id = request.id.clone();
-        let max_values = self.state.config.max_values;
-        let decoded = convert::request(request).and_then(|decoded| {
-            let total: usize = decoded.inputs.iter().map(|t| t.data.len()).sum();
-            if total > max_values {
-                return Err(pipeline::Error::TooManyValues(max_values));
-            }
-            Ok(decoded)
-        });
-        let decoded = match decoded {
-            Ok(decoded) => decoded,
-            Err(error) => {
-                if let Some(metrics) = &endpoint.metrics {
-                    metrics.finished(Duration::ZERO, Protocol::V2Grpc, Err(error.failure()));
-                }
-                return Err(status(error));
-            }
-        };
-        let input = Input::Tensors {
-            inputs: decoded.inputs,
-            outputs: decoded.outputs,
-            parameters: decoded.parameters,
-        };
-        let outputs = match pipeline::run(&endpoint, input, ctx).await.map_err(status)? {
-            Output::Tensors(outputs) => outputs,
-            Output::Body(_) => return Err(Status::internal("unexpected JSON reply")),
-        };
-        let (outputs, raw_output_contents) = convert::outputs(outputs);
-        Ok(Response::new(ModelInferResponse {
-            model_name: model,
-            model_version: endpoint.version.clone().unwrap_or_default(),
-            id,
-            parameters: Default::default(),
-            outputs,
-            raw_output_contents,
-        }))
+        // Served by `infer::model_infer` on the same path, before tonic sees the message.
+        Err(Status::internal(
+            "ModelInfer is served by the front door; this route is not reached",
+        ))
     }
 
     async fn repository_index(
         &self,
         request: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
-        auth::check_grpc(&self.state, request.metadata(), None)?;
+        self.check_key(request.metadata(), None)?;
         let ready_only = request.into_inner().ready;
-        let models = models::index(&self.state, ready_only)
+        let models = models::index(&self.state.door.table(), ready_only)
             .into_iter()
             .map(|item| repository_index_response::ModelIndex {
                 name: item.name,
@@ -263,7 +209,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (router, report) = app(state).await;
     tokio::spawn(report);
-    axum::serve(crate::no_delay(listener), router)
+    axum::serve(crate::conn::no_delay(listener), router)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -300,10 +246,14 @@ pub async fn app(
             health.set_not_serving::<Inference>().await;
         }
     };
-    let router = tonic::service::Routes::new(health_service)
-        .add_service(service(state))
+    let tonic = tonic::service::Routes::new(health_service)
+        .add_service(service(state.clone()))
         .prepare()
         .into_axum_router();
+    let router = axum::Router::new()
+        .route(infer::PATH, axum::routing::post(infer::model_infer))
+        .with_state(state)
+        .merge(tonic);
     (router, report)
 }
 

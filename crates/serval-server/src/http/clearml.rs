@@ -5,86 +5,80 @@
 //! arrays — clearml rejects arrays); a form-urlencoded body that is a JSON object or list (what
 //! `curl -d` sends) is JSON too; other content types are raw bytes; an empty body is `null`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use serval_core::rows::{self, Parsed};
 use serval_engine::ModelMetadata;
 use serval_store::names::endpoint_url;
 
-use crate::AppState;
 use crate::http::body;
-use crate::pipeline::{self, Context, Endpoint, Input, Output, Payload, Protocol, Runner};
+use crate::http::reply::challenge_or_retry;
+use crate::pipeline::{
+    Budget, Credential, Decode, Endpoint, Error, Input, Output, Payload, Protocol, Runner,
+};
+use crate::state::AppState;
+use crate::wire::encoding::UNDECODABLE;
+use crate::wire::json::check_values;
 
-/// What a `/serve` request can fail with: the pipeline's errors, and a body that is not JSON
-/// (reported with FastAPI's validation detail, as clearml-serving does).
-pub enum ServeError {
-    Pipeline(pipeline::Error),
-    InvalidJson(Value),
-}
+/// clearml-serving's answer to an error: its status codes and `{"detail": ...}` texts, in one
+/// place. Also the dialect of the console's API and `/metrics`.
+pub struct ClearmlError(pub Error);
 
-impl From<pipeline::Error> for ServeError {
-    fn from(e: pipeline::Error) -> Self {
-        ServeError::Pipeline(e)
+impl From<Error> for ClearmlError {
+    fn from(e: Error) -> Self {
+        ClearmlError(e)
     }
 }
 
-impl ServeError {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ServeError::Pipeline(e) => e.kind(),
-            ServeError::InvalidJson(_) => "invalid_input",
-        }
-    }
-}
-
-/// clearml-serving's status codes and `{"detail": ...}` texts, in one place.
-impl IntoResponse for ServeError {
+impl IntoResponse for ClearmlError {
     fn into_response(self) -> Response {
-        use pipeline::Error as E;
-        let error = match self {
-            ServeError::InvalidJson(detail) => {
-                return (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Json(json!({ "detail": detail })),
-                )
-                    .into_response();
-            }
-            ServeError::Pipeline(error) => error,
-        };
+        use Error as E;
+        let error = self.0;
         if error.is_server_error() {
             tracing::warn!(kind = error.kind(), "{error}");
         }
         let (status, detail) = match &error {
             E::NotFound { name, version } => (
                 StatusCode::NOT_FOUND,
-                format!(
+                json!(format!(
                     "Error processing request, endpoint was not found: Model inference endpoint '{}' not found",
                     endpoint_url(name, version.as_deref())
-                ),
+                )),
             ),
-            E::BadRequest(message) => (StatusCode::BAD_REQUEST, message.clone()),
+            E::Unauthenticated(message) => (StatusCode::UNAUTHORIZED, json!(message)),
+            E::Forbidden(message) => (StatusCode::FORBIDDEN, json!(message)),
+            // FastAPI's validation detail, as clearml-serving reports a body that is not JSON.
+            E::InvalidJson { offset, reason } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!([{
+                    "type": "json_invalid",
+                    "loc": ["body", offset],
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": reason},
+                }]),
+            ),
+            E::BadRequest(message) => (StatusCode::BAD_REQUEST, json!(message)),
             // Nobody reads this answer: the client has gone.
-            E::Cancelled => (
-                StatusCode::BAD_REQUEST,
-                super::body::UNDECODABLE.to_string(),
-            ),
+            E::Cancelled => (StatusCode::BAD_REQUEST, json!(UNDECODABLE)),
             E::InvalidInput(message) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                format!("Error [<class 'ValueError'>] processing request: {message}"),
+                json!(format!(
+                    "Error [<class 'ValueError'>] processing request: {message}"
+                )),
             ),
-            E::TooLarge(_) | E::TooManyValues(_) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+            E::TooLarge(_) | E::TooManyValues(_) | E::OverBudget { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, json!(error.to_string()))
             }
-            E::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, error.to_string()),
-            E::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, error.to_string()),
-            E::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+            E::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, json!(error.to_string())),
+            E::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, json!(error.to_string())),
+            E::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, json!(error.to_string())),
             // clearml's texts: ValueError → 422, anything else → 500 with two spaces.
             E::UserCode {
                 class,
@@ -92,26 +86,23 @@ impl IntoResponse for ServeError {
                 invalid: true,
             } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                format!("Error [{class}] processing request: {message}"),
+                json!(format!("Error [{class}] processing request: {message}")),
             ),
             E::UserCode { class, message, .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("Error  [{class}] processing request: {message}"),
+                json!(format!("Error  [{class}] processing request: {message}")),
             ),
-            E::Worker(message) => (StatusCode::INTERNAL_SERVER_ERROR, message.clone()),
-            E::Upstream(message) => (StatusCode::BAD_GATEWAY, message.clone()),
+            E::Worker(message) => (StatusCode::INTERNAL_SERVER_ERROR, json!(message)),
+            E::Upstream(message) => (StatusCode::BAD_GATEWAY, json!(message)),
             E::Internal(message) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("Error  [<class 'RuntimeError'>] processing request: {message}"),
+                json!(format!(
+                    "Error  [<class 'RuntimeError'>] processing request: {message}"
+                )),
             ),
         };
         let mut response = (status, Json(json!({ "detail": detail }))).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static(super::RETRY_AFTER_SECONDS),
-            );
-        }
+        challenge_or_retry(&mut response);
         response
     }
 }
@@ -146,58 +137,57 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// FastAPI's detail for invalid JSON: where it broke (byte offset) and why.
-fn json_error(text: &[u8], error: &serde_json::Error) -> ServeError {
+/// Where a body that is not JSON broke (byte offset) and why.
+fn json_error(text: &[u8], error: &serde_json::Error) -> Error {
     let offset = text
         .split(|b| *b == b'\n')
         .take(error.line().saturating_sub(1))
         .map(|l| l.len() + 1)
         .sum::<usize>()
         + error.column().saturating_sub(1);
-    ServeError::InvalidJson(json!([{
-        "type": "json_invalid",
-        "loc": ["body", offset],
-        "msg": "JSON decode error",
-        "input": {},
-        "ctx": {"error": error.to_string()},
-    }]))
+    Error::InvalidJson {
+        offset,
+        reason: error.to_string(),
+    }
 }
 
-/// A decoded body as clearml's routes see it (see the module docs). `rows_for` is the model of a
-/// native endpoint with a tabular input: a JSON body of rows for it is read straight into its
-/// input tensor, never into a `serde_json::Value` tree.
+/// A decoded body as clearml's routes see it (see the module docs). `rows` is the model of a
+/// native endpoint with a tabular input: a JSON body of rows (or of named features) for it is
+/// read straight into its input tensor, never into a `serde_json::Value` tree.
 fn payload(
-    headers: &HeaderMap,
+    kind: BodyKind,
     decoded: Bytes,
     max_values: usize,
-    rows_for: Option<&ModelMetadata>,
-) -> Result<Payload, ServeError> {
-    let json = if is_json(headers) {
+    rows: Option<&RowsFor<'_>>,
+) -> Result<Payload, Error> {
+    let json = if kind == BodyKind::Json {
         if decoded.iter().all(u8::is_ascii_whitespace) {
             return Ok(Payload::Json(Value::Null));
         }
-        body::check_values(&decoded, max_values)?;
+        check_values(&decoded, max_values)?;
         true
     } else {
         // `curl -d '{...}'` without a Content-Type sends form-urlencoded: a body that is a JSON
         // object or list is read as JSON (clearml-serving would hand the preprocess code bytes).
-        is_form(headers)
+        kind == BodyKind::Form
             && decoded
                 .iter()
                 .find(|b| !b.is_ascii_whitespace())
                 .is_some_and(|b| *b == b'{' || *b == b'[')
-            && body::check_values(&decoded, max_values).is_ok()
+            && check_values(&decoded, max_values).is_ok()
     };
-    if json && let Some(meta) = rows_for {
-        match rows::parse_rows(&decoded, meta) {
+    if json && let Some(rows) = rows {
+        match rows::parse_rows(&decoded, rows.meta, rows.named) {
             Parsed::Rows(tensor) => return Ok(Payload::Rows(tensor)),
             Parsed::Invalid(message) => return Ok(Payload::InvalidRows(message)),
-            Parsed::Syntax(error) if is_json(headers) => return Err(json_error(&decoded, &error)),
+            Parsed::Syntax(error) if kind == BodyKind::Json => {
+                return Err(json_error(&decoded, &error));
+            }
             Parsed::Syntax(_) => return Ok(Payload::Bytes(decoded)),
             Parsed::Other => {}
         }
     }
-    if !is_json(headers) {
+    if kind != BodyKind::Json {
         if json && let Ok(value) = serde_json::from_slice(&decoded) {
             return Ok(Payload::Json(value));
         }
@@ -208,83 +198,181 @@ fn payload(
         .map_err(|e| json_error(&decoded, &e))
 }
 
-/// The model whose rows a request body can be parsed for: a native endpoint with a tabular input
-/// whose metric rules do not read the body's `instances` key (they see a tree).
-fn rows_model(endpoint: &Endpoint) -> Option<Arc<ModelMetadata>> {
-    let Runner::Native(model) = &endpoint.runner else {
-        return None;
-    };
-    rows::tabular_input(model.metadata())?;
-    let monitor = endpoint.monitor.load();
-    if monitor.as_ref().is_some_and(|m| m.reads("instances")) {
-        return None;
+/// How a body can be read straight into a native endpoint's tabular input.
+struct RowsFor<'a> {
+    meta: &'a ModelMetadata,
+    /// One object of named features too, ordered with these `--input-name`s (`None` when a
+    /// metric rule reads the body's keys: it needs the tree).
+    named: Option<&'a [String]>,
+}
+
+impl<'a> RowsFor<'a> {
+    /// A native endpoint with a tabular input whose metric rules do not read the body's
+    /// `instances` key (they see a tree).
+    fn of(endpoint: &'a Endpoint) -> Option<RowsFor<'a>> {
+        let Runner::Native(model) = &endpoint.runner else {
+            return None;
+        };
+        rows::tabular_input(model.metadata())?;
+        let monitor = endpoint.monitor.load();
+        if monitor.as_ref().is_some_and(|m| m.reads("instances")) {
+            return None;
+        }
+        let named = monitor
+            .as_ref()
+            .is_none_or(|m| !m.has_variables())
+            .then_some(endpoint.input_names.as_slice());
+        Some(RowsFor {
+            meta: model.metadata(),
+            named,
+        })
     }
-    Some(model.metadata_arc())
+}
+
+/// What a `/serve` request body is read as, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Form,
+    Other,
+}
+
+impl BodyKind {
+    fn of(headers: &HeaderMap) -> BodyKind {
+        if is_json(headers) {
+            BodyKind::Json
+        } else if is_form(headers) {
+            BodyKind::Form
+        } else {
+            BodyKind::Other
+        }
+    }
+}
+
+/// A `/serve` request's body, read and parsed once the endpoint is known (for a native tabular
+/// model, straight into its input tensor).
+struct ClearmlBody {
+    headers: HeaderMap,
+    body: Body,
+}
+
+impl ClearmlBody {
+    /// The body as a payload for `endpoint` (`None`: the name resolved to nothing). Small bodies
+    /// are parsed here, big ones on a blocking thread.
+    async fn payload(
+        self,
+        endpoint: Option<&Arc<Endpoint>>,
+        budget: &Budget,
+    ) -> Result<Payload, Error> {
+        let kind = BodyKind::of(&self.headers);
+        let decoded = body::read(&self.headers, self.body, budget.body_limit).await?;
+        let max_values = budget.max_values;
+        if decoded.len() < body::OFFLOAD_FROM {
+            let rows = endpoint.and_then(|e| RowsFor::of(e));
+            return payload(kind, decoded, max_values, rows.as_ref());
+        }
+        let endpoint = endpoint.cloned();
+        body::offload(decoded.len(), move || {
+            let rows = endpoint.as_deref().and_then(RowsFor::of);
+            payload(kind, decoded, max_values, rows.as_ref())
+        })
+        .await
+    }
+}
+
+impl Decode for ClearmlBody {
+    type Extra = ();
+
+    async fn decode(self, endpoint: &Arc<Endpoint>, budget: &Budget) -> Result<(Input, ()), Error> {
+        let payload = self.payload(Some(endpoint), budget).await?;
+        Ok((Input::Body(payload), ()))
+    }
+
+    /// clearml-serving reads the body first: one that is not JSON (or too large) is reported
+    /// before an unknown endpoint.
+    async fn precedes(self, budget: &Budget) -> Option<Error> {
+        self.payload(None, budget).await.err()
+    }
 }
 
 async fn serve(
     state: AppState,
     name: String,
     version: Option<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ServeError> {
+    request: Request,
+) -> Result<Response, ClearmlError> {
     let version = version.filter(|v| !v.is_empty());
-    let ctx = Context::new(Protocol::Clearml, state.config.request_timeout);
-    let _in_flight = state.metrics.as_ref().map(|m| m.in_flight());
-    let routed = async {
-        // Resolved first so the body can be parsed for the model; a body that is not JSON is
-        // still reported before an unknown endpoint, as clearml-serving does.
-        let endpoint = state
-            .table
-            .load()
-            .resolve(&name, version.as_deref(), fastrand::f64());
-        let decoded = body::read(&headers, body, state.config.body_limit).await?;
-        let max_values = state.config.max_values;
-        let headers = headers.clone();
-        let model = endpoint.as_ref().ok().and_then(|e| rows_model(e));
-        let payload = body::offload(decoded.len(), move || {
-            payload(&headers, decoded, max_values, model.as_deref())
-        })
+    let (parts, body) = request.into_parts();
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let admitted = state
+        .door
+        .admit(Protocol::Clearml, Credential::Header(authorization))?;
+    let decoder = ClearmlBody {
+        headers: parts.headers,
+        body,
+    };
+    let served = admitted
+        .serve(
+            &name,
+            version.as_deref(),
+            state.config.request_timeout,
+            decoder,
+        )
         .await?;
-        Ok::<_, ServeError>((endpoint?, payload))
-    };
-    let routed = match tokio::time::timeout_at(ctx.deadline, routed).await {
-        Ok(routed) => routed,
-        Err(_) => Err(pipeline::Error::Timeout(ctx.timeout).into()),
-    };
-    let (endpoint, payload) = match routed {
-        Ok(routed) => routed,
-        Err(error) => {
-            if let Some(metrics) = &state.metrics {
-                metrics.unrouted(Protocol::Clearml, error.kind());
-            }
-            return Err(error);
-        }
-    };
-    match pipeline::run(&endpoint, Input::Body(payload), ctx).await? {
-        Output::Body(value) => Ok(Json(value)),
-        Output::Tensors(_) => {
-            Err(pipeline::Error::Internal("unexpected tensor reply".into()).into())
-        }
+    match served.output {
+        Output::Body(value) => Ok(Json(value).into_response()),
+        Output::Json(text) => Ok((
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            text,
+        )
+            .into_response()),
+        Output::Tensors(_) => Err(Error::Internal("unexpected tensor reply".into()).into()),
     }
+}
+
+/// The `version` of a query string (`?version=2`), if any.
+fn version_query(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "version")
+        .map(|(_, value)| {
+            url::form_urlencoded::parse(format!("v={value}").as_bytes())
+                .next()
+                .map_or_else(String::new, |(_, v)| v.into_owned())
+        })
 }
 
 pub async fn unversioned(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ServeError> {
-    serve(state, name, query.get("version").cloned(), headers, body).await
+    RawQuery(query): RawQuery,
+    request: Request,
+) -> Result<Response, ClearmlError> {
+    serve(state, name, version_query(query.as_deref()), request).await
 }
 
 pub async fn versioned(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, ServeError> {
-    serve(state, name, Some(version), headers, body).await
+    request: Request,
+) -> Result<Response, ClearmlError> {
+    serve(state, name, Some(version), request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_query;
+
+    #[test]
+    fn the_version_comes_from_the_query() {
+        assert_eq!(version_query(None), None);
+        assert_eq!(version_query(Some("a=1")), None);
+        assert_eq!(version_query(Some("version=2")), Some("2".into()));
+        assert_eq!(version_query(Some("a=1&version=1%2E5")), Some("1.5".into()));
+        assert_eq!(version_query(Some("version=")), Some(String::new()));
+    }
 }

@@ -20,11 +20,12 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use serval_store::{CanaryTarget, InstanceStatus, Snapshot, now_ms};
 
-use crate::AppState;
 use crate::metrics::VariableView;
 use crate::metrics::live::{RecentError, Series, Summary};
-use crate::pipeline::{Datatype, Endpoint, Runner, TensorMeta};
-use crate::table::{RoutingTable, Slot, without_paths};
+use crate::pipeline::{Endpoint, Runner, TensorMeta, redact};
+use crate::state::AppState;
+use crate::table::{RoutingTable, Slot};
+use crate::wire::Datatype;
 
 /// The default window of the headline numbers (rate, error ratio, p50, p99), and the longest
 /// (the history's length).
@@ -79,12 +80,17 @@ pub fn assets_size() -> usize {
     ASSETS.iter().map(|(_, _, bytes)| bytes.len()).sum()
 }
 
-/// The console's routes (`serve --ui on`, the default).
-pub fn routes() -> Router<AppState> {
+/// The console's page and files (`serve --ui on`, the default): open, they hold no data.
+pub fn page_routes() -> Router<AppState> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(|| asset(Path("index.html".to_string()))))
         .route("/ui/{file}", get(asset))
+}
+
+/// The console's JSON API (a key when keys are required).
+pub fn api_routes() -> Router<AppState> {
+    Router::new()
         .route("/api/v1", get(api_index))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/endpoints/{*url}", get(endpoint))
@@ -144,7 +150,8 @@ impl Visible {
         let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        Visible(crate::auth::key_of(state, authorization))
+        // The route's guard has checked the key when keys are required.
+        Visible(state.door.authenticate(authorization).ok().flatten())
     }
 
     fn allows(&self, url: &str) -> bool {
@@ -270,7 +277,7 @@ fn endpoint_row(
         path: status.path.clone(),
         state: status.state.clone(),
         serving: slot.serving.is_some(),
-        error: status.error.as_deref().map(without_paths),
+        error: status.error.as_deref().map(redact),
         python,
         auto_update: auto.map(str::to_string),
         stats: state
@@ -397,7 +404,7 @@ fn server_info(state: &AppState, table: &RoutingTable, window: Duration) -> Valu
         "started_ms": state.instance.started_ms,
         "revision": table.revision,
         "ready": state.is_ready(),
-        "draining": state.draining.load(std::sync::atomic::Ordering::Relaxed),
+        "draining": state.is_draining(),
         "metrics": state.metrics.is_some(),
         "auth": state.config.require_auth,
         "store": store,
@@ -429,7 +436,7 @@ async fn overview(
         Err(rejection) => return bad_query(&rejection),
     };
     let visible = Visible::of(&state, &headers);
-    let table = state.table.load_full();
+    let table = state.door.table_full();
     let snapshot = table.snapshot.clone();
     let model_ids: Vec<String> = table
         .slots
@@ -593,7 +600,7 @@ async fn endpoint(
     };
     let url = url.trim_end_matches('/').to_string();
     let visible = Visible::of(&state, &headers);
-    let table = state.table.load_full();
+    let table = state.door.table_full();
     let Some(slot) = table.slots.get(&url).filter(|_| visible.allows(&url)) else {
         return not_found(format!("no endpoint '{url}' is configured"));
     };

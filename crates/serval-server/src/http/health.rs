@@ -11,8 +11,9 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
-use crate::AppState;
 use crate::metrics::EndpointLabels;
+use crate::state::AppState;
+use crate::store_health::StoreHealth;
 use crate::table::RoutingTable;
 
 /// 200 while the process runs.
@@ -26,7 +27,7 @@ pub async fn live() -> Json<Value> {
 /// the status, not here.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if !state.is_ready() {
-        let status = if state.draining.load(Ordering::Relaxed) {
+        let status = if state.is_draining() {
             "draining"
         } else {
             "loading"
@@ -36,7 +37,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             Json(json!({ "status": status })),
         );
     }
-    let table = state.table.load();
+    let table = state.door.table();
     let failed: Vec<&String> = table
         .slots
         .iter()
@@ -77,10 +78,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         )
             .into_response();
     };
-    let table = state.table.load_full();
+    let table = state.door.table_full();
     let health = state.store_health.clone();
+    let in_flight = state.door.in_flight();
     let text = tokio::task::spawn_blocking(move || {
         metrics.encode(|registry| {
+            let gauge: Gauge = Gauge::default();
+            gauge.set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+            registry.register(
+                "serval_requests_in_flight",
+                "Requests being served (admitted by the server-wide bound and not finished)",
+                gauge,
+            );
             table_metrics(registry, &table);
             store_metrics(registry, &health);
         })
@@ -98,7 +107,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// Scrape-time families from the routing table: load state and Python workers per endpoint.
-fn store_metrics(registry: &mut Registry, health: &crate::sync::StoreHealth) {
+fn store_metrics(registry: &mut Registry, health: &StoreHealth) {
     let up: Gauge = Gauge::default();
     up.set(i64::from(health.is_up()));
     registry.register(

@@ -3,36 +3,46 @@
 //! url `/serve` answers is a V2 model: name = endpoint name, version = endpoint version; without
 //! a version, the same resolution as `/serve`.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::AppState;
-use crate::http::{RETRY_AFTER_SECONDS, body, v2_codec};
-use crate::models::{self, EXTENSIONS, IndexItem, ModelMetadata, index, is_ready, metadata};
-use crate::pipeline::{self, Context, Input, Output, Protocol};
+use crate::http::body;
+use crate::http::reply::challenge_or_retry;
+use crate::models::{EXTENSIONS, IndexItem, ModelMetadata, index, is_ready, metadata};
+use crate::pipeline::{Budget, Credential, Decode, Endpoint, Error, Input, Output, Protocol};
+use crate::state::AppState;
+use crate::wire::v2_json;
 
 /// A V2 error: the pipeline's error with V2's status codes and `{"error": ...}` body.
-pub struct V2Error(pipeline::Error);
+pub struct V2Error(pub Error);
 
-impl From<pipeline::Error> for V2Error {
-    fn from(e: pipeline::Error) -> Self {
+impl From<Error> for V2Error {
+    fn from(e: Error) -> Self {
         V2Error(e)
     }
 }
 
-/// The V2 status of each pipeline error, in one place.
-pub fn status(error: &pipeline::Error) -> StatusCode {
-    use pipeline::Error as E;
+/// The V2 status of each error, in one place.
+pub fn status(error: &Error) -> StatusCode {
+    use Error as E;
     match error {
         E::NotFound { .. } => StatusCode::NOT_FOUND,
-        E::BadRequest(_) | E::InvalidInput(_) | E::Cancelled => StatusCode::BAD_REQUEST,
+        E::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        E::Forbidden(_) => StatusCode::FORBIDDEN,
+        E::BadRequest(_) | E::InvalidJson { .. } | E::InvalidInput(_) | E::Cancelled => {
+            StatusCode::BAD_REQUEST
+        }
         E::UserCode { invalid: true, .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        E::TooLarge(_) | E::TooManyValues(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        E::TooLarge(_) | E::TooManyValues(_) | E::OverBudget { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
         E::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         E::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
         E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -48,22 +58,31 @@ impl IntoResponse for V2Error {
         }
         let mut response =
             (status(&self.0), Json(json!({"error": self.0.to_string()}))).into_response();
-        if matches!(self.0, pipeline::Error::Overloaded(_)) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECONDS),
-            );
-        }
+        challenge_or_retry(&mut response);
         response
     }
 }
 
-/// The V2 routes, merged into the server's router.
-pub fn routes() -> axum::Router<AppState> {
+/// Inference (the front door keys and counts them).
+pub fn inference_routes() -> axum::Router<AppState> {
     axum::Router::new()
-        .route("/v2", get(server_metadata))
+        .route("/v2/models/{model}/infer", post(infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(versioned_infer),
+        )
+}
+
+/// Liveness and readiness: always open.
+pub fn health_routes() -> axum::Router<AppState> {
+    axum::Router::new()
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
+}
+
+/// Model metadata and readiness (a key for the `{model}` when keys are required).
+pub fn model_routes() -> axum::Router<AppState> {
+    axum::Router::new()
         .route("/v2/models/{model}", get(model_metadata))
         .route(
             "/v2/models/{model}/versions/{version}",
@@ -74,11 +93,12 @@ pub fn routes() -> axum::Router<AppState> {
             "/v2/models/{model}/versions/{version}/ready",
             get(versioned_ready),
         )
-        .route("/v2/models/{model}/infer", post(infer))
-        .route(
-            "/v2/models/{model}/versions/{version}/infer",
-            post(versioned_infer),
-        )
+}
+
+/// Server metadata and the repository index (a key when keys are required).
+pub fn server_routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/v2", get(server_metadata))
         .route("/v2/repository/index", post(repository_index))
 }
 
@@ -108,17 +128,17 @@ async fn model_metadata(
     State(state): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Json<ModelMetadata>, V2Error> {
-    Ok(Json(metadata(&state, &model, None)?))
+    Ok(Json(metadata(&state.door.table(), &model, None)?))
 }
 
 async fn versioned_metadata(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Json<ModelMetadata>, V2Error> {
-    Ok(Json(metadata(&state, &model, Some(&version))?))
+    Ok(Json(metadata(&state.door.table(), &model, Some(&version))?))
 }
 
-fn ready_status(ready: Result<bool, pipeline::Error>) -> Response {
+fn ready_status(ready: Result<bool, Error>) -> Response {
     match ready {
         Ok(true) => StatusCode::OK.into_response(),
         Ok(false) => StatusCode::BAD_REQUEST.into_response(),
@@ -127,98 +147,110 @@ fn ready_status(ready: Result<bool, pipeline::Error>) -> Response {
 }
 
 async fn model_ready(State(state): State<AppState>, Path(model): Path<String>) -> Response {
-    ready_status(is_ready(&state, &model, None))
+    ready_status(is_ready(&state.door.table(), &model, None))
 }
 
 async fn versioned_ready(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Response {
-    ready_status(is_ready(&state, &model, Some(&version)))
+    ready_status(is_ready(&state.door.table(), &model, Some(&version)))
 }
 
 async fn infer(
     State(state): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, V2Error> {
-    run_infer(state, model, None, headers, body).await
+    run_infer(state, model, None, request).await
 }
 
 async fn versioned_infer(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, V2Error> {
+    run_infer(state, model, Some(version), request).await
+}
+
+/// A V2 REST inference body: JSON, or a JSON header followed by binary tensors.
+struct V2Body {
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, V2Error> {
-    run_infer(state, model, Some(version), headers, body).await
+}
+
+/// What a V2 request keeps for its reply: its id and which outputs go back in binary form.
+struct ReplyAs {
+    id: Option<String>,
+    binary: v2_json::BinaryOutputs,
+}
+
+impl Decode for V2Body {
+    type Extra = ReplyAs;
+
+    async fn decode(self, _: &Arc<Endpoint>, budget: &Budget) -> Result<(Input, ReplyAs), Error> {
+        let bytes = body::read(&self.headers, self.body, budget.body_limit).await?;
+        let header_length = self
+            .headers
+            .get(v2_json::HEADER_LENGTH)
+            .map(|v| v.to_str().unwrap_or("invalid").to_string());
+        let max_values = budget.max_values;
+        let decoded = body::offload(bytes.len(), move || {
+            v2_json::decode(&bytes, header_length.as_deref(), max_values)
+        })
+        .await?;
+        let input = Input::Tensors {
+            inputs: decoded.inputs,
+            outputs: decoded.outputs,
+            parameters: decoded.parameters,
+        };
+        let reply = ReplyAs {
+            id: decoded.id,
+            binary: decoded.binary,
+        };
+        Ok((input, reply))
+    }
 }
 
 async fn run_infer(
     state: AppState,
     model: String,
     version: Option<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, V2Error> {
-    let ctx = Context::new(Protocol::V2Rest, state.config.request_timeout);
-    let _in_flight = state.metrics.as_ref().map(|m| m.in_flight());
+    let (parts, body) = request.into_parts();
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let admitted = state
+        .door
+        .admit(Protocol::V2Rest, Credential::Header(authorization))?;
+    let decoder = V2Body {
+        headers: parts.headers,
+        body,
+    };
     // The model is resolved before the body is read: an unknown model is a 404 whatever it holds.
-    let endpoint = match models::resolve(&state, &model, version.as_deref()) {
-        Ok(endpoint) => endpoint,
-        Err(error) => {
-            if let Some(metrics) = &state.metrics {
-                metrics.unrouted(Protocol::V2Rest, error.kind());
-            }
-            return Err(error.into());
-        }
-    };
-    let decoded = async {
-        let bytes = body::read(&headers, body, state.config.body_limit).await?;
-        let header_length = headers
-            .get(v2_codec::HEADER_LENGTH)
-            .map(|v| v.to_str().unwrap_or("invalid").to_string());
-        let max_values = state.config.max_values;
-        body::offload(bytes.len(), move || {
-            v2_codec::decode(&bytes, header_length.as_deref(), max_values)
-        })
-        .await
-    };
-    let decoded = match tokio::time::timeout_at(ctx.deadline, decoded).await {
-        Ok(decoded) => decoded,
-        Err(_) => Err(pipeline::Error::Timeout(ctx.timeout)),
-    };
-    let decoded = match decoded {
-        Ok(decoded) => decoded,
-        Err(error) => {
-            if let Some(metrics) = &endpoint.metrics {
-                metrics.finished(
-                    std::time::Duration::ZERO,
-                    Protocol::V2Rest,
-                    Err(error.failure()),
-                );
-            }
-            return Err(error.into());
-        }
-    };
-    let input = Input::Tensors {
-        inputs: decoded.inputs,
-        outputs: decoded.outputs,
-        parameters: decoded.parameters,
-    };
-    let outputs = match pipeline::run(&endpoint, input, ctx).await? {
+    let served = admitted
+        .serve(
+            &model,
+            version.as_deref(),
+            state.config.request_timeout,
+            decoder,
+        )
+        .await?;
+    let outputs = match served.output {
         Output::Tensors(outputs) => outputs,
-        Output::Body(_) => {
-            return Err(pipeline::Error::Internal("unexpected JSON reply".into()).into());
+        Output::Body(_) | Output::Json(_) => {
+            return Err(Error::Internal("unexpected JSON reply".into()).into());
         }
     };
-    let encoded = v2_codec::encode(
+    let encoded = v2_json::encode(
         &model,
-        endpoint.version.as_deref(),
-        decoded.id.as_deref(),
+        served.endpoint.version.as_deref(),
+        served.extra.id.as_deref(),
         &outputs,
-        &decoded.binary,
+        &served.extra.binary,
     );
     let mut response = encoded.body.into_response();
     let response_headers = response.headers_mut();
@@ -228,7 +260,7 @@ async fn run_infer(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             );
-            response_headers.insert(v2_codec::HEADER_LENGTH, HeaderValue::from(n));
+            response_headers.insert(v2_json::HEADER_LENGTH, HeaderValue::from(n));
         }
         None => {
             response_headers.insert(
@@ -251,17 +283,17 @@ async fn repository_index(
         false
     } else {
         let request: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| pipeline::Error::BadRequest(format!("the body is not JSON: {e}")))?;
+            .map_err(|e| Error::BadRequest(format!("the body is not JSON: {e}")))?;
         match request.get("ready") {
             None => false,
             Some(Value::Bool(b)) => *b,
             Some(other) => {
-                return Err(pipeline::Error::BadRequest(format!(
+                return Err(Error::BadRequest(format!(
                     "'ready' must be a boolean, got {other}"
                 ))
                 .into());
             }
         }
     };
-    Ok(Json(index(&state, ready_only)))
+    Ok(Json(index(&state.door.table(), ready_only)))
 }

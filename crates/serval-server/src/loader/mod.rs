@@ -17,7 +17,7 @@ use serval_engine::{Instance, NamedOutput, NamedTensor, Tensor, TensorData};
 use serval_onnx::OnnxOptions;
 use serval_store::{Endpoint, EndpointStatus, EngineKind, ServiceSettings, Snapshot, Store};
 
-use crate::pipeline::{self, NativeModel, Runner};
+use crate::endpoint::{self, NativeModel, Runner};
 use crate::table::{Attempt, FileStamp, Fingerprint, RoutingTable, Slot};
 
 pub use python::needs_python;
@@ -51,7 +51,7 @@ pub struct Loader {
 const PYTHON_LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
 struct Loaded {
-    endpoint: pipeline::Endpoint,
+    endpoint: endpoint::Endpoint,
     stamp: Option<FileStamp>,
 }
 
@@ -329,7 +329,7 @@ impl Loader {
             .metrics
             .as_ref()
             .map(|m| (Arc::new(m.batch(url)), m.endpoint(url)));
-        let runner = pipeline::ModelRunner::start(url, instances, batching, &runtime, metrics)?;
+        let runner = endpoint::ModelRunner::start(url, instances, batching, &runtime, metrics)?;
         Ok((NativeModel::runner(meta, runner), warm))
     }
 
@@ -348,9 +348,9 @@ impl Loader {
         url: &str,
         endpoint: &Endpoint,
         runner: Runner,
-        signature: pipeline::Signature,
-    ) -> pipeline::Endpoint {
-        pipeline::Endpoint {
+        signature: endpoint::Signature,
+    ) -> endpoint::Endpoint {
+        endpoint::Endpoint {
             url: url.to_string(),
             version: endpoint.version.clone(),
             kind: endpoint.engine,
@@ -361,7 +361,7 @@ impl Loader {
             metrics: self.metrics.as_ref().map(|m| m.endpoint(url)),
             monitor: arc_swap::ArcSwapOption::empty(),
             library_requests: AtomicU64::new(0),
-            admission: pipeline::Admission::new(self.max_in_flight_per_endpoint),
+            admission: endpoint::Admission::new(self.max_in_flight_per_endpoint),
         }
     }
 
@@ -381,7 +381,7 @@ impl Loader {
             .ok_or("forwarding needs the server's async runtime")?;
         let upstream = {
             let _entered = runtime.enter();
-            pipeline::Upstream::new(address, url, compression)?
+            endpoint::Upstream::new(address, url, compression)?
         };
         let pool = match &fingerprint.python {
             Some((interpreter, workers, packages)) if needs_python(endpoint) => {
@@ -529,12 +529,12 @@ impl Loader {
 }
 
 /// The endpoint's dynamic batching (its aux configuration's Triton keys), if on.
-fn batching(endpoint: &Endpoint) -> Result<Option<pipeline::Batching>, String> {
+fn batching(endpoint: &Endpoint) -> Result<Option<endpoint::Batching>, String> {
     Ok(
-        serval_store::batch_config(endpoint.aux_config.as_ref())?.map(|c| pipeline::Batching {
+        serval_store::batch_config(endpoint.aux_config.as_ref())?.map(|c| endpoint::Batching {
             max_rows: usize::try_from(c.max_batch_size).unwrap_or(usize::MAX),
             max_delay: Duration::from_micros(c.max_queue_delay_us),
-            max_queue: c.max_queue_size.map_or(pipeline::DEFAULT_MAX_QUEUE, |n| {
+            max_queue: c.max_queue_size.map_or(endpoint::DEFAULT_MAX_QUEUE, |n| {
                 usize::try_from(n).unwrap_or(usize::MAX)
             }),
         }),

@@ -5,7 +5,8 @@
 use serval_engine::{NamedOutput, OutputValue};
 use serval_store::{Endpoint, EngineKind};
 
-use crate::pipeline::{Checks, Datatype, NativeModel, Signature, TensorMeta};
+use crate::endpoint::{Checks, NativeModel, Signature, TensorMeta};
+use crate::wire::Datatype;
 
 fn dims(shape: &[Option<usize>]) -> Vec<i64> {
     shape

@@ -9,7 +9,7 @@ use serval_core::ModelFormat;
 use serval_engine::ModelMetadata;
 use serval_store::IoSpec;
 
-use crate::pipeline::Datatype;
+use crate::wire::Datatype;
 
 /// What runs a `triton` endpoint's model.
 #[derive(Debug, PartialEq)]

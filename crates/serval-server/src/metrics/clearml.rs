@@ -221,6 +221,11 @@ impl Monitor {
         self.freq >= 1.0 || (self.freq > 0.0 && r < self.freq)
     }
 
+    /// Whether the rule has variables (read from the request body, among other places).
+    pub fn has_variables(&self) -> bool {
+        !self.variables.is_empty()
+    }
+
     /// Whether a variable is named `key`.
     pub fn reads(&self, key: &str) -> bool {
         self.variables.iter().any(|(name, _)| name == key)

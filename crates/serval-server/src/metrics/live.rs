@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{DURATION_BUCKETS, Protocol, lock};
+use super::histogram::{BUCKETS, DURATION_BUCKETS, DurationHistogram};
+use super::{Protocol, lock};
 
 /// How often the history takes a sample.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
@@ -21,8 +22,6 @@ const HISTORY: usize = 150;
 const RECENT_ERRORS: usize = 20;
 /// Longest error text kept (characters).
 const MESSAGE_CHARS: usize = 500;
-/// Buckets: one per bound of [`DURATION_BUCKETS`], then +Inf.
-const BUCKETS: usize = DURATION_BUCKETS.len() + 1;
 
 /// A failed request as [`super::EndpointMetrics::finished`] reports it.
 pub struct Failure<'a> {
@@ -30,6 +29,15 @@ pub struct Failure<'a> {
     pub kind: &'a str,
     /// The text the client was answered with.
     pub message: &'a dyn std::fmt::Display,
+}
+
+impl<'a> From<&'a crate::error::Error> for Failure<'a> {
+    fn from(error: &'a crate::error::Error) -> Self {
+        Failure {
+            kind: error.kind(),
+            message: error,
+        }
+    }
 }
 
 /// One failed request, for the console.
@@ -41,32 +49,29 @@ pub struct RecentError {
     pub message: String,
 }
 
-/// Counters of one endpoint url since the server started (atomics: recorded per request; a
-/// successful request costs one addition, its latency bucket — the total is the buckets' sum).
+/// Counters of one endpoint url since the server started (atomics: recorded per request). The
+/// latency histogram is the one `serval_request_duration_seconds` exposes for the url: a
+/// successful request costs its bucket and its sum — the total is the buckets' sum.
 pub struct LiveStats {
     errors: AtomicU64,
-    buckets: [AtomicU64; BUCKETS],
+    latency: DurationHistogram,
     recent: Mutex<VecDeque<RecentError>>,
 }
 
-impl Default for LiveStats {
-    fn default() -> Self {
+impl LiveStats {
+    fn new(latency: DurationHistogram) -> Self {
         LiveStats {
             errors: AtomicU64::new(0),
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency,
             recent: Mutex::new(VecDeque::new()),
         }
     }
-}
 
-impl LiveStats {
     pub fn record(&self, took: Duration, protocol: Protocol, outcome: Result<(), Failure<'_>>) {
-        let seconds = took.as_secs_f64();
-        let bucket = DURATION_BUCKETS.partition_point(|bound| *bound < seconds);
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency.observe(took);
         if let Err(failure) = outcome {
             self.errors.fetch_add(1, Ordering::Relaxed);
-            let mut message = crate::table::without_paths(&failure.message.to_string());
+            let mut message = crate::error::redact(&failure.message.to_string());
             if let Some((cut, _)) = message.char_indices().nth(MESSAGE_CHARS) {
                 message.truncate(cut);
                 message.push('…');
@@ -88,8 +93,7 @@ impl LiveStats {
         // Errors first: a request recorded in between is never counted as failed without being
         // counted at all.
         let errors = self.errors.load(Ordering::Relaxed);
-        let buckets: [u64; BUCKETS] =
-            std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
+        let buckets = self.latency.buckets();
         let total: u64 = buckets.iter().sum();
         Sample {
             time_ms,
@@ -204,11 +208,12 @@ pub struct Live {
 }
 
 impl Live {
-    /// The counters of `url` (the same ones across reloads of the url).
-    pub fn endpoint(&self, url: &str) -> Arc<LiveStats> {
+    /// The counters of `url` (the same ones across reloads of the url), recording latencies into
+    /// `latency` (the url's `serval_request_duration_seconds`).
+    pub fn endpoint(&self, url: &str, latency: &DurationHistogram) -> Arc<LiveStats> {
         lock(&self.stats)
             .entry(url.to_string())
-            .or_default()
+            .or_insert_with(|| Arc::new(LiveStats::new(latency.clone())))
             .clone()
     }
 
@@ -327,8 +332,8 @@ mod tests {
     #[test]
     fn windows_count_only_what_happened_inside_them() {
         let live = Live::default();
-        let stats = live.endpoint("iris/1");
-        assert!(Arc::ptr_eq(&stats, &live.endpoint("iris/1")));
+        let stats = live.endpoint("iris/1", &DurationHistogram::default());
+        assert!(Arc::ptr_eq(&stats, &live.endpoint("iris/1", &DurationHistogram::default())));
         live.tick(1_000);
         for _ in 0..10 {
             stats.record(Duration::from_millis(30), Protocol::Clearml, Ok(()));
@@ -376,7 +381,7 @@ mod tests {
 
     #[test]
     fn recent_errors_are_kept_newest_first_without_paths_and_bounded() {
-        let stats = LiveStats::default();
+        let stats = LiveStats::new(DurationHistogram::default());
         for i in 0..25 {
             let kind = format!("k{i}");
             stats.record(Duration::ZERO, Protocol::V2Grpc, Err(failure(&kind)));
@@ -404,8 +409,8 @@ mod tests {
     #[test]
     fn history_keeps_five_minutes_of_the_urls_still_recorded() {
         let live = Live::default();
-        let a = live.endpoint("a");
-        let b = live.endpoint("b");
+        let a = live.endpoint("a", &DurationHistogram::default());
+        let b = live.endpoint("b", &DurationHistogram::default());
         for i in 0..400 {
             live.tick(i * 2_000);
         }

@@ -20,18 +20,15 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 mod clearml;
+mod histogram;
 pub mod live;
 mod process;
 
 use clearml::Variable;
+pub use histogram::{DURATION_BUCKETS, DurationHistogram};
 pub use clearml::{Monitor, VariableView, family_name, rule_for};
 pub use live::{Failure, Live};
 
-/// Seconds, for request and stage durations: 0.1 ms to 60 s.
-const DURATION_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0, 60.0,
-];
 /// Model loading: 1 ms to 5 min.
 const LOAD_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -112,10 +109,6 @@ struct StageLabels {
     stage: String,
 }
 
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS.iter().copied())
-}
-
 fn load_histogram() -> Histogram {
     Histogram::new(LOAD_BUCKETS.iter().copied())
 }
@@ -130,9 +123,8 @@ pub const STAGES: [&str; 4] = ["queue", "preprocess", "inference", "postprocess"
 /// The server's metrics (one per process).
 pub struct Metrics {
     requests: Family<OutcomeLabels, Counter>,
-    duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
-    stages: Family<StageLabels, Histogram, fn() -> Histogram>,
-    in_flight: Gauge,
+    duration: Family<EndpointLabels, DurationHistogram>,
+    stages: Family<StageLabels, DurationHistogram>,
     load_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     load_failures: Family<EndpointLabels, Counter>,
     reloads: Counter,
@@ -149,9 +141,8 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             requests: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram),
-            stages: Family::new_with_constructor(duration_histogram),
-            in_flight: Gauge::default(),
+            duration: Family::default(),
+            stages: Family::default(),
             load_duration: Family::new_with_constructor(load_histogram),
             load_failures: Family::default(),
             reloads: Counter::default(),
@@ -172,12 +163,12 @@ impl Metrics {
     /// Handles for one endpoint's request metrics.
     pub fn endpoint(self: &Arc<Self>, url: &str) -> EndpointMetrics {
         let labels = EndpointLabels::of(url);
+        let duration = self.duration.get_or_create(&labels).clone();
         EndpointMetrics {
             metrics: self.clone(),
             ok: Default::default(),
-            duration: self.duration.get_or_create(&labels).clone(),
             stages: Default::default(),
-            live: self.live.endpoint(url),
+            live: self.live.endpoint(url, &duration),
             labels,
         }
     }
@@ -207,12 +198,6 @@ impl Metrics {
     /// under `endpoint=""`, so arbitrary urls cannot grow the label set.
     pub fn unrouted(&self, protocol: Protocol, kind: &str) {
         self.outcome(&EndpointLabels::of(""), protocol, kind).inc();
-    }
-
-    /// Counts a request in flight until the guard is dropped.
-    pub fn in_flight(&self) -> InFlight {
-        self.in_flight.inc();
-        InFlight(self.in_flight.clone())
     }
 
     pub fn loaded(&self, url: &str, took: Duration, ok: bool) {
@@ -246,11 +231,6 @@ impl Metrics {
             "serval_stage_duration_seconds",
             "Time per request stage: queue (waiting for a Python worker or a native runner thread), preprocess, inference, postprocess",
             self.stages.clone(),
-        );
-        registry.register(
-            "serval_requests_in_flight",
-            "Requests being served",
-            self.in_flight.clone(),
         );
         registry.register(
             "serval_endpoint_load_duration_seconds",
@@ -302,24 +282,15 @@ pub struct BatchMetrics {
     pub rejected: Counter,
 }
 
-/// Decrements the in-flight gauge when dropped.
-pub struct InFlight(Gauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 /// One endpoint's request metrics, resolved once.
 pub struct EndpointMetrics {
     metrics: Arc<Metrics>,
     labels: EndpointLabels,
     /// `outcome="ok"` by [`Protocol::index`]; created on first use.
     ok: [std::sync::OnceLock<Counter>; 4],
-    duration: Histogram,
     /// By [`STAGES`] index; created on first use (native endpoints only have inference).
-    stages: [std::sync::OnceLock<Histogram>; 4],
+    stages: [std::sync::OnceLock<DurationHistogram>; 4],
+    /// The console's counters, and the duration histogram (`serval_request_duration_seconds`).
     live: Arc<live::LiveStats>,
 }
 
@@ -339,12 +310,11 @@ impl EndpointMetrics {
                     .inc();
             }
         }
-        self.duration.observe(took.as_secs_f64());
         self.live.record(took, protocol, outcome);
     }
 
     /// Records a stage's time (`stage` indexes [`STAGES`]).
-    pub fn stage(&self, stage: usize, seconds: f64) {
+    pub fn stage(&self, stage: usize, took: Duration) {
         let (Some(cell), Some(name)) = (self.stages.get(stage), STAGES.get(stage)) else {
             return;
         };
@@ -358,7 +328,7 @@ impl EndpointMetrics {
                 })
                 .clone()
         })
-        .observe(seconds);
+        .observe(took);
     }
 }
 
@@ -389,7 +359,7 @@ mod tests {
                 message: &"bad row",
             }),
         );
-        e.stage(2, 0.001);
+        e.stage(2, Duration::from_millis(1));
         metrics.unrouted(Protocol::V2Rest, "not_found");
         let text = scrape(&metrics);
         assert_eq!(

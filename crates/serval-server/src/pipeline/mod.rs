@@ -1,394 +1,266 @@
-//! The request pipeline: one way through the server for every protocol. A protocol adapter
-//! (clearml `/serve`, V2 REST, V2 gRPC, `send_request` from Python) decodes a request into an
-//! [`Input`], resolves the endpoint in the routing table and calls [`run`]; the pipeline checks
-//! V2 inputs against the endpoint's [`Signature`], runs the endpoint's [`Runner`] (chosen when
-//! it loaded) within the request's deadline, records metrics, and gives an [`Output`] back.
-//! Errors are [`Error`]s with no protocol in them; each adapter maps them to its own codes.
+//! The front door: the one way in for a request of any protocol (clearml `/serve`, V2 REST, V2
+//! gRPC, `send_request` from Python code). A protocol adapter only translates; everything a
+//! request must pass happens here, in this order, once:
 //!
-//! The pipeline knows nothing of the routing table or of any protocol: adapters → table →
-//! pipeline → {engines, Python pools, metrics}.
+//! 1. [`Door::admit`]: the server-wide in-flight bound (else `Overloaded`) and the API key
+//!    (else `Unauthenticated`) — before the adapter reads anything of the request but its headers;
+//! 2. [`Admitted::serve`]: the key's scope for the endpoint name (`Forbidden`), resolution in the
+//!    routing table (canary, version, highest version), the endpoint's in-flight bound, the
+//!    request's budget (bytes, values, deadline) handed to the adapter's [`Decode`], decoding, and
+//!    the run on the endpoint's runner ([`crate::endpoint::run`]).
+//!
+//! Every outcome is counted: refusals before an endpoint is known under `endpoint=""`, the rest
+//! under the endpoint, always labelled by protocol. Errors are [`Error`]s; each adapter maps them
+//! to its own codes in one place.
 
-mod batch;
-mod error;
-mod forward;
-mod native;
-mod python;
-pub mod tensor;
-
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
-use bytes::Bytes;
-use serde_json::{Map, Value};
-use serval_engine::NamedTensor;
-use serval_python::Pool;
-use serval_store::EngineKind;
+use arc_swap::ArcSwap;
+use serval_store::ApiKey;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-pub use batch::{Batching, DEFAULT_MAX_QUEUE, Runner as ModelRunner};
-pub use error::Error;
-pub use forward::{Upstream, model_name};
-pub use native::NativeModel;
-pub use tensor::{Checks, Datatype, Elements, InferTensor, Signature, TensorMeta};
-
+pub use crate::endpoint::{Context, Endpoint, Input, Output, Payload, Runner, TensorMeta};
+pub use crate::error::{Error, redact};
 pub use crate::metrics::Protocol;
-use crate::metrics::{EndpointMetrics, Monitor};
+use crate::metrics::{Failure, Metrics};
+use crate::table::RoutingTable;
 
-/// A clearml request body after decoding.
-#[derive(Debug, Clone)]
-pub enum Payload {
-    Json(Value),
-    Bytes(Bytes),
-    /// A body of rows already read into a native model's input (its only top-level key, if
-    /// any, is `instances`, which no metric rule of the endpoint reads).
-    Rows(NamedTensor),
-    /// Rows the endpoint's model cannot take, found while reading them: reported by the pipeline
-    /// as the endpoint's invalid input (422), so its metrics count it.
-    InvalidRows(String),
-}
-
-/// What a request carries.
-#[derive(Debug)]
-pub enum Input {
-    /// A clearml body; the reply is a JSON body.
-    Body(Payload),
-    /// V2 tensors; the reply is tensors. `outputs` selects outputs by name (`None`: all);
-    /// `parameters` are the request's (Python code sees them as `state["parameters"]`).
-    Tensors {
-        inputs: Vec<InferTensor>,
-        outputs: Option<Vec<String>>,
-        parameters: Map<String, Value>,
-    },
-}
-
-/// What a request produced.
-#[derive(Debug)]
-pub enum Output {
-    Body(Value),
-    Tensors(Vec<InferTensor>),
-}
-
-/// Per request: when it must be done by and where it came from.
+/// What the front door bounds, from the server's configuration.
 #[derive(Debug, Clone, Copy)]
-pub struct Context {
+pub struct Limits {
+    /// Requests in flight in the whole server (`serve --max-in-flight`).
+    pub max_in_flight: usize,
+    /// Largest request body, before and after decompression (`serve --body-limit`).
+    pub body_limit: usize,
+    /// Most values one request may decode into (`serve --max-values`).
+    pub max_values: usize,
+    /// Most memory decoding one request may take (`serve --max-request-memory`).
+    pub max_request_memory: usize,
+    /// Longest a request may take (`serve --request-timeout`).
+    pub request_timeout: Duration,
+    /// API keys are required (`serve --require-auth`).
+    pub require_auth: bool,
+}
+
+/// Requests at least this large (bytes) are decoded and parsed on a blocking thread, so health
+/// checks and small requests keep answering while big ones are read.
+pub const OFFLOAD_FROM: usize = 64 * 1024;
+
+/// What a request may cost while it is decoded: checked by the adapter's [`Decode`] before it
+/// allocates.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub body_limit: usize,
+    pub max_values: usize,
+    /// Bytes decoding may allocate (checked on an estimate made before decoding).
+    pub memory: usize,
     pub deadline: Instant,
-    /// The whole budget, for the timeout message.
+    /// The request's whole time budget (for the timeout message).
     pub timeout: Duration,
-    pub protocol: Protocol,
 }
 
-impl Context {
-    /// A request that may take `timeout` from now.
-    pub fn new(protocol: Protocol, timeout: Duration) -> Context {
-        Context {
-            deadline: Instant::now() + timeout,
-            timeout,
+/// Who is asking.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    /// The value of an `Authorization` header (HTTP) or `authorization` metadata (gRPC), if any.
+    Header(Option<&'a str>),
+    /// A call from an endpoint's own Python code (`send_request`), inside a request that was
+    /// admitted already: no key, no server-wide bound.
+    Internal,
+}
+
+/// How an adapter turns its request into the pipeline's [`Input`], once the endpoint is known.
+pub trait Decode: Send + Sized {
+    /// What the adapter keeps for encoding the reply (a V2 request id, binary output flags, …).
+    type Extra: Send;
+
+    /// Reads and decodes the request for `endpoint`, within `budget`.
+    fn decode(
+        self,
+        endpoint: &Arc<Endpoint>,
+        budget: &Budget,
+    ) -> impl Future<Output = Result<(Input, Self::Extra), Error>> + Send;
+
+    /// The name resolved to nothing: an error of the request itself to report instead of that,
+    /// if any. clearml reads the body first and reports one that is not JSON before an unknown
+    /// endpoint; the other protocols do not look.
+    fn precedes(self, _budget: &Budget) -> impl Future<Output = Option<Error>> + Send {
+        std::future::ready(None)
+    }
+}
+
+/// A request that went through: the endpoint that answered (its version names the reply), the
+/// output, and what the adapter's decoder kept.
+pub struct Served<E> {
+    pub endpoint: Arc<Endpoint>,
+    pub output: Output,
+    pub extra: E,
+}
+
+/// The front door of one server: the routing table it serves from and the bounds it keeps.
+pub struct Door {
+    table: ArcSwap<RoutingTable>,
+    admission: Semaphore,
+    limits: Limits,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Door {
+    pub fn new(limits: Limits, metrics: Option<Arc<Metrics>>) -> Door {
+        Door {
+            table: ArcSwap::from_pointee(RoutingTable::default()),
+            admission: Semaphore::new(limits.max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
+            limits,
+            metrics,
+        }
+    }
+
+    /// The routing table served now (a cheap guard: do not hold it across an await).
+    pub fn table(&self) -> arc_swap::Guard<Arc<RoutingTable>> {
+        self.table.load()
+    }
+
+    /// The routing table served now, to keep.
+    pub fn table_full(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    /// Serves `table` from now on; requests in flight keep the endpoints they resolved.
+    pub fn swap(&self, table: Arc<RoutingTable>) {
+        self.table.store(table);
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Requests admitted and not finished (the server-wide bound's permits in use).
+    pub fn in_flight(&self) -> usize {
+        self.limits
+            .max_in_flight
+            .clamp(1, Semaphore::MAX_PERMITS)
+            .saturating_sub(self.admission.available_permits())
+    }
+
+    /// The key a credential stands for: `Ok(None)` when keys are not required, else the current
+    /// key or `Unauthenticated`.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Option<ApiKey>, Error> {
+        if !self.limits.require_auth {
+            return Ok(None);
+        }
+        let table = self.table.load();
+        crate::auth::authenticate(&table.api_keys, authorization).map(Some)
+    }
+
+    /// Step 1: the server-wide bound, then the key. A refusal is counted (`endpoint=""`).
+    pub fn admit(
+        &self,
+        protocol: Protocol,
+        credential: Credential<'_>,
+    ) -> Result<Admitted<'_>, Error> {
+        let (permit, key) = match credential {
+            Credential::Internal => (None, None),
+            Credential::Header(authorization) => {
+                let Ok(permit) = self.admission.try_acquire() else {
+                    let error = Error::Overloaded(format!(
+                        "the server has {} requests in flight, its limit (serve --max-in-flight); retry later",
+                        self.limits.max_in_flight
+                    ));
+                    return Err(self.refused(protocol, error));
+                };
+                let key = self
+                    .authenticate(authorization)
+                    .map_err(|e| self.refused(protocol, e))?;
+                (Some(permit), key)
+            }
+        };
+        Ok(Admitted {
+            door: self,
             protocol,
-        }
-    }
-}
-
-/// What runs an endpoint, chosen when it loads.
-pub enum Runner {
-    /// A native model in-process (XGBoost, LightGBM, ONNX).
-    Native(NativeModel),
-    /// Everything in the endpoint's Python workers (sklearn, custom engines, or the model object
-    /// `Preprocess.load` returned).
-    Python(Arc<Pool>),
-    /// `preprocess` and `postprocess` in Python around a native model in the server (the model's
-    /// library in Python when `preprocess` returns data only it understands).
-    PythonNative { pool: Arc<Pool>, model: NativeModel },
-    /// A `triton` endpoint forwarded to a V2 gRPC server, with the endpoint's `preprocess` and
-    /// `postprocess` around it when it has code.
-    Forward {
-        pool: Option<Arc<Pool>>,
-        upstream: Upstream,
-    },
-}
-
-impl Runner {
-    pub fn pool(&self) -> Option<&Arc<Pool>> {
-        match self {
-            Runner::Native(_) => None,
-            Runner::Python(pool) | Runner::PythonNative { pool, .. } => Some(pool),
-            Runner::Forward { pool, .. } => pool.as_ref(),
-        }
-    }
-
-    /// Where the endpoint's work runs: `native`, `python`, `python+native` or `forwarded`.
-    pub fn runs(&self) -> &'static str {
-        match self {
-            Runner::Native(_) => "native",
-            Runner::Python(_) => "python",
-            Runner::PythonNative { .. } => "python+native",
-            Runner::Forward { .. } => "forwarded",
-        }
-    }
-
-    /// How the endpoint runs, as the status shows it.
-    pub fn describe(&self, kind: EngineKind) -> String {
-        let native = |m: &NativeModel| m.describe();
-        match self {
-            Runner::Native(model) => native(model),
-            Runner::Python(pool) if pool.custom_model() => {
-                "python worker (the model returned by Preprocess.load)".to_string()
-            }
-            Runner::Python(_) => match kind {
-                EngineKind::Sklearn => "python worker (scikit-learn model)".to_string(),
-                EngineKind::Triton => {
-                    "python worker (the triton model through its library)".to_string()
-                }
-                kind => format!("python worker ({kind})"),
-            },
-            Runner::Forward { pool, upstream } => format!(
-                "forwarded to the V2 gRPC server at {} as model '{}'{}",
-                upstream.address,
-                upstream.model,
-                if pool.is_some() {
-                    " (python pre/postprocess)"
-                } else {
-                    ""
-                }
-            ),
-            Runner::PythonNative { model, .. } if kind == EngineKind::Sklearn => format!(
-                "python pre/postprocess + {} (predict in the server; parameters read from the pickle)",
-                native(model)
-            ),
-            Runner::PythonNative { model, .. } if kind == EngineKind::Triton => {
-                format!("python pre/postprocess + {} (triton engine)", native(model))
-            }
-            Runner::PythonNative { model, .. } => format!(
-                "python pre/postprocess + {} (the {kind} library in Python when preprocess \
-                 returns data that is not array-like)",
-                native(model)
-            ),
-        }
-    }
-}
-
-/// A loaded endpoint, ready to answer requests.
-pub struct Endpoint {
-    /// `name` or `name/version`.
-    pub url: String,
-    pub version: Option<String>,
-    pub kind: EngineKind,
-    pub runner: Runner,
-    /// V2 model metadata and input checks.
-    pub signature: Signature,
-    /// The endpoint's `--input-name` list (feature order for named features in clearml bodies).
-    pub input_names: Vec<String>,
-    /// The endpoint's `--output-name` list (the outputs a `triton` endpoint hands `postprocess`).
-    pub output_names: Vec<String>,
-    /// Request metrics (`None` when metrics are off).
-    pub metrics: Option<EndpointMetrics>,
-    /// clearml statistics of this url (sampling, variables); set at every table build.
-    pub monitor: ArcSwapOption<Monitor>,
-    /// Requests whose model ran in Python because preprocess returned non-array data.
-    pub library_requests: AtomicU64,
-    /// The endpoint's in-flight bound (admission control).
-    pub admission: Admission,
-}
-
-/// A bound on requests in flight: past it a request is refused at once (429), not queued.
-pub struct Admission {
-    permits: Arc<tokio::sync::Semaphore>,
-    bound: usize,
-}
-
-impl Admission {
-    pub fn new(bound: usize) -> Self {
-        Admission {
-            permits: Arc::new(tokio::sync::Semaphore::new(bound)),
-            bound,
-        }
-    }
-
-    fn admit(&self, url: &str) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
-        self.permits.clone().try_acquire_owned().map_err(|_| {
-            Error::Overloaded(format!(
-                "endpoint '{url}' has {} requests in flight, its limit (serve --max-in-flight-per-endpoint); retry later",
-                self.bound
-            ))
+            key,
+            _permit: permit,
         })
     }
-}
 
-/// What executing a request produced, besides the output.
-struct Executed {
-    output: Output,
-    /// What `collect_custom_statistics_fn` collected (Python endpoints, sampled requests).
-    stats: Option<Map<String, Value>>,
-}
-
-/// Index of each stage in [`crate::metrics::STAGES`].
-const STAGE_QUEUE: usize = 0;
-const STAGE_INFERENCE: usize = 2;
-
-/// Serves one request on a resolved endpoint within `ctx.deadline`, recording its metrics:
-/// outcome and duration always, clearml variables when the request is sampled.
-pub async fn run(endpoint: &Endpoint, input: Input, ctx: Context) -> Result<Output, Error> {
-    let _permit = match endpoint.admission.admit(&endpoint.url) {
-        Ok(permit) => permit,
-        Err(error) => {
-            if let Some(metrics) = &endpoint.metrics {
-                metrics.finished(Duration::ZERO, ctx.protocol, Err(error.failure()));
-            }
-            return Err(error);
+    /// Counts a request refused before it reached an endpoint, and gives its error back.
+    fn refused(&self, protocol: Protocol, error: Error) -> Error {
+        if let Some(metrics) = &self.metrics {
+            metrics.unrouted(protocol, error.kind());
         }
-    };
-    let start = Instant::now();
-    let monitor = endpoint.monitor.load_full();
-    let sampled = monitor.as_ref().is_some_and(|m| m.sample(fastrand::f64()));
-    let request_values = match (&monitor, &input) {
-        (Some(m), Input::Body(Payload::Json(body))) if sampled => m.body_values(body),
-        (Some(m), Input::Tensors { inputs, .. }) if sampled => {
-            m.body_values(&tensors_object(inputs, false))
-        }
-        _ => Vec::new(),
-    };
-    // Dropped unfinished = the client went away: counted as cancelled.
-    struct Unfinished<'a>(Option<&'a Endpoint>, Instant, Protocol);
-    impl Drop for Unfinished<'_> {
-        fn drop(&mut self) {
-            if let Some(metrics) = self.0.and_then(|e| e.metrics.as_ref()) {
-                metrics.finished(self.1.elapsed(), self.2, Err(Error::Cancelled.failure()));
-            }
-        }
+        error
     }
-    let mut unfinished = Unfinished(Some(endpoint), start, ctx.protocol);
-    let result =
-        match tokio::time::timeout_at(ctx.deadline, execute(endpoint, input, ctx, sampled)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout(ctx.timeout)),
+}
+
+/// A request past step 1: it holds its place in the server-wide bound until it is dropped.
+pub struct Admitted<'a> {
+    door: &'a Door,
+    protocol: Protocol,
+    /// The caller's key when keys are required.
+    key: Option<ApiKey>,
+    _permit: Option<SemaphorePermit<'a>>,
+}
+
+impl Admitted<'_> {
+    /// Counts an error the adapter found before it could name an endpoint (a gRPC message that
+    /// cannot be read, say), and gives it back.
+    pub fn refuse(&self, error: Error) -> Error {
+        self.door.refused(self.protocol, error)
+    }
+
+    /// Step 2: scope, resolution, the endpoint's bound, decoding within the budget, the run.
+    pub async fn serve<D: Decode>(
+        self,
+        name: &str,
+        version: Option<&str>,
+        timeout: Duration,
+        decoder: D,
+    ) -> Result<Served<D::Extra>, Error> {
+        let ctx = Context::new(self.protocol, timeout);
+        let budget = Budget {
+            body_limit: self.door.limits.body_limit,
+            max_values: self.door.limits.max_values,
+            memory: self.door.limits.max_request_memory,
+            deadline: ctx.deadline,
+            timeout,
         };
-    unfinished.0 = None;
-    let took = start.elapsed();
-    if let Some(metrics) = &endpoint.metrics {
-        metrics.finished(
-            took,
-            ctx.protocol,
-            result.as_ref().map(|_| ()).map_err(Error::failure),
-        );
-    }
-    let executed = result?;
-    if let (true, Some(monitor)) = (sampled, monitor) {
-        let reply = match &executed.output {
-            Output::Body(value) => std::borrow::Cow::Borrowed(value),
-            Output::Tensors(outputs) => std::borrow::Cow::Owned(tensors_object(outputs, false)),
-        };
-        monitor.record(
-            took.as_secs_f64(),
-            &request_values,
-            &reply,
-            executed.stats.as_ref(),
-        );
-    }
-    Ok(executed.output)
-}
-
-async fn execute(
-    endpoint: &Endpoint,
-    input: Input,
-    ctx: Context,
-    sampled: bool,
-) -> Result<Executed, Error> {
-    let requested = match &input {
-        Input::Tensors {
-            inputs, outputs, ..
-        } => {
-            endpoint.signature.check_inputs(&endpoint.url, inputs)?;
-            if let Some(names) = outputs {
-                check_requested_outputs(endpoint, names)?;
-            }
-            Some(outputs.clone())
+        if let Some(key) = &self.key
+            && !key.allows(name)
+        {
+            return Err(self.refuse(crate::auth::out_of_scope(name)));
         }
-        Input::Body(_) => None,
-    };
-    let executed = match &endpoint.runner {
-        Runner::Native(model) => Executed {
-            output: native::run(endpoint, model, input, ctx).await?,
-            stats: None,
-        },
-        Runner::Python(pool) => python::run(endpoint, pool, None, input, ctx, sampled).await?,
-        Runner::PythonNative { pool, model } => {
-            let between = Some(python::Between::Native(model));
-            python::run(endpoint, pool, between, input, ctx, sampled).await?
-        }
-        Runner::Forward {
-            pool: Some(pool),
-            upstream,
-        } => {
-            let between = Some(python::Between::Forward(upstream));
-            python::run(endpoint, pool, between, input, ctx, sampled).await?
-        }
-        Runner::Forward {
-            pool: None,
-            upstream,
-        } => Executed {
-            output: forward::run(endpoint, upstream, input, ctx.deadline).await?,
-            stats: None,
-        },
-    };
-    Ok(match (executed.output, requested) {
-        (Output::Tensors(outputs), Some(requested)) => Executed {
-            output: Output::Tensors(tensor::select_outputs(
-                &endpoint.url,
-                outputs,
-                requested.as_deref(),
-            )?),
-            stats: executed.stats,
-        },
-        (output, _) => Executed {
-            output,
-            stats: executed.stats,
-        },
-    })
-}
-
-/// Requested outputs are checked before the model runs when the endpoint declares its outputs.
-fn check_requested_outputs(endpoint: &Endpoint, names: &[String]) -> Result<(), Error> {
-    let declared = &endpoint.signature.outputs;
-    if endpoint.signature.checks == Checks::None || declared.is_empty() {
-        return Ok(());
-    }
-    match names
-        .iter()
-        .find(|n| !declared.iter().any(|d| &d.name == *n))
-    {
-        Some(unknown) => Err(Error::BadRequest(format!(
-            "model '{}' has no output '{unknown}' (its outputs: {})",
-            endpoint.url,
-            declared
-                .iter()
-                .map(|d| format!("'{}'", d.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Tensors as one JSON object, `{name: value}` (a one-element tensor as its element), for clearml
-/// metric variables and Python code.
-fn tensors_object(tensors: &[InferTensor], nested: bool) -> Value {
-    Value::Object(
-        tensors
-            .iter()
-            .map(|t| {
-                let value = if nested {
-                    t.to_json()
-                } else {
-                    let mut values = t.data.json_values();
-                    if values.len() == 1 {
-                        values.pop().unwrap_or(Value::Null)
-                    } else {
-                        Value::Array(values)
-                    }
+        let resolved = self.door.table.load().resolve(name, version, fastrand::f64());
+        let endpoint = match resolved {
+            Ok(endpoint) => endpoint,
+            Err(error) => {
+                let first = tokio::time::timeout_at(ctx.deadline, decoder.precedes(&budget)).await;
+                let error = match first {
+                    Ok(Some(first)) => first,
+                    Ok(None) => error,
+                    Err(_) => Error::Timeout(timeout),
                 };
-                (t.name.clone(), value)
-            })
-            .collect(),
-    )
+                return Err(self.refuse(error));
+            }
+        };
+        let failed = |error: Error| {
+            if let Some(metrics) = &endpoint.metrics {
+                metrics.finished(Duration::ZERO, self.protocol, Err(Failure::from(&error)));
+            }
+            error
+        };
+        let permit = endpoint.admission.admit(&endpoint.url).map_err(failed)?;
+        let decoded = tokio::time::timeout_at(ctx.deadline, decoder.decode(&endpoint, &budget))
+            .await
+            .unwrap_or(Err(Error::Timeout(timeout)));
+        let (input, extra) = decoded.map_err(failed)?;
+        let output = crate::endpoint::run(&endpoint, input, ctx).await;
+        drop(permit);
+        Ok(Served {
+            output: output?,
+            endpoint,
+            extra,
+        })
+    }
 }

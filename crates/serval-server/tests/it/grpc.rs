@@ -305,7 +305,8 @@ async fn oversize_messages_are_refused() {
         .model_infer(request("test_model_xgb", "", vec![big]))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("limit of 1024 bytes"), "{status:?}");
     let small = fp32_input("input", vec![1, 4], IRIS_ROW.to_vec());
     assert!(
         client
@@ -375,7 +376,7 @@ async fn reload_under_load_fails_no_call() {
         "{} calls",
         ok.load(Ordering::Relaxed)
     );
-    assert!(state.table.load().revision >= 30);
+    assert!(state.door.table().revision >= 30);
 }
 
 #[tokio::test]

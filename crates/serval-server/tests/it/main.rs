@@ -3,6 +3,7 @@
 
 mod contract;
 mod grpc;
+mod layers;
 mod reload;
 mod v2;
 
@@ -113,6 +114,7 @@ impl Setup {
             grpc_port: None,
             body_limit: 1 << 20,
             max_values: 16_000_000,
+            max_request_memory: 256 << 20,
             max_in_flight: 4096,
             max_in_flight_per_endpoint: 1024,
             request_timeout: Duration::from_secs(30),

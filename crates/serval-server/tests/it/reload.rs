@@ -29,7 +29,7 @@ async fn a_failed_reload_keeps_the_previous_version_serving() {
     setup.endpoint("broken", None, EngineKind::Xgboost, &bad);
     state.sync().await.unwrap();
 
-    let table = state.table.load();
+    let table = state.door.table();
     let slot = &table.slots["test_model_lgbm/1"];
     assert_eq!(slot.status.state, "failed");
     assert!(slot.status.serving, "the previous version keeps serving");
@@ -76,7 +76,7 @@ async fn a_failed_reload_keeps_the_previous_version_serving() {
     setup.endpoint("test_model_lgbm", Some("1"), EngineKind::Lightgbm, &good);
     state.sync().await.unwrap();
     assert_eq!(
-        state.table.load().slots["test_model_lgbm/1"].status.state,
+        state.door.table().slots["test_model_lgbm/1"].status.state,
         "loaded"
     );
 }
@@ -85,18 +85,18 @@ async fn a_failed_reload_keeps_the_previous_version_serving() {
 async fn unchanged_endpoints_keep_their_engine_across_reloads() {
     let setup = Setup::new();
     let state = setup.serving().await;
-    let before = state.table.load().slots["test_model_xgb"]
+    let before = state.door.table().slots["test_model_xgb"]
         .serving
         .clone()
         .unwrap();
-    let model_id = state.table.load().slots["test_model_xgb"]
+    let model_id = state.door.table().slots["test_model_xgb"]
         .status
         .model_id
         .clone()
         .unwrap();
     setup.endpoint("another", None, EngineKind::Xgboost, &model_id);
     state.sync().await.unwrap();
-    let table = state.table.load();
+    let table = state.door.table();
     let after = table.slots["test_model_xgb"].serving.clone().unwrap();
     assert!(std::sync::Arc::ptr_eq(&before, &after), "not reloaded");
     assert!(table.slots.contains_key("another"));
@@ -126,10 +126,10 @@ async fn prefix_canaries_follow_new_versions() {
     });
     state.sync().await.unwrap();
     assert_eq!(
-        state.table.load().canaries["lgbm"].targets,
+        state.door.table().canaries["lgbm"].targets,
         vec!["test_model_lgbm/2", "test_model_lgbm/1"]
     );
-    let model = state.table.load().slots["test_model_lgbm/1"]
+    let model = state.door.table().slots["test_model_lgbm/1"]
         .status
         .model_id
         .clone()
@@ -137,7 +137,7 @@ async fn prefix_canaries_follow_new_versions() {
     setup.endpoint("test_model_lgbm", Some("10"), EngineKind::Lightgbm, &model);
     state.sync().await.unwrap();
     assert_eq!(
-        state.table.load().canaries["lgbm"].targets,
+        state.door.table().canaries["lgbm"].targets,
         vec!["test_model_lgbm/10", "test_model_lgbm/2"]
     );
     assert_eq!(

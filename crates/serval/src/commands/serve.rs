@@ -69,6 +69,10 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
     ensure!(args.body_limit > 0, "--body-limit must be positive");
     ensure!(args.max_values > 0, "--max-values must be positive");
     ensure!(
+        args.max_request_memory > 0,
+        "--max-request-memory must be positive"
+    );
+    ensure!(
         args.max_connections > 0,
         "--max-connections must be positive"
     );
@@ -102,6 +106,7 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         grpc_port: args.grpc_port.0,
         body_limit: args.body_limit,
         max_values: args.max_values,
+        max_request_memory: args.max_request_memory,
         max_in_flight: args.max_in_flight,
         max_in_flight_per_endpoint: args.max_in_flight_per_endpoint,
         request_timeout: seconds("--request-timeout", args.request_timeout)?,

@@ -181,7 +181,7 @@ def grpc_errors(client):
     big = grpcclient.InferInput("input", [BODY_LIMIT // 16 + 1, 4], "FP32")
     big.set_data_from_numpy(np.zeros((BODY_LIMIT // 16 + 1, 4), np.float32))
     expect_error("grpc: oversize", lambda: client.infer("test_model_xgb", [big]),
-                 grpc_code="OUT_OF_RANGE", text="limit")
+                 grpc_code="RESOURCE_EXHAUSTED", text="limit")
     # A raw message tritonclient would not build: the shape holds 8 elements, the data 4.
     stub = client._client_stub
     request = service_pb2.ModelInferRequest(model_name="test_model_xgb")

@@ -11,11 +11,13 @@ use tokio::time::Instant;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 
-use super::{Datatype, Elements, Endpoint, Error, InferTensor, Input, Output, Payload};
-use crate::grpc::proto::ModelInferRequest;
-use crate::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use crate::grpc::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
-use crate::grpc::proto::model_infer_response::InferOutputTensor;
+use super::{Endpoint, Input, Output, Payload};
+use crate::error::Error;
+use crate::wire::proto::ModelInferRequest;
+use crate::wire::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use crate::wire::proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
+use crate::wire::proto::model_infer_response::InferOutputTensor;
+use crate::wire::{Datatype, Elements, InferTensor};
 
 /// Where a forwarded endpoint's requests go.
 pub struct Upstream {
@@ -60,7 +62,7 @@ impl Upstream {
         deadline: Instant,
     ) -> Result<Vec<InferTensor>, Error> {
         // Encoded as the server encodes its outputs: metadata plus raw little-endian contents.
-        let (metas, raw) = crate::grpc::convert::outputs(inputs);
+        let (metas, raw) = crate::wire::grpc::outputs(inputs);
         let tensors = metas
             .into_iter()
             .map(|m| InferInputTensor {
@@ -132,7 +134,7 @@ impl Upstream {
             (Some(bytes), _) => Elements::from_le_bytes(datatype, bytes, &output.name)
                 .map_err(|e| bad(e.to_string()))?,
             (None, Some(contents)) => {
-                crate::grpc::convert::contents_elements(&output.name, datatype, contents.clone())
+                crate::wire::grpc::contents_elements(&output.name, datatype, contents.clone())
                     .map_err(|e| bad(e.to_string()))?
             }
             (None, None) => return Err(bad("without data".into())),

@@ -10,8 +10,8 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::pipeline::tensor::shape_of;
-use crate::pipeline::{Datatype, Elements, Error, InferTensor};
+use crate::error::Error;
+use crate::wire::{Datatype, Elements, InferTensor, shape_of};
 
 /// The header that splits a binary body: the length of its JSON part.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -277,7 +277,7 @@ pub fn decode(
             body.split_at(n)
         }
     };
-    super::body::check_values(json, max_values)?;
+    super::json::check_values(json, max_values)?;
     let request: RequestJson = serde_json::from_slice(json).map_err(|e| {
         bad(format!(
             "the request is not a valid V2 inference request: {e}"

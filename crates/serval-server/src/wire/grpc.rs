@@ -10,8 +10,8 @@ use super::proto::infer_parameter::ParameterChoice;
 use super::proto::model_infer_request::InferInputTensor;
 use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::{InferParameter, InferTensorContents, ModelInferRequest};
-use crate::pipeline::tensor::shape_of;
-use crate::pipeline::{Datatype, Elements, Error, InferTensor};
+use crate::error::Error;
+use crate::wire::{Datatype, Elements, InferTensor, shape_of};
 
 fn bad(message: String) -> Error {
     Error::BadRequest(message)

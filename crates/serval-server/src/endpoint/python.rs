@@ -4,6 +4,7 @@
 //! `postprocess` on what the model library's `predict` would have returned.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use serval_engine::{DataType, NamedOutput, NamedTensor, OutputValue, Tensor, TensorData};
@@ -12,9 +13,11 @@ use serval_python::{Body, Pool, Step};
 use serval_store::EngineKind;
 
 use super::{
-    Context, Endpoint, Error, Executed, InferTensor, Input, NativeModel, Output, Payload,
-    STAGE_INFERENCE, STAGE_QUEUE, Signature, Upstream, tensors_object,
+    Context, Endpoint, Executed, Input, NativeModel, Output, Payload, STAGE_INFERENCE,
+    STAGE_QUEUE, Signature, Upstream, tensors_object,
 };
+use crate::error::Error;
+use crate::wire::InferTensor;
 
 /// What runs between `preprocess` and `postprocess` in the server.
 pub(super) enum Between<'a> {
@@ -105,7 +108,7 @@ pub(super) async fn run(
                         .infer(inputs, &endpoint.output_names, ctx.deadline)
                         .await?;
                     if let Some(metrics) = &endpoint.metrics {
-                        metrics.stage(STAGE_INFERENCE, start.elapsed().as_secs_f64());
+                        metrics.stage(STAGE_INFERENCE, start.elapsed());
                     }
                     let outputs = outputs
                         .into_iter()
@@ -126,11 +129,11 @@ pub(super) async fn run(
         }
     };
     if let Some(metrics) = &endpoint.metrics {
-        metrics.stage(STAGE_QUEUE, outcome.queue.as_secs_f64());
+        metrics.stage(STAGE_QUEUE, outcome.queue);
         // The worker's stages; `process` is inference when the worker ran the model.
         for (stage, name) in [(1, "preprocess"), (2, "process"), (3, "postprocess")] {
             if let Some(seconds) = outcome.timings.get(name).and_then(Value::as_f64) {
-                metrics.stage(stage, seconds);
+                metrics.stage(stage, Duration::try_from_secs_f64(seconds).unwrap_or_default());
             }
         }
     }

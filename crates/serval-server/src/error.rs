@@ -1,6 +1,6 @@
-//! The pipeline's errors: what went wrong, named by what the caller should do. No protocol here:
-//! each adapter (clearml REST, V2 REST, V2 gRPC, `send_request`) maps them to its own codes and
-//! texts in one place.
+//! The request path's errors: what went wrong, named by what the caller should do. No protocol
+//! here: each adapter (clearml REST, V2 REST, V2 gRPC, `send_request`) maps them to its own codes
+//! and texts in one place. [`redact`] is how text that may name files becomes client text.
 
 use std::time::Duration;
 
@@ -15,6 +15,15 @@ pub enum Error {
         name: String,
         version: Option<String>,
     },
+    /// No API key, or not a current one (unknown, revoked or expired): 401 / UNAUTHENTICATED.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid API key that may not call this endpoint: 403 / PERMISSION_DENIED.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A body that should be JSON and is not: where it broke (byte offset) and why.
+    #[error("the body is not JSON: {reason} (at byte {offset})")]
+    InvalidJson { offset: usize, reason: String },
     /// The request is malformed for its protocol (undecodable body, shape or datatype that does
     /// not match the model, element count that does not match the shape).
     #[error("{0}")]
@@ -33,6 +42,13 @@ pub enum Error {
         "the request holds more than {0} values, the limit of this server (serve --max-values)"
     )]
     TooManyValues(usize),
+    /// Decoding the request would take more memory than one request may.
+    #[error(
+        "the request would take about {} MiB to decode, more than the {} MiB one request may use (serve --max-request-memory)",
+        needs.div_ceil(1 << 20),
+        budget >> 20
+    )]
+    OverBudget { needs: usize, budget: usize },
     /// Admission control: too many requests in flight (HTTP 429 with Retry-After).
     #[error("{0}")]
     Overloaded(String),
@@ -72,10 +88,15 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::NotFound { .. } => "not_found",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
+            Error::InvalidJson { .. } => "invalid_input",
             Error::BadRequest(_) => "bad_request",
             Error::InvalidInput(_) => "invalid_input",
             Error::Cancelled => "cancelled",
-            Error::TooLarge(_) | Error::TooManyValues(_) => "payload_too_large",
+            Error::TooLarge(_) | Error::TooManyValues(_) | Error::OverBudget { .. } => {
+                "payload_too_large"
+            }
             Error::Timeout(_) => "timeout",
             Error::Overloaded(_) => "overloaded",
             Error::Unavailable { .. } => "unavailable",
@@ -84,14 +105,6 @@ impl Error {
             Error::Worker(_) => "worker_exited",
             Error::Upstream(_) => "upstream",
             Error::Internal(_) => "internal",
-        }
-    }
-
-    /// This error as request metrics record it.
-    pub fn failure(&self) -> crate::metrics::Failure<'_> {
-        crate::metrics::Failure {
-            kind: self.kind(),
-            message: self,
         }
     }
 
@@ -124,7 +137,7 @@ impl Error {
             PyError::WorkerExited(m) | PyError::Protocol(m) => Error::Worker(m),
             PyError::Unavailable(reason) => Error::Unavailable {
                 endpoint: endpoint.to_string(),
-                reason: crate::table::without_paths(&reason),
+                reason: redact(&reason),
             },
         }
     }
@@ -139,5 +152,58 @@ impl From<EngineError> for Error {
                 Error::Internal(m)
             }
         }
+    }
+}
+
+/// Text that may name files, as a client may see it: every absolute filesystem path becomes
+/// `<path>` (the full text stays in the logs and in `serval model list`). Words are split at any
+/// whitespace, newlines included, and the whitespace is kept.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for piece in text.split_inclusive(char::is_whitespace) {
+        let word = piece.trim_end_matches(char::is_whitespace);
+        let space = &piece[word.len()..];
+        let core = word.trim_start_matches(['\'', '"', '(', '[', '<', '`']);
+        if core.starts_with('/') && core[1..].contains('/') {
+            let lead = &word[..word.len() - core.len()];
+            let tail_len = core
+                .chars()
+                .rev()
+                .take_while(|c| matches!(c, ':' | ',' | ')' | ']' | '\'' | '"' | '.' | '>' | '`'))
+                .map(char::len_utf8)
+                .sum::<usize>();
+            out.push_str(lead);
+            out.push_str("<path>");
+            out.push_str(&core[core.len() - tail_len..]);
+        } else {
+            out.push_str(word);
+        }
+        out.push_str(space);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn client_errors_carry_no_paths() {
+        assert_eq!(
+            redact("cannot read /root/.serval/cache/blobs/ab/m.json: No such file"),
+            "cannot read <path>: No such file"
+        );
+        assert_eq!(
+            redact("model file '/tmp/x/model.txt' changed (sha256 a, registry b)"),
+            "model file '<path>' changed (sha256 a, registry b)"
+        );
+        assert_eq!(
+            redact("engine 'triton' is 1/2 done"),
+            "engine 'triton' is 1/2 done"
+        );
+        assert_eq!(
+            redact("failed:\n/home/u/x.py line 3\n\t(/a/b)"),
+            "failed:\n<path> line 3\n\t(<path>)"
+        );
     }
 }

@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serval_core::{reply_from_outputs, request_to_inputs};
+use serval_core::{reply_json, request_to_inputs};
 use serval_engine::{Engine, ModelMetadata, NamedOutput, NamedTensor, OutputValue, Tensor};
 use serval_store::EngineKind;
 use tokio::time::Instant;
 
 use super::batch::Runner;
-use super::{Endpoint, Error, InferTensor, Input, Output, Payload, STAGE_INFERENCE};
+use super::{Endpoint, Input, Output, Payload, STAGE_INFERENCE};
+use crate::error::Error;
 use crate::metrics::EndpointMetrics;
+use crate::wire::InferTensor;
 
 /// Batches of at most this many rows run inline on tree models.
 const TREE_INLINE_ROWS: usize = 64;
@@ -149,7 +151,7 @@ impl NativeModel {
             })?
         };
         if let Some(metrics) = metrics {
-            metrics.stage(STAGE_INFERENCE, start.elapsed().as_secs_f64());
+            metrics.stage(STAGE_INFERENCE, start.elapsed());
         }
         Ok(outputs)
     }
@@ -333,7 +335,7 @@ pub async fn run(
                     .collect();
                 return Ok(Output::Body(serval_core::outputs_by_name(&wanted)));
             }
-            Ok(Output::Body(reply_from_outputs(meta, &outputs)?))
+            Ok(Output::Json(reply_json(meta, &outputs)?))
         }
         Input::Tensors { inputs, .. } => {
             let inputs = inputs

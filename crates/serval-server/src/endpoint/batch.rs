@@ -34,7 +34,8 @@ use serval_engine::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{Error, STAGE_INFERENCE, STAGE_QUEUE};
+use super::{STAGE_INFERENCE, STAGE_QUEUE};
+use crate::error::Error;
 use crate::metrics::{BatchMetrics, EndpointMetrics};
 
 /// Dynamic batching of one endpoint.
@@ -502,9 +503,7 @@ pub(crate) fn run_call(
         for job in &jobs {
             stages.stage(
                 STAGE_QUEUE,
-                started
-                    .saturating_duration_since(job.enqueued)
-                    .as_secs_f64(),
+                started.saturating_duration_since(job.enqueued),
             );
         }
     }
@@ -513,7 +512,7 @@ pub(crate) fn run_call(
             metrics.rows.observe(rows as f64);
         }
         if let Some(stages) = stages {
-            let took = from.elapsed().as_secs_f64();
+            let took = from.elapsed();
             for _ in jobs {
                 stages.stage(STAGE_INFERENCE, took);
             }
@@ -610,7 +609,7 @@ fn one_by_one(
             metrics.rows.observe(job.rows as f64);
         }
         if let Some(stages) = stages {
-            stages.stage(STAGE_INFERENCE, started.elapsed().as_secs_f64());
+            stages.stage(STAGE_INFERENCE, started.elapsed());
         }
         job.answer(result);
     }

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Single-row throughput against the machine's ceiling, in one sitting: the axum JSON echo server
+# of ../shared/bench/echo and one or more serval binaries (e.g. a build of main before a change
+# and one after), each serving the XGBoost and LightGBM iris models of ../shared/bench on /serve.
+# Runs alternate (echo, then every binary on every model) so that a busy box affects all alike;
+# prints each run and the median per server with its share of the echo ceiling.
+#
+# Usage: bench/front_door.sh NAME=PATH_TO_SERVAL [NAME=PATH ...]
+#   ROUNDS=5 SECONDS_PER_RUN=5 CONNECTIONS=16 (wrk, 1 thread, 1 s warm-up per run)
+# Needs: wrk, ../shared/bench beside the repo; the peers' venv (bench/lib/peers.sh) for the models.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
+WORK=${WORK:-$(mktemp -d /tmp/serval-front.XXXXXX)}
+VENV=${BENCH_VENV:-$ROOT/.venv-bench}
+ROUNDS=${ROUNDS:-5}
+SECS=${SECONDS_PER_RUN:-5}
+CONNS=${CONNECTIONS:-16}
+[[ $# -ge 1 ]] || { sed -n '2,12p' "$0"; exit 2; }
+# shellcheck source=lib/peers.sh
+source "$ROOT/bench/lib/peers.sh"
+
+[[ -f $WORK/bench/models/xgb_iris.json ]] || prepare_peers
+BODIES=$WORK/bench/bodies
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+
+# The echo ceiling, built from ../shared/bench/echo (its own target folder).
+ECHO_BIN=$WORK/echo-target/release/echo
+if [[ ! -x $ECHO_BIN ]]; then
+  (cd "$WORK/bench/echo" && CARGO_TARGET_DIR=$WORK/echo-target cargo build --release -q)
+fi
+ECHO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$ECHO_BIN" "127.0.0.1:$ECHO_PORT" 2> "$WORK/echo.log" &
+PIDS+=($!)
+wait_post "http://127.0.0.1:$ECHO_PORT/serve/x" "$BODIES/A_xgb_iris.json"
+
+# Each serval binary with its own home and the two models.
+declare -A URLS
+NAMES=()
+for spec in "$@"; do
+  name=${spec%%=*}; bin=${spec#*=}
+  NAMES+=("$name")
+  home=$WORK/home-$name
+  export SERVAL_HOME=$home
+  if [[ ! -d $home ]]; then
+    "$bin" create --name bench > /dev/null
+    for m in xgb_iris:xgboost:json lgbm_iris:lightgbm:txt; do
+      IFS=: read -r model engine ext <<<"$m"
+      id=$("$bin" --json model upload --name "$model" --path "$WORK/bench/models/$model.$ext" 2>/dev/null \
+           | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+      "$bin" model add --engine "$engine" --endpoint "$model" --model-id "$id" > /dev/null 2>&1
+    done
+  fi
+  "$bin" serve --host 127.0.0.1 --port 0 --grpc-port off > "$WORK/$name.out" 2> "$WORK/$name.log" &
+  PIDS+=($!)
+  for _ in $(seq 200); do grep -q http:// "$WORK/$name.out" 2>/dev/null && break; sleep 0.1; done
+  URLS[$name]=$(grep -o 'http://[0-9.:]*' "$WORK/$name.out" | head -1)
+  wait_post "${URLS[$name]}/serve/xgb_iris" "$BODIES/A_xgb_iris.json"
+done
+unset SERVAL_HOME
+
+# run URL BODY → requests/s of one wrk run (1 s warm-up first).
+run() {
+  BODY_FILE=$2 wrk -t1 -c"$CONNS" -d1s -s "$WORK/bench/lib/post.lua" "$1" > /dev/null 2>&1 || true
+  BODY_FILE=$2 wrk -t1 -c"$CONNS" -d"${SECS}s" -s "$WORK/bench/lib/post.lua" "$1" 2>/dev/null \
+    | sed -n 's/.*rps=\([0-9.]*\).*err_status=\([0-9]*\).*/\1 \2/p'
+}
+
+RESULTS=$WORK/runs.csv
+echo "round,server,model,rps,non2xx" > "$RESULTS"
+for round in $(seq "$ROUNDS"); do
+  for model in xgb_iris lgbm_iris; do
+    read -r rps bad < <(run "http://127.0.0.1:$ECHO_PORT/serve/$model" "$BODIES/A_$model.json")
+    echo "$round,echo,$model,$rps,$bad" | tee -a "$RESULTS"
+    for name in "${NAMES[@]}"; do
+      read -r rps bad < <(run "${URLS[$name]}/serve/$model" "$BODIES/A_$model.json")
+      echo "$round,$name,$model,$rps,$bad" | tee -a "$RESULTS"
+    done
+  done
+done
+
+python3 - "$RESULTS" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+by = {}
+for r in rows:
+    by.setdefault((r["server"], r["model"]), []).append(float(r["rps"]))
+    if int(r["non2xx"] or 0):
+        print(f"WARNING: {r['server']} {r['model']} round {r['round']}: {r['non2xx']} non-2xx answers")
+print(f"\nmedian requests/s over {len(rows) // len(by)} rounds (share of the echo ceiling in the same rounds)")
+for (server, model), values in sorted(by.items()):
+    echo = statistics.median(by[("echo", model)])
+    m = statistics.median(values)
+    print(f"{model:10} {server:14} {m:10,.0f}  {m / echo:6.1%}  (min {min(values):,.0f}, max {max(values):,.0f})")
+EOF
+echo "runs: $RESULTS"

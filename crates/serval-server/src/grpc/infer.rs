@@ -1,0 +1,272 @@
+//! `ModelInfer`, served by hand instead of by tonic's generated service, so that nothing is
+//! decompressed or decoded before the front door has checked what it can: tonic decodes a
+//! message before its handler runs, and a 16 KB gzip message of empty `inputs` entries decodes
+//! into gigabytes. Here, in order:
+//!
+//! 1. the key (`authorization` metadata) and the server-wide bound — before reading the body;
+//! 2. the message's declared length against the body limit — before reading the rest of it;
+//! 3. decompression (`grpc-encoding: gzip`) stopped at the body limit, on a blocking thread;
+//! 4. a scan of the message ([`crate::wire::scan`]): the model name and version for the key's
+//!    scope and the routing table, and what decoding would allocate — refused past the request's
+//!    memory budget before decoding;
+//! 5. decoding (on a blocking thread when large) and the run, through the front door.
+//!
+//! Errors are gRPC statuses in the trailers-only form (HTTP 200, `grpc-status` in the headers).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use prost::Message;
+use tokio::time::Instant;
+
+use super::{grpc_timeout, status};
+use crate::pipeline::{
+    Budget, Credential, Decode, Endpoint, Error, Input, OFFLOAD_FROM, Output, Protocol,
+};
+use crate::state::AppState;
+use crate::wire::encoding::decompress;
+use crate::wire::proto::{ModelInferRequest, ModelInferResponse};
+use crate::wire::scan::{InferHead, infer_request};
+
+/// The path tonic would serve it on.
+pub const PATH: &str = "/inference.GRPCInferenceService/ModelInfer";
+
+/// `POST /inference.GRPCInferenceService/ModelInfer`.
+pub async fn model_infer(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    match infer(&state, &parts.headers, body).await {
+        Ok(reply) => ok(reply),
+        Err(error) => refused(status(error)),
+    }
+}
+
+async fn infer(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ModelInferResponse, Error> {
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+    let admitted = state
+        .door
+        .admit(Protocol::V2Grpc, Credential::Header(authorization))?;
+    let timeout = headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(grpc_timeout)
+        .map_or(state.config.request_timeout, |t| {
+            t.min(state.config.request_timeout)
+        });
+    let deadline = Instant::now() + timeout;
+    let limit = state.config.body_limit;
+    let gzip = match headers.get("grpc-encoding").map(HeaderValue::as_bytes) {
+        None | Some(b"identity") => false,
+        Some(b"gzip") => true,
+        Some(other) => {
+            return Err(admitted.refuse(Error::BadRequest(format!(
+                "grpc-encoding '{}' is not supported (identity or gzip)",
+                String::from_utf8_lossy(other)
+            ))));
+        }
+    };
+    let message = match tokio::time::timeout_at(deadline, read_message(body, limit, gzip)).await {
+        Ok(read) => read.map_err(|e| admitted.refuse(e))?,
+        Err(_) => return Err(admitted.refuse(Error::Timeout(timeout))),
+    };
+    let head = infer_request(&message).map_err(|e| admitted.refuse(e))?;
+    let name = head.model_name.clone();
+    let version = (!head.model_version.is_empty()).then(|| head.model_version.clone());
+    let decoder = InferMessage { message, head };
+    let served = admitted
+        .serve(&name, version.as_deref(), timeout, decoder)
+        .await?;
+    let outputs = match served.output {
+        Output::Tensors(outputs) => outputs,
+        Output::Body(_) | Output::Json(_) => {
+            return Err(Error::Internal("unexpected JSON reply".into()));
+        }
+    };
+    let (outputs, raw_output_contents) = crate::wire::grpc::outputs(outputs);
+    Ok(ModelInferResponse {
+        model_name: name,
+        model_version: served.endpoint.version.clone().unwrap_or_default(),
+        id: served.extra,
+        parameters: Default::default(),
+        outputs,
+        raw_output_contents,
+    })
+}
+
+/// Reads the one message of a unary call: the 5-byte prefix (compressed flag, length), the
+/// length checked against `limit` before the rest is read, the rest as it arrives (memory grows
+/// with what was sent, not with what was declared), then decompression stopped at `limit`.
+async fn read_message(mut body: Body, limit: usize, gzip: bool) -> Result<Bytes, Error> {
+    let mut buffer = BytesMut::new();
+    let mut wanted: Option<(bool, usize)> = None;
+    loop {
+        if wanted.is_none() && buffer.len() >= 5 {
+            let compressed = buffer[0] == 1;
+            let length = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]]) as usize;
+            if buffer[0] > 1 {
+                return Err(Error::BadRequest(
+                    "the gRPC message prefix is not valid".to_string(),
+                ));
+            }
+            if length > limit {
+                return Err(Error::TooLarge(limit));
+            }
+            if compressed && !gzip {
+                return Err(Error::BadRequest(
+                    "a compressed message without grpc-encoding".to_string(),
+                ));
+            }
+            buffer.advance(5);
+            wanted = Some((compressed, length));
+        }
+        if let Some((_, length)) = wanted
+            && buffer.len() > length
+        {
+            return Err(Error::BadRequest(
+                "a unary call carries one message".to_string(),
+            ));
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buffer.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) => return Err(Error::Cancelled),
+            None => break,
+        }
+    }
+    let Some((compressed, length)) = wanted else {
+        return Err(Error::BadRequest(
+            "the call carries no message".to_string(),
+        ));
+    };
+    if buffer.len() != length {
+        return Err(Error::BadRequest(format!(
+            "the message declares {length} bytes and carries {}",
+            buffer.len()
+        )));
+    }
+    let message = buffer.freeze();
+    if !compressed {
+        return Ok(message);
+    }
+    tokio::task::spawn_blocking(move || decompress("gzip", &message, limit).map(Bytes::from))
+        .await
+        .map_err(|e| Error::Internal(format!("decompression task failed: {e}")))?
+}
+
+/// A message whose head was read: checked against the budget, then decoded.
+struct InferMessage {
+    message: Bytes,
+    head: InferHead,
+}
+
+impl Decode for InferMessage {
+    /// The request's id, for the reply.
+    type Extra = String;
+
+    async fn decode(self, _: &Arc<Endpoint>, budget: &Budget) -> Result<(Input, String), Error> {
+        let needs = self.head.decoded_bytes + self.message.len();
+        if needs > budget.memory {
+            return Err(Error::OverBudget {
+                needs,
+                budget: budget.memory,
+            });
+        }
+        if self.head.values > budget.max_values {
+            return Err(Error::TooManyValues(budget.max_values));
+        }
+        let max_values = budget.max_values;
+        let message = self.message;
+        let decode = move || {
+            let mut request = ModelInferRequest::decode(message).map_err(|e| {
+                Error::BadRequest(format!("the ModelInferRequest message cannot be decoded: {e}"))
+            })?;
+            let id = std::mem::take(&mut request.id);
+            let decoded = crate::wire::grpc::request(request)?;
+            let total: usize = decoded.inputs.iter().map(|t| t.data.len()).sum();
+            if total > max_values {
+                return Err(Error::TooManyValues(max_values));
+            }
+            let input = Input::Tensors {
+                inputs: decoded.inputs,
+                outputs: decoded.outputs,
+                parameters: decoded.parameters,
+            };
+            Ok((input, id))
+        };
+        if needs < OFFLOAD_FROM {
+            return decode();
+        }
+        tokio::task::spawn_blocking(decode)
+            .await
+            .map_err(|e| Error::Internal(format!("decoding task failed: {e}")))?
+    }
+}
+
+/// A gRPC reply: one length-prefixed message, then `grpc-status: 0` in the trailers.
+fn ok(reply: ModelInferResponse) -> Response {
+    let length = reply.encoded_len();
+    let mut data = Vec::with_capacity(5 + length);
+    data.push(0);
+    data.extend_from_slice(&u32::try_from(length).unwrap_or(u32::MAX).to_be_bytes());
+    if reply.encode(&mut data).is_err() {
+        return refused(tonic::Status::internal("cannot encode the reply"));
+    }
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let mut response = Response::new(Body::new(Unary {
+        data: Some(Bytes::from(data)),
+        trailers: Some(trailers),
+    }));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
+/// An error in the trailers-only form: HTTP 200 with `grpc-status` and `grpc-message` headers.
+fn refused(status: tonic::Status) -> Response {
+    let mut response = status.into_http::<Body>();
+    *response.status_mut() = StatusCode::OK;
+    response
+}
+
+/// The body of a unary reply: its message, then its trailers.
+struct Unary {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl http_body::Body for Unary {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+}

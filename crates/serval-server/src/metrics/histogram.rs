@@ -1,0 +1,115 @@
+//! A lock-free histogram of durations with fixed buckets, recorded on every request: one atomic
+//! addition for the bucket and one for the sum (nanoseconds), no lock — prometheus-client's own
+//! histogram takes a mutex per observation. The count is the buckets' sum. Encoded as an
+//! OpenMetrics histogram in seconds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::{MetricType, TypedMetric};
+
+/// Upper bounds (seconds) of request and stage durations: 0.1 ms to 60 s; then +Inf.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+/// Buckets: one per bound of [`DURATION_BUCKETS`], then +Inf.
+pub const BUCKETS: usize = DURATION_BUCKETS.len() + 1;
+
+#[derive(Debug)]
+struct Counts {
+    buckets: [AtomicU64; BUCKETS],
+    sum_nanos: AtomicU64,
+}
+
+/// A shared handle: clones record into the same counts.
+#[derive(Debug, Clone)]
+pub struct DurationHistogram(Arc<Counts>);
+
+impl Default for DurationHistogram {
+    fn default() -> Self {
+        DurationHistogram(Arc::new(Counts {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }))
+    }
+}
+
+impl DurationHistogram {
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = DURATION_BUCKETS.partition_point(|bound| *bound < seconds);
+        self.0.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.0.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The count of each bucket now (not cumulative).
+    pub fn buckets(&self) -> [u64; BUCKETS] {
+        std::array::from_fn(|i| self.0.buckets[i].load(Ordering::Relaxed))
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets().iter().sum()
+    }
+
+    pub fn sum_seconds(&self) -> f64 {
+        self.0.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+impl TypedMetric for DurationHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for DurationHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.buckets();
+        let buckets: Vec<(f64, u64)> = DURATION_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(counts)
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(
+            self.sum_seconds(),
+            counts.iter().sum(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_land_in_their_bucket_and_encode_cumulatively() {
+        let h = DurationHistogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(100));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(100));
+        let b = h.buckets();
+        assert_eq!(b[0], 2, "≤ 0.1 ms (the bound is inclusive)");
+        assert_eq!(b[5], 1, "≤ 5 ms");
+        assert_eq!(b[BUCKETS - 1], 1, "+Inf");
+        assert_eq!(h.count(), 4);
+        assert!((h.sum_seconds() - 100.00315).abs() < 1e-9);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("d", "durations", h.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("d_bucket{le=\"0.0001\"} 2"), "{text}");
+        assert!(text.contains("d_bucket{le=\"0.005\"} 3"), "{text}");
+        assert!(text.contains("d_bucket{le=\"+Inf\"} 4"), "{text}");
+        assert!(text.contains("d_count 4"), "{text}");
+    }
+}
