@@ -16,7 +16,9 @@
 //! or a bare nested list). The reply is built by [`crate::reply`].
 
 use serde_json::{Map, Value};
-use serval_engine::{DataType, EngineError, ModelMetadata, NamedTensor, Result, Tensor, TensorData};
+use serval_engine::{
+    DataType, EngineError, ModelMetadata, NamedTensor, Result, Tensor, TensorData,
+};
 
 fn invalid(message: impl Into<String>) -> EngineError {
     EngineError::InvalidInput(message.into())

@@ -171,8 +171,10 @@ pub fn reply_json(meta: &ModelMetadata, outputs: &[NamedOutput]) -> Result<Vec<u
                     let mut out = Vec::with_capacity(64 + 24 * p.data().len());
                     let mut writer = serde_json::Serializer::new(&mut out);
                     let mut map = writer.serialize_map(Some(2)).map_err(internal)?;
-                    map.serialize_entry("y", &Elements::all(labels)).map_err(internal)?;
-                    map.serialize_entry("probabilities", &Rows(p)).map_err(internal)?;
+                    map.serialize_entry("y", &Elements::all(labels))
+                        .map_err(internal)?;
+                    map.serialize_entry("probabilities", &Rows(p))
+                        .map_err(internal)?;
                     SerializeMap::end(map).map_err(internal)?;
                     Some(out)
                 }
@@ -184,7 +186,8 @@ pub fn reply_json(meta: &ModelMetadata, outputs: &[NamedOutput]) -> Result<Vec<u
                 let mut out = Vec::with_capacity(16 + 24 * t.data().len());
                 let mut writer = serde_json::Serializer::new(&mut out);
                 let mut map = writer.serialize_map(Some(1)).map_err(internal)?;
-                map.serialize_entry("y", &Elements::all(t)).map_err(internal)?;
+                map.serialize_entry("y", &Elements::all(t))
+                    .map_err(internal)?;
                 SerializeMap::end(map).map_err(internal)?;
                 Some(out)
             }

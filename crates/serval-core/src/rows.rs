@@ -661,7 +661,10 @@ mod tests {
             }],
             ..meta
         };
-        assert!(matches!(parse_rows(b"[[1, 2]]", &image, None), Parsed::Other));
+        assert!(matches!(
+            parse_rows(b"[[1, 2]]", &image, None),
+            Parsed::Other
+        ));
     }
 
     #[test]
@@ -679,7 +682,10 @@ mod tests {
         ));
         // A row error early in a text that is not JSON further on: the syntax error (fuzzing).
         // And a mixed list is the tree path's to describe, whatever its first row.
-        assert!(matches!(parse_rows(b"[[14],4]", &meta, None), Parsed::Other));
+        assert!(matches!(
+            parse_rows(b"[[14],4]", &meta, None),
+            Parsed::Other
+        ));
         let text = b"{\"instances\": [[2]2,3,4],[5,6,7,8]]}";
         let Parsed::Syntax(typed) = parse_rows(text, &meta, None) else {
             panic!("not a syntax error");

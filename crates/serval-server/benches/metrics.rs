@@ -172,15 +172,12 @@ fn recording_alone(c: &mut Criterion) {
     let metrics = Arc::new(Metrics::default());
     let endpoint = metrics.endpoint("iris");
     let mut group = c.benchmark_group("record");
-    group.bench_function(
-        "built-in (outcome, duration, inference stage)",
-        |b| {
-            b.iter(|| {
-                endpoint.stage(2, Duration::from_micros(20));
-                endpoint.finished(Duration::from_micros(40), Protocol::Clearml, Ok(()));
-            });
-        },
-    );
+    group.bench_function("built-in (outcome, duration, inference stage)", |b| {
+        b.iter(|| {
+            endpoint.stage(2, Duration::from_micros(20));
+            endpoint.finished(Duration::from_micros(40), Protocol::Clearml, Ok(()));
+        });
+    });
     let mut config = ServiceConfig::default();
     config.metrics.insert("iris_ruled".into(), rule());
     let monitors = metrics.monitors(&config, &["iris_ruled"]);

@@ -48,9 +48,7 @@ pub fn authenticate(keys: &[ApiKey], authorization: Option<&str>) -> Result<ApiK
         ));
     };
     find(keys, secret).ok_or_else(|| {
-        Error::Unauthenticated(
-            "the API key is not valid (unknown, revoked or expired)".to_string(),
-        )
+        Error::Unauthenticated("the API key is not valid (unknown, revoked or expired)".to_string())
     })
 }
 

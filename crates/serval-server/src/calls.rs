@@ -10,8 +10,8 @@ use serde_json::Value;
 use serval_python::{CallFuture, Calls, PoolId};
 use tokio::time::Instant;
 
-use crate::pipeline::{Budget, Credential, Decode, Door, Endpoint, Error, Input, Payload};
 use crate::pipeline::Protocol;
+use crate::pipeline::{Budget, Credential, Decode, Door, Endpoint, Error, Input, Payload};
 
 pub struct ServerCalls {
     pub door: Weak<Door>,

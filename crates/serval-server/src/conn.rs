@@ -60,8 +60,7 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for CloseWhenDraini
     type Future = Closing<<axum::Router as tower::Service<Request<hyper::body::Incoming>>>::Future>;
 
     fn call(&self, request: Request<hyper::body::Incoming>) -> Self::Future {
-        let close =
-            request.version() <= Version::HTTP_11 && self.draining.load(Ordering::Relaxed);
+        let close = request.version() <= Version::HTTP_11 && self.draining.load(Ordering::Relaxed);
         Closing {
             inner: tower::Service::call(&mut *self.app.borrow_mut(), request),
             close,
@@ -200,9 +199,7 @@ async fn serve_io<I>(
 /// Accepts connections with `TCP_NODELAY`: a small write (a response, an HTTP/2 WINDOW_UPDATE or
 /// trailer) goes out at once instead of waiting, behind Nagle's algorithm, for the peer's delayed
 /// ACK — 40 ms per 1 MB gRPC request without it.
-pub fn no_delay(
-    listener: TcpListener,
-) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+pub fn no_delay(listener: TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
     use axum::serve::ListenerExt;
     listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use serval_store::{Endpoint, EngineKind, IoSpec, ServiceConfig, Store};
 
-use crate::loader::triton::{self, Runtime, TritonModel};
 use crate::endpoint::model_name;
+use crate::loader::triton::{self, Runtime, TritonModel};
 use crate::wire::Datatype;
 
 /// Marks a model folder this command wrote (only those are replaced or removed).

@@ -501,10 +501,7 @@ pub(crate) fn run_call(
     let started = Instant::now();
     if let Some(stages) = stages {
         for job in &jobs {
-            stages.stage(
-                STAGE_QUEUE,
-                started.saturating_duration_since(job.enqueued),
-            );
+            stages.stage(STAGE_QUEUE, started.saturating_duration_since(job.enqueued));
         }
     }
     let observe = |rows: usize, from: Instant, jobs: &[Job]| {

@@ -13,8 +13,8 @@ use serval_python::{Body, Pool, Step};
 use serval_store::EngineKind;
 
 use super::{
-    Context, Endpoint, Executed, Input, NativeModel, Output, Payload, STAGE_INFERENCE,
-    STAGE_QUEUE, Signature, Upstream, tensors_object,
+    Context, Endpoint, Executed, Input, NativeModel, Output, Payload, STAGE_INFERENCE, STAGE_QUEUE,
+    Signature, Upstream, tensors_object,
 };
 use crate::error::Error;
 use crate::wire::InferTensor;
@@ -133,7 +133,10 @@ pub(super) async fn run(
         // The worker's stages; `process` is inference when the worker ran the model.
         for (stage, name) in [(1, "preprocess"), (2, "process"), (3, "postprocess")] {
             if let Some(seconds) = outcome.timings.get(name).and_then(Value::as_f64) {
-                metrics.stage(stage, Duration::try_from_secs_f64(seconds).unwrap_or_default());
+                metrics.stage(
+                    stage,
+                    Duration::try_from_secs_f64(seconds).unwrap_or_default(),
+                );
             }
         }
     }

@@ -149,9 +149,7 @@ async fn read_message(mut body: Body, limit: usize, gzip: bool) -> Result<Bytes,
         }
     }
     let Some((compressed, length)) = wanted else {
-        return Err(Error::BadRequest(
-            "the call carries no message".to_string(),
-        ));
+        return Err(Error::BadRequest("the call carries no message".to_string()));
     };
     if buffer.len() != length {
         return Err(Error::BadRequest(format!(
@@ -193,7 +191,9 @@ impl Decode for InferMessage {
         let message = self.message;
         let decode = move || {
             let mut request = ModelInferRequest::decode(message).map_err(|e| {
-                Error::BadRequest(format!("the ModelInferRequest message cannot be decoded: {e}"))
+                Error::BadRequest(format!(
+                    "the ModelInferRequest message cannot be decoded: {e}"
+                ))
             })?;
             let id = std::mem::take(&mut request.id);
             let decoded = crate::wire::grpc::request(request)?;

@@ -78,7 +78,11 @@ impl InferenceService {
         model: Option<&str>,
     ) -> Result<(), Status> {
         let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
-        let key = self.state.door.authenticate(authorization).map_err(status)?;
+        let key = self
+            .state
+            .door
+            .authenticate(authorization)
+            .map_err(status)?;
         match (key, model) {
             (Some(key), Some(model)) => crate::auth::authorize(&key, model).map_err(status),
             _ => Ok(()),

@@ -325,7 +325,10 @@ async fn serve(
     match served.output {
         Output::Body(value) => Ok(Json(value).into_response()),
         Output::Json(text) => Ok((
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             text,
         )
             .into_response()),

@@ -288,10 +288,9 @@ async fn repository_index(
             None => false,
             Some(Value::Bool(b)) => *b,
             Some(other) => {
-                return Err(Error::BadRequest(format!(
-                    "'ready' must be a boolean, got {other}"
-                ))
-                .into());
+                return Err(
+                    Error::BadRequest(format!("'ready' must be a boolean, got {other}")).into(),
+                );
             }
         }
     };

@@ -333,7 +333,10 @@ mod tests {
     fn windows_count_only_what_happened_inside_them() {
         let live = Live::default();
         let stats = live.endpoint("iris/1", &DurationHistogram::default());
-        assert!(Arc::ptr_eq(&stats, &live.endpoint("iris/1", &DurationHistogram::default())));
+        assert!(Arc::ptr_eq(
+            &stats,
+            &live.endpoint("iris/1", &DurationHistogram::default())
+        ));
         live.tick(1_000);
         for _ in 0..10 {
             stats.record(Duration::from_millis(30), Protocol::Clearml, Ok(()));

@@ -25,8 +25,8 @@ pub mod live;
 mod process;
 
 use clearml::Variable;
-pub use histogram::{DURATION_BUCKETS, DurationHistogram};
 pub use clearml::{Monitor, VariableView, family_name, rule_for};
+pub use histogram::{DURATION_BUCKETS, DurationHistogram};
 pub use live::{Failure, Live};
 
 /// Model loading: 1 ms to 5 min.

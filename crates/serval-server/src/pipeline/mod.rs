@@ -231,7 +231,11 @@ impl Admitted<'_> {
         {
             return Err(self.refuse(crate::auth::out_of_scope(name)));
         }
-        let resolved = self.door.table.load().resolve(name, version, fastrand::f64());
+        let resolved = self
+            .door
+            .table
+            .load()
+            .resolve(name, version, fastrand::f64());
         let endpoint = match resolved {
             Ok(endpoint) => endpoint,
             Err(error) => {
@@ -262,5 +266,103 @@ impl Admitted<'_> {
             endpoint,
             extra,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn door(require_auth: bool) -> (Door, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let limits = Limits {
+            max_in_flight: 1,
+            body_limit: 1024,
+            max_values: 100,
+            max_request_memory: 1 << 20,
+            request_timeout: Duration::from_secs(5),
+            require_auth,
+        };
+        (Door::new(limits, Some(metrics.clone())), metrics)
+    }
+
+    struct Nothing;
+
+    impl Decode for Nothing {
+        type Extra = ();
+
+        async fn decode(self, _: &Arc<Endpoint>, _: &Budget) -> Result<(Input, ()), Error> {
+            Err(Error::Internal("not reached".into()))
+        }
+    }
+
+    fn count(metrics: &Metrics, labels: &str) -> Option<f64> {
+        metrics.encode(|_| {}).lines().find_map(|l| {
+            l.strip_prefix(&format!("serval_requests_total{{{labels}}} "))?
+                .parse()
+                .ok()
+        })
+    }
+
+    #[tokio::test]
+    async fn internal_calls_skip_the_bound_and_the_key_and_are_counted() {
+        let (door, metrics) = door(true);
+        // A caller without a key is refused; an internal call needs none (nor a place in the
+        // server-wide bound).
+        let held = door
+            .admit(Protocol::Clearml, Credential::Header(None))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(held, Error::Unauthenticated(_)));
+        let admitted = door
+            .admit(Protocol::SendRequest, Credential::Internal)
+            .unwrap();
+        let error = admitted
+            .serve("missing", None, Duration::from_secs(1), Nothing)
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(error, Error::NotFound { .. }), "{error}");
+        assert_eq!(
+            count(
+                &metrics,
+                r#"endpoint="",version="",protocol="send_request",outcome="not_found""#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            count(
+                &metrics,
+                r#"endpoint="",version="",protocol="clearml",outcome="unauthenticated""#
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_server_wide_bound_is_held_until_the_request_is_dropped() {
+        let (door, metrics) = door(false);
+        let first = door
+            .admit(Protocol::V2Rest, Credential::Header(None))
+            .unwrap();
+        assert_eq!(door.in_flight(), 1);
+        let refused = door
+            .admit(Protocol::V2Grpc, Credential::Header(None))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(refused, Error::Overloaded(_)), "{refused}");
+        drop(first);
+        assert_eq!(door.in_flight(), 0);
+        assert!(
+            door.admit(Protocol::V2Grpc, Credential::Header(None))
+                .is_ok()
+        );
+        assert_eq!(
+            count(
+                &metrics,
+                r#"endpoint="",version="",protocol="v2_grpc",outcome="overloaded""#
+            ),
+            Some(1.0)
+        );
     }
 }

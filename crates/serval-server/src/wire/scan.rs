@@ -29,7 +29,9 @@ pub struct InferHead {
 }
 
 fn malformed(what: &str) -> Error {
-    Error::BadRequest(format!("the ModelInferRequest message cannot be decoded: {what}"))
+    Error::BadRequest(format!(
+        "the ModelInferRequest message cannot be decoded: {what}"
+    ))
 }
 
 /// One field of a message: its number and its value.
@@ -247,7 +249,10 @@ mod tests {
     #[test]
     fn the_head_names_the_model() {
         let head = infer_request(&request(vec![input(None)], vec![])).unwrap();
-        assert_eq!((head.model_name.as_str(), head.model_version.as_str()), ("iris", "2"));
+        assert_eq!(
+            (head.model_name.as_str(), head.model_version.as_str()),
+            ("iris", "2")
+        );
         assert_eq!(head.values, 0);
     }
 
@@ -284,11 +289,19 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_the_clients_error() {
-        for bad in [&[0x0a, 0x05, b'a'][..], &[0x2a][..], &[0xff; 11][..], &[0x0b][..]] {
+        for bad in [
+            &[0x0a, 0x05, b'a'][..],
+            &[0x2a][..],
+            &[0xff; 11][..],
+            &[0x0b][..],
+        ] {
             let e = infer_request(bad).unwrap_err();
             assert!(matches!(e, Error::BadRequest(_)), "{e}");
         }
-        assert!(infer_request(&[0x0a, 0x02, 0xff, 0xfe]).is_err(), "not UTF-8");
+        assert!(
+            infer_request(&[0x0a, 0x02, 0xff, 0xfe]).is_err(),
+            "not UTF-8"
+        );
         assert_eq!(infer_request(&[]).unwrap().model_name, "");
     }
 }

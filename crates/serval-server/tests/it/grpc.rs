@@ -23,7 +23,7 @@ use crate::{IRIS_BODY, Setup, call, fixture, post};
 const IRIS_ROW: [f32; 4] = [1.0, 2.0, 3.0, 4.0];
 
 /// A gRPC server for `state` on a free port, stopped when the returned sender is dropped.
-async fn start(
+pub(crate) async fn start(
     state: &AppState,
 ) -> (
     GrpcInferenceServiceClient<Channel>,
@@ -46,7 +46,7 @@ async fn start(
     (client, stop)
 }
 
-fn fp32_input(name: &str, shape: Vec<i64>, data: Vec<f32>) -> InferInputTensor {
+pub(crate) fn fp32_input(name: &str, shape: Vec<i64>, data: Vec<f32>) -> InferInputTensor {
     InferInputTensor {
         name: name.into(),
         datatype: "FP32".into(),
@@ -59,7 +59,11 @@ fn fp32_input(name: &str, shape: Vec<i64>, data: Vec<f32>) -> InferInputTensor {
     }
 }
 
-fn request(model: &str, version: &str, inputs: Vec<InferInputTensor>) -> ModelInferRequest {
+pub(crate) fn request(
+    model: &str,
+    version: &str,
+    inputs: Vec<InferInputTensor>,
+) -> ModelInferRequest {
     ModelInferRequest {
         model_name: model.into(),
         model_version: version.into(),
@@ -306,7 +310,10 @@ async fn oversize_messages_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("limit of 1024 bytes"), "{status:?}");
+    assert!(
+        status.message().contains("limit of 1024 bytes"),
+        "{status:?}"
+    );
     let small = fp32_input("input", vec![1, 4], IRIS_ROW.to_vec());
     assert!(
         client

@@ -42,7 +42,12 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The top-level module a source file belongs to (`None`: the crate root, `lib.rs`).
 fn module_of(src: &Path, file: &Path) -> Option<String> {
     let relative = file.strip_prefix(src).unwrap();
-    let first = relative.components().next()?.as_os_str().to_str()?.to_string();
+    let first = relative
+        .components()
+        .next()?
+        .as_os_str()
+        .to_str()?
+        .to_string();
     match first.strip_suffix(".rs") {
         Some("lib") => None,
         Some(stem) => Some(stem.to_string()),

@@ -4,6 +4,7 @@
 mod contract;
 mod grpc;
 mod layers;
+mod refusals;
 mod reload;
 mod v2;
 

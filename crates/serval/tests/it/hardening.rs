@@ -812,3 +812,64 @@ onnx.save(model, sys.argv[1])
     assert!(stopped, "ONNX Runtime was not asked to stop");
     assert_eq!(server.get("/v2/models/slow/ready").0, 200);
 }
+
+/// A 16 MiB `ModelInferRequest` of empty `inputs` entries, gzip-compressed (≈ 16 KB on the wire)
+/// — it decodes into gigabytes of structs. Refused with RESOURCE_EXHAUSTED before it is decoded
+/// (peak RSS grows by less than 100 MB); under `--require-auth` without a key, refused with
+/// UNAUTHENTICATED before the message is even read. The server answers health checks after both.
+#[test]
+fn grpc_messages_are_checked_before_they_are_decoded() {
+    let home = xgb_home();
+    let script = r#"
+import grpc, sys
+address, key = sys.argv[1:3]
+message = b"\x0a\x03xgb" + b"\x2a\x00" * (8 << 20)
+channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", -1)])
+call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                           request_serializer=lambda m: m, response_deserializer=lambda m: m)
+metadata = [("authorization", "Bearer " + key)] if key else []
+try:
+    call(message, metadata=metadata, compression=grpc.Compression.Gzip, timeout=60)
+    print("answered")
+except grpc.RpcError as e:
+    print(e.code().name, e.details())
+"#;
+    let attack = |server: &Server, key: &str| {
+        let out = std::process::Command::new(crate::python())
+            .args(["-c", script, &server.grpc, key])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let key = home
+        .ok(&["auth", "create-key", "--name", "attacker"])
+        .trim()
+        .to_string();
+
+    for (flags, credential, expected) in [
+        (&[][..], "", "RESOURCE_EXHAUSTED"),
+        (&["--require-auth"][..], key.as_str(), "RESOURCE_EXHAUSTED"),
+        (&["--require-auth"][..], "", "UNAUTHENTICATED"),
+    ] {
+        let server = Server::start_with(&home, flags);
+        let pid = server.child.id();
+        let before = peak_rss(pid);
+        let answer = attack(&server, credential);
+        assert!(answer.starts_with(expected), "{flags:?}: {answer}");
+        if expected == "RESOURCE_EXHAUSTED" {
+            assert!(answer.contains("--max-request-memory"), "{answer}");
+        }
+        let grew = peak_rss(pid).saturating_sub(before);
+        assert!(
+            grew < 100 << 20,
+            "{flags:?}: peak RSS grew by {} MB",
+            grew >> 20
+        );
+        assert_eq!(server.get("/health/live").0, 200);
+    }
+}
