@@ -73,9 +73,20 @@ fn follow_changes(
     }
 }
 
+/// Why a load pass did not swap in a new table (the current one keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The store did not answer (an outage feeds [`StoreHealth`]) or refused the read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The load pass itself did not finish (a bug).
+    #[error("the load pass did not finish: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 impl AppState {
     /// Loads the current configuration and swaps it in (the first pass marks the server ready).
-    pub async fn sync(&self) -> Result<u64, String> {
+    pub async fn sync(&self) -> Result<u64, SyncError> {
         let revision = sync_once(self, &self.loader()).await?;
         self.ready.send_replace(true);
         Ok(revision)
@@ -83,17 +94,16 @@ impl AppState {
 }
 
 /// One load pass: snapshot, build, swap. Returns the revision now served.
-pub async fn sync_once(state: &AppState, loader: &Arc<Loader>) -> Result<u64, String> {
+pub async fn sync_once(state: &AppState, loader: &Arc<Loader>) -> Result<u64, SyncError> {
     let store = state.store.clone();
     let id = state.config.service_id.clone();
     let previous = state.door.table_full();
     let loader = loader.clone();
     let table = tokio::task::spawn_blocking(move || {
-        let snapshot = store.snapshot(&id).map_err(|e| e.to_string())?;
-        Ok::<_, String>(loader.build(&snapshot, &previous))
+        let snapshot = store.snapshot(&id)?;
+        Ok::<_, SyncError>(loader.build(&snapshot, &previous))
     })
-    .await
-    .map_err(|e| format!("sync task failed: {e}"))??;
+    .await??;
     let revision = table.revision;
     state.door.swap(Arc::new(table));
     Ok(revision)
@@ -218,6 +228,11 @@ pub async fn run(state: AppState, loader: Arc<Loader>, mut shutdown: watch::Rece
                     last_heartbeat = Instant::now();
                 }
                 Ok(_) => {}
+                Err(SyncError::Store(e)) => {
+                    state
+                        .store_health
+                        .failed("cannot read the service configuration", &e, served);
+                }
                 Err(e) => tracing::warn!("sync failed (still serving revision {served}): {e}"),
             }
         }

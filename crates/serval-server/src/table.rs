@@ -10,7 +10,7 @@ use serval_store::names::{endpoint_url, newest_first};
 use serval_store::{Canary, CanaryTarget, EndpointStatus, EngineKind};
 
 use crate::endpoint::Endpoint;
-use crate::error::{Error, redact};
+use crate::error::Error;
 
 /// What makes an endpoint's loaded engine still valid: if any of this changes, it is reloaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,10 @@ pub struct Attempt {
 pub struct Slot {
     /// What answers requests, if anything (after a failed reload: the previous version).
     pub serving: Option<Arc<Endpoint>>,
+    /// The instance status (its `error` is the whole text, for the log and `serval model list`).
     pub status: EndpointStatus,
+    /// Why the last load failed, as a client may be told (no paths).
+    pub client_error: Option<String>,
     /// What the last load attempt used; an unchanged attempt is not repeated.
     pub attempt: Option<Attempt>,
 }
@@ -220,10 +223,9 @@ impl RoutingTable {
         slot.serving.clone().ok_or_else(|| Error::Unavailable {
             endpoint: target.to_string(),
             reason: slot
-                .status
-                .error
-                .as_deref()
-                .map_or_else(|| "not loaded".into(), redact),
+                .client_error
+                .clone()
+                .unwrap_or_else(|| "not loaded".into()),
         })
     }
 
@@ -255,7 +257,7 @@ impl RoutingTable {
                     name,
                     version,
                     ready: slot.serving.is_some(),
-                    reason: match (&slot.serving, &slot.status.error) {
+                    reason: match (&slot.serving, &slot.client_error) {
                         (None, Some(error)) => error.clone(),
                         (None, None) => "not loaded".to_string(),
                         (Some(_), _) => String::new(),

@@ -198,7 +198,8 @@ fn write_model(
         .sha256
         .clone()
         .unwrap_or_else(|| serval_artifacts::hash_bytes(model.uri.as_bytes()));
-    let located = triton::locate(&path, &cache_dir.join("models").join(key))?;
+    let located =
+        triton::locate(&path, &cache_dir.join("models").join(key)).map_err(|e| e.to_string())?;
     let version = staging.join("1");
     std::fs::create_dir_all(&version).map_err(|e| e.to_string())?;
     let runtime = match &located {

@@ -267,7 +267,7 @@ impl Runner {
         batching: Option<Batching>,
         runtime: &tokio::runtime::Handle,
         metrics: Option<(Arc<BatchMetrics>, EndpointMetrics)>,
-    ) -> Result<Runner, String> {
+    ) -> std::io::Result<Runner> {
         let (batch_metrics, stages) = match metrics {
             Some((b, e)) => (Some(b), Some(Arc::new(e))),
             None => (None, None),
@@ -440,7 +440,7 @@ impl Threads {
         merge: Arc<AtomicBool>,
         metrics: Option<Arc<BatchMetrics>>,
         stages: Option<Arc<EndpointMetrics>>,
-    ) -> Result<Threads, String> {
+    ) -> std::io::Result<Threads> {
         let mut senders = Vec::with_capacity(instances.len());
         for (k, mut instance) in instances.into_iter().enumerate() {
             let (sender, receiver) =
@@ -464,8 +464,7 @@ impl Threads {
                         );
                         let _ = done.send(k);
                     }
-                })
-                .map_err(|e| format!("cannot start a runner thread: {e}"))?;
+                })?;
             senders.push(sender);
         }
         Ok(Threads { senders })

@@ -35,9 +35,12 @@ pub fn model_name(url: &str) -> String {
 
 impl Upstream {
     /// A client for `address` (connected on first use; must be called within a tokio runtime).
-    pub fn new(address: &str, url: &str, compression: bool) -> Result<Upstream, String> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| format!("--triton-grpc-server '{address}' is not host:port: {e}"))?
+    pub fn new(
+        address: &str,
+        url: &str,
+        compression: bool,
+    ) -> Result<Upstream, tonic::transport::Error> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
             .connect_timeout(Duration::from_secs(5));
         let mut client = GrpcInferenceServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(usize::MAX)

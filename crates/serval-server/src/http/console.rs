@@ -22,7 +22,7 @@ use serval_store::{CanaryTarget, InstanceStatus, Snapshot, now_ms};
 
 use crate::metrics::VariableView;
 use crate::metrics::live::{RecentError, Series, Summary};
-use crate::pipeline::{Endpoint, Runner, TensorMeta, redact};
+use crate::pipeline::{Endpoint, Runner, TensorMeta};
 use crate::state::AppState;
 use crate::table::{RoutingTable, Slot};
 use crate::wire::Datatype;
@@ -277,7 +277,7 @@ fn endpoint_row(
         path: status.path.clone(),
         state: status.state.clone(),
         serving: slot.serving.is_some(),
-        error: status.error.as_deref().map(redact),
+        error: slot.client_error.clone(),
         python,
         auto_update: auto.map(str::to_string),
         stats: state

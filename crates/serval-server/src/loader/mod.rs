@@ -2,6 +2,7 @@
 //! file are unchanged keep their loaded engine; new or changed ones are loaded (in parallel) and
 //! warmed; a failed load keeps the previous version serving and is reported in the status.
 
+mod error;
 mod pyenv;
 mod python;
 mod signature;
@@ -20,6 +21,7 @@ use serval_store::{Endpoint, EndpointStatus, EngineKind, ServiceSettings, Snapsh
 use crate::endpoint::{self, NativeModel, Runner};
 use crate::table::{Attempt, FileStamp, Fingerprint, RoutingTable, Slot};
 
+pub use error::LoadError;
 pub use python::needs_python;
 
 pub struct Loader {
@@ -93,19 +95,26 @@ impl Loader {
     }
 
     /// The local file of the endpoint's model (downloading remote models into the cache).
-    fn model_file(&self, endpoint: &Endpoint) -> Result<(PathBuf, Option<String>), String> {
-        let id = endpoint
-            .model_id
-            .as_deref()
-            .ok_or("the endpoint has no model")?;
-        let model = self.store.model(id).map_err(|e| e.to_string())?;
+    fn model_file(&self, endpoint: &Endpoint) -> Result<(PathBuf, Option<String>), LoadError> {
+        let id = endpoint.model_id.as_deref().ok_or(LoadError::NoModel {
+            engine: endpoint.engine,
+            hint: "",
+        })?;
+        let model = self.store.model(id).map_err(|source| LoadError::Registry {
+            id: id.to_string(),
+            source,
+        })?;
+        let fetch = |reason: String| LoadError::Fetch {
+            what: format!("model {id}"),
+            reason,
+        };
         let path = serval_artifacts::block_on(serval_artifacts::fetch(
             &model.uri,
             model.sha256.as_deref(),
             &self.cache_dir,
         ))
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| fetch(e.to_string()))?
+        .map_err(|e| fetch(e.to_string()))?;
         Ok((path, model.sha256))
     }
 
@@ -122,15 +131,21 @@ impl Loader {
         &self,
         endpoint: &Endpoint,
         with_bytes: bool,
-    ) -> Result<(PathBuf, Vec<u8>), String> {
+    ) -> Result<(PathBuf, Vec<u8>), LoadError> {
         let (path, sha256) = self.model_file(endpoint)?;
+        let read = |source| LoadError::Read {
+            path: path.clone(),
+            source,
+        };
         let (actual, bytes) = if with_bytes {
-            let bytes =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let bytes = std::fs::read(&path).map_err(read)?;
             (serval_artifacts::hash_bytes(&bytes), bytes)
         } else if sha256.is_some() {
             let (actual, _) =
-                serval_artifacts::hash_file(&path, &|_| {}).map_err(|e| e.to_string())?;
+                serval_artifacts::hash_file(&path, &|_| {}).map_err(|e| LoadError::Fetch {
+                    what: format!("model {}", endpoint.model_id.as_deref().unwrap_or_default()),
+                    reason: e.to_string(),
+                })?;
             (actual, Vec::new())
         } else {
             return Ok((path, Vec::new()));
@@ -138,10 +153,12 @@ impl Loader {
         if let Some(expected) = sha256
             && actual != expected
         {
-            return Err(format!(
-                "model file {} changed since it was registered (sha256 {actual}, registry {expected})",
-                path.display()
-            ));
+            return Err(LoadError::Checksum {
+                what: "model file",
+                path,
+                actual,
+                expected,
+            });
         }
         Ok((path, bytes))
     }
@@ -151,17 +168,14 @@ impl Loader {
         url: &str,
         endpoint: &Endpoint,
         fingerprint: Fingerprint,
-    ) -> Result<Loaded, String> {
+    ) -> Result<Loaded, LoadError> {
         let native_kind = matches!(
             endpoint.engine,
             EngineKind::Xgboost | EngineKind::Lightgbm | EngineKind::Onnx
         );
         let triton = endpoint.engine == EngineKind::Triton;
         if !native_kind && !triton && !needs_python(endpoint) {
-            return Err(format!(
-                "engine '{}' is not available in this version of serval",
-                endpoint.engine
-            ));
+            return Err(LoadError::UnknownEngine(endpoint.engine));
         }
         if let Some((address, compression)) = &fingerprint.forward {
             return self.load_forwarded(url, endpoint, &fingerprint, address, *compression);
@@ -169,12 +183,16 @@ impl Loader {
         let model = match endpoint.model_id {
             Some(_) => Some(self.verified_model(endpoint, native_kind)?),
             None if native_kind || endpoint.engine == EngineKind::Sklearn => {
-                return Err(format!("the {} engine needs a model", endpoint.engine));
+                return Err(LoadError::NoModel {
+                    engine: endpoint.engine,
+                    hint: "",
+                });
             }
             None if triton && endpoint.preprocess.is_none() => {
-                return Err("the triton engine needs a model (or preprocess code whose \
-                     Preprocess.process runs it)"
-                    .to_string());
+                return Err(LoadError::NoModel {
+                    engine: endpoint.engine,
+                    hint: " (or preprocess code whose Preprocess.process runs it)",
+                });
             }
             None => None,
         };
@@ -260,19 +278,19 @@ impl Loader {
             (Some(_), None) if !triton && batching(endpoint)?.is_some() => {
                 // A triton model run by its library in Python leaves batching to the server
                 // Triton would be; other Python engines cannot batch at all.
-                return Err(format!(
+                return Err(LoadError::Batching(format!(
                     "dynamic batching merges rows for a native model (xgboost, lightgbm, onnx, or \
              the native model between preprocess and postprocess); engine '{}' runs its \
              model in Python workers: remove --max-batch-size / the dynamic_batching keys",
                     endpoint.engine
-                ));
+                )));
             }
             (Some(pool), None) => (Runner::Python(pool), signature::python(endpoint)),
             (Some(pool), Some((model, _))) => (
                 Runner::PythonNative { pool, model },
                 signature::python(endpoint),
             ),
-            (None, None) => return Err("nothing can run this endpoint".to_string()),
+            (None, None) => return Err(LoadError::NoRunner),
         };
         Ok(Loaded {
             endpoint: self.endpoint(url, endpoint, runner, signature),
@@ -290,16 +308,18 @@ impl Loader {
         kind: EngineKind,
         bytes: &[u8],
         name: &str,
-    ) -> Result<(NativeModel, Option<Vec<NamedOutput>>), String> {
+    ) -> Result<(NativeModel, Option<Vec<NamedOutput>>), LoadError> {
         let batching = batching(endpoint)?;
         let loaded = serval_core::load_model(kind, bytes, name, &self.onnx, self.runner_threads)
-            .map_err(|e| e.to_string())?;
+            .map_err(LoadError::Model)?;
         let check = |meta: &serval_engine::ModelMetadata| {
             if endpoint.engine == EngineKind::Triton {
-                triton::check_io(&endpoint.io, meta)
-                    .map_err(|e| format!("{name} does not match the endpoint's io flags: {e}"))?;
+                triton::check_io(&endpoint.io, meta).map_err(|e| LoadError::Io {
+                    model: name.to_string(),
+                    reason: e.0,
+                })?;
             }
-            Ok::<_, String>(())
+            Ok::<_, LoadError>(())
         };
         let mut instances = match loaded {
             serval_core::Loaded::Shared(engine) => {
@@ -324,17 +344,18 @@ impl Loader {
             .runtime
             .clone()
             .or_else(|| tokio::runtime::Handle::try_current().ok())
-            .ok_or("no async runtime to run the model's runner on")?;
+            .ok_or(LoadError::NoRuntime("the model's runner"))?;
         let metrics = self
             .metrics
             .as_ref()
             .map(|m| (Arc::new(m.batch(url)), m.endpoint(url)));
-        let runner = endpoint::ModelRunner::start(url, instances, batching, &runtime, metrics)?;
+        let runner = endpoint::ModelRunner::start(url, instances, batching, &runtime, metrics)
+            .map_err(LoadError::Threads)?;
         Ok((NativeModel::runner(meta, runner), warm))
     }
 
     /// The interpreter workers run: the service's, or its environment with extra packages.
-    fn interpreter(&self, base: &str, packages: Option<&str>) -> Result<String, String> {
+    fn interpreter(&self, base: &str, packages: Option<&str>) -> Result<String, LoadError> {
         Ok(match packages {
             Some(packages) => pyenv::ensure(base, packages, &self.cache_dir)?
                 .display()
@@ -374,14 +395,19 @@ impl Loader {
         fingerprint: &Fingerprint,
         address: &str,
         compression: bool,
-    ) -> Result<Loaded, String> {
+    ) -> Result<Loaded, LoadError> {
         let runtime = self
             .runtime
             .as_ref()
-            .ok_or("forwarding needs the server's async runtime")?;
+            .ok_or(LoadError::NoRuntime("forwarding"))?;
         let upstream = {
             let _entered = runtime.enter();
-            endpoint::Upstream::new(address, url, compression)?
+            endpoint::Upstream::new(address, url, compression).map_err(|e| {
+                LoadError::Upstream {
+                    address: address.to_string(),
+                    reason: e.to_string(),
+                }
+            })?
         };
         let pool = match &fingerprint.python {
             Some((interpreter, workers, packages)) if needs_python(endpoint) => {
@@ -444,8 +470,7 @@ impl Loader {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err("loading panicked".to_string()))
+                    h.join().unwrap_or(Err(LoadError::Panicked))
                 })
                 .collect()
         });
@@ -460,6 +485,7 @@ impl Loader {
                     tracing::info!(endpoint = %url, "loaded: {}", path.as_deref().unwrap_or_default());
                     Slot {
                         status: status(endpoint, "loaded", None, true, path),
+                        client_error: None,
                         attempt: Some(Attempt {
                             fingerprint,
                             stamp: loaded.stamp,
@@ -468,6 +494,8 @@ impl Loader {
                     }
                 }
                 Err(error) => {
+                    let client_error = error.client_text();
+                    let error = error.to_string();
                     let keeps = previous_serving.is_some();
                     tracing::warn!(
                         endpoint = %url,
@@ -482,6 +510,7 @@ impl Loader {
                     let retry = endpoint.model_id.is_some() && stamp.is_none();
                     Slot {
                         status: status(endpoint, "failed", Some(error), keeps, None),
+                        client_error: Some(client_error),
                         attempt: (!retry).then_some(Attempt { fingerprint, stamp }),
                         serving: previous_serving,
                     }
@@ -529,16 +558,16 @@ impl Loader {
 }
 
 /// The endpoint's dynamic batching (its aux configuration's Triton keys), if on.
-fn batching(endpoint: &Endpoint) -> Result<Option<endpoint::Batching>, String> {
-    Ok(
-        serval_store::batch_config(endpoint.aux_config.as_ref())?.map(|c| endpoint::Batching {
+fn batching(endpoint: &Endpoint) -> Result<Option<endpoint::Batching>, LoadError> {
+    Ok(serval_store::batch_config(endpoint.aux_config.as_ref())
+        .map_err(LoadError::Batching)?
+        .map(|c| endpoint::Batching {
             max_rows: usize::try_from(c.max_batch_size).unwrap_or(usize::MAX),
             max_delay: Duration::from_micros(c.max_queue_delay_us),
             max_queue: c.max_queue_size.map_or(endpoint::DEFAULT_MAX_QUEUE, |n| {
                 usize::try_from(n).unwrap_or(usize::MAX)
             }),
-        }),
-    )
+        }))
 }
 
 fn status(
@@ -562,7 +591,7 @@ fn status(
 /// Runs one row of zeros through a tabular model so the first request does not pay for lazy
 /// initialisation; a model that cannot predict fails to load here rather than on traffic. Returns
 /// the outputs (`None` for models that are not tabular), which tell the width of ZipMap outputs.
-fn warm_up(engine: &mut dyn Instance) -> Result<Option<Vec<NamedOutput>>, String> {
+fn warm_up(engine: &mut dyn Instance) -> Result<Option<Vec<NamedOutput>>, LoadError> {
     let meta = engine.metadata();
     let (Some(width), [input]) = (meta.num_features(), meta.inputs.as_slice()) else {
         return Ok(None);
@@ -574,7 +603,7 @@ fn warm_up(engine: &mut dyn Instance) -> Result<Option<Vec<NamedOutput>>, String
         serval_engine::DataType::I32 => TensorData::I32(vec![0; width]),
         _ => return Ok(None),
     };
-    let tensor = Tensor::new(vec![1, width], data).map_err(|e| e.to_string())?;
+    let tensor = Tensor::new(vec![1, width], data).map_err(LoadError::WarmUp)?;
     engine
         .run(
             &[NamedTensor {
@@ -584,5 +613,5 @@ fn warm_up(engine: &mut dyn Instance) -> Result<Option<Vec<NamedOutput>>, String
             &|| false,
         )
         .map(Some)
-        .map_err(|e| format!("warm-up prediction failed: {e}"))
+        .map_err(LoadError::WarmUp)
 }

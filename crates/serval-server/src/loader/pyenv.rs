@@ -11,6 +11,8 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::LoadError;
+
 /// The packages to install: the service's setting, else the environment variables.
 pub fn packages(setting: Option<&str>) -> Option<String> {
     setting
@@ -24,10 +26,21 @@ pub fn packages(setting: Option<&str>) -> Option<String> {
 /// One build at a time in this process (endpoints load in parallel and share environments).
 static BUILDING: Mutex<()> = Mutex::new(());
 
-fn run(command: &mut Command, what: &str) -> Result<String, String> {
-    let output = command
-        .output()
-        .map_err(|e| format!("{what}: cannot run {:?}: {e}", command.get_program()))?;
+/// A failed step of a build, for [`LoadError::Environment`].
+fn failed(packages: &str, reason: String) -> LoadError {
+    LoadError::Environment {
+        packages: packages.to_string(),
+        reason,
+    }
+}
+
+fn run(command: &mut Command, packages: &str) -> Result<String, LoadError> {
+    let output = command.output().map_err(|e| {
+        failed(
+            packages,
+            format!("cannot run {:?}: {e}", command.get_program()),
+        )
+    })?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -38,11 +51,11 @@ fn run(command: &mut Command, what: &str) -> Result<String, String> {
     }
     let tail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = tail[tail.len().saturating_sub(6)..].join("\n");
-    Err(format!("{what} failed ({}):\n{tail}", output.status))
+    Err(failed(packages, format!("{}:\n{tail}", output.status)))
 }
 
 /// The interpreter of the environment for `packages` on top of `interpreter`, built if needed.
-pub fn ensure(interpreter: &str, packages: &str, cache_dir: &Path) -> Result<PathBuf, String> {
+pub fn ensure(interpreter: &str, packages: &str, cache_dir: &Path) -> Result<PathBuf, LoadError> {
     let key = serval_artifacts::hash_bytes(format!("{interpreter}\n{packages}").as_bytes());
     let root = cache_dir.join("pyenv").join(&key[..32]);
     let python = root.join("bin").join("python");
@@ -58,15 +71,19 @@ pub fn ensure(interpreter: &str, packages: &str, cache_dir: &Path) -> Result<Pat
     tracing::info!(%interpreter, %packages, "building the Python environment (pip install); endpoints that need it load when it is ready");
     let staging = root.with_extension(format!("{}.tmp", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(staging.parent().unwrap_or(cache_dir))
-        .map_err(|e| format!("cannot create the Python environment folder: {e}"))?;
-    let what = format!("installing extra Python packages '{packages}'");
+    std::fs::create_dir_all(staging.parent().unwrap_or(cache_dir)).map_err(|e| {
+        failed(
+            packages,
+            format!("cannot create the Python environment folder: {e}"),
+        )
+    })?;
+    let what = packages;
     // A venv on the base interpreter, without pip of its own (the base's pip installs into it).
     run(
         Command::new(interpreter)
             .args(["-m", "venv", "--system-site-packages", "--without-pip"])
             .arg(&staging),
-        &what,
+        what,
     )?;
     // Every site-packages folder of the base interpreter (a venv's own included) stays visible.
     let base = run(
@@ -74,18 +91,18 @@ pub fn ensure(interpreter: &str, packages: &str, cache_dir: &Path) -> Result<Pat
             "-c",
             "import site, sys; print('\\n'.join(site.getsitepackages() + [site.getusersitepackages()]))",
         ]),
-        &what,
+        what,
     )?;
     let inner = run(
         Command::new(staging.join("bin").join("python")).args([
             "-c",
             "import sysconfig; print(sysconfig.get_paths()['purelib'])",
         ]),
-        &what,
+        what,
     )?;
     let site = PathBuf::from(inner.trim());
     std::fs::write(site.join("_serval_base.pth"), base)
-        .map_err(|e| format!("{what}: cannot write the .pth file: {e}"))?;
+        .map_err(|e| failed(packages, format!("cannot write the .pth file: {e}")))?;
     let install = run(
         Command::new(interpreter)
             .args(["-m", "pip", "--python"])
@@ -98,17 +115,21 @@ pub fn ensure(interpreter: &str, packages: &str, cache_dir: &Path) -> Result<Pat
                 "off",
             ])
             .args(packages.split_whitespace()),
-        &what,
+        what,
     );
     if let Err(error) = install {
         let _ = std::fs::remove_dir_all(&staging);
         return Err(error);
     }
     std::fs::write(staging.join(".serval-complete"), packages)
-        .map_err(|e| format!("{what}: {e}"))?;
+        .map_err(|e| failed(packages, e.to_string()))?;
     let _ = std::fs::remove_dir_all(&root);
-    std::fs::rename(&staging, &root)
-        .map_err(|e| format!("{what}: cannot move the environment into place: {e}"))?;
+    std::fs::rename(&staging, &root).map_err(|e| {
+        failed(
+            packages,
+            format!("cannot move the environment into place: {e}"),
+        )
+    })?;
     tracing::info!(%packages, seconds = start.elapsed().as_secs_f64(), "built the Python environment");
     Ok(python)
 }

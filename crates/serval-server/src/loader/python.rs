@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Value, json};
 use serval_store::{CodeKind, CodeRef, Endpoint, EngineKind};
 
-use super::{Loader, PYTHON_LOAD_TIMEOUT};
+use super::{LoadError, Loader, PYTHON_LOAD_TIMEOUT};
 
 /// Whether an endpoint needs Python workers.
 pub fn needs_python(endpoint: &Endpoint) -> bool {
@@ -19,22 +19,30 @@ pub fn needs_python(endpoint: &Endpoint) -> bool {
 }
 
 /// The `load` message's description of the endpoint's code: where it is on disk, unpacked.
-fn code_spec(code: &CodeRef, cache_dir: &Path) -> Result<Value, String> {
+fn code_spec(code: &CodeRef, cache_dir: &Path) -> Result<Value, LoadError> {
+    let fetch = |reason: String| LoadError::Fetch {
+        what: format!("preprocess code '{}'", code.name),
+        reason,
+    };
     let path = serval_artifacts::block_on(serval_artifacts::fetch(
         &code.uri,
         Some(&code.sha256),
         cache_dir,
     ))
-    .map_err(|e| e.to_string())?
-    .map_err(|e| format!("cannot fetch preprocess code '{}': {e}", code.name))?;
-    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    .map_err(|e| fetch(e.to_string()))?
+    .map_err(|e| fetch(e.to_string()))?;
+    let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
+        path: path.clone(),
+        source,
+    })?;
     let actual = serval_artifacts::hash_bytes(&bytes);
     if actual != code.sha256 {
-        return Err(format!(
-            "preprocess code {} changed since it was registered (sha256 {actual}, expected {})",
-            path.display(),
-            code.sha256
-        ));
+        return Err(LoadError::Checksum {
+            what: "preprocess code",
+            path,
+            actual,
+            expected: code.sha256.clone(),
+        });
     }
     let unpacked = cache_dir.join("code").join(&code.sha256);
     Ok(match code.kind {
@@ -52,10 +60,15 @@ fn code_spec(code: &CodeRef, cache_dir: &Path) -> Result<Value, String> {
                     STAGING.fetch_add(1, Ordering::Relaxed)
                 ));
                 let _ = std::fs::remove_dir_all(&staging);
-                serval_artifacts::unpack(&bytes, &staging)
-                    .map_err(|e| format!("cannot unpack '{}': {e}", code.name))?;
+                serval_artifacts::unpack(&bytes, &staging).map_err(|e| LoadError::Unpack {
+                    name: format!("'{}'", code.name),
+                    reason: e.to_string(),
+                })?;
                 if std::fs::rename(&staging, &unpacked).is_err() && !unpacked.is_dir() {
-                    return Err(format!("cannot unpack '{}' into the cache", code.name));
+                    return Err(LoadError::Unpack {
+                        name: format!("'{}'", code.name),
+                        reason: "cannot move it into the cache".to_string(),
+                    });
                 }
                 let _ = std::fs::remove_dir_all(&staging);
             }
@@ -96,13 +109,15 @@ impl Loader {
         library: Option<&str>,
         interpreter: &str,
         workers: usize,
-    ) -> Result<serval_python::Pool, String> {
+    ) -> Result<serval_python::Pool, LoadError> {
         let runtime = self
             .runtime
             .as_ref()
-            .ok_or("Python workers need the server's async runtime")?;
+            .ok_or(LoadError::NoRuntime("Python workers"))?;
         let package_dir = serval_python::install_package(&self.cache_dir.join("python"))
-            .map_err(|e| format!("cannot install the Python worker package: {e}"))?;
+            .map_err(|e| {
+                LoadError::Python(format!("cannot install the Python worker package: {e}"))
+            })?;
         let code = match &endpoint.preprocess {
             Some(code) => code_spec(code, &self.cache_dir)?,
             None => Value::Null,
@@ -124,6 +139,8 @@ impl Loader {
             concurrent: endpoint.engine == EngineKind::CustomAsync,
             load_timeout: PYTHON_LOAD_TIMEOUT,
         };
-        runtime.block_on(serval_python::Pool::start(spec, self.calls.clone()))
+        runtime
+            .block_on(serval_python::Pool::start(spec, self.calls.clone()))
+            .map_err(LoadError::Python)
     }
 }

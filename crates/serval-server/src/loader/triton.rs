@@ -9,6 +9,7 @@ use serval_core::ModelFormat;
 use serval_engine::ModelMetadata;
 use serval_store::IoSpec;
 
+use super::LoadError;
 use crate::wire::Datatype;
 
 /// What runs a `triton` endpoint's model.
@@ -53,17 +54,22 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// Tells what a `triton` model file holds. A packed folder (serval's `.tar.gz`) is unpacked once
 /// into `unpack_dir` and searched: `model.onnx` (or its only `.onnx` file), a SavedModel
 /// (`saved_model.pb`), a `.keras`/`.h5` file, or a TorchScript `model.pt`.
-pub fn locate(path: &Path, unpack_dir: &Path) -> Result<TritonModel, String> {
+pub fn locate(path: &Path, unpack_dir: &Path) -> Result<TritonModel, LoadError> {
     let name = file_name(path);
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+    let bytes = read(path)?;
     if bytes.starts_with(&[0x1f, 0x8b]) {
         if !unpack_dir.is_dir() {
             let staging = unpack_dir.with_extension(format!("{}.tmp", std::process::id()));
             let _ = std::fs::remove_dir_all(&staging);
-            serval_artifacts::unpack(&bytes, &staging)
-                .map_err(|e| format!("cannot unpack {name}: {e}"))?;
+            serval_artifacts::unpack(&bytes, &staging).map_err(|e| LoadError::Unpack {
+                name: name.clone(),
+                reason: e.to_string(),
+            })?;
             if std::fs::rename(&staging, unpack_dir).is_err() && !unpack_dir.is_dir() {
-                return Err(format!("cannot unpack {name} into the cache"));
+                return Err(LoadError::Unpack {
+                    name,
+                    reason: "cannot move it into the cache".to_string(),
+                });
             }
             let _ = std::fs::remove_dir_all(&staging);
         }
@@ -72,8 +78,15 @@ pub fn locate(path: &Path, unpack_dir: &Path) -> Result<TritonModel, String> {
     classify(path, bytes, &name)
 }
 
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// A single file's kind, by content.
-fn classify(path: &Path, bytes: Vec<u8>, name: &str) -> Result<TritonModel, String> {
+fn classify(path: &Path, bytes: Vec<u8>, name: &str) -> Result<TritonModel, LoadError> {
     let python = |runtime| {
         Ok(TritonModel::Python {
             path: path.to_path_buf(),
@@ -89,10 +102,10 @@ fn classify(path: &Path, bytes: Vec<u8>, name: &str) -> Result<TritonModel, Stri
         if contains(&bytes, b"config.json") && contains(&bytes, b".weights.h5") {
             return python(Runtime::TensorFlow);
         }
-        return Err(format!(
+        return Err(LoadError::Triton(format!(
             "{name} is a zip archive that is neither a TorchScript model nor a .keras model; \
              for a folder holding model.onnx, register the folder itself (serval model upload --path DIR)"
-        ));
+        )));
     }
     if bytes.starts_with(HDF5_MAGIC) {
         return python(Runtime::TensorFlow);
@@ -107,19 +120,22 @@ fn classify(path: &Path, bytes: Vec<u8>, name: &str) -> Result<TritonModel, Stri
             bytes,
             name: name.to_string(),
         }),
-        format => Err(format!(
+        format => Err(LoadError::Triton(format!(
             "{name} is {format}; the triton engine runs ONNX models (natively), TorchScript and \
              TensorFlow/Keras models (SavedModel folder, .keras, .h5) in Python"
-        )),
+        ))),
     }
 }
 
 /// The model inside an unpacked folder.
-fn in_folder(root: &Path, name: &str) -> Result<TritonModel, String> {
+fn in_folder(root: &Path, name: &str) -> Result<TritonModel, LoadError> {
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot list {name}: {e}"))?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| LoadError::Read {
+            path: dir.clone(),
+            source,
+        })?;
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
@@ -147,7 +163,7 @@ fn in_folder(root: &Path, name: &str) -> Result<TritonModel, String> {
         _ => None,
     });
     if let Some(path) = onnx {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+        let bytes = read(path)?;
         return classify(path, bytes, &format!("{name}/{}", file_name(path)));
     }
     if let Some(saved) = named("saved_model.pb") {
@@ -158,14 +174,24 @@ fn in_folder(root: &Path, name: &str) -> Result<TritonModel, String> {
     }
     for ext in ["keras", "h5", "pt"] {
         if let [only] = with_extension(ext).as_slice() {
-            let bytes = std::fs::read(only).map_err(|e| format!("cannot read {name}: {e}"))?;
+            let bytes = read(only)?;
             return classify(only, bytes, &format!("{name}/{}", file_name(only)));
         }
     }
-    Err(format!(
+    Err(LoadError::Triton(format!(
         "{name} holds no model the triton engine runs: model.onnx, a SavedModel (saved_model.pb), \
          a .keras/.h5 file or a TorchScript model.pt"
-    ))
+    )))
+}
+
+/// How a `triton` endpoint's io flags and its model's graph disagree (both sides named).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoMismatch(pub String);
+
+impl std::fmt::Display for IoMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// `-1`s and all: a dimension list as written.
@@ -206,7 +232,7 @@ fn graph_text(shape: &[Option<usize>]) -> String {
 /// Checks the io flags against the model's graph: every named input and output exists with the
 /// declared type and a fitting size, and every graph input is named (ONNX Runtime needs them all).
 /// The error names both sides.
-pub fn check_io(io: &IoSpec, meta: &ModelMetadata) -> Result<(), String> {
+pub fn check_io(io: &IoSpec, meta: &ModelMetadata) -> Result<(), IoMismatch> {
     let sides = [
         (
             "input",
@@ -233,30 +259,30 @@ pub fn check_io(io: &IoSpec, meta: &ModelMetadata) -> Result<(), String> {
         };
         for (i, name) in names.iter().enumerate() {
             let Some(spec) = graph.iter().find(|s| &s.name == name) else {
-                return Err(format!(
+                return Err(IoMismatch(format!(
                     "--{side}-name '{name}' is not an {side} of the model; its {side}s: {}",
                     graph_names()
-                ));
+                )));
             };
             if let Some(declared) = types.get(i) {
                 let Some(datatype) = Datatype::from_numpy(declared) else {
-                    return Err(format!("--{side}-type '{declared}' is not a known type"));
+                    return Err(IoMismatch(format!("--{side}-type '{declared}' is not a known type")));
                 };
                 if datatype != Datatype::of_engine(spec.dtype) {
-                    return Err(format!(
+                    return Err(IoMismatch(format!(
                         "{side} '{name}' is {declared} by --{side}-type but {} in the model",
                         spec.dtype
-                    ));
+                    )));
                 }
             }
             if let Some(declared) = sizes.get(i)
                 && !shape_fits(declared, &spec.shape)
             {
-                return Err(format!(
+                return Err(IoMismatch(format!(
                     "{side} '{name}' has size {} by --{side}-size but {} in the model",
                     shape_text(declared),
                     graph_text(&spec.shape)
-                ));
+                )));
             }
         }
         if side == "input" && !names.is_empty() {
@@ -266,11 +292,11 @@ pub fn check_io(io: &IoSpec, meta: &ModelMetadata) -> Result<(), String> {
                 .map(|s| format!("'{}'", s.name))
                 .collect();
             if !unnamed.is_empty() {
-                return Err(format!(
+                return Err(IoMismatch(format!(
                     "the model also takes {} which --input-name does not name (its inputs: {})",
                     unnamed.join(", "),
                     graph_names()
-                ));
+                )));
             }
         }
     }
@@ -371,7 +397,7 @@ mod tests {
             ),
         ];
         for (io, message) in cases {
-            assert_eq!(check_io(&io, &mnist()), Err(message.to_string()));
+            assert_eq!(check_io(&io, &mnist()), Err(IoMismatch(message.to_string())));
         }
         let mut two = mnist();
         two.inputs.push(spec("mask", DataType::I64, &[None]));
@@ -382,6 +408,7 @@ mod tests {
         assert!(
             check_io(&named, &two)
                 .unwrap_err()
+                .0
                 .starts_with("the model also takes 'mask' which --input-name does not name")
         );
     }
@@ -401,11 +428,11 @@ mod tests {
         ));
         let torch = write("m.pt", b"PK\x03\x04 archive/data.pkl archive/constants.pkl");
         assert_eq!(
-            locate(&torch, &dir.path().join("u2")),
-            Ok(TritonModel::Python {
+            locate(&torch, &dir.path().join("u2")).unwrap(),
+            TritonModel::Python {
                 path: torch.clone(),
                 runtime: Runtime::TorchScript
-            })
+            }
         );
         let h5 = write("m.h5", b"\x89HDF\r\n\x1a\n....");
         assert!(matches!(
@@ -419,6 +446,7 @@ mod tests {
         assert!(
             locate(&pickle, &dir.path().join("u4"))
                 .unwrap_err()
+                .to_string()
                 .contains("pickle")
         );
         // A packed folder: the ONNX model inside it, and a SavedModel.
@@ -443,11 +471,11 @@ mod tests {
         let packed = write("saved.tar.gz", &serval_artifacts::pack_dir(&saved).unwrap());
         let unpacked = dir.path().join("u6");
         assert_eq!(
-            locate(&packed, &unpacked),
-            Ok(TritonModel::Python {
+            locate(&packed, &unpacked).unwrap(),
+            TritonModel::Python {
                 path: unpacked,
                 runtime: Runtime::TensorFlow
-            })
+            }
         );
     }
 }
