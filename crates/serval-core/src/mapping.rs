@@ -153,17 +153,12 @@ fn check_keys(names: &[String], keys: &[&String]) -> Result<()> {
     )))
 }
 
+/// Values as the model's input type; a string input cannot take numbers.
 fn cast(values: Vec<f64>, dtype: DataType) -> Result<TensorData> {
-    Ok(match dtype {
-        DataType::F32 => TensorData::F32(values.into_iter().map(|v| v as f32).collect()),
-        DataType::F64 => TensorData::F64(values),
-        DataType::I64 => TensorData::I64(values.into_iter().map(|v| v as i64).collect()),
-        DataType::I32 => TensorData::I32(values.into_iter().map(|v| v as i32).collect()),
-        DataType::Bool => TensorData::Bool(values.into_iter().map(|v| v != 0.0).collect()),
-        DataType::String => {
-            return Err(invalid("this model takes strings; send them by input name"));
-        }
-    })
+    if dtype == DataType::String {
+        return Err(invalid("this model takes strings; send them by input name"));
+    }
+    TensorData::from_f64(values, dtype)
 }
 
 fn tabular(

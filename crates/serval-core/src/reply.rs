@@ -31,13 +31,7 @@ fn elements(tensor: &Tensor) -> Vec<Value> {
 
 /// A tensor as nested JSON lists.
 pub fn tensor_json(tensor: &Tensor) -> Value {
-    fn build(shape: &[usize], items: &mut std::vec::IntoIter<Value>) -> Value {
-        match shape.split_first() {
-            None => items.next().unwrap_or(Value::Null),
-            Some((n, rest)) => Value::Array((0..*n).map(|_| build(rest, items)).collect()),
-        }
-    }
-    build(tensor.shape(), &mut elements(tensor).into_iter())
+    serval_engine::tensor::json::nest(tensor.shape(), elements(tensor))
 }
 
 /// Per-row values: `[N]` and `[N, 1]` give scalars, `[N, k]` lists.

@@ -2,9 +2,9 @@
 //! implements, and the typed tensors they exchange. Engines see tensors and metadata only —
 //! never HTTP, JSON bodies, the store or configuration files.
 
-mod tensor;
+pub mod tensor;
 
-pub use tensor::{DataType, Tensor, TensorData};
+pub use tensor::{DataType, Datatype, Tensor, TensorData, split_outputs, stack_outputs};
 
 /// What went wrong in an engine, named by what the caller should do.
 #[derive(Debug, thiserror::Error)]

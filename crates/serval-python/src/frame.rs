@@ -8,6 +8,7 @@
 //! raw bytes, never base64.
 
 use serde_json::{Value, json};
+use serval_engine::tensor::{json, le};
 use serval_engine::{Tensor, TensorData};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -98,27 +99,22 @@ impl Frame {
 
 /// Adds a tensor's data as a blob and returns its marker (string tensors travel as JSON lists).
 pub fn tensor_marker(tensor: &Tensor, blobs: &mut Vec<Vec<u8>>) -> Value {
-    let bytes: Vec<u8> = match tensor.data() {
-        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        TensorData::Bool(v) => v.iter().map(|b| u8::from(*b)).collect(),
+    let mut bytes = Vec::new();
+    match tensor.data() {
+        TensorData::F32(v) => le::encode(v, &mut bytes),
+        TensorData::F64(v) => le::encode(v, &mut bytes),
+        TensorData::I64(v) => le::encode(v, &mut bytes),
+        TensorData::I32(v) => le::encode(v, &mut bytes),
+        TensorData::Bool(v) => bytes.extend(v.iter().map(|b| u8::from(*b))),
         TensorData::String(v) => {
-            let flat: Vec<Value> = v.iter().map(|s| Value::String(s.clone())).collect();
-            return nest(tensor.shape(), &mut flat.into_iter());
+            let flat = v.iter().map(|s| Value::String(s.clone()));
+            return json::nest(tensor.shape(), flat);
         }
-    };
+    }
     blobs.push(bytes);
     json!({BLOB: blobs.len() - 1, "dtype": tensor.dtype().name(), "shape": tensor.shape()})
 }
 
-fn nest(shape: &[usize], items: &mut std::vec::IntoIter<Value>) -> Value {
-    match shape.split_first() {
-        None => items.next().unwrap_or(Value::Null),
-        Some((n, rest)) => Value::Array((0..*n).map(|_| nest(rest, items)).collect()),
-    }
-}
 
 /// Adds a bytes value as a blob and returns its marker.
 pub fn bytes_marker(bytes: &[u8], blobs: &mut Vec<Vec<u8>>) -> Value {
@@ -143,20 +139,11 @@ fn decode_tensor(value: &Value, index: usize, blobs: &[Vec<u8>]) -> Result<Tenso
         .iter()
         .map(|d| d.as_u64().map(|d| d as usize).ok_or("bad dimension"))
         .collect::<Result<_, _>>()?;
-    fn chunks<const N: usize, T>(blob: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-        blob.chunks_exact(N)
-            .map(|c| {
-                let mut a = [0u8; N];
-                a.copy_from_slice(c);
-                f(a)
-            })
-            .collect()
-    }
     let data = match value.get("dtype").and_then(Value::as_str) {
-        Some("float32") => TensorData::F32(chunks(blob, f32::from_le_bytes)),
-        Some("float64") => TensorData::F64(chunks(blob, f64::from_le_bytes)),
-        Some("int64") => TensorData::I64(chunks(blob, i64::from_le_bytes)),
-        Some("int32") => TensorData::I32(chunks(blob, i32::from_le_bytes)),
+        Some("float32") => TensorData::F32(le::decode(blob)),
+        Some("float64") => TensorData::F64(le::decode(blob)),
+        Some("int64") => TensorData::I64(le::decode(blob)),
+        Some("int32") => TensorData::I32(le::decode(blob)),
         Some("bool") => TensorData::Bool(blob.iter().map(|b| *b != 0).collect()),
         other => return Err(format!("unsupported array type {other:?}")),
     };

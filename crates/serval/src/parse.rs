@@ -4,43 +4,32 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use serval_engine::Datatype;
 use serval_store::{IoSpec, MetricVariable};
 
 use crate::cli::IoArgs;
 
-/// numpy dtype names accepted for --input-type / --output-type, with their canonical form.
-const DTYPES: &[(&str, &str)] = &[
-    ("bool", "bool"),
-    ("int8", "int8"),
-    ("int16", "int16"),
-    ("int32", "int32"),
-    ("int64", "int64"),
-    ("int", "int64"),
-    ("uint8", "uint8"),
-    ("uint16", "uint16"),
-    ("uint32", "uint32"),
-    ("uint64", "uint64"),
-    ("float16", "float16"),
-    ("float32", "float32"),
-    ("float64", "float64"),
-    ("float", "float64"),
-    ("double", "float64"),
-    ("str", "str"),
-    ("string", "str"),
-    ("bytes", "bytes"),
-    ("object", "object"),
-];
-
+/// A `--input-type` / `--output-type` as stored: its numpy name (`float32`; `int` → `int64`,
+/// `np.float32`, `TYPE_FP32` and the like accepted), by the one type vocabulary the server reads
+/// them with (`serval_engine::Datatype`). Text types keep their kind (`str`, `bytes`, `object`).
 fn dtype(raw: &str) -> Result<String> {
-    DTYPES
-        .iter()
-        .find(|(name, _)| *name == raw)
-        .map(|(_, canonical)| canonical.to_string())
-        .ok_or_else(|| {
-            anyhow!(
-                "'{raw}' is not a supported type (use numpy names: float32, float64, int32, int64, uint8, bool, str, ...)"
-            )
-        })
+    let datatype = Datatype::from_numpy(raw).ok_or_else(|| {
+        anyhow!(
+            "'{raw}' is not a supported type (use numpy names: float32, float64, int32, int64, uint8, bool, str, ...)"
+        )
+    })?;
+    if datatype != Datatype::Bytes {
+        return Ok(datatype.numpy_name().to_string());
+    }
+    let name = raw.trim().to_ascii_lowercase();
+    Ok(if name.contains("object") {
+        "object"
+    } else if name.contains("bytes") {
+        "bytes"
+    } else {
+        "str"
+    }
+    .to_string())
 }
 
 /// clearml's size converter: `1 28 28` is one shape; `"[1, 784]" "[-1, 10]"` are one per input.
@@ -435,6 +424,18 @@ mod tests {
         assert_eq!(dtype("float").unwrap(), "float64");
         assert_eq!(dtype("float32").unwrap(), "float32");
         assert!(dtype("floaty").is_err());
+        // The server's vocabulary: what it reads, the CLI accepts.
+        assert_eq!(dtype("np.float32").unwrap(), "float32");
+        assert_eq!(dtype("TYPE_FP32").unwrap(), "float32");
+        assert_eq!(dtype("bfloat16").unwrap(), "bfloat16");
+        assert_eq!(dtype("int").unwrap(), "int64");
+        assert_eq!(dtype("string").unwrap(), "str");
+        assert_eq!(dtype("bytes").unwrap(), "bytes");
+        assert_eq!(dtype("object").unwrap(), "object");
+        for d in Datatype::ALL {
+            let stored = dtype(d.numpy_name()).unwrap();
+            assert_eq!(Datatype::from_numpy(&stored), Some(d), "{d}");
+        }
     }
 
     #[test]

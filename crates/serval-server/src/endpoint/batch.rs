@@ -28,8 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serval_engine::{
-    DataType, EngineError, Instance, ModelMetadata, NamedOutput, NamedTensor, OutputValue, Tensor,
-    TensorData,
+    DataType, EngineError, Instance, ModelMetadata, NamedOutput, NamedTensor, Tensor,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -632,80 +631,17 @@ fn merge(jobs: &[Job]) -> Result<Vec<NamedTensor>, EngineError> {
             let parts: Vec<&Tensor> = jobs.iter().map(|j| &j.inputs[i].tensor).collect();
             Ok(NamedTensor {
                 name: input.name.clone(),
-                tensor: stack(&parts)?,
+                tensor: Tensor::stack_rows(&parts)?,
             })
         })
         .collect()
 }
 
-fn stack(parts: &[&Tensor]) -> Result<Tensor, EngineError> {
-    let mut shape = parts[0].shape().to_vec();
-    shape[0] = parts.iter().map(|p| p.shape()[0]).sum();
-    macro_rules! join {
-        ($variant:ident) => {{
-            let mut all = Vec::with_capacity(parts.iter().map(|p| p.data().len()).sum());
-            for part in parts {
-                match part.data() {
-                    TensorData::$variant(v) => all.extend_from_slice(v),
-                    _ => {
-                        return Err(EngineError::Internal(
-                            "requests of one call have different element types".into(),
-                        ));
-                    }
-                }
-            }
-            TensorData::$variant(all)
-        }};
-    }
-    let data = match parts[0].data() {
-        TensorData::F32(_) => join!(F32),
-        TensorData::F64(_) => join!(F64),
-        TensorData::I64(_) => join!(I64),
-        TensorData::I32(_) => join!(I32),
-        TensorData::Bool(_) => join!(Bool),
-        TensorData::String(_) => join!(String),
-    };
-    Tensor::new(shape, data)
-}
-
 /// A merged call's outputs cut back into each request's rows; `None` if an output does not have
 /// one entry per row (a model whose outputs are not per row cannot share calls).
 fn split(outputs: Vec<NamedOutput>, jobs: &[Job]) -> Option<Vec<Vec<NamedOutput>>> {
-    let total: usize = jobs.iter().map(|j| j.rows).sum();
-    let mut parts: Vec<Vec<NamedOutput>> = jobs
-        .iter()
-        .map(|_| Vec::with_capacity(outputs.len()))
-        .collect();
-    for output in outputs {
-        let mut start = 0;
-        match output.value {
-            OutputValue::Tensor(tensor) => {
-                if tensor.shape().first() != Some(&total) {
-                    return None;
-                }
-                for (job, part) in jobs.iter().zip(parts.iter_mut()) {
-                    part.push(NamedOutput {
-                        name: output.name.clone(),
-                        value: OutputValue::Tensor(tensor.rows(start, start + job.rows).ok()?),
-                    });
-                    start += job.rows;
-                }
-            }
-            OutputValue::Maps(maps) => {
-                if maps.len() != total {
-                    return None;
-                }
-                let mut maps = maps.into_iter();
-                for (job, part) in jobs.iter().zip(parts.iter_mut()) {
-                    part.push(NamedOutput {
-                        name: output.name.clone(),
-                        value: OutputValue::Maps(maps.by_ref().take(job.rows).collect()),
-                    });
-                }
-            }
-        }
-    }
-    Some(parts)
+    let rows: Vec<usize> = jobs.iter().map(|j| j.rows).collect();
+    serval_engine::split_outputs(outputs, &rows)
 }
 
 /// What the runner tells about itself (status, metadata).
@@ -733,6 +669,7 @@ mod tests {
     use serval_engine::Task;
 
     use super::*;
+    use serval_engine::{OutputValue, TensorData};
 
     fn meta() -> ModelMetadata {
         ModelMetadata {

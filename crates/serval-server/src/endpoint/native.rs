@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serval_core::{reply_json, request_to_inputs};
-use serval_engine::{Engine, ModelMetadata, NamedOutput, NamedTensor, OutputValue, Tensor};
+use serval_engine::{Engine, ModelMetadata, NamedOutput, NamedTensor, Tensor};
 use serval_store::EngineKind;
 use tokio::time::Instant;
 
@@ -239,54 +239,7 @@ fn in_chunks(
         parts.push(engine.infer(&chunk)?);
         start = end;
     }
-    stack(parts)
-}
-
-/// Joins the outputs of consecutive chunks back into one batch's outputs.
-fn stack(parts: Vec<Vec<NamedOutput>>) -> Result<Vec<NamedOutput>, Error> {
-    let mut parts = parts.into_iter();
-    let Some(first) = parts.next() else {
-        return Ok(Vec::new());
-    };
-    let mut joined: Vec<(String, Vec<OutputValue>)> =
-        first.into_iter().map(|o| (o.name, vec![o.value])).collect();
-    for part in parts {
-        if part.len() != joined.len() {
-            return Err(Error::Internal("chunks gave different outputs".into()));
-        }
-        for ((name, values), output) in joined.iter_mut().zip(part) {
-            if *name != output.name {
-                return Err(Error::Internal("chunks gave different outputs".into()));
-            }
-            values.push(output.value);
-        }
-    }
-    joined
-        .into_iter()
-        .map(|(name, values)| {
-            let value = match values.first() {
-                Some(OutputValue::Maps(_)) => OutputValue::Maps(
-                    values
-                        .into_iter()
-                        .flat_map(|v| match v {
-                            OutputValue::Maps(maps) => maps,
-                            OutputValue::Tensor(_) => Vec::new(),
-                        })
-                        .collect(),
-                ),
-                _ => OutputValue::Tensor(Tensor::concat_rows(
-                    values
-                        .into_iter()
-                        .filter_map(|v| match v {
-                            OutputValue::Tensor(t) => Some(t),
-                            OutputValue::Maps(_) => None,
-                        })
-                        .collect(),
-                )?),
-            };
-            Ok(NamedOutput { name, value })
-        })
-        .collect()
+    Ok(serval_engine::stack_outputs(parts)?)
 }
 
 /// Serves a request on a native model.
@@ -356,6 +309,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serval_engine::OutputValue;
     use serval_engine::{ModelMetadata, TensorData};
 
     /// Row sums as `sum` [rows] and the rows themselves as `echo` [rows, width].

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use serval_engine::{DataType, NamedOutput, NamedTensor, OutputValue, Tensor, TensorData};
+use serval_engine::{NamedOutput, NamedTensor, OutputValue, Tensor, TensorData};
 use serval_python::frame::{self, BLOB};
 use serval_python::{Body, Pool, Step};
 use serval_store::EngineKind;
@@ -232,7 +232,7 @@ fn triton_inputs(
         .zip(items)
         .map(|(spec, item)| {
             let tensor = match frame::marker_tensor(&item, blobs) {
-                Some(tensor) => cast(tensor.map_err(Error::Worker)?, spec.dtype)?,
+                Some(tensor) => tensor.map_err(Error::Worker)?.cast(spec.dtype)?,
                 None => {
                     serval_core::nested(&replace_markers(item, blobs)?, spec.dtype, &spec.name)?
                 }
@@ -272,28 +272,6 @@ fn per_input(data: Value, names: &[&str]) -> Result<Vec<Value>, Error> {
             names.join(", ")
         ))),
     }
-}
-
-/// A tensor in another element type (as `np.array(x, dtype=...)` casts).
-fn cast(tensor: Tensor, dtype: DataType) -> Result<Tensor, Error> {
-    if tensor.dtype() == dtype {
-        return Ok(tensor);
-    }
-    let shape = tensor.shape().to_vec();
-    let values = tensor.to_f64()?;
-    let data = match dtype {
-        DataType::F32 => TensorData::F32(values.into_iter().map(|v| v as f32).collect()),
-        DataType::F64 => TensorData::F64(values),
-        DataType::I64 => TensorData::I64(values.into_iter().map(|v| v as i64).collect()),
-        DataType::I32 => TensorData::I32(values.into_iter().map(|v| v as i32).collect()),
-        DataType::Bool => TensorData::Bool(values.into_iter().map(|v| v != 0.0).collect()),
-        DataType::String => {
-            return Err(Error::InvalidInput(
-                "preprocess returned numbers for a string input".into(),
-            ));
-        }
-    };
-    Ok(Tensor::new(shape, data)?)
 }
 
 /// Inputs for a forwarded model from what `preprocess` returned, by clearml's triton contract:

@@ -96,7 +96,11 @@ impl LoadError {
     pub fn client_text(&self) -> String {
         match self {
             LoadError::Read { path, source } => {
-                format!("cannot read {}: {}", file_name(path), redact(&source.to_string()))
+                format!(
+                    "cannot read {}: {}",
+                    file_name(path),
+                    redact(&source.to_string())
+                )
             }
             LoadError::Checksum {
                 what,
@@ -136,7 +140,12 @@ mod tests {
             changed.client_text(),
             "model file model.txt changed since it was registered (sha256 a, registry b)"
         );
-        let python = LoadError::Python("ImportError: no module named x\n  File /srv/code/p.py".into());
-        assert!(!python.client_text().contains("/srv"), "{}", python.client_text());
+        let python =
+            LoadError::Python("ImportError: no module named x\n  File /srv/code/p.py".into());
+        assert!(
+            !python.client_text().contains("/srv"),
+            "{}",
+            python.client_text()
+        );
     }
 }

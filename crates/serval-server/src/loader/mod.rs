@@ -402,11 +402,9 @@ impl Loader {
             .ok_or(LoadError::NoRuntime("forwarding"))?;
         let upstream = {
             let _entered = runtime.enter();
-            endpoint::Upstream::new(address, url, compression).map_err(|e| {
-                LoadError::Upstream {
-                    address: address.to_string(),
-                    reason: e.to_string(),
-                }
+            endpoint::Upstream::new(address, url, compression).map_err(|e| LoadError::Upstream {
+                address: address.to_string(),
+                reason: e.to_string(),
             })?
         };
         let pool = match &fingerprint.python {
@@ -469,9 +467,7 @@ impl Loader {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or(Err(LoadError::Panicked))
-                })
+                .map(|h| h.join().unwrap_or(Err(LoadError::Panicked)))
                 .collect()
         });
         for ((url, endpoint, fingerprint), result) in to_load.into_iter().zip(results) {

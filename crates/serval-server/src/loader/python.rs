@@ -114,8 +114,8 @@ impl Loader {
             .runtime
             .as_ref()
             .ok_or(LoadError::NoRuntime("Python workers"))?;
-        let package_dir = serval_python::install_package(&self.cache_dir.join("python"))
-            .map_err(|e| {
+        let package_dir =
+            serval_python::install_package(&self.cache_dir.join("python")).map_err(|e| {
                 LoadError::Python(format!("cannot install the Python worker package: {e}"))
             })?;
         let code = match &endpoint.preprocess {

@@ -266,7 +266,9 @@ pub fn check_io(io: &IoSpec, meta: &ModelMetadata) -> Result<(), IoMismatch> {
             };
             if let Some(declared) = types.get(i) {
                 let Some(datatype) = Datatype::from_numpy(declared) else {
-                    return Err(IoMismatch(format!("--{side}-type '{declared}' is not a known type")));
+                    return Err(IoMismatch(format!(
+                        "--{side}-type '{declared}' is not a known type"
+                    )));
                 };
                 if datatype != Datatype::of_engine(spec.dtype) {
                     return Err(IoMismatch(format!(
@@ -397,7 +399,10 @@ mod tests {
             ),
         ];
         for (io, message) in cases {
-            assert_eq!(check_io(&io, &mnist()), Err(IoMismatch(message.to_string())));
+            assert_eq!(
+                check_io(&io, &mnist()),
+                Err(IoMismatch(message.to_string()))
+            );
         }
         let mut two = mnist();
         two.inputs.push(spec("mask", DataType::I64, &[None]));

@@ -11,6 +11,7 @@ use super::proto::model_infer_request::InferInputTensor;
 use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::{InferParameter, InferTensorContents, ModelInferRequest};
 use crate::error::Error;
+use crate::wire::tensor::datatype_of_input;
 use crate::wire::{Datatype, Elements, InferTensor, shape_of};
 
 fn bad(message: String) -> Error {
@@ -102,7 +103,7 @@ pub(crate) fn contents_elements(
 
 fn input(tensor: InferInputTensor, raw: Option<&Bytes>) -> Result<InferTensor, Error> {
     let name = tensor.name;
-    let datatype = Datatype::of_input(&name, &tensor.datatype)?;
+    let datatype = datatype_of_input(&name, &tensor.datatype)?;
     let shape = shape_of(&name, &tensor.shape)?;
     let data = match (raw, tensor.contents) {
         (Some(bytes), contents) => {

@@ -3,141 +3,21 @@
 //! them; endpoints check them against their `Signature` and convert them to engine tensors or to
 //! the JSON a Python endpoint's `preprocess` receives.
 
-use std::fmt;
-
 use serde_json::{Value, json};
-use serval_engine::{DataType, NamedOutput, OutputValue, Tensor, TensorData};
+use serval_engine::tensor::{json, le};
+use serval_engine::{NamedOutput, OutputValue, Tensor, TensorData};
 
 use crate::error::Error;
 
-/// The V2 datatypes (BF16 as Triton adds it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Datatype {
-    Bool,
-    Uint8,
-    Uint16,
-    Uint32,
-    Uint64,
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    Fp16,
-    Bf16,
-    Fp32,
-    Fp64,
-    Bytes,
-}
+pub use serval_engine::Datatype;
 
-impl Datatype {
-    pub const ALL: [Datatype; 14] = [
-        Datatype::Bool,
-        Datatype::Uint8,
-        Datatype::Uint16,
-        Datatype::Uint32,
-        Datatype::Uint64,
-        Datatype::Int8,
-        Datatype::Int16,
-        Datatype::Int32,
-        Datatype::Int64,
-        Datatype::Fp16,
-        Datatype::Bf16,
-        Datatype::Fp32,
-        Datatype::Fp64,
-        Datatype::Bytes,
-    ];
-
-    /// The protocol's name, e.g. `FP32`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Datatype::Bool => "BOOL",
-            Datatype::Uint8 => "UINT8",
-            Datatype::Uint16 => "UINT16",
-            Datatype::Uint32 => "UINT32",
-            Datatype::Uint64 => "UINT64",
-            Datatype::Int8 => "INT8",
-            Datatype::Int16 => "INT16",
-            Datatype::Int32 => "INT32",
-            Datatype::Int64 => "INT64",
-            Datatype::Fp16 => "FP16",
-            Datatype::Bf16 => "BF16",
-            Datatype::Fp32 => "FP32",
-            Datatype::Fp64 => "FP64",
-            Datatype::Bytes => "BYTES",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Datatype> {
-        Datatype::ALL.into_iter().find(|d| d.name() == name)
-    }
-
-    /// The datatype a request gives for `input`; an unknown name is the client's error.
-    pub fn of_input(input: &str, name: &str) -> Result<Datatype, Error> {
-        Datatype::parse(name).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "input '{input}': unknown datatype '{name}' (one of BOOL, UINT8..UINT64, INT8..INT64, FP16, BF16, FP32, FP64, BYTES)"
-            ))
-        })
-    }
-
-    /// Bytes per element in binary form (`None` for BYTES, whose elements carry their length).
-    pub fn size(self) -> Option<usize> {
-        Some(match self {
-            Datatype::Bool | Datatype::Uint8 | Datatype::Int8 => 1,
-            Datatype::Uint16 | Datatype::Int16 | Datatype::Fp16 | Datatype::Bf16 => 2,
-            Datatype::Uint32 | Datatype::Int32 | Datatype::Fp32 => 4,
-            Datatype::Uint64 | Datatype::Int64 | Datatype::Fp64 => 8,
-            Datatype::Bytes => return None,
-        })
-    }
-
-    /// The datatype of an engine element type.
-    pub fn of_engine(dtype: DataType) -> Datatype {
-        match dtype {
-            DataType::F32 => Datatype::Fp32,
-            DataType::F64 => Datatype::Fp64,
-            DataType::I64 => Datatype::Int64,
-            DataType::I32 => Datatype::Int32,
-            DataType::Bool => Datatype::Bool,
-            DataType::String => Datatype::Bytes,
-        }
-    }
-
-    /// The datatype of a clearml `--input-type` / `--output-type` (numpy names, as clearml
-    /// passes them to Triton; `TYPE_FP32`-style names too).
-    pub fn from_numpy(name: &str) -> Option<Datatype> {
-        let name = name.trim().to_ascii_lowercase();
-        let name = name
-            .strip_prefix("np.")
-            .or_else(|| name.strip_prefix("numpy."))
-            .or_else(|| name.strip_prefix("type_"))
-            .unwrap_or(&name);
-        Some(match name {
-            "bool" | "bool_" => Datatype::Bool,
-            "uint8" => Datatype::Uint8,
-            "uint16" => Datatype::Uint16,
-            "uint32" => Datatype::Uint32,
-            "uint64" => Datatype::Uint64,
-            "int8" => Datatype::Int8,
-            "int16" => Datatype::Int16,
-            "int32" => Datatype::Int32,
-            "int64" | "int" => Datatype::Int64,
-            "float16" | "half" | "fp16" => Datatype::Fp16,
-            "bfloat16" | "bf16" => Datatype::Bf16,
-            "float32" | "single" | "fp32" => Datatype::Fp32,
-            "float64" | "double" | "float" | "fp64" => Datatype::Fp64,
-            "str" | "string" | "bytes" | "object" | "object_" | "bytes_" | "str_" => {
-                Datatype::Bytes
-            }
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Datatype {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+/// The datatype a request gives for `input`; an unknown name is the client's error.
+pub fn datatype_of_input(input: &str, name: &str) -> Result<Datatype, Error> {
+    Datatype::parse(name).ok_or_else(|| {
+        Error::BadRequest(format!(
+            "input '{input}': unknown datatype '{name}' (one of BOOL, UINT8..UINT64, INT8..INT64, FP16, BF16, FP32, FP64, BYTES)"
+        ))
+    })
 }
 
 /// The elements of a tensor, row-major. FP16 and BF16 keep their bit patterns.
@@ -179,17 +59,6 @@ macro_rules! each_variant {
             Elements::Bytes($v) => $body,
         }
     };
-}
-
-fn le<const N: usize, T>(bytes: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {
-    bytes
-        .chunks_exact(N)
-        .map(|c| {
-            let mut a = [0u8; N];
-            a.copy_from_slice(c);
-            f(a)
-        })
-        .collect()
 }
 
 impl Elements {
@@ -234,17 +103,17 @@ impl Elements {
         Ok(match datatype {
             Datatype::Bool => Elements::Bool(bytes.iter().map(|b| *b != 0).collect()),
             Datatype::Uint8 => Elements::U8(bytes.to_vec()),
-            Datatype::Uint16 => Elements::U16(le(bytes, u16::from_le_bytes)),
-            Datatype::Uint32 => Elements::U32(le(bytes, u32::from_le_bytes)),
-            Datatype::Uint64 => Elements::U64(le(bytes, u64::from_le_bytes)),
-            Datatype::Int8 => Elements::I8(le(bytes, i8::from_le_bytes)),
-            Datatype::Int16 => Elements::I16(le(bytes, i16::from_le_bytes)),
-            Datatype::Int32 => Elements::I32(le(bytes, i32::from_le_bytes)),
-            Datatype::Int64 => Elements::I64(le(bytes, i64::from_le_bytes)),
-            Datatype::Fp16 => Elements::F16(le(bytes, u16::from_le_bytes)),
-            Datatype::Bf16 => Elements::Bf16(le(bytes, u16::from_le_bytes)),
-            Datatype::Fp32 => Elements::F32(le(bytes, f32::from_le_bytes)),
-            Datatype::Fp64 => Elements::F64(le(bytes, f64::from_le_bytes)),
+            Datatype::Uint16 => Elements::U16(le::decode(bytes)),
+            Datatype::Uint32 => Elements::U32(le::decode(bytes)),
+            Datatype::Uint64 => Elements::U64(le::decode(bytes)),
+            Datatype::Int8 => Elements::I8(le::decode(bytes)),
+            Datatype::Int16 => Elements::I16(le::decode(bytes)),
+            Datatype::Int32 => Elements::I32(le::decode(bytes)),
+            Datatype::Int64 => Elements::I64(le::decode(bytes)),
+            Datatype::Fp16 => Elements::F16(le::decode(bytes)),
+            Datatype::Bf16 => Elements::Bf16(le::decode(bytes)),
+            Datatype::Fp32 => Elements::F32(le::decode(bytes)),
+            Datatype::Fp64 => Elements::F64(le::decode(bytes)),
             Datatype::Bytes => {
                 let mut items = Vec::new();
                 let mut rest = bytes;
@@ -272,26 +141,18 @@ impl Elements {
 
     /// Appends the binary form (see [`Elements::from_le_bytes`]) to `out`.
     pub fn write_le_bytes(&self, out: &mut Vec<u8>) {
-        fn put<const N: usize, T: Copy>(out: &mut Vec<u8>, v: &[T], f: fn(T) -> [u8; N]) {
-            out.reserve(v.len() * N);
-            for x in v {
-                out.extend_from_slice(&f(*x));
-            }
-        }
         match self {
             Elements::Bool(v) => out.extend(v.iter().map(|b| u8::from(*b))),
             Elements::U8(v) => out.extend_from_slice(v),
-            Elements::U16(v) | Elements::F16(v) | Elements::Bf16(v) => {
-                put(out, v, u16::to_le_bytes);
-            }
-            Elements::U32(v) => put(out, v, u32::to_le_bytes),
-            Elements::U64(v) => put(out, v, u64::to_le_bytes),
-            Elements::I8(v) => put(out, v, i8::to_le_bytes),
-            Elements::I16(v) => put(out, v, i16::to_le_bytes),
-            Elements::I32(v) => put(out, v, i32::to_le_bytes),
-            Elements::I64(v) => put(out, v, i64::to_le_bytes),
-            Elements::F32(v) => put(out, v, f32::to_le_bytes),
-            Elements::F64(v) => put(out, v, f64::to_le_bytes),
+            Elements::U16(v) | Elements::F16(v) | Elements::Bf16(v) => le::encode(v, out),
+            Elements::U32(v) => le::encode(v, out),
+            Elements::U64(v) => le::encode(v, out),
+            Elements::I8(v) => le::encode(v, out),
+            Elements::I16(v) => le::encode(v, out),
+            Elements::I32(v) => le::encode(v, out),
+            Elements::I64(v) => le::encode(v, out),
+            Elements::F32(v) => le::encode(v, out),
+            Elements::F64(v) => le::encode(v, out),
             Elements::Bytes(v) => {
                 for item in v {
                     out.extend_from_slice(&(item.len() as u32).to_le_bytes());
@@ -389,7 +250,7 @@ impl InferTensor {
 
     /// The tensor as nested JSON lists (what a Python endpoint's `preprocess` receives).
     pub fn to_json(&self) -> Value {
-        nest(&self.shape, &mut self.data.json_values().into_iter())
+        json::nest(&self.shape, self.data.json_values())
     }
 
     /// The engine tensor for this input. The caller has checked that the engine takes the
@@ -559,13 +420,6 @@ fn cast_numbers(leaves: &[&Value], datatype: Datatype) -> Option<Elements> {
     })
 }
 
-fn nest(shape: &[usize], items: &mut std::vec::IntoIter<Value>) -> Value {
-    match shape.split_first() {
-        None => items.next().unwrap_or(Value::Null),
-        Some((n, rest)) => Value::Array((0..*n).map(|_| nest(rest, items)).collect()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,17 +496,5 @@ mod tests {
         );
         let t = InferTensor::from_json("y".into(), &json!([[1], [2, 3]]), None);
         assert_eq!(t.datatype(), Datatype::Bytes);
-    }
-
-    #[test]
-    fn numpy_type_names_map_to_datatypes() {
-        assert_eq!(Datatype::from_numpy("float32"), Some(Datatype::Fp32));
-        assert_eq!(Datatype::from_numpy("np.uint8"), Some(Datatype::Uint8));
-        assert_eq!(Datatype::from_numpy("TYPE_INT64"), Some(Datatype::Int64));
-        assert_eq!(Datatype::from_numpy("str"), Some(Datatype::Bytes));
-        assert_eq!(Datatype::from_numpy("complex64"), None);
-        for d in Datatype::ALL {
-            assert_eq!(Datatype::parse(d.name()), Some(d));
-        }
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
+use crate::wire::tensor::datatype_of_input;
 use crate::wire::{Datatype, Elements, InferTensor, shape_of};
 
 /// The header that splits a binary body: the length of its JSON part.
@@ -286,7 +287,7 @@ pub fn decode(
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
         let name = input.name;
-        let datatype = Datatype::of_input(&name, &input.datatype)?;
+        let datatype = datatype_of_input(&name, &input.datatype)?;
         let shape = shape_of(&name, &input.shape)?;
         let binary_size = match input
             .parameters
