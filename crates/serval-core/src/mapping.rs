@@ -326,21 +326,14 @@ pub fn request_to_inputs(
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use serval_engine::{Task, TensorSpec};
+    use serval_engine::Task;
 
     use super::*;
 
     fn meta(width: usize, names: Option<Vec<&str>>, task: Task) -> ModelMetadata {
         ModelMetadata {
-            format: "test".into(),
-            inputs: vec![TensorSpec {
-                name: "input".into(),
-                dtype: DataType::F32,
-                shape: vec![None, Some(width)],
-            }],
-            outputs: vec![],
             feature_names: names.map(|n| n.into_iter().map(str::to_string).collect()),
-            task,
+            ..ModelMetadata::tabular("test", width, DataType::F32, task)
         }
     }
 

@@ -201,21 +201,14 @@ fn internal(e: serde_json::Error) -> EngineError {
 
 #[cfg(test)]
 mod tests {
-    use serval_engine::{DataType, TensorSpec};
+    use serval_engine::DataType;
 
     use super::*;
 
     fn meta(width: usize, names: Option<Vec<&str>>, task: Task) -> ModelMetadata {
         ModelMetadata {
-            format: "test".into(),
-            inputs: vec![TensorSpec {
-                name: "input".into(),
-                dtype: DataType::F32,
-                shape: vec![None, Some(width)],
-            }],
-            outputs: vec![],
             feature_names: names.map(|n| n.into_iter().map(str::to_string).collect()),
-            task,
+            ..ModelMetadata::tabular("test", width, DataType::F32, task)
         }
     }
 

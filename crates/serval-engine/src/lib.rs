@@ -83,6 +83,22 @@ pub struct ModelMetadata {
 }
 
 impl ModelMetadata {
+    /// A model with one `[rows, width]` input named `input`, no declared outputs and no feature
+    /// names (what tests and simple engines describe).
+    pub fn tabular(format: &str, width: usize, dtype: DataType, task: Task) -> ModelMetadata {
+        ModelMetadata {
+            format: format.to_string(),
+            inputs: vec![TensorSpec {
+                name: "input".into(),
+                dtype,
+                shape: vec![None, Some(width)],
+            }],
+            outputs: Vec::new(),
+            feature_names: None,
+            task,
+        }
+    }
+
     /// Number of feature columns of a single-input tabular model.
     pub fn num_features(&self) -> Option<usize> {
         match self.inputs.as_slice() {

@@ -115,7 +115,6 @@ pub fn tensor_marker(tensor: &Tensor, blobs: &mut Vec<Vec<u8>>) -> Value {
     json!({BLOB: blobs.len() - 1, "dtype": tensor.dtype().name(), "shape": tensor.shape()})
 }
 
-
 /// Adds a bytes value as a blob and returns its marker.
 pub fn bytes_marker(bytes: &[u8], blobs: &mut Vec<Vec<u8>>) -> Value {
     blobs.push(bytes.to_vec());

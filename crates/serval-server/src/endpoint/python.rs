@@ -395,7 +395,7 @@ fn library_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serval_engine::{DataType, ModelMetadata, Task, TensorSpec};
+    use serval_engine::{DataType, ModelMetadata, Task};
 
     fn tensor(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
         Tensor::new(shape, TensorData::F32(data)).unwrap()
@@ -452,17 +452,7 @@ mod tests {
     }
 
     fn tabular(width: usize) -> ModelMetadata {
-        ModelMetadata {
-            format: "test".into(),
-            inputs: vec![TensorSpec {
-                name: "input".into(),
-                dtype: DataType::F32,
-                shape: vec![None, Some(width)],
-            }],
-            outputs: vec![],
-            feature_names: None,
-            task: Task::Regression,
-        }
+        ModelMetadata::tabular("test", width, DataType::F32, Task::Regression)
     }
 
     #[test]

@@ -2,12 +2,45 @@
 //! `Content-Encoding: gzip|x-gzip|deflate` decoding, with the limit applied to the decoded size.
 
 use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 
-use crate::pipeline::Error;
+pub use crate::pipeline::OFFLOAD_FROM;
+use crate::pipeline::{Credential, Error};
 use crate::wire::encoding::{UNDECODABLE, decompress};
 
-pub use crate::pipeline::OFFLOAD_FROM;
+/// A REST inference request as the front door takes it: its headers (the credential among them)
+/// and its body, unread.
+pub struct RestRequest {
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+impl From<Request> for RestRequest {
+    fn from(request: Request) -> Self {
+        let (parts, body) = request.into_parts();
+        RestRequest {
+            headers: parts.headers,
+            body,
+        }
+    }
+}
+
+impl RestRequest {
+    /// The `Authorization` header, for the front door.
+    pub fn credential(&self) -> Credential<'_> {
+        Credential::Header(
+            self.headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        )
+    }
+
+    /// The body, read and decoded within `limit` bytes.
+    pub async fn read(self, limit: usize) -> Result<Bytes, Error> {
+        read(&self.headers, self.body, limit).await
+    }
+}
 
 /// Runs CPU work on a blocking thread if `size` is large, else right here.
 pub async fn offload<T, E>(

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,11 +17,9 @@ use serval_core::rows::{self, Parsed};
 use serval_engine::ModelMetadata;
 use serval_store::names::endpoint_url;
 
-use crate::http::body;
+use crate::http::body::{self, RestRequest};
 use crate::http::reply::challenge_or_retry;
-use crate::pipeline::{
-    Budget, Credential, Decode, Endpoint, Error, Input, Output, Payload, Protocol, Runner,
-};
+use crate::pipeline::{Budget, Decode, Endpoint, Error, Input, Output, Payload, Protocol, Runner};
 use crate::state::AppState;
 use crate::wire::encoding::UNDECODABLE;
 use crate::wire::json::check_values;
@@ -251,10 +249,7 @@ impl BodyKind {
 
 /// A `/serve` request's body, read and parsed once the endpoint is known (for a native tabular
 /// model, straight into its input tensor).
-struct ClearmlBody {
-    headers: HeaderMap,
-    body: Body,
-}
+struct ClearmlBody(RestRequest);
 
 impl ClearmlBody {
     /// The body as a payload for `endpoint` (`None`: the name resolved to nothing). Small bodies
@@ -264,8 +259,8 @@ impl ClearmlBody {
         endpoint: Option<&Arc<Endpoint>>,
         budget: &Budget,
     ) -> Result<Payload, Error> {
-        let kind = BodyKind::of(&self.headers);
-        let decoded = body::read(&self.headers, self.body, budget.body_limit).await?;
+        let kind = BodyKind::of(&self.0.headers);
+        let decoded = self.0.read(budget.body_limit).await?;
         let max_values = budget.max_values;
         if decoded.len() < body::OFFLOAD_FROM {
             let rows = endpoint.and_then(|e| RowsFor::of(e));
@@ -302,24 +297,14 @@ async fn serve(
     request: Request,
 ) -> Result<Response, ClearmlError> {
     let version = version.filter(|v| !v.is_empty());
-    let (parts, body) = request.into_parts();
-    let authorization = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let admitted = state
-        .door
-        .admit(Protocol::Clearml, Credential::Header(authorization))?;
-    let decoder = ClearmlBody {
-        headers: parts.headers,
-        body,
-    };
+    let request = RestRequest::from(request);
+    let admitted = state.door.admit(Protocol::Clearml, request.credential())?;
     let served = admitted
         .serve(
             &name,
             version.as_deref(),
             state.config.request_timeout,
-            decoder,
+            ClearmlBody(request),
         )
         .await?;
     match served.output {

@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::http::body;
+use crate::http::body::{self, RestRequest};
 use crate::http::reply::challenge_or_retry;
 use crate::models::{EXTENSIONS, IndexItem, ModelMetadata, index, is_ready, metadata};
-use crate::pipeline::{Budget, Credential, Decode, Endpoint, Error, Input, Output, Protocol};
+use crate::pipeline::{Budget, Decode, Endpoint, Error, Input, Output, Protocol};
 use crate::state::AppState;
 use crate::wire::v2_json;
 
@@ -174,10 +174,7 @@ async fn versioned_infer(
 }
 
 /// A V2 REST inference body: JSON, or a JSON header followed by binary tensors.
-struct V2Body {
-    headers: HeaderMap,
-    body: Body,
-}
+struct V2Body(RestRequest);
 
 /// What a V2 request keeps for its reply: its id and which outputs go back in binary form.
 struct ReplyAs {
@@ -189,11 +186,12 @@ impl Decode for V2Body {
     type Extra = ReplyAs;
 
     async fn decode(self, _: &Arc<Endpoint>, budget: &Budget) -> Result<(Input, ReplyAs), Error> {
-        let bytes = body::read(&self.headers, self.body, budget.body_limit).await?;
         let header_length = self
+            .0
             .headers
             .get(v2_json::HEADER_LENGTH)
             .map(|v| v.to_str().unwrap_or("invalid").to_string());
+        let bytes = self.0.read(budget.body_limit).await?;
         let max_values = budget.max_values;
         let decoded = body::offload(bytes.len(), move || {
             v2_json::decode(&bytes, header_length.as_deref(), max_values)
@@ -218,25 +216,15 @@ async fn run_infer(
     version: Option<String>,
     request: Request,
 ) -> Result<Response, V2Error> {
-    let (parts, body) = request.into_parts();
-    let authorization = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let admitted = state
-        .door
-        .admit(Protocol::V2Rest, Credential::Header(authorization))?;
-    let decoder = V2Body {
-        headers: parts.headers,
-        body,
-    };
+    let request = RestRequest::from(request);
+    let admitted = state.door.admit(Protocol::V2Rest, request.credential())?;
     // The model is resolved before the body is read: an unknown model is a 404 whatever it holds.
     let served = admitted
         .serve(
             &model,
             version.as_deref(),
             state.config.request_timeout,
-            decoder,
+            V2Body(request),
         )
         .await?;
     let outputs = match served.output {
