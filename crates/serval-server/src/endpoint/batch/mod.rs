@@ -22,18 +22,19 @@
 //! Without batching the same runner gives each thread one request at a time: ONNX Runtime
 //! sessions must not run two calls at once, so each thread owns its own session.
 
-use std::collections::VecDeque;
+mod queue;
+mod threads;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serval_engine::{
-    DataType, EngineError, Instance, ModelMetadata, NamedOutput, NamedTensor, Tensor,
-};
+use serval_engine::{Instance, ModelMetadata, NamedTensor};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::{STAGE_INFERENCE, STAGE_QUEUE};
+use self::queue::{Job, Next, Queue, Reply};
+use self::threads::Threads;
 use crate::error::Error;
 use crate::metrics::{BatchMetrics, EndpointMetrics};
 
@@ -51,192 +52,6 @@ pub struct Batching {
 
 /// Waiting requests per batched endpoint unless configured (Triton's `max_queue_size`).
 pub const DEFAULT_MAX_QUEUE: usize = 1024;
-
-pub(crate) type Reply = Result<Vec<NamedOutput>, Error>;
-
-/// The inputs a request's rows must share with another's to go in one call: names, element
-/// types and every dimension but the first. `None`: the request cannot be merged (inputs without
-/// a common first dimension).
-type Layout = Option<Vec<(String, DataType, Vec<usize>)>>;
-
-/// One request in the queue.
-pub(crate) struct Job {
-    inputs: Vec<NamedTensor>,
-    rows: usize,
-    layout: Layout,
-    deadline: Instant,
-    /// The request's whole budget (for its timeout error).
-    timeout: Duration,
-    enqueued: Instant,
-    /// Found the runner idle when it arrived: starts without waiting to grow.
-    arrived_idle: bool,
-    reply: oneshot::Sender<Reply>,
-}
-
-impl Job {
-    /// A request; `merge`: its layout is worked out (only a batching runner merges requests).
-    pub(crate) fn new(
-        inputs: Vec<NamedTensor>,
-        deadline: Instant,
-        timeout: Duration,
-        merge: bool,
-    ) -> (Job, oneshot::Receiver<Reply>) {
-        let (rows, layout) = layout(&inputs, merge);
-        let (reply, receiver) = oneshot::channel();
-        let job = Job {
-            inputs,
-            rows,
-            layout,
-            deadline,
-            timeout,
-            enqueued: Instant::now(),
-            arrived_idle: false,
-            reply,
-        };
-        (job, receiver)
-    }
-
-    /// Nobody waits for the answer any more (deadline passed, or the caller left).
-    fn unwanted(&self, now: Instant) -> bool {
-        now >= self.deadline || self.reply.is_closed()
-    }
-
-    /// Why a run for this request stopped: its deadline (504), else its caller left.
-    fn stopped_error(&self) -> Error {
-        if std::time::Instant::now() >= self.deadline.into_std() {
-            Error::Timeout(self.timeout)
-        } else {
-            Error::Cancelled
-        }
-    }
-
-    fn answer(self, reply: Reply) {
-        // The caller may have left meanwhile: then nobody reads it.
-        let _ = self.reply.send(reply);
-    }
-}
-
-/// Rows (the common first dimension) and layout of a request's inputs.
-fn layout(inputs: &[NamedTensor], merge: bool) -> (usize, Layout) {
-    let rows = inputs
-        .first()
-        .and_then(|i| i.tensor.shape().first().copied());
-    let Some(rows) = rows else {
-        return (1, None);
-    };
-    if !merge
-        || rows == 0
-        || inputs
-            .iter()
-            .any(|i| i.tensor.shape().first() != Some(&rows))
-    {
-        return (rows.max(1), None);
-    }
-    let layout = inputs
-        .iter()
-        .map(|i| {
-            (
-                i.name.clone(),
-                i.tensor.dtype(),
-                i.tensor.shape()[1..].to_vec(),
-            )
-        })
-        .collect();
-    (rows, Some(layout))
-}
-
-/// What the queue says to do next.
-#[derive(Debug)]
-pub(crate) enum Next {
-    /// Start these requests as one call.
-    Run(Vec<Job>),
-    /// Nothing may start before this instant (a batch waiting to grow).
-    Wait(Instant),
-    /// Nothing is waiting.
-    Empty,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Job({} rows)", self.rows)
-    }
-}
-
-/// The waiting requests of one runner and the batching rules, with time passed in: the
-/// dispatcher calls it, tests drive it directly.
-pub(crate) struct Queue {
-    jobs: VecDeque<Job>,
-    batching: Option<Batching>,
-}
-
-impl Queue {
-    pub(crate) fn new(batching: Option<Batching>) -> Queue {
-        Queue {
-            jobs: VecDeque::new(),
-            batching,
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.jobs.len()
-    }
-
-    /// Adds a request; `running` is how many calls are under way.
-    pub(crate) fn push(&mut self, mut job: Job, running: usize) {
-        job.arrived_idle = self.jobs.is_empty() && running == 0;
-        self.jobs.push_back(job);
-    }
-
-    /// Takes out requests nobody waits for: a passed deadline is answered with its timeout, a
-    /// caller that left gets nothing. Returns how many went.
-    pub(crate) fn prune(&mut self, now: Instant) -> usize {
-        let before = self.jobs.len();
-        let mut kept = VecDeque::with_capacity(before);
-        for job in self.jobs.drain(..) {
-            if job.unwanted(now) {
-                let timeout = job.timeout;
-                job.answer(Err(Error::Timeout(timeout)));
-            } else {
-                kept.push_back(job);
-            }
-        }
-        self.jobs = kept;
-        before - self.jobs.len()
-    }
-
-    /// The next call to start on a free thread, at `now`. `merge`: requests may share a call
-    /// (false once a model's outputs turned out not to split by rows).
-    pub(crate) fn next(&mut self, now: Instant, merge: bool) -> Next {
-        self.prune(now);
-        let Some(head) = self.jobs.front() else {
-            return Next::Empty;
-        };
-        let Some(batching) = self.batching else {
-            return Next::Run(self.jobs.pop_front().into_iter().collect());
-        };
-        if !merge || head.layout.is_none() || head.rows >= batching.max_rows {
-            return Next::Run(self.jobs.pop_front().into_iter().collect());
-        }
-        let mut count = 1;
-        let mut rows = head.rows;
-        let mut full = false;
-        for job in self.jobs.iter().skip(1) {
-            if job.layout != head.layout || rows + job.rows > batching.max_rows {
-                full = true;
-                break;
-            }
-            rows += job.rows;
-            count += 1;
-        }
-        let full = full || rows >= batching.max_rows;
-        let until = head.enqueued + batching.max_delay;
-        if full || head.arrived_idle || now >= until {
-            Next::Run(self.jobs.drain(..count).collect())
-        } else {
-            Next::Wait(until)
-        }
-    }
-}
 
 /// Runs calls: a thread per engine instance in the server, tasks in tests.
 pub(crate) trait Execute: Send + 'static {
@@ -419,229 +234,9 @@ async fn dispatch(
         }
         if !open {
             // No more requests will come: nothing is worth waiting for.
-            queue.batching = queue.batching.map(|b| Batching {
-                max_delay: Duration::ZERO,
-                ..b
-            });
+            queue.stop_waiting();
         }
     }
-}
-
-/// The server's executor: one OS thread per engine instance.
-struct Threads {
-    senders: Vec<std::sync::mpsc::Sender<(Vec<Job>, mpsc::UnboundedSender<usize>)>>,
-}
-
-impl Threads {
-    fn spawn(
-        url: &str,
-        instances: Vec<Box<dyn Instance>>,
-        merge: Arc<AtomicBool>,
-        metrics: Option<Arc<BatchMetrics>>,
-        stages: Option<Arc<EndpointMetrics>>,
-    ) -> std::io::Result<Threads> {
-        let mut senders = Vec::with_capacity(instances.len());
-        for (k, mut instance) in instances.into_iter().enumerate() {
-            let (sender, receiver) =
-                std::sync::mpsc::channel::<(Vec<Job>, mpsc::UnboundedSender<usize>)>();
-            let metrics = metrics.clone();
-            let stages = stages.clone();
-            let merge = merge.clone();
-            let url = url.to_string();
-            std::thread::Builder::new()
-                .name(format!("serval-runner-{k}"))
-                .spawn(move || {
-                    // Ends when the dispatcher (the only sender) is gone.
-                    while let Ok((jobs, done)) = receiver.recv() {
-                        run_call(
-                            &url,
-                            instance.as_mut(),
-                            jobs,
-                            &merge,
-                            metrics.as_deref(),
-                            stages.as_deref(),
-                        );
-                        let _ = done.send(k);
-                    }
-                })?;
-            senders.push(sender);
-        }
-        Ok(Threads { senders })
-    }
-}
-
-impl Execute for Threads {
-    fn threads(&self) -> usize {
-        self.senders.len()
-    }
-
-    fn start(&mut self, thread: usize, jobs: Vec<Job>, done: mpsc::UnboundedSender<usize>) {
-        if let Err(std::sync::mpsc::SendError((jobs, _))) = self.senders[thread].send((jobs, done))
-        {
-            for job in jobs {
-                job.answer(Err(Error::Internal("the runner thread has stopped".into())));
-            }
-        }
-    }
-}
-
-/// Runs one call for `jobs` on `instance` and answers each with exactly its own rows. A merged
-/// call the model refuses (invalid input) is retried request by request, so only the requests
-/// at fault fail; outputs that do not split by rows turn merging off for the model.
-pub(crate) fn run_call(
-    url: &str,
-    instance: &mut dyn Instance,
-    jobs: Vec<Job>,
-    merge_ok: &AtomicBool,
-    metrics: Option<&BatchMetrics>,
-    stages: Option<&EndpointMetrics>,
-) {
-    let started = Instant::now();
-    if let Some(stages) = stages {
-        for job in &jobs {
-            stages.stage(STAGE_QUEUE, started.saturating_duration_since(job.enqueued));
-        }
-    }
-    let observe = |rows: usize, from: Instant, jobs: &[Job]| {
-        if let Some(metrics) = metrics {
-            metrics.rows.observe(rows as f64);
-        }
-        if let Some(stages) = stages {
-            let took = from.elapsed();
-            for _ in jobs {
-                stages.stage(STAGE_INFERENCE, took);
-            }
-        }
-    };
-    if jobs.len() == 1 {
-        let job = jobs.into_iter().next().expect("one job");
-        let result = run_one(instance, &job);
-        observe(job.rows, started, std::slice::from_ref(&job));
-        job.answer(result);
-        return;
-    }
-    let rows: usize = jobs.iter().map(|j| j.rows).sum();
-    let merged = match merge(&jobs) {
-        Ok(merged) => merged,
-        Err(e) => {
-            tracing::warn!(
-                "endpoint '{url}': cannot merge requests into one call ({e}); running them one by one"
-            );
-            return one_by_one(instance, jobs, metrics, stages);
-        }
-    };
-    let deadlines: Vec<(std::time::Instant, &oneshot::Sender<Reply>)> = jobs
-        .iter()
-        .map(|j| (j.deadline.into_std(), &j.reply))
-        .collect();
-    let stop = || {
-        let now = std::time::Instant::now();
-        deadlines.iter().all(|(d, r)| now >= *d || r.is_closed())
-    };
-    let result = instance.run(&merged, &stop);
-    drop(deadlines);
-    observe(rows, started, &jobs);
-    match result {
-        Ok(outputs) => match split(outputs, &jobs) {
-            Some(parts) => {
-                for (job, part) in jobs.into_iter().zip(parts) {
-                    job.answer(Ok(part));
-                }
-            }
-            None => {
-                tracing::warn!(
-                    "endpoint '{url}': the model's outputs do not split by rows; its requests no longer share calls"
-                );
-                merge_ok.store(false, Ordering::Relaxed);
-                one_by_one(instance, jobs, metrics, stages);
-            }
-        },
-        // Which request is at fault: each runs alone and only the bad ones fail.
-        Err(EngineError::InvalidInput(_)) => one_by_one(instance, jobs, metrics, stages),
-        Err(EngineError::Stopped) => {
-            stopped(rows);
-            for job in jobs {
-                let error = job.stopped_error();
-                job.answer(Err(error));
-            }
-        }
-        Err(e) => {
-            for job in jobs {
-                job.answer(Err(same_error(&e)));
-            }
-        }
-    }
-}
-
-fn run_one(instance: &mut dyn Instance, job: &Job) -> Reply {
-    let deadline = job.deadline.into_std();
-    let stop = || std::time::Instant::now() >= deadline || job.reply.is_closed();
-    instance.run(&job.inputs, &stop).map_err(|e| match e {
-        EngineError::Stopped => {
-            stopped(job.rows);
-            job.stopped_error()
-        }
-        e => Error::from(e),
-    })
-}
-
-fn stopped(rows: usize) {
-    tracing::info!(
-        "inference stopped during a run of {rows} rows: the request's deadline passed or its client left"
-    );
-}
-
-fn one_by_one(
-    instance: &mut dyn Instance,
-    jobs: Vec<Job>,
-    metrics: Option<&BatchMetrics>,
-    stages: Option<&EndpointMetrics>,
-) {
-    for job in jobs {
-        let started = Instant::now();
-        let result = run_one(instance, &job);
-        if let Some(metrics) = metrics {
-            metrics.rows.observe(job.rows as f64);
-        }
-        if let Some(stages) = stages {
-            stages.stage(STAGE_INFERENCE, started.elapsed());
-        }
-        job.answer(result);
-    }
-}
-
-/// An engine error, once per request of a failed call.
-fn same_error(e: &EngineError) -> Error {
-    match e {
-        EngineError::InvalidInput(m) => Error::InvalidInput(m.clone()),
-        EngineError::Stopped => Error::Cancelled,
-        EngineError::Load(m) | EngineError::Unavailable(m) | EngineError::Internal(m) => {
-            Error::Internal(m.clone())
-        }
-    }
-}
-
-/// The requests' inputs stacked along the first dimension, in order.
-fn merge(jobs: &[Job]) -> Result<Vec<NamedTensor>, EngineError> {
-    let first = &jobs[0].inputs;
-    first
-        .iter()
-        .enumerate()
-        .map(|(i, input)| {
-            let parts: Vec<&Tensor> = jobs.iter().map(|j| &j.inputs[i].tensor).collect();
-            Ok(NamedTensor {
-                name: input.name.clone(),
-                tensor: Tensor::stack_rows(&parts)?,
-            })
-        })
-        .collect()
-}
-
-/// A merged call's outputs cut back into each request's rows; `None` if an output does not have
-/// one entry per row (a model whose outputs are not per row cannot share calls).
-fn split(outputs: Vec<NamedOutput>, jobs: &[Job]) -> Option<Vec<Vec<NamedOutput>>> {
-    let rows: Vec<usize> = jobs.iter().map(|j| j.rows).collect();
-    serval_engine::split_outputs(outputs, &rows)
 }
 
 /// What the runner tells about itself (status, metadata).
@@ -668,8 +263,9 @@ mod tests {
     use proptest::prelude::*;
     use serval_engine::Task;
 
+    use super::threads::run_call;
     use super::*;
-    use serval_engine::{OutputValue, TensorData};
+    use serval_engine::{EngineError, NamedOutput, OutputValue, Tensor, TensorData};
 
     fn meta() -> ModelMetadata {
         ModelMetadata {
