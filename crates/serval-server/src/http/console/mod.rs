@@ -13,19 +13,24 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use serval_store::{CanaryTarget, InstanceStatus, Snapshot, now_ms};
+
+mod assets;
+mod example;
+
+pub use assets::{assets_size, page_routes};
+use example::example;
 
 use crate::metrics::VariableView;
 use crate::metrics::live::{RecentError, Series, Summary};
-use crate::pipeline::{Endpoint, Runner, TensorMeta};
+use crate::pipeline::TensorMeta;
 use crate::state::AppState;
 use crate::table::{RoutingTable, Slot};
-use crate::wire::Datatype;
 
 /// The default window of the headline numbers (rate, error ratio, p50, p99), and the longest
 /// (the history's length).
@@ -33,60 +38,6 @@ const WINDOW: u64 = 60;
 const MAX_WINDOW: u64 = 300;
 /// An instance not heard from for this long is shown as stale.
 const STALE_AFTER_MS: i64 = 15_000;
-/// Largest example body the "try it" form is prefilled with (values).
-const EXAMPLE_VALUES: usize = 4_096;
-
-/// The page's files, embedded at build time (no network, no build step).
-const ASSETS: &[(&str, &str, &[u8])] = &[
-    (
-        "index.html",
-        "text/html; charset=utf-8",
-        include_bytes!("../../ui/index.html"),
-    ),
-    (
-        "app.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../../ui/app.js"),
-    ),
-    (
-        "app.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../../ui/app.css"),
-    ),
-    (
-        "uPlot.iife.min.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("../../ui/vendor/uPlot.iife.min.js"),
-    ),
-    (
-        "uPlot.min.css",
-        "text/css; charset=utf-8",
-        include_bytes!("../../ui/vendor/uPlot.min.css"),
-    ),
-    (
-        "favicon.svg",
-        "image/svg+xml",
-        include_bytes!("../../ui/favicon.svg"),
-    ),
-];
-
-/// Everything the page may load or call: this server only.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
-     frame-ancestors 'none'";
-
-/// Bytes the console's files take in the binary.
-pub fn assets_size() -> usize {
-    ASSETS.iter().map(|(_, _, bytes)| bytes.len()).sum()
-}
-
-/// The console's page and files (`serve --ui on`, the default): open, they hold no data.
-pub fn page_routes() -> Router<AppState> {
-    Router::new()
-        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(|| asset(Path("index.html".to_string()))))
-        .route("/ui/{file}", get(asset))
-}
 
 /// The console's JSON API (a key when keys are required).
 pub fn api_routes() -> Router<AppState> {
@@ -94,32 +45,6 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/v1", get(api_index))
         .route("/api/v1/overview", get(overview))
         .route("/api/v1/endpoints/{*url}", get(endpoint))
-}
-
-async fn asset(Path(file): Path<String>) -> Response {
-    let Some((_, content_type, bytes)) = ASSETS.iter().find(|(name, ..)| *name == file) else {
-        return not_found(format!("no console file '{file}'"));
-    };
-    (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(CSP),
-            ),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
-        ],
-        *bytes,
-    )
-        .into_response()
 }
 
 fn bad_query(rejection: &QueryRejection) -> Response {
@@ -518,75 +443,6 @@ fn tensors(meta: &[TensorMeta]) -> Vec<TensorInfo> {
         .collect()
 }
 
-/// A value of a datatype for an example body.
-fn zero(datatype: Datatype) -> Value {
-    match datatype {
-        Datatype::Bytes => json!(""),
-        Datatype::Bool => json!(false),
-        Datatype::Fp16 | Datatype::Bf16 | Datatype::Fp32 | Datatype::Fp64 => json!(0.0),
-        _ => json!(0),
-    }
-}
-
-/// A nested list of `shape` (a variable dimension taken as 1) filled with `value`.
-fn filled(shape: &[i64], value: &Value) -> Value {
-    match shape.split_first() {
-        None => value.clone(),
-        Some((dim, rest)) => {
-            let n = usize::try_from(*dim).ok().filter(|n| *n > 0).unwrap_or(1);
-            Value::Array(vec![filled(rest, value); n])
-        }
-    }
-}
-
-/// A `/serve` body that is valid for the endpoint, built from its metadata (`None` when only its
-/// Python code knows what it reads), with a note on how it was made.
-fn example(endpoint: &Endpoint) -> (Option<Value>, &'static str) {
-    let inputs = &endpoint.signature.inputs;
-    let values = |shape: &[i64]| -> usize {
-        shape
-            .iter()
-            .map(|d| usize::try_from(*d).ok().filter(|n| *n > 0).unwrap_or(1))
-            .product()
-    };
-    if !matches!(endpoint.runner, Runner::Native(_)) || inputs.is_empty() {
-        if endpoint.input_names.is_empty() {
-            return (
-                None,
-                "this endpoint's preprocess code decides what a request holds: write the body it expects",
-            );
-        }
-        let body: Map<String, Value> = endpoint
-            .input_names
-            .iter()
-            .map(|n| (n.clone(), json!(0)))
-            .collect();
-        return (
-            Some(Value::Object(body)),
-            "one value per --input-name; its preprocess code decides what a request holds",
-        );
-    }
-    if inputs.iter().map(|i| values(&i.shape)).sum::<usize>() > EXAMPLE_VALUES {
-        return (None, "the model's inputs are too large for an example body");
-    }
-    if let [input] = inputs.as_slice()
-        && input.shape.len() == 2
-    {
-        return (
-            Some(json!({ "instances": filled(&input.shape, &zero(input.datatype)) })),
-            "one row of zeros, in column order",
-        );
-    }
-    let body: Map<String, Value> = inputs
-        .iter()
-        .map(|i| (i.name.clone(), filled(&i.shape, &zero(i.datatype))))
-        .collect();
-    (
-        Some(Value::Object(body)),
-        "each input filled with zeros (a variable dimension as 1)",
-    )
-}
-
 /// `GET /api/v1/endpoints/{url}`: one endpoint (or canary url) in detail.
 async fn endpoint(
     State(state): State<AppState>,
@@ -660,35 +516,4 @@ async fn endpoint(
         "recent_errors": errors,
     }))
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_asset_is_served_with_its_type_and_the_policy() {
-        assert!(assets_size() > 50_000, "uPlot is embedded");
-        for (name, content_type, bytes) in ASSETS {
-            assert!(!bytes.is_empty(), "{name}");
-            assert!(content_type.contains('/'), "{name}");
-        }
-        // The page loads only files this list serves.
-        let index = std::str::from_utf8(ASSETS[0].2).unwrap();
-        for reference in index.split(['"', '\'']).filter(|s| s.starts_with("/ui/")) {
-            let file = reference.trim_start_matches("/ui/");
-            assert!(
-                ASSETS.iter().any(|(n, ..)| *n == file),
-                "index.html loads {reference}, which is not embedded"
-            );
-        }
-        assert!(!index.contains("http://") && !index.contains("https://"));
-    }
-
-    #[test]
-    fn example_shapes_follow_the_metadata() {
-        assert_eq!(filled(&[-1, 3], &json!(0.0)), json!([[0.0, 0.0, 0.0]]));
-        assert_eq!(filled(&[2], &json!(0)), json!([0, 0]));
-        assert_eq!(filled(&[], &json!(false)), json!(false));
-    }
 }
