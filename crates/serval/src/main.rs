@@ -16,7 +16,9 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
 use cli::{AuthCommand, Cli, Command, MetricsCommand, ModelCommand, StoreCommand};
-use commands::{auth, endpoints, metrics, predict, registry, serve, service, store, triton_repo};
+use commands::{
+    auth, endpoints, list, metrics, predict, registry, serve, service, store, triton_repo,
+};
 use context::Context;
 
 fn run(cli: &Cli) -> Result<()> {
@@ -38,7 +40,7 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Create(args) => service::create(&ctx, args),
         Command::Config(args) => service::config(&ctx, args),
         Command::Model(cmd) => match cmd {
-            ModelCommand::List => endpoints::list(&ctx),
+            ModelCommand::List => list::list(&ctx),
             ModelCommand::Add(args) => endpoints::add(&ctx, args),
             ModelCommand::Remove(args) => endpoints::remove(&ctx, args),
             ModelCommand::Canary(args) => endpoints::canary(&ctx, args),

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod endpoints;
+pub mod list;
 pub mod metrics;
 pub mod predict;
 pub mod registry;
