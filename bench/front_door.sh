@@ -7,6 +7,8 @@
 #
 # Usage: bench/front_door.sh NAME=PATH_TO_SERVAL [NAME=PATH ...]
 #   ROUNDS=5 SECONDS_PER_RUN=5 CONNECTIONS=16 (wrk, 1 thread, 1 s warm-up per run)
+#   FASTAPI=1: also the FastAPI baseline (clearml-serving's request path, gunicorn 2 workers,
+#   OMP_NUM_THREADS=1, on :8080) in the same rounds
 # Needs: wrk, ../shared/bench beside the repo; the peers' venv (bench/lib/peers.sh) for the models.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +36,13 @@ ECHO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 "$ECHO_BIN" "127.0.0.1:$ECHO_PORT" 2> "$WORK/echo.log" &
 PIDS+=($!)
 wait_post "http://127.0.0.1:$ECHO_PORT/serve/x" "$BODIES/A_xgb_iris.json"
+
+# The FastAPI baseline (its harness listens on :8080).
+if [[ ${FASTAPI:-0} == 1 ]]; then
+  (cd "$WORK/bench" && OMP_NUM_THREADS=1 exec peers/start_fastapi.sh gunicorn2) > "$WORK/fastapi.log" 2>&1 &
+  PIDS+=($!)
+  wait_post http://127.0.0.1:8080/serve/xgb_iris "$BODIES/A_xgb_iris.json"
+fi
 
 # Each serval binary with its own home and the two models.
 declare -A URLS
@@ -73,6 +82,10 @@ for round in $(seq "$ROUNDS"); do
   for model in xgb_iris lgbm_iris; do
     read -r rps bad < <(run "http://127.0.0.1:$ECHO_PORT/serve/$model" "$BODIES/A_$model.json")
     echo "$round,echo,$model,$rps,$bad" | tee -a "$RESULTS"
+    if [[ ${FASTAPI:-0} == 1 ]]; then
+      read -r rps bad < <(run "http://127.0.0.1:8080/serve/$model" "$BODIES/A_$model.json")
+      echo "$round,fastapi,$model,$rps,$bad" | tee -a "$RESULTS"
+    fi
     for name in "${NAMES[@]}"; do
       read -r rps bad < <(run "${URLS[$name]}/serve/$model" "$BODIES/A_$model.json")
       echo "$round,$name,$model,$rps,$bad" | tee -a "$RESULTS"
@@ -88,10 +101,12 @@ for r in rows:
     by.setdefault((r["server"], r["model"]), []).append(float(r["rps"]))
     if int(r["non2xx"] or 0):
         print(f"WARNING: {r['server']} {r['model']} round {r['round']}: {r['non2xx']} non-2xx answers")
-print(f"\nmedian requests/s over {len(rows) // len(by)} rounds (share of the echo ceiling in the same rounds)")
+print(f"\nmedian requests/s over {len(rows) // len(by)} rounds: share of the echo ceiling (and multiple of the FastAPI baseline) in the same rounds")
 for (server, model), values in sorted(by.items()):
     echo = statistics.median(by[("echo", model)])
     m = statistics.median(values)
-    print(f"{model:10} {server:14} {m:10,.0f}  {m / echo:6.1%}  (min {min(values):,.0f}, max {max(values):,.0f})")
+    fastapi = by.get(("fastapi", model))
+    times = f"  {m / statistics.median(fastapi):5.1f}x FastAPI" if fastapi else ""
+    print(f"{model:10} {server:14} {m:10,.0f}  {m / echo:6.1%}{times}  (min {min(values):,.0f}, max {max(values):,.0f})")
 EOF
 echo "runs: $RESULTS"

@@ -83,6 +83,19 @@ fn check(
         );
 
         let width = x.len() / rows.max(1);
+        // One row at a time (trees walked side by side) gives the batch's own numbers, bit for
+        // bit: the same sums in the same order.
+        let whole = margin(&x, rows);
+        let one_by_one: Vec<f64> = x
+            .chunks(width.max(1))
+            .take(rows)
+            .flat_map(|row| margin(row, 1))
+            .collect();
+        assert_eq!(
+            whole.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            one_by_one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{what}: single rows and the batch differ"
+        );
         let input = NamedTensor {
             name: "input".into(),
             tensor: Tensor::new(vec![rows, width], TensorData::F32(x)).unwrap(),
