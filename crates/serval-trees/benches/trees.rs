@@ -62,6 +62,19 @@ fn bench(c: &mut Criterion) {
             group.bench_function("single_row", |b| {
                 b.iter(|| engine.predict(std::hint::black_box(&one), 1))
             });
+            // One row at a time, a different row each call (the fixture batch's 64 in turn):
+            // which way a row goes cannot be learnt, as on a server.
+            let width = thousand.len() / 1000;
+            let mut next = (0..64).cycle();
+            group.bench_function("single_row_varied", |b| {
+                b.iter(|| {
+                    let r = next.next().unwrap_or(0);
+                    engine.predict(
+                        std::hint::black_box(&thousand[r * width..(r + 1) * width]),
+                        1,
+                    )
+                })
+            });
             group.throughput(Throughput::Elements(1000));
             group.bench_with_input(BenchmarkId::new("rows", 1000), &thousand, |b, x| {
                 b.iter(|| engine.predict(x, 1000))
@@ -72,6 +85,17 @@ fn bench(c: &mut Criterion) {
             let thousand: Vec<f64> = thousand.iter().map(|v| f64::from(*v)).collect();
             group.bench_function("single_row", |b| {
                 b.iter(|| engine.predict(std::hint::black_box(&one), 1))
+            });
+            let width = thousand.len() / 1000;
+            let mut next = (0..64).cycle();
+            group.bench_function("single_row_varied", |b| {
+                b.iter(|| {
+                    let r = next.next().unwrap_or(0);
+                    engine.predict(
+                        std::hint::black_box(&thousand[r * width..(r + 1) * width]),
+                        1,
+                    )
+                })
             });
             group.throughput(Throughput::Elements(1000));
             group.bench_with_input(BenchmarkId::new("rows", 1000), &thousand, |b, x| {
