@@ -37,7 +37,7 @@ from onnx import TensorProto, helper
 from tritonclient.grpc import service_pb2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVAL = os.path.join(ROOT, "target", "release", "serval")
+SERVAL = os.environ.get("SERVAL_BIN", os.path.join(ROOT, "target", "release", "serval"))
 XGB = os.path.join(ROOT, "fixtures", "public", "xgb_multi_iris.json")
 ROW = [6.0, 3.4, 4.5, 1.6]
 BIG = 262144  # FP32 elements: 1 MiB
@@ -47,6 +47,9 @@ parser.add_argument("--rounds", type=int, default=3)
 parser.add_argument("--seconds", type=int, default=10)
 parser.add_argument("--pin", action="store_true", help="server on CPU 0, load generator on CPU 1")
 parser.add_argument("--clients-only", action="store_true", help="only the tritonclient measurements")
+parser.add_argument("--single-row", action="store_true", help="only the single-row runs (no 1 MB tensors, no tritonclient)")
+parser.add_argument("--grpc-echo", metavar="BIN",
+                    help="also load this HTTP/2 ceiling (the grpc_echo example of serval-server) with the gRPC body")
 args = parser.parse_args()
 
 work = tempfile.mkdtemp(prefix="serval-v2-")
@@ -119,6 +122,10 @@ server = subprocess.Popen([*pin_server, SERVAL, "serve", "--host", "127.0.0.1", 
 line = server.stdout.readline()
 http = re.search(r"http://([0-9.:]+)", line).group(1)
 grpc = re.search(r"grpc://([0-9.:]+)", line).group(1)
+echo = None
+if args.grpc_echo:
+    echo = subprocess.Popen([*pin_server, args.grpc_echo], stdout=subprocess.PIPE, text=True)
+    echo_addr = re.search(r"grpc://([0-9.:]+)", echo.stdout.readline()).group(1)
 
 
 def metrics():
@@ -152,6 +159,8 @@ CASES = {
                 ["content-type: application/json"], True),
     "grpc": ("xgb_iris", "v2_grpc", f"http://{grpc}/inference.GRPCInferenceService/ModelInfer",
              bodies["grpc"], ["content-type: application/grpc", "te: trailers"], False),
+    "grpc_echo": (None, None, f"http://{echo_addr}/inference.GRPCInferenceService/ModelInfer" if echo else "",
+                  bodies["grpc"], ["content-type: application/grpc", "te: trailers"], False),
     "big_json": ("sum_1m", "v2_rest", f"http://{http}/v2/models/sum_1m/infer", bodies["big_json"],
                  ["content-type: application/json"], True),
     "big_binary": ("sum_1m", "v2_rest", f"http://{http}/v2/models/sum_1m/infer", bodies["big_binary"],
@@ -175,6 +184,8 @@ def h2load(case, streams):
     rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))
     done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", out).group(1))
     mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out).group(1)
+    if endpoint is None:
+        return rps, mean  # the ceiling keeps no counters
     after = metrics()
     ok = after.get((endpoint, protocol, "ok"), 0) - before.get((endpoint, protocol, "ok"), 0)
     errors = {k: after[k] - before.get(k, 0) for k in after
@@ -226,23 +237,29 @@ def tritonclient_runs():
 
 runs = {}
 plan = [] if args.clients_only else [("h2load", c, 16) for c in ("serve", "v2_json", "grpc")] + \
+       ([("h2load", "grpc_echo", 16)] if echo else []) + \
        [("wrk", c, 16) for c in ("serve", "v2_json")] + \
-       [("h2load", c, s) for s in (1, 4) for c in ("big_json", "big_binary", "big_grpc")]
+       ([] if args.single_row else
+        [("h2load", c, s) for s in (1, 4) for c in ("big_json", "big_binary", "big_grpc")])
 try:
     for r in range(0 if args.clients_only else args.rounds):
         for tool, case, streams in plan:
             rps, latency = (h2load if tool == "h2load" else wrk)(case, streams)
             runs.setdefault((tool, case, streams), []).append((rps, latency))
             print(f"round {r + 1}: {tool:6} {case:10} c={streams:<2} {rps:10.1f} req/s  ({latency})", flush=True)
-    clients = tritonclient_runs()
+    clients = {} if args.single_row else tritonclient_runs()
 finally:
     server.terminate()
     server.wait()
+    if echo:
+        echo.terminate()
+        echo.wait()
 
-print("\n| tritonclient, 1 MB FP32, one request at a time | ms per request |")
-print("| --- | --- |")
-for name, ms in clients.items():
-    print(f"| {name} | {ms:.2f} |")
+if clients:
+    print("\n| tritonclient, 1 MB FP32, one request at a time | ms per request |")
+    print("| --- | --- |")
+    for name, ms in clients.items():
+        print(f"| {name} | {ms:.2f} |")
 print("\n| load | transport | streams | req/s (median of %d) | latency of the median run |" % args.rounds)
 print("| --- | --- | --- | --- | --- |")
 for (tool, case, streams), values in runs.items():
