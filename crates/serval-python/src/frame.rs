@@ -13,6 +13,7 @@ use serval_engine::{Tensor, TensorData};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 pub const BLOB: &str = "__serval_blob__";
+pub use crate::message::FromWorker;
 pub const BYTES: &str = "__serval_bytes__";
 
 /// Largest header or blob accepted from a worker.

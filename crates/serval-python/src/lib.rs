@@ -9,6 +9,7 @@
 //! requests it held fail with [`PyError::WorkerExited`].
 
 pub mod frame;
+mod message;
 mod pool;
 
 use std::path::{Path, PathBuf};

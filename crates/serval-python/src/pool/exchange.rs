@@ -1,0 +1,210 @@
+//! A request's way to a worker and back: the worker's connection (frames written straight into
+//! its pipe), the map of requests waiting for an answer, and the exchange that kills a worker
+//! which does not answer by the request's deadline.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::{Outcome, PoolId, PyError, Shared, lock};
+use crate::frame::{Frame, FromWorker};
+
+pub(super) struct Pending {
+    pub(super) reply: oneshot::Sender<FromWorker>,
+    pub(super) deadline: Instant,
+}
+
+/// One running worker process, as requests see it.
+pub(super) struct Conn {
+    /// The worker's stdin: frames are written straight from the sending task when the pipe takes
+    /// them (the common case: no task hop); what it cannot take at once goes to the writer task.
+    pub(super) stdin: Arc<tokio::sync::Mutex<tokio::process::ChildStdin>>,
+    /// Bytes are waiting in the writer task: later frames queue behind them to keep the order.
+    pub(super) backlog: Mutex<bool>,
+    pub(super) tx: mpsc::UnboundedSender<Vec<u8>>,
+    pub(super) pending: Mutex<HashMap<u64, Pending>>,
+    pub(super) kill: Notify,
+    /// A kill was requested: no new requests go here.
+    pub(super) dying: AtomicBool,
+    /// Why the process ended (set before its pending requests are failed).
+    pub(super) exit: OnceLock<String>,
+    pub(super) inflight: AtomicUsize,
+    /// Replies received: a worker that answered restarts without delay when it dies.
+    pub(super) answered: AtomicU64,
+    /// Which slot of its pool it fills.
+    pub(super) slot: usize,
+}
+
+tokio::task_local! {
+    /// Set while serving a `send_request` call: the worker that is waiting for it, which a
+    /// sync call must not be queued behind.
+    pub(super) static CALLER: (PoolId, usize);
+}
+
+impl Conn {
+    pub(super) fn kill(&self) {
+        self.dying.store(true, Ordering::Relaxed);
+        self.kill.notify_one();
+    }
+
+    pub(super) fn send(&self, frame: &Frame) -> bool {
+        let bytes = frame.encode();
+        let mut backlog = lock(&self.backlog);
+        let mut rest = bytes.as_slice();
+        if !*backlog && let Ok(stdin) = self.stdin.try_lock() {
+            // The pipe is non-blocking: a write takes what fits and never waits.
+            match nix::unistd::write(&*stdin, rest) {
+                Ok(n) if n == rest.len() => return true,
+                Ok(n) => rest = &rest[n..],
+                Err(nix::errno::Errno::EAGAIN) => {}
+                Err(_) => return false,
+            }
+        }
+        *backlog = true;
+        self.tx.send(rest.to_vec()).is_ok()
+    }
+
+    pub(super) fn exited(&self, label: &str) -> PyError {
+        PyError::WorkerExited(format!(
+            "the Python worker of endpoint '{label}' {} while handling this request; it is being restarted",
+            self.exit.get().map_or("exited", String::as_str)
+        ))
+    }
+}
+
+/// The second half of a request whose model the server runs.
+pub struct Continuation {
+    pub(super) shared: Arc<Shared>,
+    pub(super) conn: Arc<Conn>,
+    pub(super) id: u64,
+    pub(super) deadline: Instant,
+    pub(super) queue: Duration,
+    pub(super) done: bool,
+    pub(super) _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Continuation {
+    /// Hands the model's outputs (`value` with tensor markers into `blobs`) to `postprocess`.
+    pub async fn post(mut self, outputs: Value, blobs: Vec<Vec<u8>>) -> Result<Outcome, PyError> {
+        self.done = true;
+        let mut request = Frame::new(json!({"op": "post", "id": self.id}));
+        request.header["outputs"] = outputs;
+        request.blobs = blobs;
+        let reply = exchange(&self.shared, &self.conn, self.id, &request, self.deadline).await?;
+        outcome(reply, self.queue)
+    }
+}
+
+impl Drop for Continuation {
+    fn drop(&mut self) {
+        if !self.done {
+            // The server's half failed: let the worker forget the parked state.
+            self.conn
+                .send(&Frame::new(json!({"op": "drop", "id": self.id})));
+        }
+    }
+}
+
+/// Sends one frame and waits for the reply to `id`. If the wait is abandoned at or after the
+/// deadline (here or by the caller's own timeout), the worker is killed: a sync worker stuck in
+/// user code can answer nothing else.
+pub(super) async fn exchange(
+    shared: &Shared,
+    conn: &Arc<Conn>,
+    id: u64,
+    request: &Frame,
+    deadline: Instant,
+) -> Result<FromWorker, PyError> {
+    struct Waiting<'a> {
+        conn: &'a Conn,
+        id: u64,
+        deadline: Instant,
+        done: bool,
+    }
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.conn.inflight.fetch_sub(1, Ordering::Relaxed);
+            if !self.done {
+                lock(&self.conn.pending).remove(&self.id);
+                if Instant::now() + Duration::from_millis(20) >= self.deadline {
+                    self.conn.kill();
+                }
+            }
+        }
+    }
+    let (tx, rx) = oneshot::channel();
+    lock(&conn.pending).insert(
+        id,
+        Pending {
+            reply: tx,
+            deadline,
+        },
+    );
+    conn.inflight.fetch_add(1, Ordering::Relaxed);
+    let mut waiting = Waiting {
+        conn,
+        id,
+        deadline,
+        done: false,
+    };
+    if conn.exit.get().is_some() || !conn.send(request) {
+        waiting.done = true;
+        lock(&conn.pending).remove(&id);
+        return Err(conn.exited(&shared.spec.label));
+    }
+    let result = tokio::time::timeout_at(deadline, rx).await;
+    match result {
+        Ok(Ok(message)) => {
+            waiting.done = true;
+            Ok(message)
+        }
+        Ok(Err(_)) => {
+            waiting.done = true;
+            Err(conn.exited(&shared.spec.label))
+        }
+        Err(_) => {
+            tracing::warn!(
+                endpoint = %shared.spec.label,
+                "a request ran past its deadline: killing the Python worker"
+            );
+            Err(PyError::Timeout)
+        }
+    }
+}
+
+/// A request's answer as its caller sees it.
+pub(super) fn outcome(reply: FromWorker, queue: Duration) -> Result<Outcome, PyError> {
+    match reply {
+        FromWorker::Result {
+            value,
+            timings,
+            stats,
+            path,
+            ..
+        } => Ok(Outcome {
+            value,
+            timings,
+            stats,
+            path,
+            queue,
+        }),
+        FromWorker::Error {
+            class,
+            message,
+            invalid,
+            ..
+        } => Err(PyError::User {
+            class,
+            message,
+            invalid,
+        }),
+        other => Err(PyError::Protocol(format!(
+            "unexpected reply {other:?} from the Python worker"
+        ))),
+    }
+}
