@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow, bail, ensure};
+use serde::Serialize;
 use serval_store::names::{
     endpoint_url, validate_endpoint_name, validate_endpoint_ref, validate_name_regex,
     validate_version,
@@ -12,10 +13,17 @@ use serval_store::{
     StoreError, now_ms,
 };
 
-use super::list::EndpointView;
 use crate::cli::{AutoUpdateArgs, CanaryArgs, ModelAddArgs, ModelRemoveArgs};
 use crate::context::{Context, cell, note, warn};
 use crate::parse;
+
+/// An endpoint as `--json` shows it (also after `model add`).
+#[derive(Serialize)]
+pub(crate) struct EndpointView<'a> {
+    pub url: String,
+    #[serde(flatten)]
+    pub endpoint: &'a Endpoint,
+}
 
 /// Stores preprocess code content-addressed: a `.py` file, a folder with `__init__.py` (packed),
 /// or a `.zip` of such a folder.

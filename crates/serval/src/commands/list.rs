@@ -3,18 +3,10 @@
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
-use serval_store::{AutoUpdateRule, Canary, CanaryTarget, CodeRef, Endpoint};
+use serval_store::{AutoUpdateRule, Canary, CanaryTarget, CodeRef};
 
-use super::endpoints::{describe_query, is_known_endpoint};
+use super::endpoints::{EndpointView, describe_query, is_known_endpoint};
 use crate::context::{Context, note, print_table, table};
-
-/// An endpoint as `--json` shows it (also after `model add`).
-#[derive(Serialize)]
-pub(crate) struct EndpointView<'a> {
-    pub url: String,
-    #[serde(flatten)]
-    pub endpoint: &'a Endpoint,
-}
 
 #[derive(Serialize)]
 struct AutoUpdateView<'a> {
