@@ -537,17 +537,7 @@ mod tests {
     use serval_engine::{EngineError, Task};
 
     fn meta(width: usize, dtype: DataType) -> ModelMetadata {
-        ModelMetadata {
-            format: "test".into(),
-            inputs: vec![TensorSpec {
-                name: "input".into(),
-                dtype,
-                shape: vec![None, Some(width)],
-            }],
-            outputs: Vec::new(),
-            feature_names: None,
-            task: Task::Regression,
-        }
+        ModelMetadata::tabular("test", width, dtype, Task::Regression)
     }
 
     /// The typed path agrees with the tree path on every body it reads, answers and errors alike.
