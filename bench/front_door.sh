@@ -52,15 +52,7 @@ for spec in "$@"; do
   NAMES+=("$name")
   home=$WORK/home-$name
   export SERVAL_HOME=$home
-  if [[ ! -d $home ]]; then
-    "$bin" create --name bench > /dev/null
-    for m in xgb_iris:xgboost:json lgbm_iris:lightgbm:txt; do
-      IFS=: read -r model engine ext <<<"$m"
-      id=$("$bin" --json model upload --name "$model" --path "$WORK/bench/models/$model.$ext" 2>/dev/null \
-           | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-      "$bin" model add --engine "$engine" --endpoint "$model" --model-id "$id" > /dev/null 2>&1
-    done
-  fi
+  [[ -d $home ]] || iris_service "$bin"
   "$bin" serve --host 127.0.0.1 --port 0 --grpc-port off > "$WORK/$name.out" 2> "$WORK/$name.log" &
   PIDS+=($!)
   for _ in $(seq 200); do grep -q http:// "$WORK/$name.out" 2>/dev/null && break; sleep 0.1; done

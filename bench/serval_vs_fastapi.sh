@@ -31,13 +31,7 @@ kill $BASE_PID; wait $BASE_PID 2>/dev/null || true
 cargo build --release -q -p serval --manifest-path "$ROOT/Cargo.toml"
 SERVAL=$ROOT/target/release/serval
 export SERVAL_HOME=$WORK/serval-home
-"$SERVAL" create --name bench > /dev/null
-for m in xgb_iris:xgboost:json lgbm_iris:lightgbm:txt; do
-  IFS=: read -r name engine ext <<<"$m"
-  id=$("$SERVAL" --json model upload --name "$name" --path "$WORK/bench/models/$name.$ext" 2>/dev/null \
-       | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-  "$SERVAL" model add --engine "$engine" --endpoint "$name" --model-id "$id" > /dev/null 2>&1
-done
+iris_service "$SERVAL"
 "$SERVAL" serve --host 127.0.0.1 --port 0 --grpc-port off > "$WORK/serval.out" 2> "$WORK/serval.log" &
 SERVAL_PID=$!
 for _ in $(seq 100); do grep -q http:// "$WORK/serval.out" 2>/dev/null && break; sleep 0.1; done

@@ -20,3 +20,15 @@ wait_post() {
   done
   echo "timeout waiting for $1" >&2; return 1
 }
+
+# iris_service SERVAL_BIN: a service in $SERVAL_HOME serving the XGBoost and LightGBM iris models
+# of $WORK/bench/models on /serve/xgb_iris and /serve/lgbm_iris.
+iris_service() {
+  "$1" create --name bench > /dev/null
+  for m in xgb_iris:xgboost:json lgbm_iris:lightgbm:txt; do
+    IFS=: read -r model engine ext <<<"$m"
+    id=$("$1" --json model upload --name "$model" --path "$WORK/bench/models/$model.$ext" 2>/dev/null \
+         | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    "$1" model add --engine "$engine" --endpoint "$model" --model-id "$id" > /dev/null 2>&1
+  done
+}
