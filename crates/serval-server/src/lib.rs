@@ -12,7 +12,7 @@
 //! Modules are layered and import only from layers below their own (`tests/layers.rs` reads the
 //! `use crate::` lines and fails otherwise), top to bottom: `http`, `grpc`, `sync`,
 //! `triton_repo` → `conn` → `state` → `calls` → `loader` → `pipeline` → `models` → `auth` →
-//! `table` → `endpoint` → `wire` → `metrics` → `error` → `store_health`, `config`.
+//! `table` → `endpoint` → `wire` → `metrics` → `offload` → `error` → `store_health`, `config`.
 
 mod auth;
 mod calls;
@@ -25,6 +25,7 @@ pub mod http;
 mod loader;
 pub mod metrics;
 mod models;
+mod offload;
 pub mod pipeline;
 pub mod state;
 mod store_health;

@@ -13,6 +13,7 @@ use super::batch::Runner;
 use super::{Endpoint, Input, Output, Payload, STAGE_INFERENCE};
 use crate::error::Error;
 use crate::metrics::EndpointMetrics;
+use crate::offload;
 use crate::wire::InferTensor;
 
 /// Batches of at most this many rows run inline on tree models.
@@ -135,13 +136,14 @@ impl NativeModel {
             let abandoned = Arc::new(AtomicBool::new(false));
             let _abandon = Abandon(abandoned.clone());
             let deadline = deadline.into_std();
-            tokio::task::spawn_blocking(move || {
-                in_chunks(&*engine, &inputs, rows, chunk_rows, || {
+            offload::run("inference", move || {
+                let outputs = in_chunks(&*engine, &inputs, rows, chunk_rows, || {
                     abandoned.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline
-                })
+                });
+                let values: usize = inputs.iter().map(|i| i.tensor.data().len()).sum();
+                (outputs, values * size_of::<f64>())
             })
             .await
-            .map_err(|e| Error::Internal(format!("inference task failed: {e}")))?
             .map_err(|e| match e {
                 // Stopped for its deadline (the runtime's timer may not have fired yet): 504.
                 Error::Cancelled if std::time::Instant::now() >= deadline => {

@@ -29,9 +29,8 @@ use prost::Message;
 use tokio::time::Instant;
 
 use super::{grpc_timeout, status};
-use crate::pipeline::{
-    Budget, Credential, Decode, Endpoint, Error, Input, OFFLOAD_FROM, Output, Protocol,
-};
+use crate::offload;
+use crate::pipeline::{Budget, Credential, Decode, Endpoint, Error, Input, Output, Protocol};
 use crate::state::AppState;
 use crate::wire::encoding::decompress;
 use crate::wire::proto::{ModelInferRequest, ModelInferResponse};
@@ -161,9 +160,12 @@ async fn read_message(mut body: Body, limit: usize, gzip: bool) -> Result<Bytes,
     if !compressed {
         return Ok(message);
     }
-    tokio::task::spawn_blocking(move || decompress("gzip", &message, limit).map(Bytes::from))
-        .await
-        .map_err(|e| Error::Internal(format!("decompression task failed: {e}")))?
+    offload::run("decompression", move || {
+        let out = decompress("gzip", &message, limit);
+        let inflated = out.as_ref().map_or(limit, Vec::len);
+        (out.map(Bytes::from), inflated)
+    })
+    .await
 }
 
 /// A message whose head was read: checked against the budget, then decoded.
@@ -208,12 +210,7 @@ impl Decode for InferMessage {
             };
             Ok((input, id))
         };
-        if needs < OFFLOAD_FROM {
-            return decode();
-        }
-        tokio::task::spawn_blocking(decode)
-            .await
-            .map_err(|e| Error::Internal(format!("decoding task failed: {e}")))?
+        offload::if_large(needs, "decoding", decode).await
     }
 }
 

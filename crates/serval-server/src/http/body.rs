@@ -5,7 +5,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 
-pub use crate::pipeline::OFFLOAD_FROM;
+use crate::offload;
 use crate::pipeline::{Credential, Error};
 use crate::wire::encoding::{UNDECODABLE, decompress};
 
@@ -40,23 +40,6 @@ impl RestRequest {
     pub async fn read(self, limit: usize) -> Result<Bytes, Error> {
         read(&self.headers, self.body, limit).await
     }
-}
-
-/// Runs CPU work on a blocking thread if `size` is large, else right here.
-pub async fn offload<T, E>(
-    size: usize,
-    work: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, E>
-where
-    T: Send + 'static,
-    E: From<Error> + Send + 'static,
-{
-    if size < OFFLOAD_FROM {
-        return work();
-    }
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| E::from(Error::Internal(format!("decoding task failed: {e}"))))?
 }
 
 /// Reads and decodes a request body of at most `limit` bytes (before and after decoding).
@@ -99,9 +82,12 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
         "" | "identity" => Ok(raw),
         // A small compressed body can inflate to `limit`: always off the async threads.
         "gzip" | "x-gzip" | "deflate" => {
-            tokio::task::spawn_blocking(move || decompress(&encoding, &raw, limit).map(Bytes::from))
-                .await
-                .map_err(|e| Error::Internal(format!("decoding task failed: {e}")))?
+            offload::run("decoding", move || {
+                let out = decompress(&encoding, &raw, limit);
+                let inflated = out.as_ref().map_or(limit, Vec::len);
+                (out.map(Bytes::from), inflated)
+            })
+            .await
         }
         other => Err(Error::BadRequest(format!(
             "{UNDECODABLE}: unsupported Content-Encoding '{other}'"

@@ -17,8 +17,9 @@ use serval_core::rows::{self, Parsed};
 use serval_engine::ModelMetadata;
 use serval_store::names::endpoint_url;
 
-use crate::http::body::{self, RestRequest};
+use crate::http::body::RestRequest;
 use crate::http::reply::challenge_or_retry;
+use crate::offload;
 use crate::pipeline::{Budget, Decode, Endpoint, Error, Input, Output, Payload, Protocol, Runner};
 use crate::state::AppState;
 use crate::wire::encoding::UNDECODABLE;
@@ -262,14 +263,15 @@ impl ClearmlBody {
         let kind = BodyKind::of(&self.0.headers);
         let decoded = self.0.read(budget.body_limit).await?;
         let max_values = budget.max_values;
-        if decoded.len() < body::OFFLOAD_FROM {
+        if decoded.len() < offload::OFFLOAD_FROM {
             let rows = endpoint.and_then(|e| RowsFor::of(e));
             return payload(kind, decoded, max_values, rows.as_ref());
         }
         let endpoint = endpoint.cloned();
-        body::offload(decoded.len(), move || {
+        offload::run("decoding", move || {
             let rows = endpoint.as_deref().and_then(RowsFor::of);
-            payload(kind, decoded, max_values, rows.as_ref())
+            let size = decoded.len();
+            (payload(kind, decoded, max_values, rows.as_ref()), size)
         })
         .await
     }

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::http::body::{self, RestRequest};
 use crate::http::reply::challenge_or_retry;
 use crate::models::{EXTENSIONS, IndexItem, ModelMetadata, index, is_ready, metadata};
+use crate::offload;
 use crate::pipeline::{Budget, Decode, Endpoint, Error, Input, Output, Protocol};
 use crate::state::AppState;
 use crate::wire::v2_json;
@@ -193,7 +194,7 @@ impl Decode for V2Body {
             .map(|v| v.to_str().unwrap_or("invalid").to_string());
         let bytes = self.0.read(budget.body_limit).await?;
         let max_values = budget.max_values;
-        let decoded = body::offload(bytes.len(), move || {
+        let decoded = offload::if_large(bytes.len(), "decoding", move || {
             v2_json::decode(&bytes, header_length.as_deref(), max_values)
         })
         .await?;

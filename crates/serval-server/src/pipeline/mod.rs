@@ -45,10 +45,6 @@ pub struct Limits {
     pub require_auth: bool,
 }
 
-/// Requests at least this large (bytes) are decoded and parsed on a blocking thread, so health
-/// checks and small requests keep answering while big ones are read.
-pub const OFFLOAD_FROM: usize = 64 * 1024;
-
 /// What a request may cost while it is decoded: checked by the adapter's [`Decode`] before it
 /// allocates.
 #[derive(Debug, Clone, Copy)]

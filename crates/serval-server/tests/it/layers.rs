@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["endpoint"],
     &["wire"],
     &["metrics"],
+    &["offload"],
     &["error"],
     &["store_health", "config"],
 ];
