@@ -228,21 +228,35 @@ pub fn shape_and_leaves(value: &Value) -> Option<(Vec<usize>, Vec<&Value>)> {
             None => break,
         }
     }
-    fn walk<'a>(v: &'a Value, shape: &[usize], out: &mut Vec<&'a Value>) -> Option<()> {
-        match (v, shape.split_first()) {
-            (Value::Array(items), Some((n, rest))) if items.len() == *n => {
-                items.iter().try_for_each(|i| walk(i, rest, out))
+    if shape.is_empty() {
+        return Some((shape, vec![value]));
+    }
+    // Depth first without recursion (the value may come from a client): a stack of the items
+    // still to visit at each depth, innermost last.
+    let mut leaves = Vec::new();
+    let mut pending: Vec<std::slice::Iter<'_, Value>> = Vec::with_capacity(shape.len());
+    let mut next = Some(value);
+    loop {
+        if let Some(v) = next.take() {
+            match (v, shape.get(pending.len())) {
+                (Value::Array(items), Some(n)) if items.len() == *n => {
+                    pending.push(items.iter());
+                }
+                (Value::Array(_), _) | (_, Some(_)) => return None,
+                (leaf, None) => leaves.push(leaf),
             }
-            (Value::Array(_), _) | (_, Some(_)) => None,
-            (leaf, None) => {
-                out.push(leaf);
-                Some(())
+        }
+        let top = pending.last_mut()?;
+        match top.next() {
+            Some(item) => next = Some(item),
+            None => {
+                pending.pop();
+                if pending.is_empty() {
+                    return Some((shape, leaves));
+                }
             }
         }
     }
-    let mut leaves = Vec::new();
-    walk(value, &shape, &mut leaves)?;
-    Some((shape, leaves))
 }
 
 /// A nested JSON list (or a scalar) as a tensor of the given type; `what` names it in errors.
@@ -326,6 +340,43 @@ pub fn request_to_inputs(
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn shapes_and_leaves_of_nested_lists() {
+        let value = json!([[1, 2, 3], [4, 5, 6]]);
+        let (shape, leaves) = super::shape_and_leaves(&value).unwrap();
+        assert_eq!(shape, vec![2, 3]);
+        assert_eq!(
+            leaves,
+            [1, 2, 3, 4, 5, 6]
+                .map(|n| json!(n))
+                .iter()
+                .collect::<Vec<_>>()
+        );
+        let scalar = json!(7);
+        assert_eq!(
+            super::shape_and_leaves(&scalar),
+            Some((vec![], vec![&scalar]))
+        );
+        let empty = json!([[], []]);
+        assert_eq!(super::shape_and_leaves(&empty), Some((vec![2, 0], vec![])));
+        assert_eq!(super::shape_and_leaves(&json!([[1, 2], [3]])), None);
+        assert_eq!(super::shape_and_leaves(&json!([[1, 2], 3])), None);
+        assert_eq!(super::shape_and_leaves(&json!([1, [2]])), None);
+    }
+
+    #[test]
+    fn deep_nesting_is_walked_without_recursion() {
+        let depth = 100_000;
+        let deep = serval_engine::tensor::json::nest(&vec![1; depth], [json!(5)]);
+        let (shape, leaves) = super::shape_and_leaves(&deep).unwrap();
+        assert_eq!((shape.len(), leaves), (depth, vec![&json!(5)]));
+        // serde_json's Value drops recursively: take it apart level by level.
+        let mut at = deep;
+        while let Value::Array(mut items) = at {
+            at = items.pop().unwrap_or(Value::Null);
+        }
+    }
     use serval_engine::Task;
 
     use super::*;

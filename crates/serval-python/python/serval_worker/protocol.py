@@ -80,7 +80,14 @@ def decode(value, blobs):
     return value
 
 
+# The most dimensions an array may have: the server refuses more (wire/tensor.rs MAX_RANK); this
+# side checks again before nesting anything.
+MAX_RANK = 32
+
+
 def _array(data, dtype, shape):
+    if len(shape) > MAX_RANK:
+        raise ValueError("an array of %d dimensions; at most %d are accepted" % (len(shape), MAX_RANK))
     np = _numpy()
     if np is not None:
         return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape).copy()

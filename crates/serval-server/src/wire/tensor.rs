@@ -213,8 +213,24 @@ pub struct InferTensor {
     pub data: Elements,
 }
 
-/// The shape a request gives for `input`; a negative dimension is the client's error.
+/// The most dimensions a tensor may have (ONNX Runtime's and numpy's own limits are 64 and 32
+/// respectively). Checked before anything walks a shape: a nested-list form of a 10,000-dimension
+/// tensor is 10,000 levels deep.
+pub const MAX_RANK: usize = 32;
+
+fn check_rank(input: &str, rank: usize) -> Result<(), Error> {
+    if rank > MAX_RANK {
+        return Err(Error::BadRequest(format!(
+            "input '{input}': shape has {rank} dimensions; at most {MAX_RANK} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+/// The shape a request gives for `input`; a negative dimension or more than [`MAX_RANK`]
+/// dimensions is the client's error.
 pub fn shape_of(input: &str, dims: &[i64]) -> Result<Vec<usize>, Error> {
+    check_rank(input, dims.len())?;
     dims.iter()
         .map(|d| usize::try_from(*d))
         .collect::<Result<Vec<_>, _>>()
@@ -233,6 +249,7 @@ fn element_count(shape: &[usize]) -> Option<usize> {
 impl InferTensor {
     /// Builds a tensor, checking that the data holds exactly the shape's elements.
     pub fn new(name: String, shape: Vec<usize>, data: Elements) -> Result<InferTensor, Error> {
+        check_rank(&name, shape.len())?;
         let expected = element_count(&shape);
         if expected != Some(data.len()) {
             return Err(Error::BadRequest(format!(
@@ -470,6 +487,9 @@ mod tests {
         let e = InferTensor::new("x".into(), vec![2, 3], Elements::F32(vec![0.0; 4])).unwrap_err();
         assert!(e.to_string().contains("holds 6 elements"), "{e}");
         assert!(InferTensor::new("x".into(), vec![usize::MAX, 3], Elements::F32(vec![])).is_err());
+        let deep = InferTensor::new("x".into(), vec![1; MAX_RANK + 1], Elements::F32(vec![0.0]));
+        assert!(deep.unwrap_err().to_string().contains("at most 32"));
+        assert!(InferTensor::new("x".into(), vec![1; MAX_RANK], Elements::F32(vec![0.0])).is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod console;
 mod deploy;
 mod examples;
 mod hardening;
+mod hostile;
 mod monitoring;
 mod predict;
 mod python_faults;
