@@ -52,8 +52,12 @@ pub struct ServeConfig {
     pub metrics_port: Option<u16>,
     /// Open connections per listener; more are closed at accept (`serve --max-connections`).
     pub max_connections: usize,
-    /// How long a client may take to send request headers; also the keep-alive idle time.
+    /// How long a client may take from connecting to its first request's headers (TLS and
+    /// HTTP/2 preface included) and to send any HTTP/1 request's headers (so also the HTTP/1
+    /// keep-alive idle time).
     pub header_read_timeout: Duration,
+    /// Connections with no request in progress for this long are closed (HTTP/2, gRPC: GOAWAY).
+    pub idle_timeout: Duration,
     /// On SIGTERM: how long to keep answering (each HTTP/1 response with `Connection: close`,
     /// readiness 503) before closing the connections that are left.
     pub drain_delay: Duration,

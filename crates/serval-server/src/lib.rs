@@ -127,6 +127,7 @@ pub async fn run(
     let limits = conn::Limits {
         max_connections: state.config.max_connections,
         header_read_timeout: state.config.header_read_timeout,
+        idle_timeout: state.config.idle_timeout,
         draining: state.draining.clone(),
     };
     if let Some(limit) = conn::raise_fd_limit() {
@@ -156,7 +157,7 @@ pub async fn run(
             Some(tokio::spawn(conn::serve(
                 listener,
                 app,
-                limits,
+                limits.clone(),
                 phase_rx.clone(),
                 closed_tx,
                 tls.clone(),
@@ -164,17 +165,19 @@ pub async fn run(
         }
         None => None,
     };
+    // The metrics port has the same connection clocks and cap (plain HTTP, as before); it stops
+    // accepting with the others.
     let metrics_server = metrics_listener.map(|listener| {
-        let app = http::metrics_router(state.clone());
-        let mut metrics_stop = stop_rx.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = metrics_stop.wait_for(|stop| *stop).await;
-                })
-                .await
-                .map_err(|e| e.to_string())
-        })
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        listeners_closed.push(closed_rx);
+        tokio::spawn(conn::serve(
+            listener,
+            http::metrics_router(state.clone()),
+            limits,
+            phase_rx.clone(),
+            closed_tx,
+            None,
+        ))
     });
 
     sync::heartbeat(&state).await;

@@ -268,10 +268,14 @@ pub struct ServeArgs {
     /// Open connections per listener (HTTP, gRPC); more are closed at accept
     #[arg(long, env = "SERVAL_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
-    /// Seconds a client may take to send a request's headers; also how long an idle keep-alive
-    /// connection stays open
+    /// Seconds a client may take from connecting to its first request's headers (TLS handshake
+    /// and HTTP/2 preface included) and to send any HTTP/1 request's headers; also how long an
+    /// idle HTTP/1 keep-alive connection stays open
     #[arg(long, env = "SERVAL_HEADER_TIMEOUT", default_value_t = 30.0)]
     pub header_timeout: f64,
+    /// Seconds a connection (HTTP/2 and gRPC included) may stay open with no request in progress
+    #[arg(long, env = "SERVAL_IDLE_TIMEOUT", default_value_t = 300.0)]
+    pub idle_timeout: f64,
     /// On SIGTERM/SIGINT: seconds to keep answering existing connections (readiness 503, every
     /// HTTP/1 response with `Connection: close`, no new connections) before closing the rest
     #[arg(long, env = "SERVAL_DRAIN_DELAY", default_value_t = 1.0)]

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Frame;
@@ -28,7 +28,7 @@ use http_body_util::BodyExt;
 use prost::Message;
 use tokio::time::Instant;
 
-use super::{grpc_timeout, status};
+use super::{call_timeout, status, trailers_only};
 use crate::offload;
 use crate::pipeline::{Budget, Credential, Decode, Endpoint, Error, Input, Output, Protocol};
 use crate::state::AppState;
@@ -44,7 +44,7 @@ pub async fn model_infer(State(state): State<AppState>, request: Request) -> Res
     let (parts, body) = request.into_parts();
     match infer(&state, &parts.headers, body).await {
         Ok(reply) => ok(reply),
-        Err(error) => refused(status(error)),
+        Err(error) => trailers_only(status(error)),
     }
 }
 
@@ -57,13 +57,7 @@ async fn infer(
     let admitted = state
         .door
         .admit(Protocol::V2Grpc, Credential::Header(authorization))?;
-    let timeout = headers
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(grpc_timeout)
-        .map_or(state.config.request_timeout, |t| {
-            t.min(state.config.request_timeout)
-        });
+    let timeout = call_timeout(headers, state.config.request_timeout);
     let deadline = Instant::now() + timeout;
     let limit = state.config.body_limit;
     let gzip = match headers.get("grpc-encoding").map(HeaderValue::as_bytes) {
@@ -221,7 +215,7 @@ fn ok(reply: ModelInferResponse) -> Response {
     data.push(0);
     data.extend_from_slice(&u32::try_from(length).unwrap_or(u32::MAX).to_be_bytes());
     if reply.encode(&mut data).is_err() {
-        return refused(tonic::Status::internal("cannot encode the reply"));
+        return trailers_only(tonic::Status::internal("cannot encode the reply"));
     }
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
@@ -233,13 +227,6 @@ fn ok(reply: ModelInferResponse) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    response
-}
-
-/// An error in the trailers-only form: HTTP 200 with `grpc-status` and `grpc-message` headers.
-fn refused(status: tonic::Status) -> Response {
-    let mut response = status.into_http::<Body>();
-    *response.status_mut() = StatusCode::OK;
     response
 }
 

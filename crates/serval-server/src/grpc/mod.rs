@@ -45,6 +45,37 @@ pub fn status(error: Error) -> Status {
 }
 
 /// The `grpc-timeout` header's duration: up to 8 digits and a unit (H, M, S, m, u, n).
+/// How long a call may take: the client's `grpc-timeout`, at most `limit` (`--request-timeout`,
+/// also when the client sends none).
+pub fn call_timeout(headers: &axum::http::HeaderMap, limit: Duration) -> Duration {
+    headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(grpc_timeout)
+        .map_or(limit, |t| t.min(limit))
+}
+
+/// An error in the trailers-only form: HTTP 200 with `grpc-status` and `grpc-message` headers.
+pub fn trailers_only(status: Status) -> axum::response::Response {
+    let mut response = status.into_http::<axum::body::Body>();
+    *response.status_mut() = axum::http::StatusCode::OK;
+    response
+}
+
+/// Every method tonic serves (all but `ModelInfer`) runs within its call's deadline, receiving
+/// the message included: a stream that never sends its message is answered DEADLINE_EXCEEDED.
+async fn within_deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let timeout = call_timeout(request.headers(), limit);
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => trailers_only(status(Error::Timeout(timeout))),
+    }
+}
+
 fn grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -253,7 +284,11 @@ pub async fn app(
     let tonic = tonic::service::Routes::new(health_service)
         .add_service(service(state.clone()))
         .prepare()
-        .into_axum_router();
+        .into_axum_router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.request_timeout,
+            within_deadline,
+        ));
     let router = axum::Router::new()
         .route(infer::PATH, axum::routing::post(infer::model_infer))
         .with_state(state)

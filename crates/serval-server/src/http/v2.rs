@@ -261,13 +261,21 @@ async fn run_infer(
     Ok(response)
 }
 
-/// `POST /v2/repository/index` with an optional `{"ready": bool}` body.
+/// The largest body `POST /v2/repository/index` reads (it holds one flag).
+const INDEX_BODY_LIMIT: usize = 64 * 1024;
+
+/// `POST /v2/repository/index` with an optional `{"ready": bool}` body, read within
+/// `--request-timeout`.
 async fn repository_index(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Vec<IndexItem>>, V2Error> {
-    let bytes = body::read(&headers, body, state.config.body_limit).await?;
+    let timeout = state.config.request_timeout;
+    let read = body::read(&headers, body, INDEX_BODY_LIMIT);
+    let bytes = tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| Error::Timeout(timeout))??;
     let ready_only = if bytes.iter().all(u8::is_ascii_whitespace) {
         false
     } else {

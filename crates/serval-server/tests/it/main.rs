@@ -133,6 +133,7 @@ impl Setup {
             tls: None,
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
             drain_delay: Duration::from_millis(100),
             require_auth: false,
             auth_metrics: false,

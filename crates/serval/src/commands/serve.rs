@@ -15,7 +15,7 @@ fn seconds(flag: &str, value: f64) -> Result<Duration> {
         value.is_finite() && value > 0.0,
         "{flag} must be a positive number of seconds"
     );
-    Ok(Duration::from_secs_f64(value))
+    Duration::try_from_secs_f64(value).map_err(|_| anyhow!("{flag} {value} is too long"))
 }
 
 fn tls(args: &ServeArgs) -> Result<Option<(std::path::PathBuf, std::path::PathBuf)>> {
@@ -128,6 +128,7 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         tls: tls(args)?,
         max_connections: args.max_connections,
         header_read_timeout: seconds("--header-timeout", args.header_timeout)?,
+        idle_timeout: seconds("--idle-timeout", args.idle_timeout)?,
         drain_delay: Duration::from_secs_f64(args.drain_delay.max(0.0)),
         require_auth: args.require_auth,
         auth_metrics: args.auth_metrics,

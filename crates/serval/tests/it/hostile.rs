@@ -112,3 +112,217 @@ fn deep_tensors_are_refused_and_neither_server_nor_worker_dies() {
     assert_eq!(last["outputs"][0]["data"], pid, "{first} {last}");
     assert_eq!(server.get("/health/live").0, 200);
 }
+
+/// What silent and half-open sockets send before going quiet: nothing, part of the HTTP/2
+/// preface, the whole preface and an empty SETTINGS frame (an HTTP/2 session that never asks for
+/// anything), part of an HTTP/1 request head.
+const SILENCES: [&[u8]; 4] = [
+    b"",
+    b"PRI * HTTP/2.0\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    b"GET /health/live HTTP/1.1\r\nHost: ",
+];
+
+/// Opens `n` sockets to `addr` that send one of [`SILENCES`] and then nothing.
+fn silent_sockets(addr: &str, n: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    (0..n)
+        .map(|i| {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream.write_all(SILENCES[i % SILENCES.len()]).unwrap();
+            stream
+        })
+        .collect()
+}
+
+/// Waits until the server has closed every one of `sockets` (reads end instead of timing out).
+fn assert_closed_by_the_server(sockets: Vec<std::net::TcpStream>, what: &str) {
+    use std::io::Read;
+    for mut stream in sockets {
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    assert!(
+                        !matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ),
+                        "{what}: a silent socket stayed open: {e}"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// `GET /health/live` on one new connection, no retries: the answer's status line.
+fn live_once(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let request = b"GET /health/live HTTP/1.1\r\nHost: serval\r\nConnection: close\r\n\r\n";
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap_or("no answer").to_string()
+}
+
+/// A client in Python: `/health/live` over HTTP(S) or `ServerLive` over gRPC; prints "live".
+fn python_client(args: &[&str]) -> String {
+    let script = r#"
+import ssl, sys, urllib.request
+mode, address = sys.argv[1:3]
+if mode == "grpc":
+    import tritonclient.grpc as grpcclient
+    print("live" if grpcclient.InferenceServerClient(address).is_server_live(client_timeout=30) else "not live")
+else:
+    context = ssl.create_default_context(cafile=sys.argv[3]) if mode == "https" else None
+    with urllib.request.urlopen(address + "/health/live", timeout=30, context=context) as r:
+        print("live" if r.status == 200 else r.status)
+"#;
+    let out = std::process::Command::new(crate::python())
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}
+
+/// 60 sockets that never complete a request at `--max-connections 60` used to lock every other
+/// client out for as long as they stayed open, and nothing ever closed them. Now a new client
+/// is served (a connection with nothing in progress makes room), and the silent ones are closed
+/// by their clock (`--header-timeout`): on the HTTP port, the gRPC port and over TLS.
+#[test]
+fn silent_sockets_neither_lock_clients_out_nor_stay_open() {
+    let home = Home::new();
+    home.service("hostile");
+    let flags = ["--max-connections", "60", "--header-timeout", "3"];
+    let server = Server::start_with(&home, &flags);
+    let http = server.base.trim_start_matches("http://").to_string();
+
+    let silent = silent_sockets(&http, 60);
+    assert_eq!(live_once(&http), "HTTP/1.1 200 OK", "HTTP port");
+    assert_closed_by_the_server(silent, "HTTP port");
+
+    let silent = silent_sockets(&server.grpc, 60);
+    assert_eq!(python_client(&["grpc", &server.grpc]), "live", "gRPC port");
+    assert_closed_by_the_server(silent, "gRPC port");
+    drop(server);
+
+    // TLS: sockets that never start (or never finish) the handshake.
+    let certs = serval_testkit::make_tls_files(home.path());
+    let (cert, key) = (certs.cert.to_str().unwrap(), certs.key.to_str().unwrap());
+    let mut tls_flags = flags.to_vec();
+    tls_flags.extend(["--tls-cert", cert, "--tls-key", key]);
+    let (mut child, https) = start_tls(&home, &tls_flags);
+    let address = https.trim_start_matches("https://");
+    let mut silent = silent_sockets(address, 30);
+    for _ in 0..30 {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        // A TLS record header announcing a ClientHello that never comes.
+        stream
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+            .unwrap();
+        silent.push(stream);
+    }
+    let ca = certs.ca.to_str().unwrap();
+    assert_eq!(python_client(&["https", &https, ca]), "live", "TLS");
+    assert_closed_by_the_server(silent, "TLS");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `serval serve` over TLS with `flags`; returns the child and its `https://` address once it
+/// is up.
+fn start_tls(home: &Home, flags: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut args = vec!["serve", "--host", "127.0.0.1", "--port", "0"];
+    args.extend_from_slice(flags);
+    let mut child = home
+        .command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let https = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    (child, https)
+}
+
+/// A body that stops arriving on a route without its own deadline (`POST /v2/repository/index`)
+/// and gRPC calls whose message never comes (`ModelInfer`, served by hand, and
+/// `RepositoryIndex`, served by tonic) are answered when `--request-timeout` passes instead of
+/// holding their connection and memory for ever.
+#[test]
+fn bodies_and_streams_that_never_finish_are_timed_out() {
+    use std::io::{Read, Write};
+    let home = Home::new();
+    home.service("hostile");
+    let server = Server::start_with(&home, &["--request-timeout", "2"]);
+    let http = server.base.trim_start_matches("http://");
+
+    let mut stream = std::net::TcpStream::connect(http).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    stream
+        .write_all(b"POST /v2/repository/index HTTP/1.1\r\nHost: serval\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(answer.contains("2 s"), "{answer}");
+
+    let script = r#"
+import grpc, os, sys, time
+channel = grpc.insecure_channel(sys.argv[1])
+def never():
+    time.sleep(3600)
+    yield b""
+for method in ["ModelInfer", "RepositoryIndex"]:
+    call = channel.stream_unary("/inference.GRPCInferenceService/" + method,
+                                request_serializer=lambda m: m, response_deserializer=lambda m: m)
+    try:
+        call(never())
+        print(method, "answered")
+    except grpc.RpcError as e:
+        print(method, e.code().name)
+sys.stdout.flush()
+os._exit(0)
+"#;
+    let out = std::process::Command::new(crate::python())
+        .args(["-c", script, &server.grpc])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "ModelInfer DEADLINE_EXCEEDED\nRepositoryIndex DEADLINE_EXCEEDED",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.get("/health/live").0, 200);
+}

@@ -1,7 +1,7 @@
 //! Serving connections ourselves (hyper-util), for what `axum::serve` does not offer: a bound on
-//! open connections, a header-read timeout (slow or idle clients cannot hold a connection), and a
-//! drain in two steps so keep-alive clients leave cleanly instead of finding their connection
-//! closed under a request:
+//! open connections, a clock on every connection ([`clock`]: silent, slow or idle clients cannot
+//! hold one, and at the cap idle ones make room for new clients), and a drain in two steps so
+//! keep-alive clients leave cleanly instead of finding their connection closed under a request:
 //!
 //! 1. [`Phase::Draining`]: stop accepting; existing connections keep being served, every HTTP/1
 //!    request answered from now on is answered with `Connection: close` ([`CloseWhenDraining`]),
@@ -25,6 +25,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+mod clock;
+
+use clock::{Activity, Expiry, InFlight, Registry};
+
 /// Where the server is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -38,20 +42,26 @@ pub enum Phase {
 pub struct Limits {
     /// Open connections per listener; more are closed at accept.
     pub max_connections: usize,
-    /// How long a client may take to send a request's headers (also the idle keep-alive time).
+    /// How long a client may take from connecting to a complete first request head (TLS,
+    /// protocol detection, HTTP/2 preface included), and an HTTP/1 client to send any request's
+    /// headers (so also the HTTP/1 keep-alive idle time).
     pub header_read_timeout: Duration,
+    /// A connection with no request in progress for this long is closed (HTTP/2: GOAWAY).
+    pub idle_timeout: Duration,
     /// Set when the server starts draining: HTTP/1 answers say `Connection: close` from then on.
     pub draining: Arc<AtomicBool>,
 }
 
-/// The app of one connection: while draining, an HTTP/1 request is answered with
-/// `Connection: close`. Decided when the request arrives, so that nothing is shared or cloned per
-/// request (a request already in flight when draining starts is answered as before; the client's
-/// next request on that connection gets the header). The router sits in a `RefCell`: a
-/// connection's requests are all dispatched from its own task, one call at a time.
+/// The app of one connection: counts its requests for its clock, and while draining answers an
+/// HTTP/1 request with `Connection: close`. Decided when the request arrives, so that nothing is
+/// shared or cloned per request but the connection's own `Activity` (a request already in flight
+/// when draining starts is answered as before; the client's next request on that connection gets
+/// the header). The router sits in a `RefCell`: a connection's requests are all dispatched from
+/// its own task, one call at a time.
 struct CloseWhenDraining {
     app: std::cell::RefCell<axum::Router>,
     draining: Arc<AtomicBool>,
+    activity: Arc<Activity>,
 }
 
 impl hyper::service::Service<Request<hyper::body::Incoming>> for CloseWhenDraining {
@@ -64,16 +74,19 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for CloseWhenDraini
         Closing {
             inner: tower::Service::call(&mut *self.app.borrow_mut(), request),
             close,
+            _in_flight: self.activity.begin(),
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A response future that adds `Connection: close` when asked to.
+    /// A response future that adds `Connection: close` when asked to; its request counts as in
+    /// progress on its connection until the future is done or dropped.
     struct Closing<F> {
         #[pin]
         inner: F,
         close: bool,
+        _in_flight: InFlight,
     }
 }
 
@@ -104,7 +117,8 @@ pub async fn serve(
 ) {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let slots = Arc::new(Semaphore::new(max));
-    let mut refused_logged = false;
+    let registry = Arc::new(Registry::default());
+    let mut refusals = Refusals::default();
     loop {
         let leaving = async {
             let _ = phase.wait_for(|p| *p != Phase::Serving).await.map(|_| ());
@@ -122,41 +136,52 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            if !refused_logged {
-                tracing::warn!(
-                    "{max} connections open: closing new ones (serve --max-connections)"
-                );
-                refused_logged = true;
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            // At the cap: a connection with nothing in progress makes room (it closes at once).
+            Err(_) if registry.evict_idle() => {
+                tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
             }
+            Err(_) => None,
+        };
+        let Some(slot) = slot else {
+            refusals.refused(max);
             drop(stream);
             continue;
         };
-        refused_logged = false;
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
+        let registered = registry.add();
         let app = CloseWhenDraining {
             app: std::cell::RefCell::new(app.clone()),
             draining: limits.draining.clone(),
+            activity: registered.activity.clone(),
         };
         let limits = limits.clone();
         let phase = phase.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let activity = &registered.activity;
             match tls {
-                None => serve_io(stream, app, limits, phase).await,
+                None => serve_io(stream, app, activity, &limits, phase).await,
                 Some(acceptor) => {
-                    // The handshake counts against the header timeout.
-                    let handshake =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-                    match handshake.await {
-                        Ok(Ok(stream)) => serve_io(stream, app, limits, phase).await,
-                        Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    // The handshake runs on the connection's clock.
+                    let clock =
+                        clock::expiry(activity, limits.header_read_timeout, limits.idle_timeout);
+                    tokio::select! {
+                        handshake = acceptor.accept(stream) => match handshake {
+                            Ok(stream) => serve_io(stream, app, activity, &limits, phase).await,
+                            Err(e) => tracing::debug!("TLS handshake failed: {e}"),
+                        },
+                        expiry = clock => tracing::debug!("TLS handshake unfinished: {expiry:?}"),
                     }
                 }
             }
+            drop(registered);
             drop(slot);
         });
     }
@@ -166,11 +191,45 @@ pub async fn serve(
     let _ = slots.acquire_many(max as u32).await;
 }
 
-/// Serves one connection until it ends, shutting it down gracefully when the phase is `Closing`.
+/// How long the accept loop waits for an evicted connection to give up its slot.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a connection closed by its clock may take to say goodbye (HTTP/2 GOAWAY) before it
+/// is dropped.
+const GOODBYE: Duration = Duration::from_secs(1);
+
+/// Connections refused at the cap, logged at most every 10 s with how many.
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+    logged: Option<std::time::Instant>,
+}
+
+impl Refusals {
+    fn refused(&mut self, max: usize) {
+        self.count += 1;
+        let now = std::time::Instant::now();
+        if self
+            .logged
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10))
+        {
+            tracing::warn!(
+                "{max} connections open, all busy: closed {} new connection(s) (serve --max-connections)",
+                self.count
+            );
+            self.count = 0;
+            self.logged = Some(now);
+        }
+    }
+}
+
+/// Serves one connection until it ends: shut down gracefully when the phase is `Closing`, closed
+/// when its clock runs out.
 async fn serve_io<I>(
     io: I,
     app: CloseWhenDraining,
-    limits: Limits,
+    activity: &Activity,
+    limits: &Limits,
     mut phase: watch::Receiver<Phase>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -187,11 +246,20 @@ async fn serve_io<I>(
         // `wait_for`'s guard is not Send: drop it inside this block.
         let _ = phase.wait_for(|p| *p == Phase::Closing).await.map(|_| ());
     };
+    let clock = clock::expiry(activity, limits.header_read_timeout, limits.idle_timeout);
     tokio::select! {
         _ = connection.as_mut() => {}
         () = closing => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
+        }
+        expiry = clock => {
+            tracing::debug!("closing a connection: {expiry:?}");
+            if expiry != Expiry::FirstRequest && activity.used() {
+                // Nothing is in progress: HTTP/1 closes at once, HTTP/2 sends GOAWAY.
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(GOODBYE, connection).await;
+            }
         }
     }
 }
