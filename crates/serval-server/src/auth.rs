@@ -57,6 +57,11 @@ pub fn out_of_scope(endpoint: &str) -> Error {
     Error::Forbidden(format!("the API key may not call endpoint '{endpoint}'"))
 }
 
+/// Who made a request on a keyed route (`None`: keys are not required), for listings that show
+/// a scoped key only its endpoints.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Option<ApiKey>);
+
 /// Whether `key` may call `endpoint` (`Forbidden` if not).
 pub fn authorize(key: &ApiKey, endpoint: &str) -> Result<(), Error> {
     if key.allows(endpoint) {

@@ -3,6 +3,7 @@
 //! routing table.
 
 use serde::Serialize;
+use serval_store::ApiKey;
 
 use crate::endpoint::TensorMeta;
 use crate::error::Error;
@@ -73,12 +74,14 @@ pub struct IndexItem {
     pub reason: String,
 }
 
-/// The repository index (shared with gRPC): every model, or only ready ones.
-pub fn index(table: &RoutingTable, ready_only: bool) -> Vec<IndexItem> {
+/// The repository index (shared with gRPC): every model, or only ready ones; with a scoped key,
+/// only the endpoints it may call.
+pub fn index(table: &RoutingTable, ready_only: bool, key: Option<&ApiKey>) -> Vec<IndexItem> {
     table
         .index()
         .into_iter()
         .filter(|e| e.ready || !ready_only)
+        .filter(|e| key.is_none_or(|key| key.allows(&e.name)))
         .map(|e| IndexItem {
             name: e.name,
             version: e.version,

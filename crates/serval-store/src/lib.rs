@@ -135,7 +135,8 @@ pub trait ChangeFeed: Send {
 
 /// Opens the store a URL names: `postgres://user:password@host:port/database` (or
 /// `postgresql://`), `sqlite:///abs/path.db`, `sqlite://relative.db` or a plain path. Errors
-/// never show the URL's password.
+/// never show the URL's password. A libpq key-value string (`host=… password=…`) is refused
+/// rather than taken for a file name.
 pub fn open(url: &str) -> Result<Box<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Box::new(SqliteStore::open(Path::new(path))?));
@@ -149,12 +150,50 @@ pub fn open(url: &str) -> Result<Box<dyn Store>> {
             redact_url(url)
         )));
     }
+    if is_key_value_string(url) {
+        return Err(StoreError::InvalidInput(format!(
+            "'{}' is a libpq key-value string; serval takes postgres://USER:PASSWORD@HOST:PORT/DATABASE[?sslmode=…], sqlite://PATH or a file path",
+            redact_url(url)
+        )));
+    }
     Ok(Box::new(SqliteStore::open(Path::new(url))?))
 }
 
-/// A URL with its password (if any) replaced by `***`, for messages and logs.
+/// Keywords of libpq's key-value connection strings (a file path holding `dbname=` and the like
+/// separated by spaces is far likelier to be one of those than a file).
+const LIBPQ_KEYWORDS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "sslmode",
+    "connect_timeout",
+    "options",
+    "application_name",
+    "service",
+];
+
+fn is_key_value_string(text: &str) -> bool {
+    // libpq allows spaces around '=': `host = db`.
+    let mut squeezed = text.to_string();
+    while squeezed.contains(" =") || squeezed.contains("= ") {
+        squeezed = squeezed.replace(" =", "=").replace("= ", "=");
+    }
+    squeezed.split_whitespace().any(|token| {
+        token
+            .split_once('=')
+            .is_some_and(|(key, _)| LIBPQ_KEYWORDS.contains(&key.to_ascii_lowercase().as_str()))
+    })
+}
+
+/// A store URL with its password replaced by `***`, for messages and logs: the URL's userinfo
+/// password, `password=` / `sslpassword=` in its query string, and in a key-value string
+/// (`host=db password='a b'`) alike.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
+    let userinfo_hidden = match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));
             parsed.to_string()
@@ -167,7 +206,52 @@ pub fn redact_url(url: &str) -> String {
             }
             _ => url.to_string(),
         },
+    };
+    hide_password_values(&userinfo_hidden)
+}
+
+/// Every `…password = value` in `text` with its value (up to `&` or whitespace, or a quoted
+/// string) replaced by `***`.
+fn hide_password_values(text: &str) -> String {
+    const KEY: &str = "password";
+    let lower = text.to_ascii_lowercase();
+    let bytes = text.as_bytes();
+    let skip_spaces = |mut at: usize| {
+        while bytes.get(at).is_some_and(|b| *b == b' ') {
+            at += 1;
+        }
+        at
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut done = 0;
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(KEY) {
+        let key_end = from + found + KEY.len();
+        let equals = skip_spaces(key_end);
+        from = key_end;
+        if bytes.get(equals) != Some(&b'=') {
+            continue;
+        }
+        let start = skip_spaces(equals + 1);
+        let end = if bytes.get(start) == Some(&b'\'') {
+            // A quoted value: up to the closing quote (backslash escapes the next byte).
+            let mut at = start + 1;
+            while at < bytes.len() && bytes[at] != b'\'' {
+                at += if bytes[at] == b'\\' { 2 } else { 1 };
+            }
+            (at + 1).min(bytes.len())
+        } else {
+            text[start..]
+                .find(|c: char| c == '&' || c.is_whitespace())
+                .map_or(text.len(), |n| start + n)
+        };
+        out.push_str(&text[done..start]);
+        out.push_str("***");
+        done = end;
+        from = end;
     }
+    out.push_str(&text[done..]);
+    out
 }
 
 /// Current time as unix epoch milliseconds.
@@ -181,4 +265,58 @@ pub fn now_ms() -> i64 {
 /// A new random id: 32 lowercase hex characters.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_every_form_of_store_url() {
+        for (url, shown) in [
+            (
+                "postgres://u:secret@db:5432/serval",
+                "postgres://u:***@db:5432/serval",
+            ),
+            (
+                "postgres://u@db/serval?sslmode=require&password=secret",
+                "postgres://u@db/serval?sslmode=require&password=***",
+            ),
+            (
+                "postgresql://u@db/serval?PassWord=secret&sslpassword=other",
+                "postgresql://u@db/serval?PassWord=***&sslpassword=***",
+            ),
+            (
+                "host=db user=u password=secret dbname=serval",
+                "host=db user=u password=*** dbname=serval",
+            ),
+            (
+                "host=db password = 'two words\\' here' dbname=serval",
+                "host=db password = *** dbname=serval",
+            ),
+            ("host=db password=", "host=db password=***"),
+            ("sqlite:///var/lib/serval.db", "sqlite:///var/lib/serval.db"),
+            ("/data/passwords.db", "/data/passwords.db"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_key_value_string_is_refused_not_taken_for_a_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in [
+            "host=db user=u password=secret dbname=serval",
+            "dbname = serval",
+        ] {
+            let error = open(text).err().unwrap().to_string();
+            assert!(error.contains("libpq key-value string"), "{error}");
+            assert!(!error.contains("secret"), "{error}");
+            assert!(!Path::new(text).exists());
+        }
+        // A file name with '=' in it that is no libpq keyword stays a file name.
+        let path = dir.path().join("run=3.db");
+        assert!(open(path.to_str().unwrap()).is_ok());
+        assert!(path.exists());
+    }
 }

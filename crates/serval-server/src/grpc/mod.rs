@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
+use serval_store::ApiKey;
+
 use crate::models;
 use crate::pipeline::Error;
 use crate::state::AppState;
@@ -102,22 +104,23 @@ pub struct InferenceService {
 }
 
 impl InferenceService {
-    /// The key of a non-inference call, for `model` if it names one.
+    /// The key of a non-inference call, checked for `model` if it names one (`None`: keys are
+    /// not required).
     fn check_key(
         &self,
         metadata: &tonic::metadata::MetadataMap,
         model: Option<&str>,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<ApiKey>, Status> {
         let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
         let key = self
             .state
             .door
             .authenticate(authorization)
             .map_err(status)?;
-        match (key, model) {
-            (Some(key), Some(model)) => crate::auth::authorize(&key, model).map_err(status),
-            _ => Ok(()),
+        if let (Some(key), Some(model)) = (&key, model) {
+            crate::auth::authorize(key, model).map_err(status)?;
         }
+        Ok(key)
     }
 }
 
@@ -206,9 +209,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<RepositoryIndexRequest>,
     ) -> Result<Response<RepositoryIndexResponse>, Status> {
-        self.check_key(request.metadata(), None)?;
+        let key = self.check_key(request.metadata(), None)?;
         let ready_only = request.into_inner().ready;
-        let models = models::index(&self.state.door.table(), ready_only)
+        let models = models::index(&self.state.door.table(), ready_only, key.as_ref())
             .into_iter()
             .map(|item| repository_index_response::ModelIndex {
                 name: item.name,

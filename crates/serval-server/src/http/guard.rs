@@ -51,11 +51,15 @@ pub fn model_scoped(router: Router<AppState>, state: &AppState) -> Router<AppSta
 
 async fn any_key(
     State((state, dialect)): State<(AppState, Dialect)>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     match state.door.authenticate(authorization(&request)) {
-        Ok(_) => next.run(request).await,
+        Ok(key) => {
+            // Listings show a scoped key only its endpoints.
+            request.extensions_mut().insert(auth::Caller(key));
+            next.run(request).await
+        }
         Err(error) => dialect.answer(error),
     }
 }

@@ -11,7 +11,10 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
-use crate::metrics::EndpointLabels;
+use serval_store::ApiKey;
+
+use crate::auth::Caller;
+use crate::metrics::{EndpointLabels, family_name};
 use crate::state::AppState;
 use crate::store_health::StoreHealth;
 use crate::table::RoutingTable;
@@ -69,8 +72,13 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     )
 }
 
-/// `GET /metrics`: Prometheus metrics in the OpenMetrics text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: Prometheus metrics in the OpenMetrics text format; a scoped key (with
+/// `--auth-metrics`) sees only the samples of its endpoints.
+pub async fn metrics(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
+) -> Response {
+    let key = caller.and_then(|axum::Extension(Caller(key))| key);
     let Some(metrics) = state.metrics.clone() else {
         return (
             StatusCode::NOT_FOUND,
@@ -82,7 +90,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let health = state.store_health.clone();
     let in_flight = state.door.in_flight();
     let text = tokio::task::spawn_blocking(move || {
-        metrics.encode(|registry| {
+        let text = metrics.encode(|registry| {
             let gauge: Gauge = Gauge::default();
             gauge.set(i64::try_from(in_flight).unwrap_or(i64::MAX));
             registry.register(
@@ -92,7 +100,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             );
             table_metrics(registry, &table);
             store_metrics(registry, &health);
-        })
+        });
+        match key {
+            Some(key) if key.endpoints.is_some() => only_endpoints_of(&text, &key, &table),
+            _ => text,
+        }
     })
     .await
     .unwrap_or_default();
@@ -104,6 +116,40 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// The lines of `text` (the exposition format) that `key` may see: no sample labelled with, and
+/// no clearml variable family (`<url>:<variable>`) of, an endpoint outside its scope.
+fn only_endpoints_of(text: &str, key: &ApiKey, table: &RoutingTable) -> String {
+    let hidden: Vec<String> = table
+        .slots
+        .keys()
+        .chain(table.canaries.keys())
+        .filter(|url| !key.allows(url.split_once('/').map_or(url.as_str(), |(name, _)| name)))
+        .map(|url| family_name(url, ""))
+        .collect();
+    let visible = |line: &&str| {
+        let name = match line.strip_prefix("# ") {
+            Some(comment) => comment.split_whitespace().nth(1).unwrap_or(""),
+            None => line.split(['{', ' ']).next().unwrap_or(""),
+        };
+        if hidden
+            .iter()
+            .any(|prefix| name.starts_with(prefix.as_str()))
+        {
+            return false;
+        }
+        match line.split_once("endpoint=\"") {
+            Some((_, rest)) => {
+                let endpoint = rest.split('"').next().unwrap_or("");
+                endpoint.is_empty() || key.allows(endpoint)
+            }
+            None => true,
+        }
+    };
+    let mut out: String = text.lines().filter(visible).collect::<Vec<_>>().join("\n");
+    out.push('\n');
+    out
 }
 
 /// Scrape-time families from the routing table: load state and Python workers per endpoint.

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::http::body::{self, RestRequest};
 use crate::http::reply::challenge_or_retry;
 use crate::models::{EXTENSIONS, IndexItem, ModelMetadata, index, is_ready, metadata};
@@ -268,6 +269,7 @@ const INDEX_BODY_LIMIT: usize = 64 * 1024;
 /// `--request-timeout`.
 async fn repository_index(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Vec<IndexItem>>, V2Error> {
@@ -291,5 +293,6 @@ async fn repository_index(
             }
         }
     };
-    Ok(Json(index(&state.door.table(), ready_only)))
+    let key = caller.and_then(|axum::Extension(Caller(key))| key);
+    Ok(Json(index(&state.door.table(), ready_only, key.as_ref())))
 }

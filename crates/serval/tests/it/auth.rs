@@ -115,6 +115,63 @@ fn api_keys_guard_inference_and_revocation_reaches_every_server() {
         "--auth-metrics"
     );
 
+    // Listings show a scoped key only its endpoints: the repository index (REST and gRPC) and,
+    // with --auth-metrics, /metrics.
+    let names = |key: &str| {
+        let (status, body, _) = post(&b, "/v2/repository/index", Some(key));
+        assert_eq!(status, 200, "{body}");
+        let mut names: Vec<String> = body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&key), ["iris", "other"]);
+    assert_eq!(names(&scoped), ["iris"]);
+    let script = r#"
+import sys
+import tritonclient.grpc as grpcclient
+address, key = sys.argv[1:3]
+index = grpcclient.InferenceServerClient(address).get_model_repository_index(headers={"authorization": "Bearer " + key})
+print(" ".join(sorted(m.name for m in index.models)))
+"#;
+    let grpc_names = |key: &str| {
+        let out = std::process::Command::new(crate::python())
+            .args(["-c", script, &b.grpc, key])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(grpc_names(&key), "iris other");
+    assert_eq!(grpc_names(&scoped), "iris");
+    let metrics = |key: &str| {
+        let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+        agent
+            .get(format!("{}/metrics", b.base))
+            .header("Authorization", &format!("Bearer {key}"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    };
+    let all = metrics(&key);
+    assert!(
+        all.contains("endpoint=\"iris\"") && all.contains("endpoint=\"other\""),
+        "{all}"
+    );
+    let seen = metrics(&scoped);
+    assert!(seen.contains("endpoint=\"iris\""), "{seen}");
+    assert!(!seen.contains("endpoint=\"other\""), "{seen}");
+
     // Revocation reaches both servers with their next reload.
     home.ok(&["auth", "revoke", "ci"]);
     let start = Instant::now();

@@ -376,6 +376,21 @@ fn the_store_password_never_shows() {
     let error = down.fail(&["list"]);
     assert!(error.contains("serval:***@127.0.0.1"), "{error}");
     seen += &error;
+    // The password in the query string, and a libpq key-value string (refused: it used to become
+    // an SQLite file named after the whole string).
+    let query = Home::with_env(vec![(
+        "SERVAL_STORE".into(),
+        format!("postgres://serval@127.0.0.1:{port}/serval?password=topsecret-pw"),
+    )]);
+    let error = query.fail(&["list"]);
+    assert!(error.contains("password=***"), "{error}");
+    seen += &error;
+    let text = format!("host=127.0.0.1 port={port} user=serval password=topsecret-pw");
+    let key_values = Home::with_env(vec![("SERVAL_STORE".into(), text.clone())]);
+    let error = key_values.fail(&["list"]);
+    assert!(error.contains("libpq key-value string"), "{error}");
+    assert!(!key_values.path().join(&text).exists() && !std::path::Path::new(&text).exists());
+    seen += &error;
     assert!(
         !seen.contains("topsecret-pw"),
         "the password leaked:\n{seen}"
