@@ -160,6 +160,7 @@ class Worker:
         self.call_ids = itertools.count(1)
         self.parked = {}
         self.tasks = set()
+        self.running = {}
 
     # ---- channel
 
@@ -493,10 +494,14 @@ class Worker:
 
     # ---- main loop
 
-    def spawn(self, coroutine):
+    def spawn(self, coroutine, rid=None):
         task = asyncio.ensure_future(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if rid is not None:
+            # A request the server gave up on (its client went away) is cancelled by id.
+            self.running[rid] = task
+            task.add_done_callback(lambda _, rid=rid: self.running.pop(rid, None))
 
     def next_frame(self):
         while not self.backlog:
@@ -534,9 +539,14 @@ class Worker:
             header, blobs = await self.inbox.get()
             op = header.get("op")
             if op == "infer":
-                self.spawn(self.infer(header, blobs))
+                self.spawn(self.infer(header, blobs), header.get("id"))
             elif op == "post":
-                self.spawn(self.post(header, blobs))
+                self.spawn(self.post(header, blobs), header.get("id"))
+            elif op == "cancel":
+                task = self.running.get(header.get("id"))
+                if task is not None:
+                    task.cancel()
+                self.parked.pop(header.get("id"), None)
             elif op == "drop":
                 self.parked.pop(header.get("id"), None)
             elif op == "exit":

@@ -112,7 +112,9 @@ impl Drop for Continuation {
 
 /// Sends one frame and waits for the reply to `id`. If the wait is abandoned at or after the
 /// deadline (here or by the caller's own timeout), the worker is killed: a sync worker stuck in
-/// user code can answer nothing else.
+/// user code can answer nothing else. Abandoned before it (the client went away), the work stops
+/// too: a `custom_async` worker is told to cancel the request's task; a sync worker, busy with
+/// it, is killed and replaced, so that nothing waits behind work nobody wants.
 pub(super) async fn exchange(
     shared: &Shared,
     conn: &Arc<Conn>,
@@ -124,16 +126,22 @@ pub(super) async fn exchange(
         conn: &'a Conn,
         id: u64,
         deadline: Instant,
+        concurrent: bool,
         done: bool,
     }
     impl Drop for Waiting<'_> {
         fn drop(&mut self) {
             self.conn.inflight.fetch_sub(1, Ordering::Relaxed);
-            if !self.done {
-                lock(&self.conn.pending).remove(&self.id);
-                if Instant::now() + Duration::from_millis(20) >= self.deadline {
-                    self.conn.kill();
-                }
+            if self.done {
+                return;
+            }
+            let unanswered = lock(&self.conn.pending).remove(&self.id).is_some();
+            let past_deadline = Instant::now() + Duration::from_millis(20) >= self.deadline;
+            if past_deadline || (unanswered && !self.concurrent) {
+                self.conn.kill();
+            } else if unanswered {
+                self.conn
+                    .send(&Frame::new(json!({"op": "cancel", "id": self.id})));
             }
         }
     }
@@ -150,6 +158,7 @@ pub(super) async fn exchange(
         conn,
         id,
         deadline,
+        concurrent: shared.spec.concurrent,
         done: false,
     };
     if conn.exit.get().is_some() || !conn.send(request) {

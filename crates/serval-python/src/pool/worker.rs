@@ -247,9 +247,11 @@ pub(super) async fn supervise(
     let label = shared.spec.label.clone();
     let mut backoff = Duration::ZERO;
     loop {
+        let mut killed = false;
         let status = tokio::select! {
             status = worker.child.wait() => status,
             _ = worker.conn.kill.notified() => {
+                killed = true;
                 let _ = worker.child.start_kill();
                 worker.child.wait().await
             }
@@ -269,8 +271,11 @@ pub(super) async fn supervise(
         lock(&worker.conn.pending).clear();
         shared.restarts.fetch_add(1, Ordering::Relaxed);
         *lock(&shared.last_exit) = Some(format!("worker {reason}"));
-        // Back off only when workers die without doing any work (a crash loop at start).
-        if worker.started.elapsed() >= HEALTHY_AFTER
+        // Back off only when workers die on their own without doing any work (a crash loop at
+        // start); a worker killed because of a request (past its deadline, abandoned) restarts
+        // at once, whatever requests did it.
+        if killed
+            || worker.started.elapsed() >= HEALTHY_AFTER
             || worker.conn.answered.load(Ordering::Relaxed) > 0
         {
             backoff = Duration::ZERO;

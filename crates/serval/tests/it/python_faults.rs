@@ -100,7 +100,10 @@ fn setup_with(flags: &[&str]) -> (Home, Server) {
         .unwrap();
     assert!(made.success());
     add_custom(&home, "zipped", &zip);
-    let mut all = vec!["--request-timeout", "3"];
+    let mut all = vec![];
+    if !flags.contains(&"--request-timeout") {
+        all.extend(["--request-timeout", "3"]);
+    }
     all.extend_from_slice(flags);
     let server = Server::start_with(&home, &all);
     (home, server)
@@ -289,6 +292,65 @@ fn a_killed_worker_fails_only_its_requests_and_comes_back() {
             == 1
     });
     assert!(list["instances"][0]["ready"].as_bool().unwrap());
+}
+
+/// A client that gives up on a request that never ends frees its worker: a sync worker is
+/// replaced at once (the next request is not queued behind the abandoned one until
+/// `--request-timeout`), a `custom_async` worker cancels the request's task.
+#[test]
+fn a_client_that_gives_up_frees_its_worker() {
+    let (home, server) = setup_with(&["--python-workers", "1", "--request-timeout", "600"]);
+    let marker = home.path().join("cancelled");
+    let code = home.write(
+        "waiting/preprocess.py",
+        &format!(
+            "import asyncio\n\nclass Preprocess:\n    async def process(self, data, state, collect_custom_statistics_fn=None):\n        if data.get('op') != 'wait':\n            return {{'ok': True}}\n        try:\n            await asyncio.sleep(3600)\n        except asyncio.CancelledError:\n            open({:?}, 'w').close()\n            raise\n",
+            marker.to_str().unwrap()
+        ),
+    );
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "custom_async",
+        "--endpoint",
+        "waiting",
+        "--preprocess",
+        code.to_str().unwrap(),
+    ]);
+    wait_until("the async endpoint", || {
+        server.post("/serve/waiting", "{}").0 == 200
+    });
+    let impatient: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(1)))
+        .build()
+        .into();
+    let give_up = |path: &str, body: &str| {
+        let sent = impatient
+            .post(format!("{}{path}", server.base))
+            .header("Content-Type", "application/json")
+            .send(body);
+        assert!(sent.is_err(), "{path} answered: {sent:?}");
+    };
+
+    let first = pid(&server);
+    give_up("/serve/faulty", r#"{"op": "hang"}"#);
+    wait_until("the abandoned worker replaced", || {
+        home.json(&["model", "list"])["instances"][0]["endpoints"]["faulty"]["python"]["restarts"]
+            == 1
+    });
+    // Served by the replacement (a queued request would wait for the 600 s timeout; the test
+    // client gives up after 30 s).
+    assert_ne!(pid(&server), first);
+
+    give_up("/serve/waiting", r#"{"op": "wait"}"#);
+    wait_until("the abandoned task cancelled", || marker.exists());
+    assert_eq!(
+        server.post("/serve/waiting", "{}"),
+        (200, json!({"ok": true}))
+    );
+    let endpoints = &home.json(&["model", "list"])["instances"][0]["endpoints"];
+    assert_eq!(endpoints["waiting"]["python"]["restarts"], 0, "{endpoints}");
 }
 
 #[test]
