@@ -121,6 +121,33 @@ impl Error {
         )
     }
 
+    /// The error as a client may see it: text that comes from outside serval (user code's
+    /// exception messages, engines', workers', upstream servers') with every absolute path
+    /// replaced by `<path>`. Every protocol's error mapping answers with this (after logging the
+    /// full text).
+    pub fn for_client(self) -> Error {
+        match self {
+            Error::UserCode {
+                class,
+                message,
+                invalid,
+            } => Error::UserCode {
+                class,
+                message: redact(&message),
+                invalid,
+            },
+            Error::InvalidInput(m) => Error::InvalidInput(redact(&m)),
+            Error::Internal(m) => Error::Internal(redact(&m)),
+            Error::Worker(m) => Error::Worker(redact(&m)),
+            Error::Upstream(m) => Error::Upstream(redact(&m)),
+            Error::Unavailable { endpoint, reason } => Error::Unavailable {
+                endpoint,
+                reason: redact(&reason),
+            },
+            other => other,
+        }
+    }
+
     /// A Python worker's error, for a request on `endpoint` with `timeout` left.
     pub fn from_python(error: PyError, timeout: Duration, endpoint: &str) -> Error {
         match error {

@@ -27,6 +27,7 @@ pub fn status(error: Error) -> Status {
     if error.is_server_error() {
         tracing::warn!(kind = error.kind(), "{error}");
     }
+    let error = error.for_client();
     let message = error.to_string();
     match error {
         E::NotFound { .. } => Status::not_found(message),

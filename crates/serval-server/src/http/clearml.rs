@@ -42,6 +42,7 @@ impl IntoResponse for ClearmlError {
         if error.is_server_error() {
             tracing::warn!(kind = error.kind(), "{error}");
         }
+        let error = error.for_client();
         let (status, detail) = match &error {
             E::NotFound { name, version } => (
                 StatusCode::NOT_FOUND,

@@ -58,8 +58,9 @@ impl IntoResponse for V2Error {
         if self.0.is_server_error() {
             tracing::warn!(kind = self.0.kind(), "{}", self.0);
         }
+        let error = self.0.for_client();
         let mut response =
-            (status(&self.0), Json(json!({"error": self.0.to_string()}))).into_response();
+            (status(&error), Json(json!({"error": error.to_string()}))).into_response();
         challenge_or_retry(&mut response);
         response
     }

@@ -41,6 +41,8 @@ class Preprocess:
             return {"handle": object()}
         if op == "numpy":
             return {"array": np.arange(3, dtype=np.int64), "scalar": np.float32(0.5), "bytes": b"caf\xc3\xa9"}
+        if op == "path":
+            raise RuntimeError("cannot read\n/srv/private/weights.bin: no such file")
         if op == "binary":
             return {"bytes": b"\xff\x00"}
         if op == "bytes":
@@ -142,6 +144,22 @@ fn misbehaving_user_code_gets_clear_errors_and_the_endpoint_keeps_working() {
         detail.starts_with("Error  [<class 'TypeError'>]") && detail.contains("'object'"),
         "{detail}"
     );
+    // Paths in user exceptions reach the log, not the client (multi-line messages too).
+    let (status, body) = server.post("/serve/faulty", r#"{"op": "path"}"#);
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        body["detail"],
+        "Error  [<class 'RuntimeError'>] processing request: cannot read\n<path>: no such file"
+    );
+    let v2 =
+        json!({"inputs": [{"name": "op", "shape": [], "datatype": "BYTES", "data": ["path"]}]});
+    let (status, body) = server.post("/v2/models/faulty/infer", &v2.to_string());
+    assert_eq!(status, 500, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.ends_with("cannot read\n<path>: no such file"),
+        "{error}"
+    );
     assert_eq!(
         server.post("/serve/faulty", r#"{"op": "print"}"#),
         (200, json!({"printed": true}))
@@ -184,6 +202,7 @@ fn misbehaving_user_code_gets_clear_errors_and_the_endpoint_keeps_working() {
     let log = std::fs::read_to_string(home.path().join("serve.log")).unwrap();
     assert!(log.contains("[faulty pid "), "{log}");
     assert!(log.contains("a debugging print from user code"), "{log}");
+    assert!(log.contains("/srv/private/weights.bin"), "{log}");
     assert!(log.contains("and a raw write to fd 1"), "{log}");
 
     // A hang past the request timeout: 504, the worker is replaced, the endpoint answers again.
