@@ -193,6 +193,7 @@ pub async fn run(
     if let (true, Some(metrics)) = (state.config.ui, state.metrics.clone()) {
         tokio::spawn(sample_live(metrics, stop_rx.clone()));
     }
+    tokio::spawn(offload::give_back_after_large_work(stop_rx.clone()));
     let sync_task = tokio::spawn(sync::run(state.clone(), state.loader(), stop_rx));
 
     shutdown_signal().await;

@@ -9,7 +9,13 @@
 //! tens of µs (the next large request faults its pages in again), so only work that handled at
 //! least [`GIVE_BACK_FROM`] bytes does it.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
 use crate::error::Error;
+
+/// Set after large work: how many more times [`give_back_after_large_work`] gives memory back.
+static AFTER_LARGE_WORK: AtomicU8 = AtomicU8::new(0);
 
 /// Requests at least this large (bytes) are decoded and parsed on a blocking thread.
 pub const OFFLOAD_FROM: usize = 64 * 1024;
@@ -27,6 +33,7 @@ pub async fn run<T: Send + 'static>(
         let (result, handled) = work();
         if handled >= GIVE_BACK_FROM {
             give_back_free_memory();
+            AFTER_LARGE_WORK.store(3, Ordering::Relaxed);
         }
         result
     })
@@ -45,6 +52,23 @@ pub async fn if_large<T: Send + 'static>(
         work()
     } else {
         run(what, move || (work(), size)).await
+    }
+}
+
+/// Gives memory back once a second for three seconds after large work: what a large request
+/// leaves on the async threads (its reply, freed once sent) is not returned while those threads
+/// have nothing else to do. Runs until `stop` says so.
+pub async fn give_back_after_large_work(mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let left = AFTER_LARGE_WORK.load(Ordering::Relaxed);
+        if left > 0 {
+            AFTER_LARGE_WORK.store(left - 1, Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(give_back_free_memory).await;
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use crate::Home;
 use crate::serve::{Server, wait_until};
 
 /// `[[0,0,0,0],[0,0,0,0],...]` with `rows` rows, gzip-compressed (≈ 100 KB per 10 M values).
-fn gzip_rows(rows: usize) -> Vec<u8> {
+pub(crate) fn gzip_rows(rows: usize) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(b"{\"instances\":[").unwrap();
     let row = b"[0,0,0,0],";
@@ -252,7 +252,7 @@ fn requests_past_the_in_flight_bounds_get_429_with_retry_after() {
     assert_eq!(status, 200, "a free slot again");
 }
 
-fn xgb_home() -> Home {
+pub(crate) fn xgb_home() -> Home {
     let home = Home::new();
     home.service("hardening");
     let model = home.upload("iris", "xgb_multi_iris.json", &[]);

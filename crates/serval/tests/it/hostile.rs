@@ -326,3 +326,42 @@ os._exit(0)
     );
     assert_eq!(server.get("/health/live").0, 200);
 }
+
+/// A large request that is answered (1 M rows in, their probabilities out) leaves its reply and
+/// buffers on threads that then sit idle; the server gives that memory back within seconds with
+/// no further traffic at all (it used to keep hundreds of MB until later requests came).
+#[test]
+fn memory_comes_back_after_a_large_answered_request_without_further_traffic() {
+    let home = crate::hardening::xgb_home();
+    let server = Server::start(&home);
+    crate::serve::wait_until("xgb", || {
+        server.post("/serve/xgb", crate::serve::IRIS).0 == 200
+    });
+    let pid = server.child.id();
+    let rss = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap()
+    };
+    let idle = rss();
+    let body = crate::hardening::gzip_rows(1_000_000);
+    let (status, reply) = server.post_with(
+        "/serve/xgb",
+        &[
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+        ],
+        &body,
+    );
+    assert_eq!(status, 200, "{reply}");
+    let peak = rss();
+    let limit = 2 * idle.max(20_000);
+    crate::serve::wait_until("RSS back within 2× idle", || rss() <= limit);
+    eprintln!(
+        "RSS idle {idle} KB, after the answer {peak} KB, then {} KB",
+        rss()
+    );
+}
