@@ -136,7 +136,7 @@ fn silent_sockets(addr: &str, n: usize) -> Vec<std::net::TcpStream> {
 }
 
 /// Waits until the server has closed every one of `sockets` (reads end instead of timing out).
-fn assert_closed_by_the_server(sockets: Vec<std::net::TcpStream>, what: &str) {
+pub(crate) fn assert_closed_by_the_server(sockets: Vec<std::net::TcpStream>, what: &str) {
     use std::io::Read;
     for mut stream in sockets {
         stream
@@ -338,14 +338,7 @@ fn memory_comes_back_after_a_large_answered_request_without_further_traffic() {
         server.post("/serve/xgb", crate::serve::IRIS).0 == 200
     });
     let pid = server.child.id();
-    let rss = || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap()
-    };
+    let rss = || crate::hardening::proc_status_kb(pid, "VmRSS");
     let idle = rss();
     let body = crate::hardening::gzip_rows(1_000_000);
     let (status, reply) = server.post_with(
