@@ -193,6 +193,35 @@ def rows_under_the_cap(server, at_once=1):
     return sorted(results)
 
 
+def python_tiny_values(server):
+    """15.9 M tiny values (a flat list of zeros, just under the 16 M cap) of gzip JSON to the
+    Python endpoint through /serve."""
+    body = gzip.compress(b"[" + b"0," * (15_900_000 - 1) + b"0]")
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    return post(server.base + "/serve/py", body, headers)
+
+
+def empty_strings(server):
+    """15.9 M empty BYTES strings in a V2 JSON request to the Python endpoint."""
+    n = 15_900_000
+    body = gzip.compress(b'{"inputs":[{"name":"x","shape":[%d],"datatype":"BYTES","data":[' % n
+                         + b'"",' * (n - 1) + b'""]}]}')
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    return post(server.base + "/v2/models/py/infer", body, headers)
+
+
+def binary_empty_bytes(server):
+    """26 M zero-length elements of a binary-extension BYTES tensor (104 MB of length prefixes,
+    gzip) to the Python endpoint."""
+    n = 26_000_000
+    header = json.dumps({"inputs": [{"name": "x", "shape": [n], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": 4 * n}}]}).encode()
+    body = gzip.compress(header + b"\0" * (4 * n))
+    headers = {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip",
+               "Inference-Header-Content-Length": str(len(header))}
+    return post(server.base + "/v2/models/py/infer", body, headers)
+
+
 def gzip_bomb(server):
     body = gzip.compress(b" " * (200 << 20))
     headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -206,6 +235,9 @@ CLASSES = {
     "rows-under-the-cap": ([], rows_under_the_cap),
     "rows-under-the-cap-x2": ([], lambda s: rows_under_the_cap(s, 2)),
     "gzip-bomb": ([], gzip_bomb),
+    "python-tiny-values": ([], python_tiny_values),
+    "empty-strings": ([], empty_strings),
+    "binary-empty-bytes": ([], binary_empty_bytes),
 }
 
 

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(body json_mapping v2_request tree_models)
+[[ ${#targets[@]} -gt 0 ]] || targets=(body json_mapping v2_request grpc_request tree_models)
 command -v cargo-fuzz > /dev/null || cargo install cargo-fuzz --locked
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 for target in "${targets[@]}"; do

@@ -4,9 +4,9 @@
 //! neither reply with every output by name. NaN and infinities are `null`.
 //!
 //! [`reply_json`] writes the reply's JSON text straight from the tensors — the same bytes as
-//! serialising [`reply_from_outputs`]'s tree, without building it.
+//! serialising [`reply_from_outputs`]'s tree, without building it — and [`ReplyText`] writes the
+//! same text a chunk at a time, for replies too large to hold whole.
 
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Value, json};
 use serval_engine::{
     ClassLabel, EngineError, ModelMetadata, NamedOutput, OutputValue, Result, Task, Tensor,
@@ -108,90 +108,203 @@ pub fn outputs_by_name(outputs: &[NamedOutput]) -> Value {
     )
 }
 
-/// Elements `range` of a tensor as JSON values in the reply (floats widened to f64, as the tree
-/// has them; serde_json writes a non-finite float as `null`, as the tree's `json_number` does).
-struct Elements<'a>(&'a TensorData, std::ops::Range<usize>);
+/// One part of a reply written directly: text, or an output's elements as a list (`Rows`: a
+/// `[rows, k]` tensor as a list of rows).
+#[derive(Debug, Clone, Copy)]
+enum Piece {
+    Text(&'static str),
+    Values(usize),
+    Rows(usize),
+}
 
-impl<'a> Elements<'a> {
-    fn all(tensor: &'a Tensor) -> Self {
-        Elements(tensor.data(), 0..tensor.data().len())
+/// How far writing a reply has come: the piece, and the element (or row) within it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cursor {
+    piece: usize,
+    at: usize,
+}
+
+fn tensor_of(output: &NamedOutput) -> Option<&Tensor> {
+    match &output.value {
+        OutputValue::Tensor(t) => Some(t),
+        OutputValue::Maps(_) => None,
     }
 }
 
-impl Serialize for Elements<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let r = self.1.clone();
-        match self.0 {
-            TensorData::F32(v) => serializer.collect_seq(v[r].iter().map(|x| f64::from(*x))),
-            TensorData::F64(v) => serializer.collect_seq(&v[r]),
-            TensorData::I64(v) => serializer.collect_seq(&v[r]),
-            TensorData::I32(v) => serializer.collect_seq(&v[r]),
-            TensorData::Bool(v) => serializer.collect_seq(&v[r]),
-            TensorData::String(v) => serializer.collect_seq(&v[r]),
-        }
-    }
-}
-
-/// A `[rows, k]` tensor as a list of rows (the only nesting the direct writer handles).
-struct Rows<'a>(&'a Tensor);
-
-impl Serialize for Rows<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let [rows, width] = *self.0.shape() else {
-            return Err(serde::ser::Error::custom("not a matrix"));
-        };
-        let mut seq = serializer.serialize_seq(Some(rows))?;
-        for r in 0..rows {
-            seq.serialize_element(&Elements(self.0.data(), r * width..(r + 1) * width))?;
-        }
-        seq.end()
-    }
-}
-
-/// The reply's JSON text (see the module docs): written directly for the common shapes — a
-/// classifier's labels and `[rows, classes]` probabilities, a regressor's `[rows]` or `[rows, 1]`
-/// values — and through [`reply_from_outputs`] otherwise.
-pub fn reply_json(meta: &ModelMetadata, outputs: &[NamedOutput]) -> Result<Vec<u8>> {
-    fn tensor(output: &NamedOutput) -> Option<&Tensor> {
-        match &output.value {
-            OutputValue::Tensor(t) => Some(t),
-            OutputValue::Maps(_) => None,
-        }
-    }
-    let direct = match (&meta.task, outputs) {
+/// The pieces of a reply written directly — a classifier's labels and `[rows, classes]`
+/// probabilities, a regressor's `[rows]` or `[rows, 1]` values — or `None` for the other shapes.
+fn plan(meta: &ModelMetadata, outputs: &[NamedOutput]) -> Option<Vec<Piece>> {
+    match (&meta.task, outputs) {
         (Task::Classification { .. }, [labels, probabilities]) => {
-            match (tensor(labels), tensor(probabilities)) {
-                (Some(labels), Some(p)) if p.shape().len() == 2 => {
-                    let mut out = Vec::with_capacity(64 + 24 * p.data().len());
-                    let mut writer = serde_json::Serializer::new(&mut out);
-                    let mut map = writer.serialize_map(Some(2)).map_err(internal)?;
-                    map.serialize_entry("y", &Elements::all(labels))
-                        .map_err(internal)?;
-                    map.serialize_entry("probabilities", &Rows(p))
-                        .map_err(internal)?;
-                    SerializeMap::end(map).map_err(internal)?;
-                    Some(out)
+            tensor_of(labels)?;
+            (tensor_of(probabilities)?.shape().len() == 2).then(|| {
+                vec![
+                    Piece::Text(r#"{"y":"#),
+                    Piece::Values(0),
+                    Piece::Text(r#","probabilities":"#),
+                    Piece::Rows(1),
+                    Piece::Text("}"),
+                ]
+            })
+        }
+        (Task::Regression | Task::RawScore, [only]) => {
+            matches!(tensor_of(only)?.shape(), [_] | [_, 1])
+                .then(|| vec![Piece::Text(r#"{"y":"#), Piece::Values(0), Piece::Text("}")])
+        }
+        _ => None,
+    }
+}
+
+/// Element `i` as the tree has it (floats widened to f64; serde_json writes a non-finite float as
+/// `null`, as the tree's `json_number` does).
+fn write_element(out: &mut Vec<u8>, data: &TensorData, i: usize) {
+    // Writing to a Vec cannot fail.
+    let _ = match data {
+        TensorData::F32(v) => serde_json::to_writer(&mut *out, &f64::from(v[i])),
+        TensorData::F64(v) => serde_json::to_writer(&mut *out, &v[i]),
+        TensorData::I64(v) => serde_json::to_writer(&mut *out, &v[i]),
+        TensorData::I32(v) => serde_json::to_writer(&mut *out, &v[i]),
+        TensorData::Bool(v) => serde_json::to_writer(&mut *out, &v[i]),
+        TensorData::String(v) => serde_json::to_writer(&mut *out, &v[i]),
+    };
+}
+
+/// Writes `pieces` of the reply from `cursor` on until `out` holds at least `min` bytes or the
+/// reply is complete; returns whether anything is left.
+fn write_pieces(
+    outputs: &[NamedOutput],
+    pieces: &[Piece],
+    cursor: &mut Cursor,
+    out: &mut Vec<u8>,
+    min: usize,
+) -> bool {
+    while let Some(piece) = pieces.get(cursor.piece) {
+        let (output, width) = match *piece {
+            Piece::Text(text) => {
+                out.extend_from_slice(text.as_bytes());
+                cursor.piece += 1;
+                continue;
+            }
+            Piece::Values(output) => (output, None),
+            Piece::Rows(output) => (output, Some(())),
+        };
+        // The plan only names outputs that are tensors (of two dimensions for rows).
+        let Some(tensor) = tensor_of(&outputs[output]) else {
+            return false;
+        };
+        let data = tensor.data();
+        let (count, width) = match (width, tensor.shape()) {
+            (Some(()), [rows, width]) => (*rows, Some(*width)),
+            _ => (data.len(), None),
+        };
+        if cursor.at == 0 {
+            out.push(b'[');
+        }
+        while cursor.at < count {
+            if cursor.at > 0 {
+                out.push(b',');
+            }
+            match width {
+                None => write_element(out, data, cursor.at),
+                Some(width) => {
+                    out.push(b'[');
+                    for j in 0..width {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        write_element(out, data, cursor.at * width + j);
+                    }
+                    out.push(b']');
                 }
-                _ => None,
+            }
+            cursor.at += 1;
+            if out.len() >= min {
+                return true;
             }
         }
-        (Task::Regression | Task::RawScore, [only]) => match tensor(only) {
-            Some(t) if matches!(t.shape(), [_] | [_, 1]) => {
-                let mut out = Vec::with_capacity(16 + 24 * t.data().len());
-                let mut writer = serde_json::Serializer::new(&mut out);
-                let mut map = writer.serialize_map(Some(1)).map_err(internal)?;
-                map.serialize_entry("y", &Elements::all(t))
-                    .map_err(internal)?;
-                SerializeMap::end(map).map_err(internal)?;
-                Some(out)
-            }
-            _ => None,
-        },
-        _ => None,
-    };
-    match direct {
-        Some(bytes) => Ok(bytes),
+        out.push(b']');
+        *cursor = Cursor {
+            piece: cursor.piece + 1,
+            at: 0,
+        };
+        if out.len() >= min && cursor.piece < pieces.len() {
+            return true;
+        }
+    }
+    false
+}
+
+/// The reply's JSON text (see the module docs): written directly for the common shapes (see
+/// [`ReplyText`]) and through [`reply_from_outputs`] otherwise.
+pub fn reply_json(meta: &ModelMetadata, outputs: &[NamedOutput]) -> Result<Vec<u8>> {
+    match plan(meta, outputs) {
+        Some(pieces) => {
+            let elements: usize = outputs
+                .iter()
+                .filter_map(tensor_of)
+                .map(|t| t.data().len())
+                .sum();
+            let mut out = Vec::with_capacity(64 + 24 * elements);
+            write_pieces(
+                outputs,
+                &pieces,
+                &mut Cursor::default(),
+                &mut out,
+                usize::MAX,
+            );
+            Ok(out)
+        }
         None => serde_json::to_vec(&reply_from_outputs(meta, outputs)?).map_err(internal),
+    }
+}
+
+/// A reply too large to hold as text twice, written a chunk at a time from the outputs while it
+/// is sent: the same bytes as [`reply_json`], for the shapes it writes directly.
+#[derive(Debug)]
+pub struct ReplyText {
+    outputs: Vec<NamedOutput>,
+    pieces: Vec<Piece>,
+    cursor: Cursor,
+}
+
+impl ReplyText {
+    /// The reply of `outputs`, or the outputs back when their shapes are not written directly.
+    pub fn new(
+        meta: &ModelMetadata,
+        outputs: Vec<NamedOutput>,
+    ) -> std::result::Result<ReplyText, Vec<NamedOutput>> {
+        match plan(meta, &outputs) {
+            Some(pieces) => Ok(ReplyText {
+                outputs,
+                pieces,
+                cursor: Cursor::default(),
+            }),
+            None => Err(outputs),
+        }
+    }
+
+    /// The next chunk of at least `min` bytes (the last may be shorter); `None` when all is
+    /// written.
+    pub fn next_chunk(&mut self, min: usize) -> Option<Vec<u8>> {
+        if self.cursor.piece >= self.pieces.len() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(min + 256);
+        write_pieces(&self.outputs, &self.pieces, &mut self.cursor, &mut out, min);
+        Some(out)
+    }
+
+    /// The whole text from the start, whatever has been written already.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_pieces(
+            &self.outputs,
+            &self.pieces,
+            &mut Cursor::default(),
+            &mut out,
+            usize::MAX,
+        );
+        out
     }
 }
 
@@ -329,8 +442,23 @@ mod tests {
             let tree = serde_json::to_vec(&reply_from_outputs(meta, &outputs).unwrap()).unwrap();
             assert_eq!(
                 String::from_utf8(reply_json(meta, &outputs).unwrap()).unwrap(),
-                String::from_utf8(tree).unwrap()
+                String::from_utf8(tree.clone()).unwrap()
             );
+            // In chunks of any size: the same bytes.
+            if let Ok(mut text) = ReplyText::new(meta, outputs) {
+                assert_eq!(text.to_vec(), tree);
+                for min in [1, 7, 1 << 20] {
+                    let mut chunked = Vec::new();
+                    let mut fresh = ReplyText::new(meta, text.outputs.clone()).unwrap();
+                    while let Some(chunk) = fresh.next_chunk(min) {
+                        assert!(!chunk.is_empty());
+                        chunked.extend(chunk);
+                    }
+                    assert_eq!(chunked, tree, "chunks of {min}");
+                }
+                assert!(text.next_chunk(1 << 20).is_some());
+                assert!(text.next_chunk(1 << 20).is_none());
+            }
         }
     }
 }

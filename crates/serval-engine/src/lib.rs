@@ -4,7 +4,9 @@
 
 pub mod tensor;
 
-pub use tensor::{DataType, Datatype, Tensor, TensorData, split_outputs, stack_outputs};
+pub use tensor::{
+    DataType, Datatype, OutputStack, Tensor, TensorData, split_outputs, stack_outputs,
+};
 
 /// What went wrong in an engine, named by what the caller should do.
 #[derive(Debug, thiserror::Error)]

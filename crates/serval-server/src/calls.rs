@@ -11,20 +11,32 @@ use serval_python::{CallFuture, Calls, PoolId};
 use tokio::time::Instant;
 
 use crate::pipeline::Protocol;
-use crate::pipeline::{Budget, Credential, Decode, Door, Endpoint, Error, Input, Payload};
+use crate::pipeline::{
+    Budget, Credential, Decode, Decoded, Door, Endpoint, Error, Input, Payload, Reservation,
+};
 
 pub struct ServerCalls {
     pub door: Weak<Door>,
 }
 
-/// A call's body: JSON the calling code built, already in memory.
+/// A call's body: JSON the calling code built, already in memory (it came from a worker's frame,
+/// so it is not charged again).
 struct CallBody(Value);
 
 impl Decode for CallBody {
     type Extra = ();
 
-    async fn decode(self, _: &Arc<Endpoint>, _: &Budget) -> Result<(Input, ()), Error> {
-        Ok((Input::Body(Payload::Json(self.0)), ()))
+    async fn decode(
+        self,
+        _: &Arc<Endpoint>,
+        _: &Budget,
+        memory: Reservation,
+    ) -> Result<Decoded<()>, Error> {
+        Ok(Decoded {
+            input: Input::Body(Payload::Json(self.0)),
+            extra: (),
+            memory,
+        })
     }
 }
 
@@ -60,8 +72,9 @@ impl Calls for ServerCalls {
             let admitted = door
                 .admit(Protocol::SendRequest, Credential::Internal)
                 .map_err(error_text)?;
+            let memory = admitted.reservation();
             let served = admitted
-                .serve(&name, version.as_deref(), timeout, CallBody(data))
+                .serve(&name, version.as_deref(), timeout, memory, CallBody(data))
                 .await
                 .map_err(error_text)?;
             served

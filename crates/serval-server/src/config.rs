@@ -19,8 +19,11 @@ pub struct ServeConfig {
     pub body_limit: usize,
     /// Most values (numbers, strings, …) one request may decode into (413 past it).
     pub max_values: usize,
-    /// Most memory decoding one request may take, estimated before decoding (413 past it).
+    /// Most memory one request may make the server build, estimated before it is allocated
+    /// (413 past it).
     pub max_request_memory: usize,
+    /// Most memory all requests in progress may hold together (429 past it).
+    pub max_memory_in_flight: usize,
     /// Inference requests in flight in the whole server; more are answered 429 at once.
     pub max_in_flight: usize,
     /// Inference requests in flight per endpoint; more are answered 429.

@@ -42,9 +42,9 @@ pub enum Error {
         "the request holds more than {0} values, the limit of this server (serve --max-values)"
     )]
     TooManyValues(usize),
-    /// Decoding the request would take more memory than one request may.
+    /// The request would make the server build more than one request may.
     #[error(
-        "the request would take about {} MiB to decode, more than the {} MiB one request may use (serve --max-request-memory)",
+        "the request would take about {} MiB of memory, more than the {} MiB one request may use (serve --max-request-memory)",
         needs.div_ceil(1 << 20),
         budget >> 20
     )]

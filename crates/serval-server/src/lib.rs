@@ -12,7 +12,8 @@
 //! Modules are layered and import only from layers below their own (`tests/layers.rs` reads the
 //! `use crate::` lines and fails otherwise), top to bottom: `http`, `grpc`, `sync`,
 //! `triton_repo` → `conn` → `state` → `calls` → `loader` → `pipeline` → `models` → `auth` →
-//! `table` → `endpoint` → `wire` → `metrics` → `offload` → `error` → `store_health`, `config`.
+//! `table` → `endpoint` → `wire` → `metrics` → `offload`, `memory` → `error` → `store_health`,
+//! `config`.
 
 mod auth;
 mod calls;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 mod loader;
+pub mod memory;
 pub mod metrics;
 mod models;
 mod offload;

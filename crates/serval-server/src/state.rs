@@ -55,6 +55,7 @@ impl AppState {
             body_limit: config.body_limit,
             max_values: config.max_values,
             max_request_memory: config.max_request_memory,
+            max_memory_in_flight: config.max_memory_in_flight,
             request_timeout: config.request_timeout,
             require_auth: config.require_auth,
         };

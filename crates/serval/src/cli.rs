@@ -219,10 +219,16 @@ pub struct ServeArgs {
     /// are counted before they are parsed, tensors after decoding (413 past it)
     #[arg(long, env = "SERVAL_MAX_VALUES", default_value_t = 16_000_000)]
     pub max_values: usize,
-    /// Most memory in bytes decoding one request may take, estimated before it is decoded
-    /// (a V2 gRPC message that would decode into more is refused with RESOURCE_EXHAUSTED)
+    /// Most memory in bytes one request may make the server build (its body, the values it
+    /// decodes into, what goes to a Python worker), estimated before it is allocated; more is
+    /// refused with 413 (gRPC RESOURCE_EXHAUSTED)
     #[arg(long, env = "SERVAL_MAX_REQUEST_MEMORY", default_value_t = 256 * 1024 * 1024)]
     pub max_request_memory: usize,
+    /// Most memory in bytes all requests in progress may hold together (requests whose estimate
+    /// is 1 MiB or more count); a request that does not fit is answered 429 with Retry-After
+    /// (gRPC RESOURCE_EXHAUSTED) at once
+    #[arg(long, env = "SERVAL_MAX_MEMORY_IN_FLIGHT", default_value_t = 512 * 1024 * 1024)]
+    pub max_memory_in_flight: usize,
     /// Inference requests in flight in the whole server (HTTP and gRPC); more are answered 429
     /// (gRPC RESOURCE_EXHAUSTED) with Retry-After at once
     #[arg(long, env = "SERVAL_MAX_IN_FLIGHT", default_value_t = 4096)]

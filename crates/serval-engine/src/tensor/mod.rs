@@ -88,6 +88,18 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// Makes room for exactly `more` elements.
+    pub fn reserve_exact(&mut self, more: usize) {
+        match self {
+            TensorData::F32(v) => v.reserve_exact(more),
+            TensorData::F64(v) => v.reserve_exact(more),
+            TensorData::I64(v) => v.reserve_exact(more),
+            TensorData::I32(v) => v.reserve_exact(more),
+            TensorData::Bool(v) => v.reserve_exact(more),
+            TensorData::String(v) => v.reserve_exact(more),
+        }
+    }
+
     pub fn dtype(&self) -> DataType {
         match self {
             TensorData::F32(_) => DataType::F32,
@@ -246,33 +258,38 @@ impl Tensor {
     /// [`Tensor::rows`]).
     pub fn concat_rows(parts: Vec<Tensor>) -> Result<Tensor> {
         let mut parts = parts.into_iter();
-        let first = parts
+        let mut first = parts
             .next()
             .ok_or_else(|| EngineError::Internal("nothing to concatenate".to_string()))?;
-        let (mut shape, mut data) = (first.shape, first.data);
         for part in parts {
-            if part.shape.get(1..) != shape.get(1..) || part.shape.is_empty() {
-                return Err(EngineError::Internal(format!(
-                    "cannot stack shapes {shape:?} and {:?}",
-                    part.shape
-                )));
-            }
-            shape[0] += part.shape[0];
-            match (&mut data, part.data) {
-                (TensorData::F32(a), TensorData::F32(b)) => a.extend(b),
-                (TensorData::F64(a), TensorData::F64(b)) => a.extend(b),
-                (TensorData::I64(a), TensorData::I64(b)) => a.extend(b),
-                (TensorData::I32(a), TensorData::I32(b)) => a.extend(b),
-                (TensorData::Bool(a), TensorData::Bool(b)) => a.extend(b),
-                (TensorData::String(a), TensorData::String(b)) => a.extend(b),
-                _ => {
-                    return Err(EngineError::Internal(
-                        "cannot stack tensors of different types".to_string(),
-                    ));
-                }
+            first.append(part)?;
+        }
+        Ok(first)
+    }
+
+    /// Appends `more`'s rows (the same type and the same shape beyond the first dimension).
+    pub fn append(&mut self, more: Tensor) -> Result<()> {
+        if more.shape.get(1..) != self.shape.get(1..) || more.shape.is_empty() {
+            return Err(EngineError::Internal(format!(
+                "cannot stack shapes {:?} and {:?}",
+                self.shape, more.shape
+            )));
+        }
+        match (&mut self.data, more.data) {
+            (TensorData::F32(a), TensorData::F32(b)) => a.extend(b),
+            (TensorData::F64(a), TensorData::F64(b)) => a.extend(b),
+            (TensorData::I64(a), TensorData::I64(b)) => a.extend(b),
+            (TensorData::I32(a), TensorData::I32(b)) => a.extend(b),
+            (TensorData::Bool(a), TensorData::Bool(b)) => a.extend(b),
+            (TensorData::String(a), TensorData::String(b)) => a.extend(b),
+            _ => {
+                return Err(EngineError::Internal(
+                    "cannot stack tensors of different types".to_string(),
+                ));
             }
         }
-        Tensor::new(shape, data)
+        self.shape[0] += more.shape[0];
+        Ok(())
     }
 
     /// A 2-d view's row count and width, for tabular models; a 1-d tensor is one row.
@@ -287,52 +304,70 @@ impl Tensor {
     }
 }
 
-/// Outputs of calls made on consecutive rows, joined output by output (the same names in the
-/// same order in every part): tensors stacked by rows, per-row maps appended.
-pub fn stack_outputs(parts: Vec<Vec<NamedOutput>>) -> Result<Vec<NamedOutput>> {
-    let mut parts = parts.into_iter();
-    let Some(first) = parts.next() else {
-        return Ok(Vec::new());
-    };
-    let mismatch = || EngineError::Internal("the parts have different outputs".to_string());
-    let mut joined: Vec<(String, Vec<OutputValue>)> =
-        first.into_iter().map(|o| (o.name, vec![o.value])).collect();
-    for part in parts {
-        if part.len() != joined.len() {
-            return Err(mismatch());
-        }
-        for ((name, values), output) in joined.iter_mut().zip(part) {
-            if *name != output.name {
-                return Err(mismatch());
-            }
-            values.push(output.value);
+/// Outputs of calls made on consecutive rows, joined output by output as each call returns
+/// (the same names in the same order in every part): tensors stacked by rows, per-row maps
+/// appended. Given the total row count, each output's buffer is sized once from the first part,
+/// so a large batch's outputs are never held twice (parts and result) nor grown by doubling.
+#[derive(Debug)]
+pub struct OutputStack {
+    total_rows: usize,
+    joined: Vec<NamedOutput>,
+}
+
+impl OutputStack {
+    /// A stack for outputs of `total_rows` rows in all (0 when unknown: buffers grow as needed).
+    pub fn new(total_rows: usize) -> OutputStack {
+        OutputStack {
+            total_rows,
+            joined: Vec::new(),
         }
     }
-    joined
-        .into_iter()
-        .map(|(name, values)| {
-            let value = if matches!(values.first(), Some(OutputValue::Maps(_))) {
-                let mut maps = Vec::new();
-                for value in values {
-                    match value {
-                        OutputValue::Maps(rows) => maps.extend(rows),
-                        OutputValue::Tensor(_) => return Err(mismatch()),
+
+    /// Appends the outputs of the next rows.
+    pub fn push(&mut self, part: Vec<NamedOutput>) -> Result<()> {
+        let mismatch = || EngineError::Internal("the parts have different outputs".to_string());
+        if self.joined.is_empty() {
+            self.joined = part;
+            for output in &mut self.joined {
+                if let OutputValue::Tensor(tensor) = &mut output.value {
+                    let rows = tensor.shape.first().copied().unwrap_or(0);
+                    if rows > 0 && self.total_rows > rows {
+                        let more = (self.total_rows - rows) * (tensor.data.len() / rows);
+                        tensor.data.reserve_exact(more);
                     }
                 }
-                OutputValue::Maps(maps)
-            } else {
-                let tensors = values
-                    .into_iter()
-                    .map(|v| match v {
-                        OutputValue::Tensor(t) => Ok(t),
-                        OutputValue::Maps(_) => Err(mismatch()),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                OutputValue::Tensor(Tensor::concat_rows(tensors)?)
-            };
-            Ok(NamedOutput { name, value })
-        })
-        .collect()
+            }
+            return Ok(());
+        }
+        if part.len() != self.joined.len() {
+            return Err(mismatch());
+        }
+        for (joined, output) in self.joined.iter_mut().zip(part) {
+            if joined.name != output.name {
+                return Err(mismatch());
+            }
+            match (&mut joined.value, output.value) {
+                (OutputValue::Maps(rows), OutputValue::Maps(more)) => rows.extend(more),
+                (OutputValue::Tensor(tensor), OutputValue::Tensor(more)) => tensor.append(more)?,
+                _ => return Err(mismatch()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The joined outputs.
+    pub fn finish(self) -> Vec<NamedOutput> {
+        self.joined
+    }
+}
+
+/// Outputs of calls made on consecutive rows, joined output by output (see [`OutputStack`]).
+pub fn stack_outputs(parts: Vec<Vec<NamedOutput>>) -> Result<Vec<NamedOutput>> {
+    let mut stack = OutputStack::new(0);
+    for part in parts {
+        stack.push(part)?;
+    }
+    Ok(stack.finish())
 }
 
 /// The outputs of one call on stacked rows cut back into parts of `rows[i]` rows each; `None` if
@@ -408,11 +443,27 @@ mod tests {
         assert_eq!(parts[0][0].value, OutputValue::Tensor(a.clone()));
         assert_eq!(parts[1][0].value, OutputValue::Tensor(b.clone()));
         assert!(split_outputs(vec![out(a.clone())], &[2]).is_none());
-        let joined = stack_outputs(parts).unwrap();
+        let joined = stack_outputs(parts.clone()).unwrap();
         assert_eq!(
             joined[0].value,
             OutputValue::Tensor(Tensor::stack_rows(&[&a, &b]).unwrap())
         );
+        // Knowing the total, the first part's buffer is sized once for all rows.
+        let mut stack = OutputStack::new(3);
+        let mut parts = parts.into_iter();
+        stack.push(parts.next().unwrap()).unwrap();
+        let OutputValue::Tensor(first) = &stack.joined[0].value else {
+            unreachable!()
+        };
+        let TensorData::F32(data) = first.data() else {
+            unreachable!()
+        };
+        assert_eq!(data.capacity(), 6);
+        stack.push(parts.next().unwrap()).unwrap();
+        assert_eq!(stack.finish(), joined);
+        let mut stack = OutputStack::new(0);
+        stack.push(vec![out(a.clone())]).unwrap();
+        assert!(stack.push(vec![out(a.clone()), out(a)]).is_err());
     }
 
     #[test]

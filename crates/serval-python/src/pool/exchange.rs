@@ -14,6 +14,20 @@ use tokio::time::Instant;
 use super::{Outcome, PoolId, PyError, Shared, lock};
 use crate::frame::{Frame, FromWorker};
 
+/// Why an exchange failed.
+pub(super) enum Failed {
+    /// The worker had died before the request could be written to it: nothing of it ran, so it
+    /// may go to another worker (the connection is marked dying).
+    Unsent,
+    Py(PyError),
+}
+
+impl From<PyError> for Failed {
+    fn from(error: PyError) -> Failed {
+        Failed::Py(error)
+    }
+}
+
 pub(super) struct Pending {
     pub(super) reply: oneshot::Sender<FromWorker>,
     pub(super) deadline: Instant,
@@ -95,7 +109,13 @@ impl Continuation {
         let mut request = Frame::new(json!({"op": "post", "id": self.id}));
         request.header["outputs"] = outputs;
         request.blobs = blobs;
-        let reply = exchange(&self.shared, &self.conn, self.id, &request, self.deadline).await?;
+        let reply = exchange(&self.shared, &self.conn, self.id, &request, self.deadline)
+            .await
+            .map_err(|failed| match failed {
+                // The worker holding the request's first half is gone.
+                Failed::Unsent => self.conn.exited(&self.shared.spec.label),
+                Failed::Py(error) => error,
+            })?;
         outcome(reply, self.queue)
     }
 }
@@ -121,7 +141,7 @@ pub(super) async fn exchange(
     id: u64,
     request: &Frame,
     deadline: Instant,
-) -> Result<FromWorker, PyError> {
+) -> Result<FromWorker, Failed> {
     struct Waiting<'a> {
         conn: &'a Conn,
         id: u64,
@@ -164,7 +184,8 @@ pub(super) async fn exchange(
     if conn.exit.get().is_some() || !conn.send(request) {
         waiting.done = true;
         lock(&conn.pending).remove(&id);
-        return Err(conn.exited(&shared.spec.label));
+        conn.dying.store(true, Ordering::Relaxed);
+        return Err(Failed::Unsent);
     }
     let result = tokio::time::timeout_at(deadline, rx).await;
     match result {
@@ -174,14 +195,14 @@ pub(super) async fn exchange(
         }
         Ok(Err(_)) => {
             waiting.done = true;
-            Err(conn.exited(&shared.spec.label))
+            Err(conn.exited(&shared.spec.label).into())
         }
         Err(_) => {
             tracing::warn!(
                 endpoint = %shared.spec.label,
                 "a request ran past its deadline: killing the Python worker"
             );
-            Err(PyError::Timeout)
+            Err(PyError::Timeout.into())
         }
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
 pub use self::exchange::Continuation;
-use self::exchange::{CALLER, Conn, exchange, outcome};
+use self::exchange::{CALLER, Conn, Failed, exchange, outcome};
 use self::worker::{start_worker, supervise};
 use crate::frame::{self, Frame, FromWorker};
 
@@ -271,8 +271,6 @@ impl Pool {
             .await
             .map_err(|_| PyError::Timeout)?
             .map_err(|_| PyError::Unavailable("the worker pool is closed".into()))?;
-        let conn = self.connection(deadline).await?;
-        let queue = start.elapsed();
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let mut request = Frame::new(json!({
             "op": "infer", "id": id, "native": native, "sampled": sampled,
@@ -284,7 +282,17 @@ impl Pool {
         if let Some(state) = state {
             request.header["state"] = Value::Object(state);
         }
-        let reply = exchange(shared, &conn, id, &request, deadline).await?;
+        // A worker that died before the request reached it has run none of it: the request goes
+        // to another worker (or waits for the restart) instead of failing with the dead one.
+        let (conn, queue, reply) = loop {
+            let conn = self.connection(deadline).await?;
+            let queue = start.elapsed();
+            match exchange(shared, &conn, id, &request, deadline).await {
+                Ok(reply) => break (conn, queue, reply),
+                Err(Failed::Unsent) => continue,
+                Err(Failed::Py(error)) => return Err(error),
+            }
+        };
         if let FromWorker::Pre { data, blobs, .. } = reply {
             return Ok(Step::Pre {
                 data,

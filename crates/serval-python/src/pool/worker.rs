@@ -262,6 +262,8 @@ pub(super) async fn supervise(
                 return;
             }
         };
+        // No new request goes to it from now on (those already sent fail below).
+        worker.conn.dying.store(true, Ordering::Relaxed);
         let reason = describe(status);
         // Replies already written are still delivered before the rest fail.
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut worker.reader).await;

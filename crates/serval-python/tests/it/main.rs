@@ -221,6 +221,36 @@ async fn a_crash_fails_only_the_requests_in_flight() {
     assert!(status.last_exit.unwrap().contains("signal 9"));
 }
 
+/// A worker that died while idle has run nothing: the next request goes to its replacement (it
+/// waits for the restart) instead of failing against the dead one, however soon after the death
+/// it is sent (it used to fail when sent before the pool had noticed the death).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_after_an_idle_worker_died_waits_for_its_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = pool(dir.path(), "custom", ECHO, 1).await.unwrap();
+    for round in 1..=5 {
+        let pid = infer(&pool, json!({})).await.unwrap().value["pid"].clone();
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        // Dead (a zombie until the pool reaps it, or gone): a write to it now fails.
+        let stat = format!("/proc/{pid}/stat");
+        while std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.starts_with(" Z"))
+        }) {
+            tokio::task::yield_now().await;
+        }
+        let answer = infer(&pool, json!({})).await;
+        let out = answer.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_ne!(out.value["pid"], pid);
+    }
+    assert_eq!(pool.status().restarts, 5);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn load_failures_are_reported() {
     let dir = tempfile::tempdir().unwrap();

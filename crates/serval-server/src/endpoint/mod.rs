@@ -18,6 +18,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use serde_json::{Map, Value};
+use serval_core::ReplyText;
 use serval_engine::NamedTensor;
 use serval_python::Pool;
 use serval_store::EngineKind;
@@ -66,6 +67,8 @@ pub enum Output {
     Body(Value),
     /// A clearml reply already written as JSON text (a native model's default reply: no tree).
     Json(Vec<u8>),
+    /// A large native model's default reply, written a chunk at a time as it is sent.
+    Text(ReplyText),
     Tensors(Vec<InferTensor>),
 }
 
@@ -75,6 +78,7 @@ impl Output {
         match self {
             Output::Body(value) => Some(value),
             Output::Json(text) => serde_json::from_slice(&text).ok(),
+            Output::Text(text) => serde_json::from_slice(&text.to_vec()).ok(),
             Output::Tensors(_) => None,
         }
     }
@@ -285,6 +289,9 @@ pub async fn run(endpoint: &Endpoint, input: Input, ctx: Context) -> Result<Outp
             Output::Json(text) => {
                 std::borrow::Cow::Owned(serde_json::from_slice(text).unwrap_or(Value::Null))
             }
+            Output::Text(text) => std::borrow::Cow::Owned(
+                serde_json::from_slice(&text.to_vec()).unwrap_or(Value::Null),
+            ),
             Output::Tensors(outputs) => std::borrow::Cow::Owned(tensors_object(outputs, false)),
         };
         monitor.record(

@@ -4,8 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serval_core::{reply_json, request_to_inputs};
-use serval_engine::{Engine, ModelMetadata, NamedOutput, NamedTensor, Tensor};
+use serval_core::{ReplyText, reply_json, request_to_inputs};
+
+/// Replies of at least this many elements (about 1 MB of text) are written as they are sent
+/// instead of whole.
+const STREAM_FROM: usize = 1 << 16;
+use serval_engine::{Engine, ModelMetadata, NamedOutput, NamedTensor, OutputValue, Tensor};
 use serval_store::EngineKind;
 use tokio::time::Instant;
 
@@ -219,7 +223,8 @@ fn in_chunks(
             e.into()
         });
     }
-    let mut parts: Vec<Vec<NamedOutput>> = Vec::new();
+    // Each chunk's outputs join the whole batch's as soon as they are made.
+    let mut stacked = serval_engine::OutputStack::new(rows);
     let mut start = 0;
     while start < rows {
         if stop() {
@@ -238,10 +243,10 @@ fn in_chunks(
                 })
             })
             .collect::<Result<Vec<_>, serval_engine::EngineError>>()?;
-        parts.push(engine.infer(&chunk)?);
+        stacked.push(engine.infer(&chunk)?)?;
         start = end;
     }
-    Ok(serval_engine::stack_outputs(parts)?)
+    Ok(stacked.finish())
 }
 
 /// Serves a request on a native model.
@@ -289,6 +294,19 @@ pub async fn run(
                     })
                     .collect();
                 return Ok(Output::Body(serval_core::outputs_by_name(&wanted)));
+            }
+            let elements: usize = outputs
+                .iter()
+                .map(|o| match &o.value {
+                    OutputValue::Tensor(t) => t.data().len(),
+                    OutputValue::Maps(rows) => rows.len(),
+                })
+                .sum();
+            if elements >= STREAM_FROM {
+                match ReplyText::new(meta, outputs) {
+                    Ok(text) => return Ok(Output::Text(text)),
+                    Err(outputs) => return Ok(Output::Json(reply_json(meta, &outputs)?)),
+                }
             }
             Ok(Output::Json(reply_json(meta, &outputs)?))
         }

@@ -4,11 +4,13 @@
 //! into gigabytes. Here, in order:
 //!
 //! 1. the key (`authorization` metadata) and the server-wide bound — before reading the body;
-//! 2. the message's declared length against the body limit — before reading the rest of it;
-//! 3. decompression (`grpc-encoding: gzip`) stopped at the body limit, on a blocking thread;
+//! 2. the message's declared length against the body limit and charged to the request's memory
+//!    reservation — before reading the rest of it;
+//! 3. decompression (`grpc-encoding: gzip`) stopped at the body limit and charged as it inflates,
+//!    on a blocking thread;
 //! 4. a scan of the message ([`crate::wire::scan`]): the model name and version for the key's
-//!    scope and the routing table, and what decoding would allocate — refused past the request's
-//!    memory budget before decoding;
+//!    scope and the routing table, and what decoding would allocate — charged (refused past the
+//!    request's or the server's memory budget) before decoding;
 //! 5. decoding (on a blocking thread when large) and the run, through the front door.
 //!
 //! Errors are gRPC statuses in the trailers-only form (HTTP 200, `grpc-status` in the headers).
@@ -30,11 +32,14 @@ use tokio::time::Instant;
 
 use super::{call_timeout, status, trailers_only};
 use crate::offload;
-use crate::pipeline::{Budget, Credential, Decode, Endpoint, Error, Input, Output, Protocol};
+use crate::pipeline::{
+    Budget, Credential, Decode, Decoded, Endpoint, Error, Input, Output, Protocol, Reservation,
+};
 use crate::state::AppState;
 use crate::wire::encoding::decompress;
 use crate::wire::proto::{ModelInferRequest, ModelInferResponse};
 use crate::wire::scan::{InferHead, infer_request};
+use crate::wire::v2_json::TO_PYTHON_VALUE_BYTES;
 
 /// The path tonic would serve it on.
 pub const PATH: &str = "/inference.GRPCInferenceService/ModelInfer";
@@ -70,7 +75,9 @@ async fn infer(
             ))));
         }
     };
-    let message = match tokio::time::timeout_at(deadline, read_message(body, limit, gzip)).await {
+    let memory = admitted.reservation();
+    let read = read_message(body, limit, gzip, memory);
+    let (message, memory) = match tokio::time::timeout_at(deadline, read).await {
         Ok(read) => read.map_err(|e| admitted.refuse(e))?,
         Err(_) => return Err(admitted.refuse(Error::Timeout(timeout))),
     };
@@ -79,14 +86,18 @@ async fn infer(
     let version = (!head.model_version.is_empty()).then(|| head.model_version.clone());
     let decoder = InferMessage { message, head };
     let served = admitted
-        .serve(&name, version.as_deref(), timeout, decoder)
+        .serve(&name, version.as_deref(), timeout, memory, decoder)
         .await?;
     let outputs = match served.output {
         Output::Tensors(outputs) => outputs,
-        Output::Body(_) | Output::Json(_) => {
+        Output::Body(_) | Output::Json(_) | Output::Text(_) => {
             return Err(Error::Internal("unexpected JSON reply".into()));
         }
     };
+    // The reply's contents and the message they are encoded into, charged before either is made.
+    let mut memory = served.memory;
+    let size: usize = outputs.iter().map(|o| o.data.le_size()).sum();
+    memory.charge(size.saturating_mul(2))?;
     let (outputs, raw_output_contents) = crate::wire::grpc::outputs(outputs);
     Ok(ModelInferResponse {
         model_name: name,
@@ -100,8 +111,14 @@ async fn infer(
 
 /// Reads the one message of a unary call: the 5-byte prefix (compressed flag, length), the
 /// length checked against `limit` before the rest is read, the rest as it arrives (memory grows
-/// with what was sent, not with what was declared), then decompression stopped at `limit`.
-async fn read_message(mut body: Body, limit: usize, gzip: bool) -> Result<Bytes, Error> {
+/// with what was sent, not with what was declared, and is charged to `memory` as declared before
+/// it is read), then decompression stopped at `limit`.
+async fn read_message(
+    mut body: Body,
+    limit: usize,
+    gzip: bool,
+    mut memory: Reservation,
+) -> Result<(Bytes, Reservation), Error> {
     let mut buffer = BytesMut::new();
     let mut wanted: Option<(bool, usize)> = None;
     loop {
@@ -116,6 +133,7 @@ async fn read_message(mut body: Body, limit: usize, gzip: bool) -> Result<Bytes,
             if length > limit {
                 return Err(Error::TooLarge(limit));
             }
+            memory.charge(length)?;
             if compressed && !gzip {
                 return Err(Error::BadRequest(
                     "a compressed message without grpc-encoding".to_string(),
@@ -152,12 +170,12 @@ async fn read_message(mut body: Body, limit: usize, gzip: bool) -> Result<Bytes,
     }
     let message = buffer.freeze();
     if !compressed {
-        return Ok(message);
+        return Ok((message, memory));
     }
     offload::run("decompression", move || {
-        let out = decompress("gzip", &message, limit);
+        let out = decompress("gzip", &message, limit, &mut memory);
         let inflated = out.as_ref().map_or(limit, Vec::len);
-        (out.map(Bytes::from), inflated)
+        (out.map(|out| (Bytes::from(out), memory)), inflated)
     })
     .await
 }
@@ -172,19 +190,21 @@ impl Decode for InferMessage {
     /// The request's id, for the reply.
     type Extra = String;
 
-    async fn decode(self, _: &Arc<Endpoint>, budget: &Budget) -> Result<(Input, String), Error> {
-        let needs = self.head.decoded_bytes + self.message.len();
-        if needs > budget.memory {
-            return Err(Error::OverBudget {
-                needs,
-                budget: budget.memory,
-            });
-        }
+    async fn decode(
+        self,
+        endpoint: &Arc<Endpoint>,
+        budget: &Budget,
+        mut memory: Reservation,
+    ) -> Result<Decoded<String>, Error> {
         if self.head.values > budget.max_values {
             return Err(Error::TooManyValues(budget.max_values));
         }
+        let needs = self.head.decoded_bytes;
+        memory.charge(needs)?;
+        let to_python = endpoint.runner.pool().is_some();
         let max_values = budget.max_values;
         let message = self.message;
+        let size = message.len();
         let decode = move || {
             let mut request = ModelInferRequest::decode(message).map_err(|e| {
                 Error::BadRequest(format!(
@@ -192,17 +212,29 @@ impl Decode for InferMessage {
                 ))
             })?;
             let id = std::mem::take(&mut request.id);
-            let decoded = crate::wire::grpc::request(request)?;
+            let decoded = crate::wire::grpc::request(request, max_values, &mut memory)?;
             let total: usize = decoded.inputs.iter().map(|t| t.data.len()).sum();
             if total > max_values {
                 return Err(Error::TooManyValues(max_values));
+            }
+            if to_python {
+                // The tensors' worker form, then the frame's text and the frame.
+                memory.charge(
+                    total
+                        .saturating_mul(TO_PYTHON_VALUE_BYTES)
+                        .saturating_add(size.saturating_mul(2)),
+                )?;
             }
             let input = Input::Tensors {
                 inputs: decoded.inputs,
                 outputs: decoded.outputs,
                 parameters: decoded.parameters,
             };
-            Ok((input, id))
+            Ok(Decoded {
+                input,
+                extra: id,
+                memory,
+            })
         };
         offload::if_large(needs, "decoding", decode).await
     }

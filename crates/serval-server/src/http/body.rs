@@ -1,12 +1,13 @@
-//! Reading a request body, for both REST dialects: the size limit (declared and actual) and
-//! `Content-Encoding: gzip|x-gzip|deflate` decoding, with the limit applied to the decoded size.
+//! Reading a request body, for both REST dialects: the size limit (declared and actual),
+//! `Content-Encoding: gzip|x-gzip|deflate` decoding with the limit applied to the decoded size,
+//! and the memory reservation charged for both (a declared length before it is read).
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 
 use crate::offload;
-use crate::pipeline::{Credential, Error};
+use crate::pipeline::{Credential, Error, Reservation};
 use crate::wire::encoding::{UNDECODABLE, decompress};
 
 /// A REST inference request as the front door takes it: its headers (the credential among them)
@@ -36,19 +37,32 @@ impl RestRequest {
         )
     }
 
-    /// The body, read and decoded within `limit` bytes.
-    pub async fn read(self, limit: usize) -> Result<Bytes, Error> {
-        read(&self.headers, self.body, limit).await
+    /// The body, read and decoded within `limit` bytes and charged to `memory`.
+    pub async fn read(
+        self,
+        limit: usize,
+        memory: Reservation,
+    ) -> Result<(Bytes, Reservation), Error> {
+        read(&self.headers, self.body, limit, memory).await
     }
 }
 
-/// Reads and decodes a request body of at most `limit` bytes (before and after decoding).
-pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Error> {
+/// Reads and decodes a request body of at most `limit` bytes (before and after decoding),
+/// charging `memory` for what it holds.
+pub async fn read(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    mut memory: Reservation,
+) -> Result<(Bytes, Reservation), Error> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|length| length > limit) {
         return Err(Error::TooLarge(limit));
+    }
+    if let Some(length) = declared {
+        memory.charge(length)?;
     }
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
         // The cause is wrapped (axum's errors around the body's): look down the whole chain.
@@ -73,19 +87,22 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
         }
         Error::BadRequest(UNDECODABLE.to_string())
     })?;
+    if declared.is_none() {
+        memory.charge(raw.len())?;
+    }
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
     match encoding.as_str() {
-        "" | "identity" => Ok(raw),
+        "" | "identity" => Ok((raw, memory)),
         // A small compressed body can inflate to `limit`: always off the async threads.
         "gzip" | "x-gzip" | "deflate" => {
             offload::run("decoding", move || {
-                let out = decompress(&encoding, &raw, limit);
+                let out = decompress(&encoding, &raw, limit, &mut memory);
                 let inflated = out.as_ref().map_or(limit, Vec::len);
-                (out.map(Bytes::from), inflated)
+                (out.map(|out| (Bytes::from(out), memory)), inflated)
             })
             .await
         }

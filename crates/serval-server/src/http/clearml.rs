@@ -18,12 +18,20 @@ use serval_engine::ModelMetadata;
 use serval_store::names::endpoint_url;
 
 use crate::http::body::RestRequest;
-use crate::http::reply::challenge_or_retry;
+use crate::http::reply::{challenge_or_retry, streamed_json};
 use crate::offload;
-use crate::pipeline::{Budget, Decode, Endpoint, Error, Input, Output, Payload, Protocol, Runner};
+use crate::pipeline::{
+    Budget, Decode, Decoded, Endpoint, Error, Input, Output, Payload, Protocol, Reservation, Runner,
+};
 use crate::state::AppState;
 use crate::wire::encoding::UNDECODABLE;
-use crate::wire::json::check_values;
+use crate::wire::json::{TREE_VALUE_BYTES, charge_values, check_values};
+
+/// What one value of a body read straight into a native model's input costs: the input's f32 and
+/// the model's outputs (a classifier's label and probabilities per row) — about 8 bytes (4 M rows
+/// of 4 features to an XGBoost classifier peak at about 160 MB with their 40 MB body;
+/// docs/reliability.md).
+const ROW_VALUE_BYTES: usize = 8;
 
 /// clearml-serving's answer to an error: its status codes and `{"detail": ...}` texts, in one
 /// place. Also the dialect of the console's API and `/metrics`.
@@ -153,18 +161,31 @@ fn json_error(text: &[u8], error: &serde_json::Error) -> Error {
 
 /// A decoded body as clearml's routes see it (see the module docs). `rows` is the model of a
 /// native endpoint with a tabular input: a JSON body of rows (or of named features) for it is
-/// read straight into its input tensor, never into a `serde_json::Value` tree.
+/// read straight into its input tensor, never into a `serde_json::Value` tree. `memory` is
+/// charged for what the body becomes before it is parsed (and, for `python`, for the frame that
+/// carries it to the worker).
 fn payload(
     kind: BodyKind,
     decoded: Bytes,
     max_values: usize,
     rows: Option<&RowsFor<'_>>,
+    python: bool,
+    memory: &mut Reservation,
 ) -> Result<Payload, Error> {
+    if python {
+        // The body as the frame's JSON text, then the frame.
+        memory.charge(decoded.len().saturating_mul(2))?;
+    }
     let json = if kind == BodyKind::Json {
         if decoded.iter().all(u8::is_ascii_whitespace) {
             return Ok(Payload::Json(Value::Null));
         }
-        check_values(&decoded, max_values)?;
+        let per_value = if rows.is_some() {
+            ROW_VALUE_BYTES
+        } else {
+            TREE_VALUE_BYTES
+        };
+        charge_values(&decoded, per_value, max_values, memory)?;
         true
     } else {
         // `curl -d '{...}'` without a Content-Type sends form-urlencoded: a body that is a JSON
@@ -175,6 +196,7 @@ fn payload(
                 .find(|b| !b.is_ascii_whitespace())
                 .is_some_and(|b| *b == b'{' || *b == b'[')
             && check_values(&decoded, max_values).is_ok()
+            && charge_values(&decoded, TREE_VALUE_BYTES, max_values, memory).is_ok()
     };
     if json && let Some(rows) = rows {
         match rows::parse_rows(&decoded, rows.meta, rows.named) {
@@ -254,25 +276,43 @@ impl BodyKind {
 struct ClearmlBody(RestRequest);
 
 impl ClearmlBody {
-    /// The body as a payload for `endpoint` (`None`: the name resolved to nothing). Small bodies
-    /// are parsed here, big ones on a blocking thread.
+    /// The body as a payload for `endpoint` (`None`: the name resolved to nothing), charged to
+    /// `memory`. Small bodies are parsed here, big ones on a blocking thread.
     async fn payload(
         self,
         endpoint: Option<&Arc<Endpoint>>,
         budget: &Budget,
-    ) -> Result<Payload, Error> {
+        memory: Reservation,
+    ) -> Result<(Payload, Reservation), Error> {
         let kind = BodyKind::of(&self.0.headers);
-        let decoded = self.0.read(budget.body_limit).await?;
+        let (decoded, mut memory) = self.0.read(budget.body_limit, memory).await?;
         let max_values = budget.max_values;
+        let python = endpoint.is_some_and(|e| e.runner.pool().is_some());
         if decoded.len() < offload::OFFLOAD_FROM {
             let rows = endpoint.and_then(|e| RowsFor::of(e));
-            return payload(kind, decoded, max_values, rows.as_ref());
+            let payload = payload(
+                kind,
+                decoded,
+                max_values,
+                rows.as_ref(),
+                python,
+                &mut memory,
+            )?;
+            return Ok((payload, memory));
         }
         let endpoint = endpoint.cloned();
         offload::run("decoding", move || {
             let rows = endpoint.as_deref().and_then(RowsFor::of);
             let size = decoded.len();
-            (payload(kind, decoded, max_values, rows.as_ref()), size)
+            let parsed = payload(
+                kind,
+                decoded,
+                max_values,
+                rows.as_ref(),
+                python,
+                &mut memory,
+            );
+            (parsed.map(|payload| (payload, memory)), size)
         })
         .await
     }
@@ -281,15 +321,24 @@ impl ClearmlBody {
 impl Decode for ClearmlBody {
     type Extra = ();
 
-    async fn decode(self, endpoint: &Arc<Endpoint>, budget: &Budget) -> Result<(Input, ()), Error> {
-        let payload = self.payload(Some(endpoint), budget).await?;
-        Ok((Input::Body(payload), ()))
+    async fn decode(
+        self,
+        endpoint: &Arc<Endpoint>,
+        budget: &Budget,
+        memory: Reservation,
+    ) -> Result<Decoded<()>, Error> {
+        let (payload, memory) = self.payload(Some(endpoint), budget, memory).await?;
+        Ok(Decoded {
+            input: Input::Body(payload),
+            extra: (),
+            memory,
+        })
     }
 
     /// clearml-serving reads the body first: one that is not JSON (or too large) is reported
     /// before an unknown endpoint.
-    async fn precedes(self, budget: &Budget) -> Option<Error> {
-        self.payload(None, budget).await.err()
+    async fn precedes(self, budget: &Budget, memory: Reservation) -> Option<Error> {
+        self.payload(None, budget, memory).await.err()
     }
 }
 
@@ -302,11 +351,13 @@ async fn serve(
     let version = version.filter(|v| !v.is_empty());
     let request = RestRequest::from(request);
     let admitted = state.door.admit(Protocol::Clearml, request.credential())?;
+    let memory = admitted.reservation();
     let served = admitted
         .serve(
             &name,
             version.as_deref(),
             state.config.request_timeout,
+            memory,
             ClearmlBody(request),
         )
         .await?;
@@ -320,6 +371,7 @@ async fn serve(
             text,
         )
             .into_response()),
+        Output::Text(text) => Ok(streamed_json(text, served.memory)),
         Output::Tensors(_) => Err(Error::Internal("unexpected tensor reply".into()).into()),
     }
 }

@@ -89,6 +89,7 @@ pub async fn metrics(
     let table = state.door.table_full();
     let health = state.store_health.clone();
     let in_flight = state.door.in_flight();
+    let memory = state.door.memory().used();
     let text = tokio::task::spawn_blocking(move || {
         let text = metrics.encode(|registry| {
             let gauge: Gauge = Gauge::default();
@@ -96,6 +97,13 @@ pub async fn metrics(
             registry.register(
                 "serval_requests_in_flight",
                 "Requests being served (admitted by the server-wide bound and not finished)",
+                gauge,
+            );
+            let gauge: Gauge = Gauge::default();
+            gauge.set(i64::try_from(memory).unwrap_or(i64::MAX));
+            registry.register(
+                "serval_request_memory_bytes",
+                "Memory held by large requests in progress (charged 1 MiB or more), bounded by serve --max-memory-in-flight",
                 gauge,
             );
             table_metrics(registry, &table);

@@ -18,7 +18,9 @@ use crate::http::body::{self, RestRequest};
 use crate::http::reply::challenge_or_retry;
 use crate::models::{EXTENSIONS, IndexItem, ModelMetadata, index, is_ready, metadata};
 use crate::offload;
-use crate::pipeline::{Budget, Decode, Endpoint, Error, Input, Output, Protocol};
+use crate::pipeline::{
+    Budget, Decode, Decoded, Endpoint, Error, Input, Output, Protocol, Reservation,
+};
 use crate::state::AppState;
 use crate::wire::v2_json;
 
@@ -188,16 +190,29 @@ struct ReplyAs {
 impl Decode for V2Body {
     type Extra = ReplyAs;
 
-    async fn decode(self, _: &Arc<Endpoint>, budget: &Budget) -> Result<(Input, ReplyAs), Error> {
+    async fn decode(
+        self,
+        endpoint: &Arc<Endpoint>,
+        budget: &Budget,
+        memory: Reservation,
+    ) -> Result<Decoded<ReplyAs>, Error> {
         let header_length = self
             .0
             .headers
             .get(v2_json::HEADER_LENGTH)
             .map(|v| v.to_str().unwrap_or("invalid").to_string());
-        let bytes = self.0.read(budget.body_limit).await?;
+        let (bytes, mut memory) = self.0.read(budget.body_limit, memory).await?;
         let max_values = budget.max_values;
-        let decoded = offload::if_large(bytes.len(), "decoding", move || {
-            v2_json::decode(&bytes, header_length.as_deref(), max_values)
+        let to_python = endpoint.runner.pool().is_some();
+        let (decoded, memory) = offload::if_large(bytes.len(), "decoding", move || {
+            let decoded = v2_json::decode(
+                &bytes,
+                header_length.as_deref(),
+                max_values,
+                &mut memory,
+                to_python,
+            )?;
+            Ok((decoded, memory))
         })
         .await?;
         let input = Input::Tensors {
@@ -205,11 +220,15 @@ impl Decode for V2Body {
             outputs: decoded.outputs,
             parameters: decoded.parameters,
         };
-        let reply = ReplyAs {
+        let extra = ReplyAs {
             id: decoded.id,
             binary: decoded.binary,
         };
-        Ok((input, reply))
+        Ok(Decoded {
+            input,
+            extra,
+            memory,
+        })
     }
 }
 
@@ -221,21 +240,26 @@ async fn run_infer(
 ) -> Result<Response, V2Error> {
     let request = RestRequest::from(request);
     let admitted = state.door.admit(Protocol::V2Rest, request.credential())?;
+    let memory = admitted.reservation();
     // The model is resolved before the body is read: an unknown model is a 404 whatever it holds.
     let served = admitted
         .serve(
             &model,
             version.as_deref(),
             state.config.request_timeout,
+            memory,
             V2Body(request),
         )
         .await?;
     let outputs = match served.output {
         Output::Tensors(outputs) => outputs,
-        Output::Body(_) | Output::Json(_) => {
+        Output::Body(_) | Output::Json(_) | Output::Text(_) => {
             return Err(Error::Internal("unexpected JSON reply".into()).into());
         }
     };
+    // The reply's text is charged before it is written (binary outputs take less).
+    let mut memory = served.memory;
+    memory.charge(v2_json::encoded_size(&outputs, &served.extra.binary))?;
     let encoded = v2_json::encode(
         &model,
         served.endpoint.version.as_deref(),
@@ -275,8 +299,8 @@ async fn repository_index(
     body: Body,
 ) -> Result<Json<Vec<IndexItem>>, V2Error> {
     let timeout = state.config.request_timeout;
-    let read = body::read(&headers, body, INDEX_BODY_LIMIT);
-    let bytes = tokio::time::timeout(timeout, read)
+    let read = body::read(&headers, body, INDEX_BODY_LIMIT, state.door.reservation());
+    let (bytes, _) = tokio::time::timeout(timeout, read)
         .await
         .map_err(|_| Error::Timeout(timeout))??;
     let ready_only = if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -6,8 +6,11 @@
 //!    (else `Unauthenticated`) — before the adapter reads anything of the request but its headers;
 //! 2. [`Admitted::serve`]: the key's scope for the endpoint name (`Forbidden`), resolution in the
 //!    routing table (canary, version, highest version), the endpoint's in-flight bound, the
-//!    request's budget (bytes, values, deadline) handed to the adapter's [`Decode`], decoding, and
-//!    the run on the endpoint's runner ([`crate::endpoint::run`]).
+//!    request's budget (bytes, values, deadline) and its memory [`Reservation`] (made by
+//!    [`Admitted::reservation`], charged by the adapter for what it reads) handed to the
+//!    adapter's [`Decode`], decoding, and the run on the endpoint's runner
+//!    ([`crate::endpoint::run`]). The reservation comes back in [`Served`]: the adapter holds it
+//!    until the reply is sent.
 //!
 //! Every outcome is counted: refusals before an endpoint is known under `endpoint=""`, the rest
 //! under the endpoint, always labelled by protocol. Errors are [`Error`]s; each adapter maps them
@@ -24,6 +27,7 @@ use tokio::time::Instant;
 
 pub use crate::endpoint::{Context, Endpoint, Input, Output, Payload, Runner, TensorMeta};
 pub use crate::error::{Error, redact};
+pub use crate::memory::{Pool, Reservation};
 pub use crate::metrics::Protocol;
 use crate::metrics::{Failure, Metrics};
 use crate::table::RoutingTable;
@@ -37,8 +41,10 @@ pub struct Limits {
     pub body_limit: usize,
     /// Most values one request may decode into (`serve --max-values`).
     pub max_values: usize,
-    /// Most memory decoding one request may take (`serve --max-request-memory`).
+    /// Most memory one request may make the server build (`serve --max-request-memory`).
     pub max_request_memory: usize,
+    /// Most memory all requests in progress may hold together (`serve --max-memory-in-flight`).
+    pub max_memory_in_flight: usize,
     /// Longest a request may take (`serve --request-timeout`).
     pub request_timeout: Duration,
     /// API keys are required (`serve --require-auth`).
@@ -46,13 +52,11 @@ pub struct Limits {
 }
 
 /// What a request may cost while it is decoded: checked by the adapter's [`Decode`] before it
-/// allocates.
+/// allocates (memory is charged to the request's [`Reservation`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     pub body_limit: usize,
     pub max_values: usize,
-    /// Bytes decoding may allocate (checked on an estimate made before decoding).
-    pub memory: usize,
     pub deadline: Instant,
     /// The request's whole time budget (for the timeout message).
     pub timeout: Duration,
@@ -73,33 +77,50 @@ pub trait Decode: Send + Sized {
     /// What the adapter keeps for encoding the reply (a V2 request id, binary output flags, …).
     type Extra: Send;
 
-    /// Reads and decodes the request for `endpoint`, within `budget`.
+    /// Reads and decodes the request for `endpoint`, within `budget`, charging `memory` before
+    /// it allocates; gives the reservation back with the input.
     fn decode(
         self,
         endpoint: &Arc<Endpoint>,
         budget: &Budget,
-    ) -> impl Future<Output = Result<(Input, Self::Extra), Error>> + Send;
+        memory: Reservation,
+    ) -> impl Future<Output = Result<Decoded<Self::Extra>, Error>> + Send;
 
     /// The name resolved to nothing: an error of the request itself to report instead of that,
     /// if any. clearml reads the body first and reports one that is not JSON before an unknown
     /// endpoint; the other protocols do not look.
-    fn precedes(self, _budget: &Budget) -> impl Future<Output = Option<Error>> + Send {
+    fn precedes(
+        self,
+        _budget: &Budget,
+        _memory: Reservation,
+    ) -> impl Future<Output = Option<Error>> + Send {
         std::future::ready(None)
     }
 }
 
+/// What a [`Decode`] made of its request.
+pub struct Decoded<E> {
+    pub input: Input,
+    pub extra: E,
+    /// What the request has been charged so far.
+    pub memory: Reservation,
+}
+
 /// A request that went through: the endpoint that answered (its version names the reply), the
-/// output, and what the adapter's decoder kept.
+/// output, what the adapter's decoder kept, and the request's memory reservation (hold it until
+/// the reply is sent).
 pub struct Served<E> {
     pub endpoint: Arc<Endpoint>,
     pub output: Output,
     pub extra: E,
+    pub memory: Reservation,
 }
 
 /// The front door of one server: the routing table it serves from and the bounds it keeps.
 pub struct Door {
     table: ArcSwap<RoutingTable>,
     admission: Semaphore,
+    memory: Arc<Pool>,
     limits: Limits,
     metrics: Option<Arc<Metrics>>,
 }
@@ -109,6 +130,7 @@ impl Door {
         Door {
             table: ArcSwap::from_pointee(RoutingTable::default()),
             admission: Semaphore::new(limits.max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
+            memory: Pool::new(limits.max_memory_in_flight),
             limits,
             metrics,
         }
@@ -131,6 +153,17 @@ impl Door {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The memory all requests in progress hold together.
+    pub fn memory(&self) -> &Pool {
+        &self.memory
+    }
+
+    /// An empty memory reservation within one request's budget (for what is read outside the
+    /// front door, such as the repository index's body).
+    pub fn reservation(&self) -> Reservation {
+        Reservation::new(self.memory.clone(), self.limits.max_request_memory)
     }
 
     /// Requests admitted and not finished (the server-wide bound's permits in use).
@@ -206,19 +239,28 @@ impl Admitted<'_> {
         self.door.refused(self.protocol, error)
     }
 
-    /// Step 2: scope, resolution, the endpoint's bound, decoding within the budget, the run.
+    /// An empty memory reservation for this request: what the adapter reads before [`serve`]
+    /// (a gRPC message, whose model name is inside) is charged to it, then it goes to `serve`.
+    ///
+    /// [`serve`]: Admitted::serve
+    pub fn reservation(&self) -> Reservation {
+        self.door.reservation()
+    }
+
+    /// Step 2: scope, resolution, the endpoint's bound, decoding within the budget and
+    /// `memory`, the run.
     pub async fn serve<D: Decode>(
         self,
         name: &str,
         version: Option<&str>,
         timeout: Duration,
+        memory: Reservation,
         decoder: D,
     ) -> Result<Served<D::Extra>, Error> {
         let ctx = Context::new(self.protocol, timeout);
         let budget = Budget {
             body_limit: self.door.limits.body_limit,
             max_values: self.door.limits.max_values,
-            memory: self.door.limits.max_request_memory,
             deadline: ctx.deadline,
             timeout,
         };
@@ -235,7 +277,8 @@ impl Admitted<'_> {
         let endpoint = match resolved {
             Ok(endpoint) => endpoint,
             Err(error) => {
-                let first = tokio::time::timeout_at(ctx.deadline, decoder.precedes(&budget)).await;
+                let first =
+                    tokio::time::timeout_at(ctx.deadline, decoder.precedes(&budget, memory)).await;
                 let error = match first {
                     Ok(Some(first)) => first,
                     Ok(None) => error,
@@ -251,16 +294,22 @@ impl Admitted<'_> {
             error
         };
         let permit = endpoint.admission.admit(&endpoint.url).map_err(failed)?;
-        let decoded = tokio::time::timeout_at(ctx.deadline, decoder.decode(&endpoint, &budget))
-            .await
-            .unwrap_or(Err(Error::Timeout(timeout)));
-        let (input, extra) = decoded.map_err(failed)?;
+        let decoded =
+            tokio::time::timeout_at(ctx.deadline, decoder.decode(&endpoint, &budget, memory))
+                .await
+                .unwrap_or(Err(Error::Timeout(timeout)));
+        let Decoded {
+            input,
+            extra,
+            memory,
+        } = decoded.map_err(failed)?;
         let output = crate::endpoint::run(&endpoint, input, ctx).await;
         drop(permit);
         Ok(Served {
             output: output?,
             endpoint,
             extra,
+            memory,
         })
     }
 }
@@ -276,6 +325,7 @@ mod tests {
             body_limit: 1024,
             max_values: 100,
             max_request_memory: 1 << 20,
+            max_memory_in_flight: 1 << 20,
             request_timeout: Duration::from_secs(5),
             require_auth,
         };
@@ -287,7 +337,12 @@ mod tests {
     impl Decode for Nothing {
         type Extra = ();
 
-        async fn decode(self, _: &Arc<Endpoint>, _: &Budget) -> Result<(Input, ()), Error> {
+        async fn decode(
+            self,
+            _: &Arc<Endpoint>,
+            _: &Budget,
+            _: Reservation,
+        ) -> Result<Decoded<()>, Error> {
             Err(Error::Internal("not reached".into()))
         }
     }
@@ -313,8 +368,9 @@ mod tests {
         let admitted = door
             .admit(Protocol::SendRequest, Credential::Internal)
             .unwrap();
+        let memory = admitted.reservation();
         let error = admitted
-            .serve("missing", None, Duration::from_secs(1), Nothing)
+            .serve("missing", None, Duration::from_secs(1), memory, Nothing)
             .await
             .map(|_| ())
             .unwrap_err();

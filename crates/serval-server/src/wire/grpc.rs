@@ -11,6 +11,7 @@ use super::proto::model_infer_request::InferInputTensor;
 use super::proto::model_infer_response::InferOutputTensor;
 use super::proto::{InferParameter, InferTensorContents, ModelInferRequest};
 use crate::error::Error;
+use crate::memory::Reservation;
 use crate::wire::tensor::datatype_of_input;
 use crate::wire::{Datatype, Elements, InferTensor, shape_of};
 
@@ -146,8 +147,14 @@ pub struct Decoded {
     pub parameters: Map<String, Value>,
 }
 
-/// Decodes a request's inputs, requested outputs and parameters.
-pub fn request(request: ModelInferRequest) -> Result<Decoded, Error> {
+/// Decodes a request's inputs, requested outputs and parameters. Raw contents are counted
+/// against `max_values` and charged to `memory` before they are decoded (a BYTES element of
+/// zero length is 4 bytes on the wire and a 24-byte `Vec` decoded).
+pub fn request(
+    request: ModelInferRequest,
+    max_values: usize,
+    memory: &mut Reservation,
+) -> Result<Decoded, Error> {
     let raw = request.raw_input_contents;
     if !raw.is_empty() && raw.len() != request.inputs.len() {
         return Err(bad(format!(
@@ -155,6 +162,18 @@ pub fn request(request: ModelInferRequest) -> Result<Decoded, Error> {
             raw.len(),
             request.inputs.len()
         )));
+    }
+    let mut values = 0usize;
+    for (tensor, bytes) in request.inputs.iter().zip(&raw) {
+        let Some(datatype) = Datatype::parse(&tensor.datatype) else {
+            continue;
+        };
+        let (count, made) = Elements::size_of_le_bytes(datatype, bytes);
+        values = values.saturating_add(count);
+        if values > max_values {
+            return Err(Error::TooManyValues(max_values));
+        }
+        memory.charge(made)?;
     }
     let inputs = request
         .inputs
@@ -209,6 +228,10 @@ pub fn outputs(tensors: Vec<InferTensor>) -> (Vec<InferOutputTensor>, Vec<Bytes>
 mod tests {
     use super::*;
 
+    fn unlimited() -> Reservation {
+        Reservation::new(crate::memory::Pool::new(usize::MAX), usize::MAX)
+    }
+
     fn tensor(
         name: &str,
         datatype: &str,
@@ -238,7 +261,7 @@ mod tests {
             )],
             ..Default::default()
         };
-        let decoded = request(typed).unwrap();
+        let decoded = request(typed, usize::MAX, &mut unlimited()).unwrap();
         assert_eq!(decoded.inputs[0].data, Elements::I16(vec![-3, 300]));
         assert!(decoded.outputs.is_none());
 
@@ -248,7 +271,7 @@ mod tests {
             raw_input_contents: vec![Bytes::from(raw)],
             ..Default::default()
         };
-        let decoded = request(raw_request).unwrap();
+        let decoded = request(raw_request, usize::MAX, &mut unlimited()).unwrap();
         assert_eq!(decoded.inputs[0].data, Elements::F32(vec![1.5, 2.5]));
     }
 
@@ -296,10 +319,14 @@ mod tests {
             (tensor("x", "FP32", vec![-1], None), "negative dimension"),
         ];
         for (input, want) in cases {
-            let e = request(ModelInferRequest {
-                inputs: vec![input],
-                ..Default::default()
-            })
+            let e = request(
+                ModelInferRequest {
+                    inputs: vec![input],
+                    ..Default::default()
+                },
+                usize::MAX,
+                &mut unlimited(),
+            )
             .unwrap_err();
             assert!(e.to_string().contains(want), "{want}: {e}");
         }
@@ -312,7 +339,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            request(mismatch)
+            request(mismatch, usize::MAX, &mut unlimited())
                 .unwrap_err()
                 .to_string()
                 .contains("1 entries for 2 inputs")

@@ -139,6 +139,38 @@ impl Elements {
         })
     }
 
+    /// How many elements the binary form `bytes` holds and how many bytes decoding it makes,
+    /// without decoding it: for BYTES the length prefixes are walked (each element costs its
+    /// `Vec` as well as its bytes); a malformed form counts what precedes the fault (decoding
+    /// reports it).
+    pub fn size_of_le_bytes(datatype: Datatype, bytes: &[u8]) -> (usize, usize) {
+        if let Some(size) = datatype.size() {
+            return (bytes.len() / size, bytes.len());
+        }
+        let mut count = 0usize;
+        let mut rest = bytes;
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let len = u32::from_le_bytes(*len) as usize;
+            if tail.len() < len {
+                break;
+            }
+            count += 1;
+            rest = &tail[len..];
+        }
+        let made = count
+            .saturating_mul(std::mem::size_of::<Vec<u8>>())
+            .saturating_add(bytes.len());
+        (count, made)
+    }
+
+    /// Bytes of the binary form (see [`Elements::write_le_bytes`]).
+    pub fn le_size(&self) -> usize {
+        match self {
+            Elements::Bytes(v) => v.iter().map(|item| 4 + item.len()).sum(),
+            other => other.len() * other.datatype().size().unwrap_or(0),
+        }
+    }
+
     /// Appends the binary form (see [`Elements::from_le_bytes`]) to `out`.
     pub fn write_le_bytes(&self, out: &mut Vec<u8>) {
         match self {

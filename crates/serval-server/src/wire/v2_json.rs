@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
+use crate::memory::Reservation;
 use crate::wire::tensor::datatype_of_input;
 use crate::wire::{Datatype, Elements, InferTensor, shape_of};
 
@@ -246,13 +247,25 @@ fn flag(parameters: Option<&Map<String, Value>>, key: &str) -> Result<Option<boo
     }
 }
 
-/// Decodes a request body. `header_length` is `Inference-Header-Content-Length` if present.
-/// Decodes a V2 inference request (JSON, or a JSON header followed by binary tensors). The JSON
-/// text is refused past `max_values` values before it is parsed, and so are the decoded tensors.
+/// What one value of a request's JSON costs while it is decoded: its parsed form (32 bytes) and
+/// its tensor element (up to a BYTES element's 24).
+pub const JSON_VALUE_BYTES: usize = 64;
+
+/// What one tensor element costs on its way to a Python worker (a BYTES element's JSON string;
+/// numbers travel as raw bytes), besides the frame's text.
+pub const TO_PYTHON_VALUE_BYTES: usize = 40;
+
+/// Decodes a V2 inference request (JSON, or a JSON header followed by binary tensors);
+/// `header_length` is `Inference-Header-Content-Length` if present. The JSON text is refused past
+/// `max_values` values before it is parsed, and so is each binary tensor before it is decoded;
+/// `memory` is charged for what decoding makes before it is made, and for `to_python`, for what
+/// carrying the tensors to a worker makes.
 pub fn decode(
     body: &[u8],
     header_length: Option<&str>,
     max_values: usize,
+    memory: &mut Reservation,
+    to_python: bool,
 ) -> Result<Decoded, Error> {
     let (json, mut binary) = match header_length {
         None => (body, &[][..]),
@@ -278,13 +291,14 @@ pub fn decode(
             body.split_at(n)
         }
     };
-    super::json::check_values(json, max_values)?;
+    super::json::charge_values(json, JSON_VALUE_BYTES, max_values, memory)?;
     let request: RequestJson = serde_json::from_slice(json).map_err(|e| {
         bad(format!(
             "the request is not a valid V2 inference request: {e}"
         ))
     })?;
     let mut inputs = Vec::with_capacity(request.inputs.len());
+    let mut total = 0usize;
     for input in request.inputs {
         let name = input.name;
         let datatype = datatype_of_input(&name, &input.datatype)?;
@@ -325,6 +339,12 @@ pub fn decode(
                 }
                 let (mine, rest) = binary.split_at(size);
                 binary = rest;
+                let (count, made) = Elements::size_of_le_bytes(datatype, mine);
+                total = total.saturating_add(count);
+                if total > max_values {
+                    return Err(Error::TooManyValues(max_values));
+                }
+                memory.charge(made)?;
                 Elements::from_le_bytes(datatype, mine, &format!("input '{name}'"))?
             }
             (None, Some(FlatData(data))) => elements(&name, datatype, data)?,
@@ -367,6 +387,14 @@ pub fn decode(
     let total: usize = inputs.iter().map(|t: &InferTensor| t.data.len()).sum();
     if total > max_values {
         return Err(Error::TooManyValues(max_values));
+    }
+    if to_python {
+        // The tensors' worker form, then the frame's text and the frame.
+        memory.charge(
+            total
+                .saturating_mul(TO_PYTHON_VALUE_BYTES)
+                .saturating_add(body.len().saturating_mul(2)),
+        )?;
     }
     Ok(Decoded {
         id: request.id,
@@ -440,6 +468,26 @@ pub struct Encoded {
     pub header_length: Option<usize>,
 }
 
+/// About how many bytes [`encode`] makes of `outputs` (a JSON number is up to 24 characters),
+/// to charge before it does.
+pub fn encoded_size(outputs: &[InferTensor], binary: &BinaryOutputs) -> usize {
+    outputs
+        .iter()
+        .map(|output| {
+            let as_binary = binary.binary(&output.name)
+                || matches!(output.datatype(), Datatype::Fp16 | Datatype::Bf16);
+            if as_binary {
+                output.data.le_size()
+            } else {
+                match &output.data {
+                    Elements::Bytes(v) => v.iter().map(|item| 8 + 2 * item.len()).sum(),
+                    other => other.len().saturating_mul(24),
+                }
+            }
+        })
+        .fold(0usize, usize::saturating_add)
+}
+
 /// Encodes a response; outputs chosen by `binary` go after the JSON as raw bytes.
 pub fn encode(
     model_name: &str,
@@ -501,10 +549,20 @@ pub fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unlimited() -> Reservation {
+        Reservation::new(crate::memory::Pool::new(usize::MAX), usize::MAX)
+    }
     use serde_json::json;
 
     fn decode_json(value: Value) -> Result<Decoded, Error> {
-        decode(&serde_json::to_vec(&value).unwrap(), None, usize::MAX)
+        decode(
+            &serde_json::to_vec(&value).unwrap(),
+            None,
+            usize::MAX,
+            &mut unlimited(),
+            false,
+        )
     }
 
     #[test]
@@ -603,7 +661,7 @@ mod tests {
                "parameters": {"binary_data_output": false, "priority": 1}}),
             &[&x, &s],
         );
-        let d = decode(&body, Some(&n), usize::MAX).unwrap();
+        let d = decode(&body, Some(&n), usize::MAX, &mut unlimited(), false).unwrap();
         assert_eq!(d.inputs[0].data, Elements::F32(vec![1.0, 2.0]));
         assert_eq!(d.inputs[1].data, Elements::Bytes(vec![b"abc".to_vec()]));
         assert_eq!(d.outputs, Some(vec!["y".to_string(), "z".to_string()]));
@@ -616,7 +674,7 @@ mod tests {
             &[&x[..6]],
         );
         assert!(
-            decode(&body, Some(&n), usize::MAX)
+            decode(&body, Some(&n), usize::MAX, &mut unlimited(), false)
                 .unwrap_err()
                 .to_string()
                 .contains("only 6 bytes")
@@ -626,7 +684,7 @@ mod tests {
             &[&x, &[0]],
         );
         assert!(
-            decode(&body, Some(&n), usize::MAX)
+            decode(&body, Some(&n), usize::MAX, &mut unlimited(), false)
                 .unwrap_err()
                 .to_string()
                 .contains("1 bytes of binary data")
@@ -636,15 +694,15 @@ mod tests {
             &[&x],
         );
         assert!(
-            decode(&body, Some(&n), usize::MAX)
+            decode(&body, Some(&n), usize::MAX, &mut unlimited(), false)
                 .unwrap_err()
                 .to_string()
                 .contains("holds 3 elements")
         );
-        assert!(decode(&body, Some("99999"), usize::MAX).is_err());
-        assert!(decode(&body, Some("x"), usize::MAX).is_err());
+        assert!(decode(&body, Some("99999"), usize::MAX, &mut unlimited(), false).is_err());
+        assert!(decode(&body, Some("x"), usize::MAX, &mut unlimited(), false).is_err());
         assert!(
-            decode(&body, Some("0"), usize::MAX)
+            decode(&body, Some("0"), usize::MAX, &mut unlimited(), false)
                 .unwrap_err()
                 .to_string()
                 .contains("raw binary")

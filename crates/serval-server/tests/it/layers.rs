@@ -20,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["endpoint"],
     &["wire"],
     &["metrics"],
-    &["offload"],
+    &["offload", "memory"],
     &["error"],
     &["store_health", "config"],
 ];

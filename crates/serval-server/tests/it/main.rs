@@ -116,6 +116,7 @@ impl Setup {
             body_limit: 1 << 20,
             max_values: 16_000_000,
             max_request_memory: 256 << 20,
+            max_memory_in_flight: 512 << 20,
             max_in_flight: 4096,
             max_in_flight_per_endpoint: 1024,
             request_timeout: Duration::from_secs(30),

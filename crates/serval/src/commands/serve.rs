@@ -73,6 +73,13 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         "--max-request-memory must be positive"
     );
     ensure!(
+        args.max_memory_in_flight >= args.max_request_memory,
+        "--max-memory-in-flight ({}) must be at least --max-request-memory ({}): the largest \
+         request allowed could never run",
+        args.max_memory_in_flight,
+        args.max_request_memory
+    );
+    ensure!(
         args.max_connections > 0,
         "--max-connections must be positive"
     );
@@ -107,6 +114,7 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         body_limit: args.body_limit,
         max_values: args.max_values,
         max_request_memory: args.max_request_memory,
+        max_memory_in_flight: args.max_memory_in_flight,
         max_in_flight: args.max_in_flight,
         max_in_flight_per_endpoint: args.max_in_flight_per_endpoint,
         request_timeout: seconds("--request-timeout", args.request_timeout)?,

@@ -2,8 +2,6 @@
 //! LightGBM, skl2onnx in the test venv), the README's CLI commands, a real server with Python
 //! workers, and the responses of clearml-serving's examples (reference section 10).
 
-use std::io::Write;
-
 use serde_json::{Value, json};
 
 use crate::serve::{Server, wait_until};
@@ -51,12 +49,6 @@ fn close(actual: &Value, expected: f64, tolerance: f64) -> bool {
     actual
         .as_f64()
         .is_some_and(|a| (a - expected).abs() <= tolerance)
-}
-
-fn gzip(text: &str) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(text.as_bytes()).unwrap();
-    encoder.finish().unwrap()
 }
 
 #[test]
@@ -225,7 +217,7 @@ fn clearml_examples_answer_as_upstream() {
                 ("Content-Type", "application/json"),
                 ("Content-Encoding", "gzip")
             ],
-            &gzip(blobs)
+            &crate::hardening::gzip(blobs.as_bytes())
         ),
         (200, json!({"y": [0]}))
     );

@@ -7,6 +7,13 @@ use std::time::Duration;
 use crate::Home;
 use crate::serve::{Server, wait_until};
 
+/// `bytes`, gzip-compressed.
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
 /// `[[0,0,0,0],[0,0,0,0],...]` with `rows` rows, gzip-compressed (≈ 100 KB per 10 M values).
 pub(crate) fn gzip_rows(rows: usize) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

@@ -24,17 +24,7 @@ class Preprocess:
 fn python_home() -> Home {
     let home = Home::new();
     home.service("hostile");
-    let code = home.write("depth/preprocess.py", DEPTH);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "custom",
-        "--endpoint",
-        "depth",
-        "--preprocess",
-        code.to_str().unwrap(),
-    ]);
+    home.add_custom("depth", &home.write("depth/preprocess.py", DEPTH));
     home
 }
 
@@ -44,17 +34,16 @@ fn deep_request(rank: usize) -> String {
         .to_string()
 }
 
-/// The same over gRPC (built with tritonclient's generated messages, sent as raw bytes): the
-/// status code's name and its message.
-fn deep_grpc(server: &Server, rank: usize) -> String {
-    let script = r#"
+/// A `ModelInfer` call to the `depth` endpoint whose request `build` fills in (Python lines
+/// on tritonclient's generated `request`, sent as raw bytes): the status code's name and message.
+fn grpc_call(server: &Server, build: &str) -> String {
+    let script = format!(
+        r#"
 import grpc, sys
 from tritonclient.grpc import service_pb2
-address, rank = sys.argv[1], int(sys.argv[2])
 request = service_pb2.ModelInferRequest(model_name="depth")
-tensor = request.inputs.add(name="x", datatype="INT64", shape=[1] * rank)
-tensor.contents.int64_contents.append(7)
-channel = grpc.insecure_channel(address)
+{build}
+channel = grpc.insecure_channel(sys.argv[1])
 call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
                            request_serializer=lambda m: m.SerializeToString(),
                            response_deserializer=service_pb2.ModelInferResponse.FromString)
@@ -63,9 +52,10 @@ try:
     print("OK")
 except grpc.RpcError as e:
     print(e.code().name, e.details())
-"#;
+"#
+    );
     let out = std::process::Command::new(crate::python())
-        .args(["-c", script, &server.grpc, &rank.to_string()])
+        .args(["-c", &script, &server.grpc])
         .output()
         .unwrap();
     assert!(
@@ -74,6 +64,17 @@ except grpc.RpcError as e:
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The deep request over gRPC.
+fn deep_grpc(server: &Server, rank: usize) -> String {
+    grpc_call(
+        server,
+        &format!(
+            "tensor = request.inputs.add(name=\"x\", datatype=\"INT64\", shape=[1] * {rank})\n\
+             tensor.contents.int64_contents.append(7)"
+        ),
+    )
 }
 
 /// 10,000 dimensions of size 1 used to overflow a server thread's stack (the whole process
@@ -357,4 +358,182 @@ fn memory_comes_back_after_a_large_answered_request_without_further_traffic() {
         "RSS idle {idle} KB, after the answer {peak} KB, then {} KB",
         rss()
     );
+}
+
+/// A gzip V2 body of one BYTES input of `n` zero-length elements in binary form (4 bytes each
+/// on the wire, a 24-byte `Vec` each once decoded), and its header's length.
+fn empty_bytes_binary(n: usize) -> (Vec<u8>, String) {
+    let header = json!({"inputs": [{"name": "x", "shape": [n], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": 4 * n}}]})
+    .to_string();
+    let mut raw = header.clone().into_bytes();
+    raw.resize(header.len() + 4 * n, 0);
+    (crate::hardening::gzip(&raw), header.len().to_string())
+}
+
+/// What a request makes the server build is charged before it is built, against
+/// `--max-request-memory`: 300,000 empty strings in V2 JSON, 2 M zero-length binary BYTES (8 MB
+/// that used to decode into 48 MB of element headers before any check), the same over gRPC, and
+/// 300,000 values of clearml JSON for Python are refused with 413 / RESOURCE_EXHAUSTED naming the
+/// flag — and the server's peak memory shows the binary tensor was never decoded.
+#[test]
+fn requests_are_charged_before_what_they_make_is_built() {
+    let home = python_home();
+    let server = Server::start_with(&home, &["--max-request-memory", "16000000"]);
+    crate::serve::wait_until("depth", || {
+        server.post("/v2/models/depth/infer", &deep_request(1)).0 == 200
+    });
+    let budget = "--max-request-memory";
+    let strings = json!({"inputs": [{"name": "x", "shape": [300_000], "datatype": "BYTES",
+                                     "data": vec![""; 300_000]}]})
+    .to_string();
+    let (status, reply) = server.post("/v2/models/depth/infer", &strings);
+    assert_eq!(status, 413, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains(budget), "{reply}");
+    let values = format!("[{}0]", "0,".repeat(299_999));
+    let (status, reply) = server.post("/serve/depth", &values);
+    assert_eq!(status, 413, "{reply}");
+    assert!(
+        reply["detail"].as_str().unwrap().contains(budget),
+        "{reply}"
+    );
+
+    let pid = server.child.id();
+    let peak_before = crate::hardening::proc_status_kb(pid, "VmHWM");
+    let (body, header_length) = empty_bytes_binary(2_000_000);
+    let (status, reply) = server.post_with(
+        "/v2/models/depth/infer",
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Encoding", "gzip"),
+            ("Inference-Header-Content-Length", &header_length),
+        ],
+        &body,
+    );
+    assert_eq!(status, 413, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains(budget), "{reply}");
+    let grown = crate::hardening::proc_status_kb(pid, "VmHWM").saturating_sub(peak_before);
+    // The body (8 MB, inflated step by step) was held; its 2 M elements (48 MB) never were.
+    assert!(grown < 40_000, "peak memory grew by {grown} KB");
+
+    let answer = grpc_call(
+        &server,
+        "request.inputs.add(name=\"x\", datatype=\"BYTES\", shape=[2000000])\n\
+         request.raw_input_contents.append(bytes(4 * 2000000))",
+    );
+    assert!(
+        answer.starts_with("RESOURCE_EXHAUSTED") && answer.contains(budget),
+        "{answer}"
+    );
+    // Under the budget, the same endpoint answers.
+    let (status, reply) = server.post("/v2/models/depth/infer", &deep_request(3));
+    assert_eq!(status, 200, "{reply}");
+}
+
+/// Requests in progress share `--max-memory-in-flight`: while one large request is held in
+/// its Python worker, a second large one is answered 429 with Retry-After naming the flag (at
+/// once, not queued), small requests are served, and once the first is done the second goes
+/// through.
+#[test]
+fn large_requests_in_progress_share_the_server_budget() {
+    let home = Home::new();
+    home.service("shared-budget");
+    let release = home.path().join("release");
+    let code = format!(
+        r#"
+import os, time
+
+class Preprocess:
+    def process(self, data, state, collect_custom_statistics_fn=None):
+        while not os.path.exists({release:?}):
+            time.sleep(0.01)
+        return {{"size": len(data)}}
+"#,
+        release = release.to_str().unwrap()
+    );
+    home.add_custom("hold", &home.write("hold/preprocess.py", &code));
+    let server = Server::start_with(
+        &home,
+        &[
+            "--python-workers",
+            "2",
+            "--max-request-memory",
+            "8000000",
+            "--max-memory-in-flight",
+            "10000000",
+        ],
+    );
+    std::fs::write(&release, "").unwrap();
+    crate::serve::wait_until("hold", || {
+        server
+            .post_as("/serve/hold", "application/octet-stream", b"x")
+            .0
+            == 200
+    });
+    std::fs::remove_file(&release).unwrap();
+    // 2 MB of raw bytes: the body, and twice more on its way to the worker — about 6 MB.
+    let body = vec![b'x'; 2_000_000];
+    let held_memory = || {
+        server
+            .get_text("/metrics")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("serval_request_memory_bytes ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    std::thread::scope(|scope| {
+        let first =
+            scope.spawn(|| server.post_as("/serve/hold", "application/octet-stream", &body));
+        crate::serve::wait_until("the first request's memory is held", || {
+            held_memory() >= 6_000_000
+        });
+        let (status, reply) = server.post_as("/serve/hold", "application/octet-stream", &body);
+        assert_eq!(status, 429, "{reply}");
+        assert!(
+            reply["detail"]
+                .as_str()
+                .unwrap()
+                .contains("--max-memory-in-flight"),
+            "{reply}"
+        );
+        // A small request does not count against the shared budget.
+        let small = scope.spawn(|| server.post_as("/serve/hold", "application/octet-stream", b"y"));
+        std::fs::write(&release, "").unwrap();
+        assert_eq!(first.join().unwrap().0, 200);
+        assert_eq!(small.join().unwrap().0, 200);
+    });
+    crate::serve::wait_until("the memory is given back", || held_memory() == 0);
+    let (status, reply) = server.post_as("/serve/hold", "application/octet-stream", &body);
+    assert_eq!(
+        (status, reply["size"].as_u64()),
+        (200, Some(2_000_000)),
+        "{reply}"
+    );
+}
+
+/// A large native reply is written as it is sent: 100,000 rows come back as the same answer as
+/// one row, 100,000 times.
+#[test]
+fn a_large_reply_is_streamed_with_the_same_answer() {
+    let home = crate::hardening::xgb_home();
+    let server = Server::start(&home);
+    crate::serve::wait_until("xgb", || {
+        server.post("/serve/xgb", crate::serve::IRIS).0 == 200
+    });
+    let row = "[5.1, 3.5, 1.4, 0.2]";
+    let (status, one) = server.post("/serve/xgb", &format!(r#"{{"instances": [{row}]}}"#));
+    assert_eq!(status, 200, "{one}");
+    let rows = vec![row; 100_000].join(",");
+    let (status, many) = server.post("/serve/xgb", &format!(r#"{{"instances": [{rows}]}}"#));
+    assert_eq!(status, 200);
+    let (y, p) = (
+        many["y"].as_array().unwrap(),
+        many["probabilities"].as_array().unwrap(),
+    );
+    assert_eq!((y.len(), p.len()), (100_000, 100_000));
+    assert!(y.iter().all(|v| *v == one["y"][0]));
+    assert!(p.iter().all(|v| *v == one["probabilities"][0]));
 }

@@ -162,6 +162,20 @@ impl Home {
         std::fs::write(&path, text).expect("write");
         path
     }
+
+    /// `model add --engine custom --endpoint NAME --preprocess PATH`.
+    pub fn add_custom(&self, endpoint: &str, code: &Path) {
+        self.ok(&[
+            "model",
+            "add",
+            "--engine",
+            "custom",
+            "--endpoint",
+            endpoint,
+            "--preprocess",
+            code.to_str().unwrap(),
+        ]);
+    }
 }
 
 pub fn fixture(file: &str) -> PathBuf {
