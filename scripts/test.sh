@@ -17,6 +17,8 @@ total=$SECONDS
 # The Python side of the tests: onnxruntime (ONNX engine), scikit-learn, xgboost, lightgbm.
 setup_python() { SERVAL_PYTHON=$(scripts/setup-python.sh); export SERVAL_PYTHON; echo "python: $SERVAL_PYTHON"; }
 step "python venv (scripts/setup-python.sh)" setup_python
+setup_kserve() { SERVAL_KSERVE_PYTHON=$(scripts/setup-kserve.sh); export SERVAL_KSERVE_PYTHON; echo "kserve sdk: $SERVAL_KSERVE_PYTHON"; }
+step "KServe SDK venv (scripts/setup-kserve.sh)" setup_kserve
 # A real Prometheus server for the monitoring test (Debian's package).
 setup_prometheus() { SERVAL_PROMETHEUS=$(scripts/setup-prometheus.sh); export SERVAL_PROMETHEUS; echo "prometheus: $SERVAL_PROMETHEUS"; }
 step "prometheus (scripts/setup-prometheus.sh)" setup_prometheus

@@ -17,7 +17,7 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 
 pub use cache::{Evicted, cached, evict, fetch};
-pub use pack::{PACKAGE_SUFFIX, pack_dir, unpack};
+pub use pack::{PACKAGE_SUFFIX, pack_dir, unpack, unpack_once};
 
 /// What went wrong with an artifact, named by what the caller should do.
 #[derive(Debug, thiserror::Error)]

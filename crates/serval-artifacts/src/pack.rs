@@ -3,7 +3,8 @@
 //! content does. Caches (`__pycache__`, `*.pyc`) and VCS folders are left out.
 
 use std::io::Write;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -122,6 +123,35 @@ pub fn unpack(bytes: &[u8], dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Unpacks a packed folder into `dest` unless it is there already, atomically: into a staging
+/// folder of its own (unique per call, so two loads of the same folder at once never share one),
+/// then renamed into place. A staging folder is removed whatever happens; when another load got
+/// there first, its folder is kept.
+pub fn unpack_once(bytes: &[u8], dest: &Path) -> Result<()> {
+    static STAGING: AtomicU64 = AtomicU64::new(0);
+    if dest.is_dir() {
+        return Ok(());
+    }
+    let mut staging = dest.as_os_str().to_owned();
+    staging.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        STAGING.fetch_add(1, Ordering::Relaxed)
+    ));
+    let staging = PathBuf::from(staging);
+    let _ = std::fs::remove_dir_all(&staging);
+    let unpacked = unpack(bytes, &staging).and_then(|()| {
+        match std::fs::rename(&staging, dest) {
+            Ok(()) => Ok(()),
+            // Another load moved the same folder into place first.
+            Err(_) if dest.is_dir() => Ok(()),
+            Err(e) => Err(io_error("folder", dest, e)),
+        }
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    unpacked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +190,40 @@ mod tests {
 
         std::fs::write(b.path().join("pkg/helper.py"), "def f(): return 2\n").unwrap();
         assert_ne!(pack_dir(&b.path().join("pkg")).unwrap(), packed_a);
+    }
+
+    /// Loads of the same packed folder at once (two endpoints, an empty cache) each unpack into
+    /// a staging folder of their own: all succeed, the folder is whole, no staging folder stays.
+    #[test]
+    fn loads_at_once_unpack_the_same_folder_without_clashing() {
+        let src = tempfile::tempdir().unwrap();
+        tree(src.path());
+        for file in 0..200 {
+            std::fs::write(src.path().join(format!("pkg/sub/{file}.txt")), "data").unwrap();
+        }
+        let packed = pack_dir(&src.path().join("pkg")).unwrap();
+        for _ in 0..10 {
+            let cache = tempfile::tempdir().unwrap();
+            let dest = cache.path().join("unpacked");
+            std::thread::scope(|scope| {
+                let loads: Vec<_> = (0..4)
+                    .map(|_| scope.spawn(|| unpack_once(&packed, &dest)))
+                    .collect();
+                for load in loads {
+                    load.join().unwrap().unwrap();
+                }
+            });
+            assert!(dest.join("helper.py").is_file());
+            assert_eq!(std::fs::read_dir(dest.join("sub")).unwrap().count(), 201);
+            let left: Vec<_> = std::fs::read_dir(cache.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(left, vec![std::ffi::OsString::from("unpacked")]);
+        }
+        let cache = tempfile::tempdir().unwrap();
+        assert!(unpack_once(b"not gzip", &cache.path().join("x")).is_err());
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 pub use frame::Frame;
 pub use pool::{
     Body, CallFuture, Calls, Continuation, Outcome, Pool, PoolId, PoolSpec, PoolStatus, PyError,
-    Step,
+    StartError, Step,
 };
 
 /// The worker package's files, embedded so the binary is self-contained.

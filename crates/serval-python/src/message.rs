@@ -34,6 +34,8 @@ pub enum FromWorker {
         message: String,
         /// A `ValueError` (clearml → 422).
         invalid: bool,
+        /// How far the request got, as in `Result` (`library`: into the model's library).
+        path: String,
     },
     /// `preprocess` returned array-like data for a model the server runs: run it, then `post`.
     Pre {
@@ -88,6 +90,7 @@ impl FromWorker {
                 class: text(take("class")).unwrap_or_default(),
                 message: text(take("message")).unwrap_or_default(),
                 invalid: take("invalid").as_bool().unwrap_or(false),
+                path: text(take("path")).unwrap_or_default(),
             },
             "pre" => FromWorker::Pre {
                 id,
@@ -141,7 +144,8 @@ mod tests {
                 id: Some(3),
                 class: "ValueError".into(),
                 message: "x".into(),
-                invalid: true
+                invalid: true,
+                path: String::new(),
             }
         );
         let result = read(json!({"op": "result", "id": 4, "value": [1], "path": "python"}));

@@ -155,6 +155,7 @@ impl Error {
                 class,
                 message,
                 invalid,
+                ..
             } => Error::UserCode {
                 class,
                 message,

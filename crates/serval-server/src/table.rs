@@ -53,6 +53,16 @@ impl FileStamp {
 pub struct Attempt {
     pub fingerprint: Fingerprint,
     pub stamp: Option<FileStamp>,
+    /// A failure that may pass (a fetch, I/O, a worker start) is tried again at `at`, the wait
+    /// doubling each time (`after`); other attempts are repeated only when something changes.
+    pub retry: Option<Retry>,
+}
+
+/// When a failed load is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub at: std::time::Instant,
+    pub after: std::time::Duration,
 }
 
 /// One configured endpoint in the table.

@@ -1,5 +1,6 @@
 //! Dynamic batching of an endpoint, as its aux configuration holds it: Triton's own keys
 //! (`max_batch_size`, `dynamic_batching.max_queue_delay_microseconds`,
+//! `dynamic_batching.preferred_batch_size`,
 //! `dynamic_batching.default_queue_policy.max_queue_size`), which clearml-serving users already
 //! write with `--aux-config` and which serval's `--max-batch-size` / `--max-queue-delay-ms` /
 //! `--max-queue-size` write too. One reading for the CLI (checks) and the server (runs it).
@@ -7,12 +8,15 @@
 use serde_json::{Map, Value};
 
 /// Batching as configured: on when the aux configuration has a `dynamic_batching` section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchConfig {
     /// Rows per engine call at most (`max_batch_size`).
     pub max_batch_size: u64,
     /// `dynamic_batching.max_queue_delay_microseconds` (default 0).
     pub max_queue_delay_us: u64,
+    /// `dynamic_batching.preferred_batch_size`: row counts sent at once when the queue can form
+    /// one (ascending, none above `max_batch_size`; empty: none).
+    pub preferred: Vec<u64>,
     /// `dynamic_batching.default_queue_policy.max_queue_size` (`None`: the server's default).
     pub max_queue_size: Option<u64>,
 }
@@ -38,6 +42,25 @@ fn number(value: &Value, key: &str) -> Result<u64, String> {
         _ => None,
     };
     parsed.ok_or_else(|| format!("aux-config {key} must be a whole number 0 or more, got {value}"))
+}
+
+/// `preferred_batch_size`: a list of whole numbers (or one), as JSON or as `[1, 2, 4]` text.
+fn preferred_sizes(value: &Value) -> Result<Vec<u64>, String> {
+    let key = "dynamic_batching.preferred_batch_size";
+    let parsed;
+    let value = match value {
+        Value::String(text) => {
+            parsed = serde_json::from_str::<Value>(text.trim()).map_err(|_| {
+                format!("aux-config {key} must be a list of whole numbers, got {value}")
+            })?;
+            &parsed
+        }
+        other => other,
+    };
+    match value {
+        Value::Array(items) => items.iter().map(|v| number(v, key)).collect(),
+        single => Ok(vec![number(single, key)?]),
+    }
 }
 
 fn from_object(map: &Map<String, Value>) -> Result<Option<BatchConfig>, String> {
@@ -71,13 +94,24 @@ fn from_object(map: &Map<String, Value>) -> Result<Option<BatchConfig>, String> 
             .transpose()?,
         _ => None,
     };
-    checked(max_batch_size, max_queue_delay_us, max_queue_size)
+    let preferred = section
+        .get("preferred_batch_size")
+        .map(preferred_sizes)
+        .transpose()?
+        .unwrap_or_default();
+    checked(
+        max_batch_size,
+        max_queue_delay_us,
+        max_queue_size,
+        preferred,
+    )
 }
 
 fn checked(
     max_batch_size: Option<u64>,
     max_queue_delay_us: u64,
     max_queue_size: Option<u64>,
+    mut preferred: Vec<u64>,
 ) -> Result<Option<BatchConfig>, String> {
     let max_batch_size = match max_batch_size {
         Some(n) if n >= 1 => n,
@@ -94,9 +128,18 @@ fn checked(
             "dynamic_batching.max_queue_delay_microseconds {max_queue_delay_us} is longer than a minute"
         ));
     }
+    preferred.sort_unstable();
+    preferred.dedup();
+    if let Some(bad) = preferred.iter().find(|&&n| n == 0 || n > max_batch_size) {
+        return Err(format!(
+            "dynamic_batching.preferred_batch_size {bad} must be between 1 and max_batch_size \
+             ({max_batch_size})"
+        ));
+    }
     Ok(Some(BatchConfig {
         max_batch_size,
         max_queue_delay_us,
+        preferred,
         // Triton's 0 means "no limit"; serval keeps every queue bounded: its default.
         max_queue_size: max_queue_size.filter(|n| *n > 0),
     }))
@@ -148,7 +191,38 @@ fn from_pbtxt(text: &str) -> Result<Option<BatchConfig>, String> {
         value(&outside, "max_batch_size")?,
         value(block, "max_queue_delay_microseconds")?.unwrap_or(0),
         value(block, "max_queue_size")?,
+        preferred_in_pbtxt(block)?,
     )
+}
+
+/// `preferred_batch_size: [ 4, 8 ]`, or the key repeated (`preferred_batch_size: 4`).
+fn preferred_in_pbtxt(block: &str) -> Result<Vec<u64>, String> {
+    let key = "preferred_batch_size";
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut sizes = Vec::new();
+    for (at, _) in block.match_indices(key) {
+        let before = block[..at].chars().next_back();
+        let rest = &block[at + key.len()..];
+        if before.is_some_and(word) || rest.chars().next().is_some_and(word) {
+            continue;
+        }
+        let rest = rest.trim_start();
+        let rest = rest.strip_prefix(':').unwrap_or(rest).trim_start();
+        let items = match rest.strip_prefix('[') {
+            Some(list) => list.split(']').next().unwrap_or_default(),
+            None => rest
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap_or_default(),
+        };
+        for item in items.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            sizes.push(
+                item.parse()
+                    .map_err(|_| format!("config.pbtxt: {key} must be whole numbers"))?,
+            );
+        }
+    }
+    Ok(sizes)
 }
 
 /// Where `key` appears as a whole word (not inside a longer name).
@@ -174,7 +248,8 @@ mod tests {
             Ok(Some(BatchConfig {
                 max_batch_size: 64,
                 max_queue_delay_us: 100,
-                max_queue_size: None
+                max_queue_size: None,
+                preferred: vec![],
             }))
         );
         let aux = json!({"max_batch_size": "8", "dynamic_batching": {"default_queue_policy": {"max_queue_size": 5}}});
@@ -183,9 +258,22 @@ mod tests {
             Ok(Some(BatchConfig {
                 max_batch_size: 8,
                 max_queue_delay_us: 0,
-                max_queue_size: Some(5)
+                max_queue_size: Some(5),
+                preferred: vec![],
             }))
         );
+        // clearml's huggingface example, as `--aux-config` stores it (a list, or its text).
+        for preferred in [
+            json!([64, 1, 2, 4, 8, 16, 32, 2]),
+            json!("[1, 2, 4, 8, 16, 32, 64]"),
+        ] {
+            let aux = json!({"max_batch_size": 64, "dynamic_batching": {
+                "preferred_batch_size": preferred, "max_queue_delay_microseconds": 5_000_000}});
+            assert_eq!(
+                batch_config(Some(&aux)).unwrap().unwrap().preferred,
+                [1, 2, 4, 8, 16, 32, 64]
+            );
+        }
     }
 
     #[test]
@@ -213,6 +301,11 @@ mod tests {
         let err =
             batch_config(Some(&json!({"max_batch_size": 4, "dynamic_batching": 7}))).unwrap_err();
         assert!(err.contains("section"), "{err}");
+        let err = batch_config(Some(
+            &json!({"max_batch_size": 4, "dynamic_batching": {"preferred_batch_size": [2, 8]}}),
+        ))
+        .unwrap_err();
+        assert!(err.contains("preferred_batch_size 8"), "{err}");
     }
 
     #[test]
@@ -225,9 +318,14 @@ mod tests {
             Ok(Some(BatchConfig {
                 max_batch_size: 32,
                 max_queue_delay_us: 500,
-                max_queue_size: Some(100)
+                max_queue_size: Some(100),
+                preferred: vec![8],
             }))
         );
+        let text = "max_batch_size: 16\ndynamic_batching {\n preferred_batch_size: 4\n \
+                    preferred_batch_size: 2\n}\n";
+        let config = batch_config(Some(&Value::String(text.into())));
+        assert_eq!(config.unwrap().unwrap().preferred, [2, 4]);
         let text = "max_batch_size: 32\n";
         assert_eq!(batch_config(Some(&Value::String(text.into()))), Ok(None));
     }

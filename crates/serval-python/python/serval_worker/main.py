@@ -431,10 +431,10 @@ class Worker:
         stats = {} if msg.get("sampled") else None
         fn = stats.update if stats is not None else None
         state, timings = dict(msg.get("state") or {}), {}
+        path = "python"
         try:
             body = protocol.decode(msg.get("body"), blobs)
             data = await self.stage("preprocess", body, state, fn, timings)
-            path = "python"
             if msg.get("native") and not self._triton_process() and self._native_takes(data):
                 out_blobs = []
                 wire = protocol.to_wire(data, out_blobs)
@@ -451,7 +451,8 @@ class Worker:
             out = await self.process(data, state, fn, timings)
             await self.finish(rid, out, state, fn, stats, timings, path)
         except (Exception, SystemExit) as error:
-            self.fail(rid, error)
+            # The path counts too when it failed: the request reached the model's library.
+            self.fail(rid, error, path)
         finally:
             CURRENT_REQUEST.reset(token)
 
@@ -482,7 +483,7 @@ class Worker:
                 log("statistics dropped: %s" % error)
         self.send(reply)
 
-    def fail(self, rid, error):
+    def fail(self, rid, error, path="python"):
         log("request failed: %s" % "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip())
         self.send({
             "op": "error",
@@ -490,6 +491,7 @@ class Worker:
             "class": _class_text(error),
             "message": str(error),
             "invalid": isinstance(error, ValueError),
+            "path": path,
         })
 
     # ---- main loop

@@ -227,11 +227,13 @@ pub(super) fn outcome(reply: FromWorker, queue: Duration) -> Result<Outcome, PyE
             class,
             message,
             invalid,
+            path,
             ..
         } => Err(PyError::User {
             class,
             message,
             invalid,
+            library: path == "library",
         }),
         other => Err(PyError::Protocol(format!(
             "unexpected reply {other:?} from the Python worker"

@@ -108,12 +108,14 @@ pub enum Step {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PyError {
-    /// User code raised: `invalid` for `ValueError` (clearml → 422).
+    /// User code raised: `invalid` for `ValueError` (clearml → 422); `library` when it was the
+    /// model's library, run in the worker, that raised (see `Outcome::path`).
     #[error("{class}: {message}")]
     User {
         class: String,
         message: String,
         invalid: bool,
+        library: bool,
     },
     #[error("{0}")]
     WorkerExited(String),
@@ -123,6 +125,41 @@ pub enum PyError {
     Unavailable(String),
     #[error("{0}")]
     Protocol(String),
+}
+
+/// Why a worker pool (or one of its workers) did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The interpreter could not be run.
+    #[error("cannot start Python '{python}': {source}")]
+    Spawn {
+        python: String,
+        source: std::io::Error,
+    },
+    /// The worker did not answer its load message in time.
+    #[error("the Python worker did not load within {0} s")]
+    Timeout(f64),
+    /// The worker ended, or its channel broke, while loading (with the last lines it wrote).
+    #[error("{0}")]
+    Died(String),
+    /// The worker reported that the endpoint's code or model failed to load (its text).
+    #[error("{0}")]
+    Load(String),
+    /// The worker said something the protocol does not allow while loading.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl StartError {
+    /// Whether starting again may succeed with nothing changed (a process that could not be
+    /// run, a worker that died or took too long); code or a model that failed to load, or a
+    /// broken protocol, fail the same way until something changes.
+    pub fn may_pass(&self) -> bool {
+        matches!(
+            self,
+            StartError::Spawn { .. } | StartError::Timeout(_) | StartError::Died(_)
+        )
+    }
 }
 
 /// What the status shows about a pool.
@@ -171,7 +208,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Pool {
     /// Starts `spec.size` workers and waits until each has loaded the endpoint's code and model;
     /// the first failure is the endpoint's load error.
-    pub async fn start(spec: PoolSpec, calls: Arc<dyn Calls>) -> Result<Pool, String> {
+    pub async fn start(spec: PoolSpec, calls: Arc<dyn Calls>) -> Result<Pool, StartError> {
         let size = spec.size.max(1);
         let capacity = size
             * if spec.concurrent {
@@ -206,7 +243,10 @@ impl Pool {
             match start.await {
                 Ok(Ok(worker)) => workers.push(worker),
                 Ok(Err(e)) => error = error.or(Some(e)),
-                Err(e) => error = error.or(Some(format!("starting a worker failed: {e}"))),
+                Err(e) => {
+                    let died = StartError::Died(format!("starting a worker failed: {e}"));
+                    error = error.or(Some(died));
+                }
             }
         }
         if let Some(error) = error {

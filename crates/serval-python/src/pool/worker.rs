@@ -15,7 +15,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use super::exchange::{CALLER, Conn};
-use super::{HEALTHY_AFTER, MAX_BACKOFF, STDERR_TAIL, Shared, lock};
+use super::{HEALTHY_AFTER, MAX_BACKOFF, STDERR_TAIL, Shared, StartError, lock};
 use crate::frame::{Frame, FromWorker};
 
 /// A started worker: its process and connection.
@@ -46,7 +46,7 @@ fn describe(status: std::io::Result<ExitStatus>) -> String {
 }
 
 /// Starts one worker process and waits for it to load the endpoint.
-pub(super) async fn start_worker(shared: &Arc<Shared>, slot: usize) -> Result<Worker, String> {
+pub(super) async fn start_worker(shared: &Arc<Shared>, slot: usize) -> Result<Worker, StartError> {
     let spec = &shared.spec;
     let mut child = Command::new(&spec.python)
         .arg("-u")
@@ -59,12 +59,17 @@ pub(super) async fn start_worker(shared: &Arc<Shared>, slot: usize) -> Result<Wo
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start Python '{}': {e}", spec.python))?;
+        .map_err(|source| StartError::Spawn {
+            python: spec.python.clone(),
+            source,
+        })?;
     let pid = child.id().unwrap_or_default();
     let (Some(stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
-        return Err("the Python worker's pipes are missing".into());
+        return Err(StartError::Died(
+            "the Python worker's pipes are missing".into(),
+        ));
     };
 
     // stderr → the server log, prefixed by endpoint; the tail explains a failed start.
@@ -137,22 +142,20 @@ pub(super) async fn start_worker(shared: &Arc<Shared>, slot: usize) -> Result<Wo
     };
     let loaded = tokio::time::timeout(spec.load_timeout, Frame::read(&mut stdout)).await;
     match loaded {
-        Err(_) => {
-            return Err(format!(
-                "the Python worker did not load within {} s",
-                spec.load_timeout.as_secs_f64()
-            ));
+        Err(_) => return Err(StartError::Timeout(spec.load_timeout.as_secs_f64())),
+        Ok(Err(e)) => {
+            let broke = format!("the Python worker's channel broke ({e})");
+            return Err(StartError::Died(explain(broke)));
         }
-        Ok(Err(e)) => return Err(explain(format!("the Python worker's channel broke ({e})"))),
         Ok(Ok(None)) => {
             // Give stderr a moment to be read for the explanation.
             let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
             let how = status.map_or_else(|_| "exited".to_string(), describe);
-            return Err(explain(format!(
+            return Err(StartError::Died(explain(format!(
                 "the Python worker ({}) {how} while loading",
                 spec.python
-            )));
+            ))));
         }
         Ok(Ok(Some(frame))) => match FromWorker::read(frame) {
             FromWorker::Loaded {
@@ -162,11 +165,11 @@ pub(super) async fn start_worker(shared: &Arc<Shared>, slot: usize) -> Result<Wo
                 shared.custom_model.store(custom_model, Ordering::Relaxed);
                 *lock(&shared.native_model) = native_model;
             }
-            FromWorker::LoadError(error) => return Err(error),
+            FromWorker::LoadError(error) => return Err(StartError::Load(error)),
             other => {
-                return Err(format!(
+                return Err(StartError::Protocol(format!(
                     "unexpected message {other:?} from the Python worker while loading"
-                ));
+                )));
             }
         },
     }
@@ -293,7 +296,7 @@ pub(super) async fn supervise(
                 Ok(worker) => break worker,
                 Err(e) => {
                     tracing::warn!(endpoint = %label, "Python worker restart failed: {e}");
-                    *lock(&shared.last_exit) = Some(e);
+                    *lock(&shared.last_exit) = Some(e.to_string());
                 }
             }
         };

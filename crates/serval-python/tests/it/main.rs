@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use serval_python::{Body, CallFuture, Calls, Outcome, Pool, PoolId, PoolSpec, PyError, Step};
+use serval_python::{
+    Body, CallFuture, Calls, Outcome, Pool, PoolId, PoolSpec, PyError, StartError, Step,
+};
 use tokio::time::Instant;
 
 fn python() -> String {
@@ -35,7 +37,7 @@ impl Calls for Echo {
     }
 }
 
-async fn pool(dir: &Path, engine: &str, code: &str, size: usize) -> Result<Pool, String> {
+async fn pool(dir: &Path, engine: &str, code: &str, size: usize) -> Result<Pool, StartError> {
     let file = dir.join("preprocess.py");
     std::fs::write(&file, code).unwrap();
     let package_dir = serval_python::install_package(&dir.join("python")).unwrap();
@@ -130,6 +132,7 @@ async fn preprocess_contract_and_errors() {
             class,
             message,
             invalid,
+            ..
         }) => {
             assert_eq!(class, "<class 'ValueError'>");
             assert_eq!(message, "bad input here");
@@ -149,6 +152,7 @@ async fn preprocess_contract_and_errors() {
             class,
             message,
             invalid,
+            ..
         }) => {
             assert_eq!(class, "<class 'TypeError'>");
             assert!(message.contains("'object'"), "{message}");
@@ -251,27 +255,64 @@ async fn a_request_after_an_idle_worker_died_waits_for_its_replacement() {
     assert_eq!(pool.status().restarts, 5);
 }
 
+/// A request that the server asked to stop after `preprocess` (a native model) but whose
+/// `preprocess` returned what only the model's library understands runs the library in the
+/// worker; when the library raises, the error still says the request went that way (the
+/// endpoint counts it among its library requests).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_inside_the_library_is_reported_as_a_library_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let code = r#"
+class Preprocess:
+    def preprocess(self, body, state, collect_custom_statistics_fn=None):
+        return {"not": "an array"}
+    def process(self, data, state, collect_custom_statistics_fn=None):
+        raise ValueError("the library refused it")
+"#;
+    let pool = pool(dir.path(), "custom", code, 1).await.unwrap();
+    let native = pool
+        .infer(Body::Json(json!({})), None, true, false, deadline(60))
+        .await;
+    match native {
+        Err(PyError::User {
+            invalid, library, ..
+        }) => assert!(invalid && library),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // Without a native model, the same failure is user code's.
+    match infer(&pool, json!({})).await {
+        Err(PyError::User { library, .. }) => assert!(!library),
+        other => panic!("{:?}", other.map(|o| o.value)),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn load_failures_are_reported() {
     let dir = tempfile::tempdir().unwrap();
+    // Code that does not load fails the same way until it changes: not worth retrying.
     let error = pool(dir.path(), "custom", "import no_such_module_here\n", 1)
         .await
         .err()
         .unwrap();
+    assert!(matches!(error, StartError::Load(_)) && !error.may_pass());
+    let text = error.to_string();
     assert!(
-        error.contains("No module named 'no_such_module_here'"),
-        "{error}"
+        text.contains("No module named 'no_such_module_here'"),
+        "{text}"
     );
     let error = pool(dir.path(), "custom", "class Other: pass\n", 1)
         .await
         .err()
         .unwrap();
-    assert!(error.contains("Preprocess"), "{error}");
+    assert!(error.to_string().contains("Preprocess"), "{error}");
+    assert!(!error.may_pass());
+    // A worker that dies while loading may do better next time (it may have run out of memory).
     let error = pool(dir.path(), "custom", "raise SystemExit(3)\n", 1)
         .await
         .err()
         .unwrap();
-    assert!(error.contains("status 3"), "{error}");
+    assert!(matches!(error, StartError::Died(_)) && error.may_pass());
+    assert!(error.to_string().contains("status 3"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

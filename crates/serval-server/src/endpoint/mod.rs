@@ -394,7 +394,12 @@ fn tensors_object(tensors: &[InferTensor], nested: bool) -> Value {
             .iter()
             .map(|t| {
                 let value = if nested {
-                    t.to_json()
+                    // One element of shape `[]` or `[1]` is the element itself, as a JSON body
+                    // holds it (`{"x0": 5.1}`); other shapes are nested lists.
+                    match t.shape.as_slice() {
+                        [] | [1] => t.data.json_values().pop().unwrap_or(Value::Null),
+                        _ => t.to_json(),
+                    }
                 } else {
                     let mut values = t.data.json_values();
                     if values.len() == 1 {

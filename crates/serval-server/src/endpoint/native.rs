@@ -90,7 +90,7 @@ impl NativeModel {
         match &self.exec {
             Exec::Shared { .. } => format!("native {}", self.metadata.format),
             Exec::Runner(runner) => {
-                super::batch::describe(runner.batching, runner.threads, &self.metadata)
+                super::batch::describe(runner.batching.as_ref(), runner.threads, &self.metadata)
             }
         }
     }

@@ -62,8 +62,12 @@ pub(super) async fn run(
     let between = between.filter(|_| !pool.custom_model());
     let step = pool
         .infer(body, state, between.is_some(), sampled, ctx.deadline)
-        .await
-        .map_err(python_error)?;
+        .await;
+    if let Err(serval_python::PyError::User { library: true, .. }) = &step {
+        // It failed inside the model's library: it went that way all the same.
+        endpoint.library_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    let step = step.map_err(python_error)?;
     let outcome = match step {
         Step::Done(outcome) => {
             if outcome.path == "library" {

@@ -115,18 +115,22 @@ async fn server_metadata() -> Json<Value> {
     }))
 }
 
-/// 200 while the process runs (the status code is the answer; the body is empty).
-async fn live() -> StatusCode {
-    StatusCode::OK
+/// 200 `{"live": true}` while the process runs: Triton's clients read the status code, KServe's
+/// the body.
+async fn live() -> Json<Value> {
+    Json(json!({"live": true}))
 }
 
-/// 200 once the first load pass has finished, else 400 (as Triton and MLServer).
-async fn ready(State(state): State<AppState>) -> StatusCode {
-    if state.is_ready() {
+/// 200 `{"ready": true}` once the first load pass has finished, else 400 `{"ready": false}` (the
+/// codes of Triton and MLServer, the body of KServe).
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let ready = state.is_ready();
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
-    }
+    };
+    (status, Json(json!({"ready": ready})))
 }
 
 async fn model_metadata(
@@ -143,23 +147,33 @@ async fn versioned_metadata(
     Ok(Json(metadata(&state.door.table(), &model, Some(&version))?))
 }
 
-fn ready_status(ready: Result<bool, Error>) -> Response {
+/// 200 `{"name": …, "ready": true}`, or 400 with `"ready": false` (KServe's body, Triton's codes).
+fn ready_status(model: &str, ready: Result<bool, Error>) -> Response {
     match ready {
-        Ok(true) => StatusCode::OK.into_response(),
-        Ok(false) => StatusCode::BAD_REQUEST.into_response(),
+        Ok(ready) => {
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            (status, Json(json!({"name": model, "ready": ready}))).into_response()
+        }
         Err(e) => V2Error(e).into_response(),
     }
 }
 
 async fn model_ready(State(state): State<AppState>, Path(model): Path<String>) -> Response {
-    ready_status(is_ready(&state.door.table(), &model, None))
+    ready_status(&model, is_ready(&state.door.table(), &model, None))
 }
 
 async fn versioned_ready(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Response {
-    ready_status(is_ready(&state.door.table(), &model, Some(&version)))
+    ready_status(
+        &model,
+        is_ready(&state.door.table(), &model, Some(&version)),
+    )
 }
 
 async fn infer(

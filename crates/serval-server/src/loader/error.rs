@@ -65,7 +65,10 @@ pub enum LoadError {
     Environment { packages: String, reason: String },
     /// The Python workers did not start, or could not load the endpoint's code or model.
     #[error("{0}")]
-    Python(String),
+    Python(#[from] serval_python::StartError),
+    /// The worker package could not be written into the cache.
+    #[error("cannot install the Python worker package: {0}")]
+    WorkerPackage(std::io::Error),
     /// The V2 gRPC server a `triton` endpoint forwards to cannot be used.
     #[error("--triton-grpc-server '{address}' is not host:port: {reason}")]
     Upstream { address: String, reason: String },
@@ -92,6 +95,35 @@ fn file_name(path: &Path) -> String {
 }
 
 impl LoadError {
+    /// Whether loading again with nothing changed may succeed: the store or an object store was
+    /// unreachable, a file could not be read or unpacked, a download was corrupt, an environment
+    /// could not be built, a worker did not start. A model or code that was read and refused, or
+    /// a configuration that cannot run, fails the same way until the endpoint changes.
+    pub fn may_pass(&self) -> bool {
+        match self {
+            LoadError::Registry { .. }
+            | LoadError::Fetch { .. }
+            | LoadError::Read { .. }
+            | LoadError::Checksum { .. }
+            | LoadError::Unpack { .. }
+            | LoadError::Environment { .. }
+            | LoadError::WorkerPackage(_)
+            | LoadError::Threads(_) => true,
+            LoadError::Python(start) => start.may_pass(),
+            LoadError::UnknownEngine(_)
+            | LoadError::NoModel { .. }
+            | LoadError::Model(_)
+            | LoadError::Triton(_)
+            | LoadError::Io { .. }
+            | LoadError::WarmUp(_)
+            | LoadError::Batching(_)
+            | LoadError::Upstream { .. }
+            | LoadError::NoRuntime(_)
+            | LoadError::NoRunner
+            | LoadError::Panicked => false,
+        }
+    }
+
     /// What a client may be told (see the module docs).
     pub fn client_text(&self) -> String {
         match self {
@@ -140,8 +172,9 @@ mod tests {
             changed.client_text(),
             "model file model.txt changed since it was registered (sha256 a, registry b)"
         );
-        let python =
-            LoadError::Python("ImportError: no module named x\n  File /srv/code/p.py".into());
+        let python = LoadError::Python(serval_python::StartError::Load(
+            "ImportError: no module named x\n  File /srv/code/p.py".into(),
+        ));
         assert!(
             !python.client_text().contains("/srv"),
             "{}",

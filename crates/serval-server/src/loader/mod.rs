@@ -19,7 +19,7 @@ use serval_onnx::OnnxOptions;
 use serval_store::{Endpoint, EndpointStatus, EngineKind, ServiceSettings, Snapshot, Store};
 
 use crate::endpoint::{self, NativeModel, Runner};
-use crate::table::{Attempt, FileStamp, Fingerprint, RoutingTable, Slot};
+use crate::table::{Attempt, FileStamp, Fingerprint, Retry, RoutingTable, Slot};
 
 pub use error::LoadError;
 pub use python::needs_python;
@@ -443,6 +443,7 @@ impl Loader {
                         && a.stamp
                             .as_ref()
                             .is_none_or(|st| FileStamp::read(&st.path).as_ref() == Some(st))
+                        && a.retry.is_none_or(|r| std::time::Instant::now() < r.at)
                 });
             match previous_slot {
                 Some(slot) if unchanged => {
@@ -485,29 +486,45 @@ impl Loader {
                         attempt: Some(Attempt {
                             fingerprint,
                             stamp: loaded.stamp,
+                            retry: None,
                         }),
                         serving: Some(Arc::new(loaded.endpoint)),
                     }
                 }
                 Err(error) => {
                     let client_error = error.client_text();
-                    let error = error.to_string();
                     let keeps = previous_serving.is_some();
+                    let stamp = self
+                        .model_file_cached(endpoint)
+                        .and_then(|p| FileStamp::read(&p));
+                    // A failure that may pass (storage down, a corrupt object, I/O, a worker
+                    // that did not start) is tried again with a doubling wait; a model that was
+                    // read and refused waits for a change.
+                    let retry = error.may_pass().then(|| {
+                        let previous = previous_slot_retry(previous, url, &fingerprint);
+                        let after = previous.map_or(FIRST_RETRY, |r| (r.after * 2).min(MAX_RETRY));
+                        Retry {
+                            at: std::time::Instant::now() + after,
+                            after,
+                        }
+                    });
+                    let mut error = error.to_string();
+                    if let Some(retry) = retry {
+                        error.push_str(&format!(" (tried again in {} s)", retry.after.as_secs()));
+                    }
                     tracing::warn!(
                         endpoint = %url,
                         "failed to load: {error}{}",
                         if keeps { " (the previous version keeps serving)" } else { "" }
                     );
-                    let stamp = self
-                        .model_file_cached(endpoint)
-                        .and_then(|p| FileStamp::read(&p));
-                    // A model that could not be fetched (storage down, corrupt object) is tried
-                    // again on the next pass; one that was read and refused waits for a change.
-                    let retry = endpoint.model_id.is_some() && stamp.is_none();
                     Slot {
                         status: status(endpoint, "failed", Some(error), keeps, None),
                         client_error: Some(client_error),
-                        attempt: (!retry).then_some(Attempt { fingerprint, stamp }),
+                        attempt: Some(Attempt {
+                            fingerprint,
+                            stamp,
+                            retry,
+                        }),
                         serving: previous_serving,
                     }
                 }
@@ -553,6 +570,25 @@ impl Loader {
     }
 }
 
+/// The first wait before a failed load that may pass is tried again, and the longest.
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// The retry of the previous failed attempt with the same configuration (its wait doubles).
+fn previous_slot_retry(
+    previous: &RoutingTable,
+    url: &str,
+    fingerprint: &Fingerprint,
+) -> Option<Retry> {
+    previous
+        .slots
+        .get(url)?
+        .attempt
+        .as_ref()
+        .filter(|a| &a.fingerprint == fingerprint)?
+        .retry
+}
+
 /// The endpoint's dynamic batching (its aux configuration's Triton keys), if on.
 fn batching(endpoint: &Endpoint) -> Result<Option<endpoint::Batching>, LoadError> {
     Ok(serval_store::batch_config(endpoint.aux_config.as_ref())
@@ -563,6 +599,11 @@ fn batching(endpoint: &Endpoint) -> Result<Option<endpoint::Batching>, LoadError
             max_queue: c.max_queue_size.map_or(endpoint::DEFAULT_MAX_QUEUE, |n| {
                 usize::try_from(n).unwrap_or(usize::MAX)
             }),
+            preferred: c
+                .preferred
+                .iter()
+                .map(|&n| usize::try_from(n).unwrap_or(usize::MAX))
+                .collect(),
         }))
 }
 

@@ -1,8 +1,7 @@
 //! Loading endpoints that bring Python: their code (fetched, checked, unpacked), the `load`
 //! message, and starting their worker pools.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use serde_json::{Value, json};
 use serval_store::{CodeKind, CodeRef, Endpoint, EngineKind};
@@ -51,27 +50,10 @@ fn code_spec(code: &CodeRef, cache_dir: &Path) -> Result<Value, LoadError> {
             "kind": "zip", "path": path, "extract_to": unpacked, "name": code.name,
         }),
         CodeKind::Package => {
-            if !unpacked.is_dir() {
-                static STAGING: AtomicU64 = AtomicU64::new(0);
-                let staging = PathBuf::from(format!(
-                    "{}.{}.{}.tmp",
-                    unpacked.display(),
-                    std::process::id(),
-                    STAGING.fetch_add(1, Ordering::Relaxed)
-                ));
-                let _ = std::fs::remove_dir_all(&staging);
-                serval_artifacts::unpack(&bytes, &staging).map_err(|e| LoadError::Unpack {
-                    name: format!("'{}'", code.name),
-                    reason: e.to_string(),
-                })?;
-                if std::fs::rename(&staging, &unpacked).is_err() && !unpacked.is_dir() {
-                    return Err(LoadError::Unpack {
-                        name: format!("'{}'", code.name),
-                        reason: "cannot move it into the cache".to_string(),
-                    });
-                }
-                let _ = std::fs::remove_dir_all(&staging);
-            }
+            serval_artifacts::unpack_once(&bytes, &unpacked).map_err(|e| LoadError::Unpack {
+                name: format!("'{}'", code.name),
+                reason: e.to_string(),
+            })?;
             let name = code
                 .name
                 .strip_suffix(serval_artifacts::PACKAGE_SUFFIX)
@@ -114,10 +96,8 @@ impl Loader {
             .runtime
             .as_ref()
             .ok_or(LoadError::NoRuntime("Python workers"))?;
-        let package_dir =
-            serval_python::install_package(&self.cache_dir.join("python")).map_err(|e| {
-                LoadError::Python(format!("cannot install the Python worker package: {e}"))
-            })?;
+        let package_dir = serval_python::install_package(&self.cache_dir.join("python"))
+            .map_err(LoadError::WorkerPackage)?;
         let code = match &endpoint.preprocess {
             Some(code) => code_spec(code, &self.cache_dir)?,
             None => Value::Null,

@@ -58,21 +58,10 @@ pub fn locate(path: &Path, unpack_dir: &Path) -> Result<TritonModel, LoadError> 
     let name = file_name(path);
     let bytes = read(path)?;
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        if !unpack_dir.is_dir() {
-            let staging = unpack_dir.with_extension(format!("{}.tmp", std::process::id()));
-            let _ = std::fs::remove_dir_all(&staging);
-            serval_artifacts::unpack(&bytes, &staging).map_err(|e| LoadError::Unpack {
-                name: name.clone(),
-                reason: e.to_string(),
-            })?;
-            if std::fs::rename(&staging, unpack_dir).is_err() && !unpack_dir.is_dir() {
-                return Err(LoadError::Unpack {
-                    name,
-                    reason: "cannot move it into the cache".to_string(),
-                });
-            }
-            let _ = std::fs::remove_dir_all(&staging);
-        }
+        serval_artifacts::unpack_once(&bytes, unpack_dir).map_err(|e| LoadError::Unpack {
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
         return in_folder(unpack_dir, &name);
     }
     classify(path, bytes, &name)

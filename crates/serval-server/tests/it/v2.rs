@@ -53,17 +53,18 @@ fn close(a: &[f64], b: &[f64]) -> bool {
 async fn health_and_server_metadata() {
     let setup = Setup::new();
     let state = setup.state(setup.config());
-    // Before the first load pass: live, not ready (400, as Triton).
-    let (status, body) = call_raw(&state, get("/v2/health/live")).await;
-    assert_eq!((status, body.len()), (StatusCode::OK, 0));
+    // Before the first load pass: live, not ready (400, as Triton; KServe's clients read the
+    // JSON bodies).
+    let (status, body) = call(&state, get("/v2/health/live")).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"live": true})));
     assert_eq!(
-        call_raw(&state, get("/v2/health/ready")).await.0,
-        StatusCode::BAD_REQUEST
+        call(&state, get("/v2/health/ready")).await,
+        (StatusCode::BAD_REQUEST, json!({"ready": false}))
     );
     state.sync().await.unwrap();
     assert_eq!(
-        call_raw(&state, get("/v2/health/ready")).await.0,
-        StatusCode::OK
+        call(&state, get("/v2/health/ready")).await,
+        (StatusCode::OK, json!({"ready": true}))
     );
     let (status, body) = call(&state, get("/v2")).await;
     assert_eq!(status, StatusCode::OK);
@@ -108,13 +109,17 @@ async fn model_metadata_and_readiness() {
         call(&state, get("/v2/models/test_model_lgbm")).await.0,
         StatusCode::OK
     );
-    for uri in [
-        "/v2/models/test_model_xgb/ready",
-        "/v2/models/test_model_lgbm/ready",
-        "/v2/models/test_model_lgbm/versions/2/ready",
+    for (uri, name) in [
+        ("/v2/models/test_model_xgb/ready", "test_model_xgb"),
+        ("/v2/models/test_model_lgbm/ready", "test_model_lgbm"),
+        (
+            "/v2/models/test_model_lgbm/versions/2/ready",
+            "test_model_lgbm",
+        ),
     ] {
-        let (status, body) = call_raw(&state, get(uri)).await;
-        assert_eq!((status, body.len()), (StatusCode::OK, 0), "{uri}");
+        let (status, body) = call(&state, get(uri)).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(body, json!({"name": name, "ready": true}), "{uri}");
     }
     for (uri, names) in [
         ("/v2/models/nope", "model 'nope' not found"),

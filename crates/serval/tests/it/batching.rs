@@ -389,3 +389,62 @@ fn the_native_model_between_preprocess_and_postprocess_is_batched() {
     let server = std::sync::Arc::into_inner(server).unwrap();
     assert!(server.stop().success());
 }
+
+/// clearml's huggingface example batches with Triton's keys: preferred sizes 1…64 and a long
+/// queue delay (5 s there; the longest allowed, 60 s, here). Triton sends a batch that adds up to
+/// a preferred size at once and waits only for one that cannot; so must serval: 200 requests from
+/// 16 clients are all answered within a request timeout far shorter than the delay, and the
+/// batch metrics show merged calls.
+#[test]
+fn preferred_batch_sizes_start_at_once_whatever_the_delay() {
+    let home = Home::new();
+    home.service("preferred");
+    let digits = home.upload("digits", "sklearn_mlp_digits.onnx", &[]);
+    add(
+        &home,
+        &[
+            "--engine",
+            "onnx",
+            "--endpoint",
+            "digits",
+            "--model-id",
+            &digits,
+            "--aux-config",
+            "max_batch_size=64",
+            "dynamic_batching.preferred_batch_size=[1,2,4,8,16,32,64]",
+            "dynamic_batching.max_queue_delay_microseconds=60000000",
+        ],
+    );
+    let server = Server::start_with(&home, &["--runner-threads", "1", "--request-timeout", "20"]);
+    wait_until("digits", || server.get("/v2/models/digits/ready").0 == 200);
+    let row: Vec<String> = (0..64).map(|i| (i % 16).to_string()).collect();
+    let body = format!("{{\"instances\": [[{}]]}}", row.join(", "));
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..16)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..13)
+                        .map(|_| server.post("/serve/digits", &body).0)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    assert_eq!(statuses.len(), 208);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let metrics = server.get_text("/metrics");
+    let calls = batch_sample(&metrics, "digits", "count");
+    assert!(
+        calls < 208.0,
+        "{calls} calls for 208 requests: nothing was merged"
+    );
+    let list = home.ok(&["--json", "model", "list"]);
+    assert!(
+        list.contains("preferred [1, 2, 4, 8, 16, 32, 64]"),
+        "{list}"
+    );
+}

@@ -190,7 +190,8 @@ import time
 class Preprocess:
     def preprocess(self, body, state, collect_custom_statistics_fn=None):
         if 'sleep' in body:
-            time.sleep(body['sleep'][0])
+            # A shape [1] input is its element, as a JSON body would hold it.
+            time.sleep(body['sleep'])
         return body
 
     def process(self, data, state, collect_custom_statistics_fn=None):
@@ -285,5 +286,52 @@ fn python_endpoints_get_v2_parameters_and_grpc_deadlines_are_honoured() {
     assert_eq!(
         status, 200,
         "the endpoint works after its worker was replaced"
+    );
+}
+
+/// KServe's Python SDK (its own venv, `scripts/setup-kserve.sh`): it reads the health replies'
+/// JSON bodies (`{"live": true}`), where tritonclient reads only status codes. Live, ready, model
+/// ready, inference in JSON and binary over REST v2, and inference over gRPC.
+#[test]
+fn kserve_sdk_over_rest_and_grpc() {
+    let python = std::env::var("SERVAL_KSERVE_PYTHON").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../.venv-kserve/bin/python")
+            .display()
+            .to_string()
+    });
+    assert!(
+        Path::new(&python).is_file(),
+        "{python} is missing: run scripts/setup-kserve.sh (KServe's SDK, a venv of its own)"
+    );
+    let home = Home::new();
+    home.service("kserve");
+    let model = home.upload("iris", "xgb_multi_iris.json", &[]);
+    add(
+        &home,
+        &[
+            "--engine",
+            "xgboost",
+            "--endpoint",
+            "iris",
+            "--model-id",
+            &model,
+        ],
+    );
+    let server = Server::start(&home);
+    wait_until("iris", || server.get("/v2/models/iris/ready").0 == 200);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/kserve_client.py");
+    let output = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(server.base.trim_start_matches("http://"))
+        .arg(&server.grpc)
+        .arg("iris")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && printed.contains("all KServe SDK checks passed"),
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }

@@ -15,7 +15,9 @@
 //!   `max_rows`), FIFO — a request that does not fit ends the batch, a request larger than
 //!   `max_rows` runs alone;
 //! - a batch that could still grow is held until its oldest request has waited `max_delay` in all
-//!   (Triton's `max_queue_delay_microseconds`), unless its oldest found the runner idle;
+//!   (Triton's `max_queue_delay_microseconds`), unless its oldest found the runner idle — or
+//!   unless its requests add up to one of the `preferred` row counts (Triton's
+//!   `preferred_batch_size`): then the largest such leading run of requests starts at once;
 //! - a request whose deadline passed or whose caller left is taken out of the queue unrun;
 //! - past `max_queue` waiting requests, a new one is refused (429 / `RESOURCE_EXHAUSTED`).
 //!
@@ -39,7 +41,7 @@ use crate::error::Error;
 use crate::metrics::{BatchMetrics, EndpointMetrics};
 
 /// Dynamic batching of one endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Batching {
     /// Rows per engine call at most (a bigger request runs alone).
     pub max_rows: usize,
@@ -48,6 +50,9 @@ pub struct Batching {
     pub max_delay: Duration,
     /// Requests that may wait; past it a request is refused.
     pub max_queue: usize,
+    /// Row counts sent at once, without waiting, when the queue can form one (Triton's
+    /// `preferred_batch_size`; ascending).
+    pub preferred: Vec<usize>,
 }
 
 /// Waiting requests per batched endpoint unless configured (Triton's `max_queue_size`).
@@ -108,18 +113,19 @@ impl Runner {
         let (jobs, receiver) = mpsc::unbounded_channel();
         let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let threads = execute.threads();
+        let max_queue = batching.as_ref().map_or(usize::MAX, |b| b.max_queue);
         runtime.spawn(dispatch(
             receiver,
             execute,
             merge,
-            batching,
+            batching.clone(),
             waiting.clone(),
             metrics.clone(),
         ));
         Runner {
             jobs,
             waiting,
-            max_queue: batching.map_or(usize::MAX, |b| b.max_queue),
+            max_queue,
             batching,
             threads,
             metrics,
@@ -240,12 +246,23 @@ async fn dispatch(
 }
 
 /// What the runner tells about itself (status, metadata).
-pub(crate) fn describe(batching: Option<Batching>, threads: usize, meta: &ModelMetadata) -> String {
+pub(crate) fn describe(
+    batching: Option<&Batching>,
+    threads: usize,
+    meta: &ModelMetadata,
+) -> String {
     let threads = format!(
         "{threads} runner thread{}",
         if threads == 1 { "" } else { "s" }
     );
     match batching {
+        Some(b) if !b.preferred.is_empty() => format!(
+            "native {} ({threads}, batching up to {} rows, {} µs delay, preferred {:?})",
+            meta.format,
+            b.max_rows,
+            b.max_delay.as_micros(),
+            b.preferred
+        ),
         Some(b) => format!(
             "native {} ({threads}, batching up to {} rows, {} µs delay)",
             meta.format,
@@ -390,6 +407,7 @@ mod tests {
             max_rows,
             max_delay: Duration::from_millis(delay_ms),
             max_queue: 1024,
+            preferred: vec![],
         })
     }
 
@@ -516,6 +534,7 @@ mod tests {
                 max_rows: 1,
                 max_delay: Duration::ZERO,
                 max_queue: 2,
+                preferred: vec![],
             }),
         );
         let a = submit(&runner, 1, 1);
@@ -540,6 +559,7 @@ mod tests {
                 max_rows: 1,
                 max_delay: Duration::ZERO,
                 max_queue: 2,
+                preferred: vec![],
             }),
         );
         for round in 0..3u64 {

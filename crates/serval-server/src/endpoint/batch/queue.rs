@@ -143,10 +143,9 @@ impl Queue {
 
     /// No more requests will come: nothing is worth waiting for any more.
     pub(crate) fn stop_waiting(&mut self) {
-        self.batching = self.batching.map(|b| Batching {
-            max_delay: Duration::ZERO,
-            ..b
-        });
+        if let Some(batching) = &mut self.batching {
+            batching.max_delay = Duration::ZERO;
+        }
     }
 
     /// Adds a request; `running` is how many calls are under way.
@@ -179,15 +178,18 @@ impl Queue {
         let Some(head) = self.jobs.front() else {
             return Next::Empty;
         };
-        let Some(batching) = self.batching else {
+        let Some(batching) = &self.batching else {
             return Next::Run(self.jobs.pop_front().into_iter().collect());
         };
         if !merge || head.layout.is_none() || head.rows >= batching.max_rows {
             return Next::Run(self.jobs.pop_front().into_iter().collect());
         }
+        let preferred = |rows: usize| batching.preferred.binary_search(&rows).is_ok();
         let mut count = 1;
         let mut rows = head.rows;
         let mut full = false;
+        // The longest leading run of requests whose rows add up to a preferred count.
+        let mut preferred_run = preferred(rows).then_some(count);
         for job in self.jobs.iter().skip(1) {
             if job.layout != head.layout || rows + job.rows > batching.max_rows {
                 full = true;
@@ -195,11 +197,22 @@ impl Queue {
             }
             rows += job.rows;
             count += 1;
+            if preferred(rows) {
+                preferred_run = Some(count);
+            }
         }
-        let full = full || rows >= batching.max_rows;
+        // Reaching the largest preferred count, the batch cannot usefully grow.
+        let full = full
+            || rows >= batching.max_rows
+            || batching
+                .preferred
+                .last()
+                .is_some_and(|&largest| rows >= largest);
         let until = head.enqueued + batching.max_delay;
         if full || head.arrived_idle || now >= until {
             Next::Run(self.jobs.drain(..count).collect())
+        } else if let Some(run) = preferred_run {
+            Next::Run(self.jobs.drain(..run).collect())
         } else {
             Next::Wait(until)
         }
@@ -228,6 +241,7 @@ mod tests {
             max_rows,
             max_delay: Duration::from_millis(delay_ms),
             max_queue: 100,
+            preferred: vec![],
         })
     }
 
@@ -274,6 +288,54 @@ mod tests {
         queue.push(c, 1);
         queue.push(d, 1);
         assert_eq!(taken(queue.next(now, true)), [3, 1]);
+    }
+
+    /// clearml's huggingface settings: a 5 s delay with preferred sizes 1, 2, 4, … 64. What is
+    /// queued starts at once as the largest leading run that adds up to a preferred size; the
+    /// delay only holds a batch that cannot form one.
+    #[test]
+    fn a_preferred_size_starts_at_once_and_only_other_batches_wait() {
+        let now = Instant::now();
+        let far = now + Duration::from_secs(60);
+        let mut queue = Queue::new(Some(Batching {
+            max_rows: 64,
+            max_delay: Duration::from_secs(5),
+            max_queue: 100,
+            preferred: vec![1, 2, 4, 8, 16, 32, 64],
+        }));
+        let mut receivers = Vec::new();
+        for _ in 0..7 {
+            let (j, r) = job(1, 4, far);
+            receivers.push(r);
+            queue.push(j, 1);
+        }
+        // 7 queued single rows: 4 now (the largest preferred run), then 2, then 1.
+        assert_eq!(taken(queue.next(now, true)), [1, 1, 1, 1]);
+        assert_eq!(taken(queue.next(now, true)), [1, 1]);
+        assert_eq!(taken(queue.next(now, true)), [1]);
+        // Rows that add up to no preferred size wait for the delay.
+        let mut queue = Queue::new(Some(Batching {
+            max_rows: 64,
+            max_delay: Duration::from_secs(5),
+            max_queue: 100,
+            preferred: vec![4, 8],
+        }));
+        for n in [3, 2] {
+            let (j, r) = job(n, 4, far);
+            receivers.push(r);
+            queue.push(j, 1);
+        }
+        let oldest = queue.jobs[0].enqueued;
+        let next = queue.next(now, true);
+        assert!(
+            matches!(next, Next::Wait(until) if until == oldest + Duration::from_secs(5)),
+            "{next:?}"
+        );
+        // 3 + 2 + 3 = 8, the largest preferred size: it starts.
+        let (j, r) = job(3, 4, far);
+        receivers.push(r);
+        queue.push(j, 1);
+        assert_eq!(taken(queue.next(now, true)), [3, 2, 3]);
     }
 
     #[test]
