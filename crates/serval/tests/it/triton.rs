@@ -760,3 +760,48 @@ fn the_keras_example_runs_in_a_service_environment_with_tensorflow() {
         );
     }
 }
+
+/// Two `triton` endpoints on the same packed folder load in one pass on an empty cache: each
+/// load unpacks into a staging folder of its own (they used to share one named after the process
+/// and delete each other's files, and the endpoint that lost stayed failed). Ten fresh servers,
+/// every time both load.
+#[test]
+fn two_endpoints_on_one_packed_folder_both_load_every_time() {
+    for round in 0..10 {
+        let home = Home::new();
+        home.service("packed");
+        let folder = home.path().join("digits_model");
+        std::fs::create_dir_all(folder.join("variables")).unwrap();
+        std::fs::copy(
+            crate::fixture("sklearn_mlp_digits.onnx"),
+            folder.join("model.onnx"),
+        )
+        .unwrap();
+        for file in 0..50 {
+            std::fs::write(folder.join(format!("variables/{file}.bin")), [round; 4096]).unwrap();
+        }
+        let model = home.ok(&[
+            "model",
+            "upload",
+            "--name",
+            "packed",
+            "--path",
+            folder.to_str().unwrap(),
+        ]);
+        let model = model
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("Model created and registered, new Model ID="))
+            .unwrap()
+            .to_string();
+        add(&home, "digits_a", &model, None, &[]);
+        add(&home, "digits_b", &model, None, &[]);
+        let server = Server::start(&home);
+        wait_until("both endpoints loaded", || {
+            let (status, body) = server.get("/health/ready");
+            status == 200 && body["endpoints"] == 2
+        });
+        let (_, body) = server.get("/health/ready");
+        assert_eq!(body["failed"], json!([]), "round {round}: {body}");
+    }
+}
