@@ -128,7 +128,11 @@ impl Home {
 
     /// Uploads a fixture model and returns its id.
     pub fn upload(&self, name: &str, file: &str, extra: &[&str]) -> String {
-        let path = fixture(file);
+        self.upload_path(name, &fixture(file), extra)
+    }
+
+    /// `model upload --name NAME --path PATH [extra]`: the new model's id.
+    pub fn upload_path(&self, name: &str, path: &Path, extra: &[&str]) -> String {
         let mut args = vec![
             "model",
             "upload",

@@ -172,9 +172,28 @@ fn two_servers_on_postgres_and_s3_follow_the_cli_and_ride_out_a_store_outage() {
     assert!(log.contains("reachable again"), "{log}");
 }
 
+/// Writes (`PUT`) or deletes an object in moto behind the registry's back: with a declared
+/// binary type (moto reads an untyped body with `=` in it as a form) and an authorization header
+/// (it refuses a second anonymous write to a key; it does not check signatures).
+fn s3_object(moto: &serval_testkit::Moto, method: &str, key: &str, body: &[u8]) {
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{}/{key}", moto.endpoint))
+        .header("Content-Type", "application/octet-stream")
+        .header(
+            "Authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20261206/us-east-1/s3/aws4_request, \
+             SignedHeaders=host, Signature=0",
+        )
+        .body(body.to_vec())
+        .unwrap();
+    ureq::run(request).unwrap();
+}
+
 /// A model object changed behind the registry's back: a load error naming both hashes, and the
 /// version before keeps serving; the load is tried again with a growing wait, so once the right
-/// object is back the endpoint serves it, without a restart or a change.
+/// object is back the endpoint serves it, without a restart or a change. The same for an object
+/// that cannot be fetched at all (gone, as when the store is down).
 #[test]
 fn a_corrupted_object_is_a_load_error_and_the_previous_model_keeps_serving() {
     let pg = serval_testkit::shared_postgres();
@@ -212,22 +231,43 @@ fn a_corrupted_object_is_a_load_error_and_the_previous_model_keeps_serving() {
     assert_eq!(server.post("/serve/iris", IRIS), before);
 
     // The object is right again: the next try loads it.
-    // (A declared binary type: moto reads an untyped body with `=` in it as a form; and it
-    // refuses a second anonymous write to a key, while it does not check signatures.)
     let model = std::fs::read(crate::fixture("clearml_lgbm.txt")).unwrap();
-    ureq::put(&format!("{}/{key}", moto.endpoint))
-        .header("Content-Type", "application/octet-stream")
-        .header(
-            "Authorization",
-            "AWS4-HMAC-SHA256 Credential=testing/20261206/us-east-1/s3/aws4_request, \
-             SignedHeaders=host, Signature=0",
-        )
-        .send(&model[..])
-        .unwrap();
-    wait_until("the model loaded on a later try", || {
-        cli.json(&["model", "list"])["instances"][0]["endpoints"]["iris"]["state"] == "loaded"
+    s3_object(&moto, "PUT", key, &model);
+    let state =
+        || cli.json(&["model", "list"])["instances"][0]["endpoints"]["iris"]["state"].clone();
+    wait_until("the model loaded on a later try", || state() == "loaded");
+    let after = server.post("/serve/iris", IRIS);
+    assert_ne!(after, before);
+
+    // A fetch that fails (the object is gone, as when the store is down) is tried again too: the
+    // endpoint's next model loads once its object is back.
+    // (The first model's text with a line more: the same model, a file not in any cache.)
+    let mut text = std::fs::read(crate::fixture("lgbm_multi_iris.txt")).unwrap();
+    text.extend_from_slice(b"\n");
+    let copy = cli.path().join("iris3.txt");
+    std::fs::write(&copy, &text).unwrap();
+    let third = cli.upload_path("iris3", &copy, &[]);
+    let info = cli.json(&["model", "info", &third]);
+    let third_key = info["uri"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("s3://")
+        .unwrap()
+        .to_string();
+    s3_object(&moto, "DELETE", &third_key, b"");
+    add(&cli, "iris", None, &third);
+    wait_until("the failed fetch in the status", || state() == "failed");
+    let error = cli.json(&["model", "list"])["instances"][0]["endpoints"]["iris"]["error"].clone();
+    assert!(
+        error.as_str().unwrap().contains("tried again in"),
+        "{error}"
+    );
+    assert_eq!(server.post("/serve/iris", IRIS), after);
+    s3_object(&moto, "PUT", &third_key, &text);
+    wait_until("the new version loaded once the object is back", || {
+        state() == "loaded"
     });
-    assert_ne!(server.post("/serve/iris", IRIS), before);
+    assert_eq!(server.post("/serve/iris", IRIS), before);
 }
 
 /// An embedded setup moves up: export from SQLite, import into PostgreSQL with the local model

@@ -71,24 +71,11 @@ fn the_pytorch_example_runs_natively_through_the_triton_engine() {
     let home = Home::new();
     home.service("triton");
     let files = make_model(&home);
-    let model = home.ok(&[
-        "model",
-        "upload",
-        "--name",
+    let model = home.upload_path(
         "mnist",
-        "--project",
-        "serving examples",
-        "--framework",
-        "onnx",
-        "--path",
-        files.join("model.onnx").to_str().unwrap(),
-    ]);
-    let model = model
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("Model created and registered, new Model ID="))
-        .unwrap()
-        .to_string();
+        &files.join("model.onnx"),
+        &["--project", "serving examples", "--framework", "onnx"],
+    );
     let preprocess = example("pytorch/preprocess.py");
     add(
         &home,
@@ -780,20 +767,7 @@ fn two_endpoints_on_one_packed_folder_both_load_every_time() {
         for file in 0..50 {
             std::fs::write(folder.join(format!("variables/{file}.bin")), [round; 4096]).unwrap();
         }
-        let model = home.ok(&[
-            "model",
-            "upload",
-            "--name",
-            "packed",
-            "--path",
-            folder.to_str().unwrap(),
-        ]);
-        let model = model
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("Model created and registered, new Model ID="))
-            .unwrap()
-            .to_string();
+        let model = home.upload_path("packed", &folder, &[]);
         add(&home, "digits_a", &model, None, &[]);
         add(&home, "digits_b", &model, None, &[]);
         let server = Server::start(&home);

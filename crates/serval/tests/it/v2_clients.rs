@@ -228,12 +228,46 @@ fn python_endpoints_get_v2_parameters_and_grpc_deadlines_are_honoured() {
             code.to_str().unwrap(),
         ],
     );
+    // The same code with clearml's io flags: V2 clients see what to send in its metadata.
+    add(
+        &home,
+        &[
+            "--engine",
+            "custom",
+            "--endpoint",
+            "declared",
+            "--preprocess",
+            code.to_str().unwrap(),
+            "--input-name",
+            "x",
+            "--input-type",
+            "float32",
+            "--input-size",
+            "[-1, 2]",
+            "--output-name",
+            "echo",
+            "--output-type",
+            "float64",
+            "--output-size",
+            "[-1, 2]",
+        ],
+    );
     // A request timeout far beyond the test's patience: only the client's deadline can end the
     // sleeping call in time.
     let server = Server::start_with(&home, &["--request-timeout", "600"]);
     wait_until("sleepy loaded", || {
         server.get("/v2/models/sleepy/ready").0 == 200
     });
+    let (status, meta) = server.get("/v2/models/declared");
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(
+        (&meta["platform"], &meta["inputs"], &meta["outputs"]),
+        (
+            &serde_json::json!("python_custom"),
+            &serde_json::json!([{"name": "x", "datatype": "FP32", "shape": [-1, 2]}]),
+            &serde_json::json!([{"name": "echo", "datatype": "FP64", "shape": [-1, 2]}])
+        )
+    );
     let body = serde_json::json!({
         "inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.5, 2]}],
         "parameters": {"scale": 2},
