@@ -13,9 +13,6 @@ use crate::error::redact;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The engine is not served by this build.
-    #[error("engine '{0}' is not available in this version of serval")]
-    UnknownEngine(EngineKind),
     /// The endpoint names no model and its engine needs one.
     #[error("the {engine} engine needs a model{hint}")]
     NoModel {
@@ -110,8 +107,7 @@ impl LoadError {
             | LoadError::WorkerPackage(_)
             | LoadError::Threads(_) => true,
             LoadError::Python(start) => start.may_pass(),
-            LoadError::UnknownEngine(_)
-            | LoadError::NoModel { .. }
+            LoadError::NoModel { .. }
             | LoadError::Model(_)
             | LoadError::Triton(_)
             | LoadError::Io { .. }

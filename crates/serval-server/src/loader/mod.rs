@@ -3,6 +3,7 @@
 //! warmed; a failed load keeps the previous version serving and is reported in the status.
 
 mod error;
+mod plan;
 mod pyenv;
 mod python;
 mod signature;
@@ -18,6 +19,7 @@ use serval_engine::{Instance, NamedOutput, NamedTensor, Tensor, TensorData};
 use serval_onnx::OnnxOptions;
 use serval_store::{Endpoint, EndpointStatus, EngineKind, ServiceSettings, Snapshot, Store};
 
+use self::plan::{Model, Plan};
 use crate::endpoint::{self, NativeModel, Runner};
 use crate::table::{Attempt, FileStamp, Fingerprint, Retry, RoutingTable, Slot};
 
@@ -163,38 +165,30 @@ impl Loader {
         Ok((path, bytes))
     }
 
+    /// Executes the endpoint's [`plan::plan`].
     fn load(
         &self,
         url: &str,
         endpoint: &Endpoint,
         fingerprint: Fingerprint,
     ) -> Result<Loaded, LoadError> {
-        let native_kind = matches!(
-            endpoint.engine,
-            EngineKind::Xgboost | EngineKind::Lightgbm | EngineKind::Onnx
-        );
-        let triton = endpoint.engine == EngineKind::Triton;
-        if !native_kind && !triton && !needs_python(endpoint) {
-            return Err(LoadError::UnknownEngine(endpoint.engine));
-        }
-        if let Some((address, compression)) = &fingerprint.forward {
-            return self.load_forwarded(url, endpoint, &fingerprint, address, *compression);
-        }
-        let model = match endpoint.model_id {
-            Some(_) => Some(self.verified_model(endpoint, native_kind)?),
-            None if native_kind || endpoint.engine == EngineKind::Sklearn => {
-                return Err(LoadError::NoModel {
-                    engine: endpoint.engine,
-                    hint: "",
-                });
+        let plan = plan::plan(
+            endpoint,
+            fingerprint.forward.is_some(),
+            batching(endpoint)?.is_some(),
+        )?;
+        let (model, python_needed) = match (plan, &fingerprint.forward) {
+            (Plan::Forward { python }, Some((address, compression))) => {
+                let upstream = (address.as_str(), *compression);
+                return self.load_forwarded(url, endpoint, &fingerprint, python, upstream);
             }
-            None if triton && endpoint.preprocess.is_none() => {
-                return Err(LoadError::NoModel {
-                    engine: endpoint.engine,
-                    hint: " (or preprocess code whose Preprocess.process runs it)",
-                });
-            }
-            None => None,
+            (Plan::Load { model, python }, _) => (model, python),
+            (Plan::Forward { .. }, None) => return Err(LoadError::NoRunner),
+        };
+        let (triton, native_kind) = (model == Model::Triton, model == Model::Native);
+        let model = match model {
+            Model::None => None,
+            _ => Some(self.verified_model(endpoint, native_kind)?),
         };
         let stamp = model.as_ref().and_then(|(path, _)| FileStamp::read(path));
         // What runs a triton model: ONNX natively, other formats in Python with their library.
@@ -227,7 +221,7 @@ impl Loader {
             }
             _ => None,
         };
-        let python_needed = needs_python(endpoint) || triton_python.is_some();
+        let python_needed = python_needed || triton_python.is_some();
         let pool = match &fingerprint.python {
             Some((interpreter, workers, packages)) if python_needed => {
                 let interpreter = self.interpreter(interpreter, packages.as_deref())?;
@@ -274,16 +268,6 @@ impl Loader {
                 };
                 let signature = signature::native(kind, &model, warm.as_deref());
                 (Runner::Native(model), signature)
-            }
-            (Some(_), None) if !triton && batching(endpoint)?.is_some() => {
-                // A triton model run by its library in Python leaves batching to the server
-                // Triton would be; other Python engines cannot batch at all.
-                return Err(LoadError::Batching(format!(
-                    "dynamic batching merges rows for a native model (xgboost, lightgbm, onnx, or \
-             the native model between preprocess and postprocess); engine '{}' runs its \
-             model in Python workers: remove --max-batch-size / the dynamic_batching keys",
-                    endpoint.engine
-                )));
             }
             (Some(pool), None) => (Runner::Python(pool), signature::python(endpoint)),
             (Some(pool), Some((model, _))) => (
@@ -393,8 +377,8 @@ impl Loader {
         url: &str,
         endpoint: &Endpoint,
         fingerprint: &Fingerprint,
-        address: &str,
-        compression: bool,
+        python: bool,
+        (address, compression): (&str, bool),
     ) -> Result<Loaded, LoadError> {
         let runtime = self
             .runtime
@@ -408,7 +392,7 @@ impl Loader {
             })?
         };
         let pool = match &fingerprint.python {
-            Some((interpreter, workers, packages)) if needs_python(endpoint) => {
+            Some((interpreter, workers, packages)) if python => {
                 let interpreter = self.interpreter(interpreter, packages.as_deref())?;
                 Some(Arc::new(self.start_python(
                     url,
