@@ -4,14 +4,31 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::pipeline::Reservation;
+use crate::wire::v2_json;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::Frame;
-use serval_core::ReplyText;
 
-use crate::pipeline::Reservation;
+/// A reply's text, produced a chunk at a time.
+pub trait Chunks: Send + Unpin + 'static {
+    /// The next chunk of at least `min` bytes (the last may be shorter); `None` at the end.
+    fn next_chunk(&mut self, min: usize) -> Option<Vec<u8>>;
+}
+
+impl Chunks for serval_core::ReplyText {
+    fn next_chunk(&mut self, min: usize) -> Option<Vec<u8>> {
+        serval_core::ReplyText::next_chunk(self, min)
+    }
+}
+
+impl Chunks for v2_json::ReplyText {
+    fn next_chunk(&mut self, min: usize) -> Option<Vec<u8>> {
+        v2_json::ReplyText::next_chunk(self, min)
+    }
+}
 
 /// Bytes of a streamed reply written per frame.
 const CHUNK: usize = 64 * 1024;
@@ -39,10 +56,11 @@ pub fn challenge_or_retry(response: &mut Response) {
     }
 }
 
-/// A JSON reply written a chunk at a time while it is sent (a large native reply): what the
-/// server holds is the model's outputs and one chunk, not the whole text. The request's memory
-/// reservation is held until the last chunk is sent (or the client goes away).
-pub fn streamed_json(text: ReplyText, memory: Reservation) -> Response {
+/// A JSON reply written a chunk at a time while it is sent (a large native clearml reply, a large
+/// V2 JSON reply): what the server holds is the model's outputs and one chunk, not the whole
+/// text. The request's memory reservation is held until the last chunk is sent (or the client
+/// goes away).
+pub fn streamed_json(text: impl Chunks, memory: Reservation) -> Response {
     let mut response = Response::new(Body::new(Streamed {
         text,
         _memory: memory,
@@ -54,12 +72,12 @@ pub fn streamed_json(text: ReplyText, memory: Reservation) -> Response {
     response
 }
 
-struct Streamed {
-    text: ReplyText,
+struct Streamed<T> {
+    text: T,
     _memory: Reservation,
 }
 
-impl http_body::Body for Streamed {
+impl<T: Chunks> http_body::Body for Streamed<T> {
     type Data = Bytes;
     type Error = Infallible;
 

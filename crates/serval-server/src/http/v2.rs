@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::http::body::{self, RestRequest};
-use crate::http::reply::challenge_or_retry;
+use crate::http::reply::{challenge_or_retry, streamed_json};
 use crate::models::{EXTENSIONS, IndexItem, ModelMetadata, index, is_ready, metadata};
 use crate::offload;
 use crate::pipeline::{
@@ -271,9 +271,25 @@ async fn run_infer(
             return Err(Error::Internal("unexpected JSON reply".into()).into());
         }
     };
-    // The reply's text is charged before it is written (binary outputs take less).
+    let size = v2_json::encoded_size(&outputs, &served.extra.binary);
     let mut memory = served.memory;
-    memory.charge(v2_json::encoded_size(&outputs, &served.extra.binary))?;
+    // A large JSON reply is written while it is sent; a smaller or binary one is charged before
+    // it is written whole.
+    let outputs = if size >= STREAM_FROM {
+        match v2_json::ReplyText::new(
+            &model,
+            served.endpoint.version.as_deref(),
+            served.extra.id.as_deref(),
+            outputs,
+            &served.extra.binary,
+        ) {
+            Ok(text) => return Ok(streamed_json(text, memory)),
+            Err(outputs) => outputs,
+        }
+    } else {
+        outputs
+    };
+    memory.charge(size)?;
     let encoded = v2_json::encode(
         &model,
         served.endpoint.version.as_deref(),
@@ -300,6 +316,10 @@ async fn run_infer(
     }
     Ok(response)
 }
+
+/// Replies whose JSON text would be at least this large (bytes, estimated) are written while
+/// they are sent.
+const STREAM_FROM: usize = 1 << 20;
 
 /// The largest body `POST /v2/repository/index` reads (it holds one flag).
 const INDEX_BODY_LIMIT: usize = 64 * 1024;

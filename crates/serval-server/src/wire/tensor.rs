@@ -200,6 +200,39 @@ impl Elements {
         out
     }
 
+    /// Writes element `i` as JSON, as [`Elements::json_values`] and a reply's `data` have it.
+    pub fn write_json(&self, i: usize, out: &mut Vec<u8>) {
+        fn float(x: f64) -> Option<f64> {
+            x.is_finite().then_some(x)
+        }
+        // Writing to a Vec cannot fail.
+        let _ = match self {
+            Elements::Bool(v) => serde_json::to_writer(&mut *out, &v[i]),
+            Elements::U8(v) => serde_json::to_writer(&mut *out, &v[i]),
+            Elements::U16(v) => serde_json::to_writer(&mut *out, &v[i]),
+            Elements::U32(v) => serde_json::to_writer(&mut *out, &v[i]),
+            Elements::U64(v) => serde_json::to_writer(&mut *out, &v[i]),
+            Elements::I8(v) => serde_json::to_writer(&mut *out, &v[i]),
+            Elements::I16(v) => serde_json::to_writer(&mut *out, &v[i]),
+            Elements::I32(v) => serde_json::to_writer(&mut *out, &v[i]),
+            Elements::I64(v) => serde_json::to_writer(&mut *out, &v[i]),
+            Elements::F32(v) => serde_json::to_writer(&mut *out, &v[i]),
+            Elements::F64(v) => serde_json::to_writer(&mut *out, &v[i]),
+            Elements::F16(v) => {
+                let x = f64::from(half::f16::from_bits(v[i]));
+                serde_json::to_writer(&mut *out, &float(x))
+            }
+            Elements::Bf16(v) => {
+                let x = f64::from(half::bf16::from_bits(v[i]));
+                serde_json::to_writer(&mut *out, &float(x))
+            }
+            Elements::Bytes(v) => match std::str::from_utf8(&v[i]) {
+                Ok(text) => serde_json::to_writer(&mut *out, text),
+                Err(_) => serde_json::to_writer(&mut *out, &v[i]),
+            },
+        };
+    }
+
     /// The elements as flat JSON values (FP16/BF16 as numbers, BYTES as text when it is UTF-8,
     /// else as a list of byte values; NaN and infinities as `null`).
     pub fn json_values(&self) -> Vec<Value> {

@@ -546,6 +546,104 @@ pub fn encode(
     }
 }
 
+/// A V2 JSON reply written a chunk at a time while it is sent: the same bytes as [`encode`] for a
+/// reply with no binary outputs, without holding its text whole (a large batch's outputs as JSON
+/// numbers take several times their binary size).
+pub struct ReplyText {
+    /// The text before each output's data (ending in its `[`), and after the last
+    /// (`outputs.len() + 1` pieces).
+    pieces: Vec<Vec<u8>>,
+    outputs: Vec<InferTensor>,
+    /// What is being written: `2k` piece `k`, `2k + 1` output `k`'s data (from `element` on).
+    at: usize,
+    element: usize,
+}
+
+impl ReplyText {
+    /// The reply of `outputs`, or the outputs back when one of them goes in binary form (asked
+    /// for by `binary`, or FP16/BF16: [`encode`] writes those after the JSON).
+    pub fn new(
+        model_name: &str,
+        model_version: Option<&str>,
+        id: Option<&str>,
+        outputs: Vec<InferTensor>,
+        binary: &BinaryOutputs,
+    ) -> Result<ReplyText, Vec<InferTensor>> {
+        if outputs.iter().any(|o| {
+            binary.binary(&o.name) || matches!(o.datatype(), Datatype::Fp16 | Datatype::Bf16)
+        }) {
+            return Err(outputs);
+        }
+        // `encode`'s keys in its order: the header without outputs, then each output's header
+        // with its data last.
+        let head = ResponseHeader {
+            model_name,
+            model_version,
+            id,
+            outputs: Vec::new(),
+        };
+        let mut piece = serde_json::to_vec(&head).unwrap_or_default();
+        piece.truncate(piece.len().saturating_sub(br#"]}"#.len()));
+        let mut pieces = Vec::with_capacity(outputs.len() + 1);
+        for (i, output) in outputs.iter().enumerate() {
+            if i > 0 {
+                piece.extend_from_slice(b"},");
+            }
+            let header = OutputHeader {
+                name: &output.name,
+                datatype: output.datatype().name(),
+                shape: &output.shape,
+                parameters: None,
+                data: None,
+            };
+            let mut text = serde_json::to_vec(&header).unwrap_or_default();
+            text.pop();
+            piece.extend_from_slice(&text);
+            piece.extend_from_slice(br#","data":["#);
+            pieces.push(std::mem::take(&mut piece));
+        }
+        if !outputs.is_empty() {
+            piece.push(b'}');
+        }
+        piece.extend_from_slice(br#"]}"#);
+        pieces.push(piece);
+        Ok(ReplyText {
+            pieces,
+            outputs,
+            at: 0,
+            element: 0,
+        })
+    }
+
+    /// The next chunk of at least `min` bytes (the last may be shorter); `None` when all is
+    /// written.
+    pub fn next_chunk(&mut self, min: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(min + 256);
+        while out.len() < min && self.at < 2 * self.pieces.len() - 1 {
+            let index = self.at / 2;
+            if self.at.is_multiple_of(2) {
+                out.extend_from_slice(&self.pieces[index]);
+                self.at += 1;
+                continue;
+            }
+            let elements = &self.outputs[index].data;
+            while self.element < elements.len() && out.len() < min {
+                if self.element > 0 {
+                    out.push(b',');
+                }
+                elements.write_json(self.element, &mut out);
+                self.element += 1;
+            }
+            if self.element == elements.len() {
+                out.push(b']');
+                self.at += 1;
+                self.element = 0;
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,5 +848,57 @@ mod tests {
         assert!(v["outputs"][1].get("data").is_none());
         assert!(v.get("model_version").is_none());
         assert_eq!(&e.body[n..], &[0, 0, 0x80, 0x3e, 0, 0, 0, 0x3f]);
+    }
+
+    /// A streamed reply is `encode`'s text, in chunks of any size, for every kind of output; a
+    /// reply with a binary output is left to `encode`.
+    #[test]
+    fn a_streamed_reply_is_the_encoded_text() {
+        let tensor = |name: &str, shape: Vec<usize>, data: Elements| InferTensor {
+            name: name.into(),
+            shape,
+            data,
+        };
+        let outputs = vec![
+            tensor(
+                "p",
+                vec![2, 3],
+                Elements::F32(vec![0.5, 0.25, f32::NAN, 1e-7, 3.0, -0.0]),
+            ),
+            tensor("label", vec![2], Elements::I64(vec![1, -7])),
+            tensor(
+                "text",
+                vec![2],
+                Elements::Bytes(vec![b"caf\xc3\xa9".to_vec(), vec![0xff]]),
+            ),
+            tensor("flag", vec![1], Elements::Bool(vec![true])),
+            tensor("none", vec![0], Elements::F64(vec![])),
+        ];
+        let json = BinaryOutputs::default();
+        for (id, version, outputs) in [
+            (Some("r\"1"), Some("2"), outputs.clone()),
+            (None, None, outputs[..1].to_vec()),
+            (None, None, vec![]),
+        ] {
+            let whole = encode("m", version, id, &outputs, &json);
+            assert_eq!(whole.header_length, None);
+            for min in [1, 7, 1 << 20] {
+                let mut text = ReplyText::new("m", version, id, outputs.clone(), &json).unwrap();
+                let mut streamed = Vec::new();
+                while let Some(chunk) = text.next_chunk(min) {
+                    streamed.extend(chunk);
+                }
+                assert_eq!(
+                    String::from_utf8_lossy(&streamed),
+                    String::from_utf8_lossy(&whole.body),
+                    "chunks of {min}"
+                );
+            }
+        }
+        let binary = BinaryOutputs {
+            default: true,
+            per_output: vec![],
+        };
+        assert!(ReplyText::new("m", None, None, outputs, &binary).is_err());
     }
 }

@@ -508,3 +508,35 @@ async fn v2_requests_are_counted_with_their_protocol() {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }
 }
+
+/// A large JSON reply (25,000 rows of LightGBM probabilities) is written while it is sent: it
+/// is the same JSON as one row's answer, 25,000 times.
+#[tokio::test]
+async fn a_large_json_reply_is_streamed_with_the_same_answer() {
+    let setup = Setup::new();
+    let state = setup.serving().await;
+    let uri = "/v2/models/test_model_lgbm/infer";
+    let row = [5.1, 3.5, 1.4, 0.2];
+    let (status, one) = call(
+        &state,
+        post(uri, &infer_body("input", "FP64", &[1, 4], json!([row]))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    let rows = vec![row; 25_000];
+    let body = infer_body("input", "FP64", &[25_000, 4], json!(rows));
+    let (status, many) = call(&state, post(uri, &body)).await;
+    assert_eq!(status, StatusCode::OK, "{}", many["error"]);
+    for name in ["label", "probabilities"] {
+        let (single, all) = (output(&one, name), output(&many, name));
+        assert_eq!(all["datatype"], single["datatype"]);
+        assert_eq!(all["shape"][0], 25_000);
+        let width = single["data"].as_array().unwrap().len();
+        let data = all["data"].as_array().unwrap();
+        assert_eq!(data.len(), 25_000 * width);
+        assert!(
+            data.chunks(width)
+                .all(|r| r == single["data"].as_array().unwrap().as_slice())
+        );
+    }
+}
