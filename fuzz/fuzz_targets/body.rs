@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use serval_server::memory::{Pool, Reservation};
+use serval_server::memory::{MemoryPool, Reservation};
 use serval_server::wire::encoding::decompress;
 use serval_server::wire::json::check_values;
 
@@ -20,7 +20,7 @@ fn count(value: &Value) -> usize {
 
 fuzz_target!(|data: &[u8]| {
     for encoding in ["gzip", "deflate"] {
-        let mut memory = Reservation::new(Pool::new(8 << 20), 8 << 20);
+        let mut memory = Reservation::new(MemoryPool::new(8 << 20), 8 << 20);
         if let Ok(decoded) = decompress(encoding, data, 1 << 20, &mut memory) {
             assert!(decoded.len() <= 1 << 20);
             // The output was charged before it was inflated.

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use serval_server::memory::{Pool, Reservation};
+use serval_server::memory::{MemoryPool, Reservation};
 use serval_server::wire::proto::ModelInferRequest;
 use serval_server::wire::scan::infer_request;
 
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(head.model_name, request.model_name);
     assert_eq!(head.model_version, request.model_version);
-    let pool = Pool::new(64 << 20);
+    let pool = MemoryPool::new(64 << 20);
     let mut memory = Reservation::new(pool.clone(), 64 << 20);
     let _ = serval_server::wire::grpc::request(request, 1 << 20, &mut memory);
     assert!(memory.charged() <= 64 << 20);

@@ -2,12 +2,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use serval_server::memory::{Pool, Reservation};
+use serval_server::memory::{MemoryPool, Reservation};
 use serval_server::wire::v2_json::decode;
 
 fuzz_target!(|data: &[u8]| {
     // A budget of 64 MiB: whatever the input claims, decoding never charges past it.
-    let pool = Pool::new(64 << 20);
+    let pool = MemoryPool::new(64 << 20);
     let _ = decode(data, None, 1 << 20, &mut Reservation::new(pool.clone(), 64 << 20), true);
     // The first two bytes choose where the JSON header ends.
     if data.len() > 2 {

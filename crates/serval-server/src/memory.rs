@@ -5,7 +5,7 @@
 //! the body as it is read and inflated, the values a decoder will build (counted in the text
 //! first), what goes to a Python worker. Past the request's budget the charge fails with
 //! [`Error::OverBudget`] (413 / RESOURCE_EXHAUSTED); a request whose charges reach
-//! [`POOLED_FROM`] also takes them from the server-wide [`Pool`], and when the pool is spent it
+//! [`POOLED_FROM`] also takes them from the server-wide [`MemoryPool`], and when the pool is spent it
 //! fails with [`Error::Overloaded`] (429 with Retry-After / RESOURCE_EXHAUSTED) at once instead
 //! of waiting, so two large requests can never wait on each other. The reservation is given back
 //! when the request's reply has been sent (or the request failed). Small requests never touch
@@ -21,14 +21,14 @@ pub const POOLED_FROM: usize = 1 << 20;
 
 /// The memory every request in progress may hold together (`serve --max-memory-in-flight`).
 #[derive(Debug)]
-pub struct Pool {
+pub struct MemoryPool {
     capacity: usize,
     used: AtomicUsize,
 }
 
-impl Pool {
-    pub fn new(capacity: usize) -> Arc<Pool> {
-        Arc::new(Pool {
+impl MemoryPool {
+    pub fn new(capacity: usize) -> Arc<MemoryPool> {
+        Arc::new(MemoryPool {
             capacity,
             used: AtomicUsize::new(0),
         })
@@ -61,7 +61,7 @@ impl Pool {
 /// The memory one request has been charged for; given back to the pool when dropped.
 #[derive(Debug)]
 pub struct Reservation {
-    pool: Arc<Pool>,
+    pool: Arc<MemoryPool>,
     /// The request's budget (`serve --max-request-memory`).
     limit: usize,
     /// Bytes charged so far.
@@ -71,7 +71,7 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    pub fn new(pool: Arc<Pool>, limit: usize) -> Reservation {
+    pub fn new(pool: Arc<MemoryPool>, limit: usize) -> Reservation {
         Reservation {
             pool,
             limit,
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn small_requests_never_touch_the_pool() {
-        let pool = Pool::new(10);
+        let pool = MemoryPool::new(10);
         let mut memory = Reservation::new(pool.clone(), POOLED_FROM);
         memory.charge(POOLED_FROM - 1).unwrap();
         assert_eq!(pool.used(), 0);
@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn past_its_budget_a_request_is_refused_naming_it_and_nothing_is_charged() {
-        let pool = Pool::new(1 << 30);
+        let pool = MemoryPool::new(1 << 30);
         let mut memory = Reservation::new(pool.clone(), 3 << 20);
         memory.charge(2 << 20).unwrap();
         let error = memory.charge(2 << 20).unwrap_err();
@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn two_large_requests_cannot_together_exceed_the_pool() {
-        let pool = Pool::new(5 << 20);
+        let pool = MemoryPool::new(5 << 20);
         let mut first = Reservation::new(pool.clone(), 4 << 20);
         let mut second = Reservation::new(pool.clone(), 4 << 20);
         first.charge(3 << 20).unwrap();

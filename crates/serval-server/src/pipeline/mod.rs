@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 pub use crate::endpoint::{Context, Endpoint, Input, Output, Payload, Runner, TensorMeta};
 pub use crate::error::{Error, redact};
-pub use crate::memory::{Pool, Reservation};
+pub use crate::memory::{MemoryPool, Reservation};
 pub use crate::metrics::Protocol;
 use crate::metrics::{Failure, Metrics};
 use crate::table::RoutingTable;
@@ -120,7 +120,7 @@ pub struct Served<E> {
 pub struct Door {
     table: ArcSwap<RoutingTable>,
     admission: Semaphore,
-    memory: Arc<Pool>,
+    memory: Arc<MemoryPool>,
     limits: Limits,
     metrics: Option<Arc<Metrics>>,
 }
@@ -130,7 +130,7 @@ impl Door {
         Door {
             table: ArcSwap::from_pointee(RoutingTable::default()),
             admission: Semaphore::new(limits.max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
-            memory: Pool::new(limits.max_memory_in_flight),
+            memory: MemoryPool::new(limits.max_memory_in_flight),
             limits,
             metrics,
         }
@@ -156,7 +156,7 @@ impl Door {
     }
 
     /// The memory all requests in progress hold together.
-    pub fn memory(&self) -> &Pool {
+    pub fn memory(&self) -> &MemoryPool {
         &self.memory
     }
 

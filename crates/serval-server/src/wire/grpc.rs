@@ -229,7 +229,7 @@ mod tests {
     use super::*;
 
     fn unlimited() -> Reservation {
-        Reservation::new(crate::memory::Pool::new(usize::MAX), usize::MAX)
+        Reservation::new(crate::memory::MemoryPool::new(usize::MAX), usize::MAX)
     }
 
     fn tensor(

@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn parsing_is_charged_before_it_happens() {
-        let pool = crate::memory::Pool::new(1 << 30);
+        let pool = crate::memory::MemoryPool::new(1 << 30);
         // A short text is charged its bound without a scan.
         let mut memory = Reservation::new(pool.clone(), 1 << 30);
         charge_values(b"[1,2]", 10, 100, &mut memory).unwrap();
