@@ -138,18 +138,7 @@ address, key = sys.argv[1:3]
 index = grpcclient.InferenceServerClient(address).get_model_repository_index(headers={"authorization": "Bearer " + key})
 print(" ".join(sorted(m.name for m in index.models)))
 "#;
-    let grpc_names = |key: &str| {
-        let out = std::process::Command::new(crate::python())
-            .args(["-c", script, &b.grpc, key])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let grpc_names = |key: &str| crate::python_script(script, &[&b.grpc, key]);
     assert_eq!(grpc_names(&key), "iris other");
     assert_eq!(grpc_names(&scoped), "iris");
     let metrics = |key: &str| {

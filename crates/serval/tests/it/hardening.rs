@@ -430,41 +430,16 @@ fn slow_header_connections_do_not_stop_good_requests() {
 /// gRPC client against the test CA); plain HTTP to the TLS port gets no answer.
 #[test]
 fn http_and_grpc_over_tls() {
-    use std::io::BufRead;
+    use crate::hostile::{start_tls, url_in};
     let home = xgb_home();
     let certs = serval_testkit::make_tls_files(home.path());
-    let mut child = home
-        .command(&[
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--tls-cert",
-            certs.cert.to_str().unwrap(),
-            "--tls-key",
-            certs.key.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let https = line
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
-    let grpcs = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("grpcs://"))
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
+    let (cert, key) = (certs.cert.to_str().unwrap(), certs.key.to_str().unwrap());
+    let (mut child, line) = start_tls(
+        &home,
+        &["--grpc-port", "0", "--tls-cert", cert, "--tls-key", key],
+    );
+    let https = url_in(&line, "https://");
+    let grpcs = url_in(&line, "grpcs://")["grpcs://".len()..].to_string();
     let script = r#"
 import json, ssl, sys, time, urllib.request
 import tritonclient.grpc as grpcclient
@@ -750,15 +725,7 @@ model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 model.ir_version = 8
 onnx.save(model, sys.argv[1])
 "#;
-    let out = std::process::Command::new(crate::python())
-        .args(["-c", script, model_path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::python_script(script, &[model_path.to_str().unwrap()]);
     home.service("onnx-deadline");
     let uploaded = home.ok(&[
         "model",
@@ -821,18 +788,7 @@ try:
 except grpc.RpcError as e:
     print(e.code().name, e.details())
 "#;
-    let attack = |server: &Server, key: &str| {
-        let out = std::process::Command::new(crate::python())
-            .args(["-c", script, &server.grpc, key])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let attack = |server: &Server, key: &str| crate::python_script(script, &[&server.grpc, key]);
     let key = home
         .ok(&["auth", "create-key", "--name", "attacker"])
         .trim()

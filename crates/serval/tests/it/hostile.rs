@@ -54,16 +54,7 @@ except grpc.RpcError as e:
     print(e.code().name, e.details())
 "#
     );
-    let out = std::process::Command::new(crate::python())
-        .args(["-c", &script, &server.grpc])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::python_script(&script, &[&server.grpc])
 }
 
 /// The deep request over gRPC.
@@ -229,7 +220,8 @@ fn silent_sockets_neither_lock_clients_out_nor_stay_open() {
     let (cert, key) = (certs.cert.to_str().unwrap(), certs.key.to_str().unwrap());
     let mut tls_flags = flags.to_vec();
     tls_flags.extend(["--tls-cert", cert, "--tls-key", key]);
-    let (mut child, https) = start_tls(&home, &tls_flags);
+    let (mut child, line) = start_tls(&home, &tls_flags);
+    let https = url_in(&line, "https://");
     let address = https.trim_start_matches("https://");
     let mut silent = silent_sockets(address, 30);
     for _ in 0..30 {
@@ -248,9 +240,9 @@ fn silent_sockets_neither_lock_clients_out_nor_stay_open() {
     let _ = child.wait();
 }
 
-/// `serval serve` over TLS with `flags`; returns the child and its `https://` address once it
-/// is up.
-fn start_tls(home: &Home, flags: &[&str]) -> (std::process::Child, String) {
+/// `serval serve` with `flags` (TLS ones among them); returns the child and its listening line
+/// once it is up.
+pub(crate) fn start_tls(home: &Home, flags: &[&str]) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut args = vec!["serve", "--host", "127.0.0.1", "--port", "0"];
     args.extend_from_slice(flags);
@@ -264,12 +256,15 @@ fn start_tls(home: &Home, flags: &[&str]) -> (std::process::Child, String) {
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let https = line
-        .split_whitespace()
-        .find(|w| w.starts_with("https://"))
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_string();
-    (child, https)
+    (child, line)
+}
+
+/// The URL of `scheme` (`"https://"`, `"grpcs://"`) in a listening line.
+pub(crate) fn url_in(line: &str, scheme: &str) -> String {
+    line.split_whitespace()
+        .find(|w| w.starts_with(scheme))
+        .unwrap_or_else(|| panic!("no {scheme} address in: {line}"))
+        .to_string()
 }
 
 /// A body that stops arriving on a route without its own deadline (`POST /v2/repository/index`)

@@ -192,6 +192,23 @@ pub const PREPROCESS: &str = "class Preprocess:\n    def preprocess(self, body, 
 
 /// The Python for workers and example scripts: `SERVAL_PYTHON` (set by scripts/test.sh), else the
 /// project's test venv, else `python3`.
+/// Runs `python -c script args…` with the test venv's Python; asserts that it succeeded and
+/// returns its trimmed stdout.
+pub fn python_script(script: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub fn python() -> String {
     if let Ok(python) = std::env::var("SERVAL_PYTHON") {
         return python;
