@@ -205,16 +205,7 @@ fn requests_past_the_in_flight_bounds_get_429_with_retry_after() {
         "import time\nclass Preprocess:\n    def process(self, data, state, collect_custom_statistics_fn=None):\n        time.sleep(data.get('sleep', 0))\n        return {'ok': 1}\n",
     );
     for endpoint in ["slow", "other"] {
-        home.ok(&[
-            "model",
-            "add",
-            "--engine",
-            "custom",
-            "--endpoint",
-            endpoint,
-            "--preprocess",
-            code.to_str().unwrap(),
-        ]);
+        home.add_custom(endpoint, &code);
     }
     let check = |server: &Server, busy: &str, refused: &str, what: &str| {
         std::thread::scope(|scope| {
