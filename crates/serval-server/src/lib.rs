@@ -47,24 +47,40 @@ pub use loader::Loader;
 pub use state::AppState;
 pub use table::RoutingTable;
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM and SIGINT, listened for from the first line of [`run`]: a signal that arrives while
+/// the server comes up (the first load pass, the heartbeat after it) is kept and acted on, never
+/// left to the default action that would kill the process without draining.
+struct StopSignals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> Result<Self, String> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen =
+                |kind, name| signal(kind).map_err(|e| format!("cannot listen for {name}: {e}"));
+            Ok(Self {
+                terminate: listen(SignalKind::terminate(), "SIGTERM")?,
+                interrupt: listen(SignalKind::interrupt(), "SIGINT")?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {},
+            _ = self.interrupt.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -93,6 +109,7 @@ pub async fn run(
     store: Arc<dyn Store>,
     on_listening: impl FnOnce(Listening),
 ) -> Result<(), String> {
+    let mut signals = StopSignals::listen()?;
     let listener = bind(&config.host, config.port, "").await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let grpc_listener = match config.grpc_port {
@@ -183,7 +200,18 @@ pub async fn run(
     });
 
     sync::heartbeat(&state).await;
-    match state.sync().await {
+    let first_pass = tokio::select! {
+        first_pass = state.sync() => first_pass,
+        () = signals.recv() => {
+            // Nothing is served yet: stop at once (the load pass, on a blocking thread, is left
+            // to the process's exit).
+            tracing::info!("stopping before the first load pass finished");
+            let _ = stop_tx.send(true);
+            let _ = phase_tx.send(conn::Phase::Closing);
+            return Ok(());
+        }
+    };
+    match first_pass {
         Ok(revision) => tracing::info!(revision, "ready: first load pass finished"),
         Err(e) => {
             let _ = stop_tx.send(true);
@@ -198,7 +226,7 @@ pub async fn run(
     tokio::spawn(offload::give_back_after_large_work(stop_rx.clone()));
     let sync_task = tokio::spawn(sync::run(state.clone(), state.loader(), stop_rx));
 
-    shutdown_signal().await;
+    signals.recv().await;
     let started = std::time::Instant::now();
     let drain_delay = state.config.drain_delay.min(shutdown_timeout);
     tracing::info!(

@@ -148,30 +148,32 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         .map_err(|e| anyhow!("cannot start the async runtime: {e}"))?;
     let service_id = service.id.clone();
     let ui = config.ui;
-    runtime
-        .block_on(serval_server::run(
-            config,
-            ctx.store.clone(),
-            move |listening| {
-                // The one stdout line: scripts and tests read the bound addresses from it.
-                let (http, grpc) = if listening.tls {
-                    ("https", "grpcs")
-                } else {
-                    ("http", "grpc")
-                };
-                let grpc = listening
-                    .grpc
-                    .map(|addr| format!(" and {grpc}://{addr}"))
-                    .unwrap_or_default();
-                println!(
-                    "serval serve: listening on {http}://{}{grpc} (service {service_id})",
-                    listening.http
-                );
-                let _ = std::io::stdout().flush();
-                if ui {
-                    tracing::info!("web console: {http}://{}/ui", listening.http);
-                }
-            },
-        ))
-        .map_err(|e| anyhow!(e))
+    let served = runtime.block_on(serval_server::run(
+        config,
+        ctx.store.clone(),
+        move |listening| {
+            // The one stdout line: scripts and tests read the bound addresses from it.
+            let (http, grpc) = if listening.tls {
+                ("https", "grpcs")
+            } else {
+                ("http", "grpc")
+            };
+            let grpc = listening
+                .grpc
+                .map(|addr| format!(" and {grpc}://{addr}"))
+                .unwrap_or_default();
+            println!(
+                "serval serve: listening on {http}://{}{grpc} (service {service_id})",
+                listening.http
+            );
+            let _ = std::io::stdout().flush();
+            if ui {
+                tracing::info!("web console: {http}://{}/ui", listening.http);
+            }
+        },
+    ));
+    // A load pass still running on a blocking thread (a signal before the first one finished)
+    // does not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served.map_err(|e| anyhow!(e))
 }

@@ -160,3 +160,32 @@ fn a_rolling_restart_under_load_fails_no_request() {
         assert!(server.stop().success(), "a server did not exit cleanly");
     }
 }
+
+/// A SIGTERM that comes while the server is still coming up (here: user code that takes long to
+/// import, as TensorFlow does) stops it at once and cleanly — it is neither lost until the load
+/// pass ends nor left to the default action that kills the process.
+#[test]
+fn a_sigterm_during_the_first_load_pass_stops_the_server_cleanly() {
+    let home = Home::new();
+    home.service("slow-start");
+    let started = home.path().join("importing");
+    // Imports until the test is over (its home removed) — the worker is never left behind.
+    let code = format!(
+        "import os, pathlib, time\n\
+         pathlib.Path({started:?}).write_text('yes')\n\
+         while os.path.exists({home:?}):\n    time.sleep(0.05)\n\
+         class Preprocess:\n    def preprocess(self, body, state, collect_custom_statistics_fn=None):\n        return body\n",
+        home = home.path()
+    );
+    home.add_custom("slow", &home.write("slow/preprocess.py", &code));
+    let server = Server::spawn_with(&home, &[]);
+    wait_until("the user code is importing", || started.exists());
+    assert_eq!(server.get("/health/ready").0, 503);
+    let status = server.stop();
+    let log = std::fs::read_to_string(home.path().join("serve.log")).unwrap();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(
+        log.contains("stopping before the first load pass finished"),
+        "{log}"
+    );
+}

@@ -553,5 +553,7 @@ fn a_server_started_while_the_store_is_down_waits_for_it() {
     assert!(log.contains("control store unreachable"), "{log}");
     assert!(log.contains("retrying in"), "{log}");
     assert!(log.contains("control store reachable: starting"), "{log}");
-    assert!(server.stop().success());
+    let status = server.stop();
+    let log = std::fs::read_to_string(home.path().join("serve.log")).unwrap();
+    assert!(status.success(), "{status}\n{log}");
 }

@@ -35,8 +35,16 @@ impl Server {
         Server::start_with(home, &[])
     }
 
-    /// Starts `serval serve` with extra flags (the test venv's Python for workers).
+    /// Starts `serval serve` with extra flags (the test venv's Python for workers) and waits
+    /// until it is ready.
     pub fn start_with(home: &Home, extra: &[&str]) -> Server {
+        let server = Server::spawn_with(home, extra);
+        wait_until("readiness", || server.get("/health/ready").0 == 200);
+        server
+    }
+
+    /// Starts `serval serve` and returns once it listens (its first load pass may still run).
+    pub fn spawn_with(home: &Home, extra: &[&str]) -> Server {
         let log = std::fs::File::create(home.path().join("serve.log")).unwrap();
         let mut args = vec![
             "serve",
@@ -75,14 +83,12 @@ impl Server {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        let server = Server {
+        Server {
             child,
             base,
             grpc,
             agent,
-        };
-        wait_until("readiness", || server.get("/health/ready").0 == 200);
-        server
+        }
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
