@@ -20,8 +20,8 @@ use serval_onnx::OnnxOptions;
 use serval_server::metrics::{Metrics, Protocol};
 use serval_server::{AppState, Instance, ServeConfig};
 use serval_store::{
-    Endpoint, EngineKind, IoSpec, MetricRule, MetricVariable, NewModel, NewService, ServiceConfig,
-    SqliteStore, Store,
+    Change, Endpoint, EngineKind, IoSpec, MetricRule, MetricVariable, NewModel, NewService,
+    ServiceConfig, SqliteStore, Store,
 };
 use tower::ServiceExt;
 
@@ -48,11 +48,14 @@ fn rule() -> MetricRule {
 fn store(dir: &Path) -> (Arc<dyn Store>, String) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("serval.db")).unwrap());
     let service = store
-        .create_service(&NewService {
-            name: "bench".into(),
-            project: "p".into(),
-            tags: vec![],
-        })
+        .create_service(
+            &NewService {
+                name: "bench".into(),
+                project: "p".into(),
+                tags: vec![],
+            },
+            &Change::local("test", "test"),
+        )
         .unwrap()
         .id;
     let model_file =
@@ -61,17 +64,20 @@ fn store(dir: &Path) -> (Arc<dyn Store>, String) {
         .put_file(&model_file, "iris.json", &|_| {})
         .unwrap();
     let model = store
-        .add_model(&NewModel {
-            name: "iris".into(),
-            uri: stored.uri,
-            size: Some(stored.size),
-            sha256: Some(stored.sha256),
-            ..NewModel::default()
-        })
+        .add_model(
+            &NewModel {
+                name: "iris".into(),
+                uri: stored.uri,
+                size: Some(stored.size),
+                sha256: Some(stored.sha256),
+                ..NewModel::default()
+            },
+            &Change::local("test", "test"),
+        )
         .unwrap()
         .id;
     store
-        .update_service(&service, &mut |config| {
+        .update_service(&service, &Change::local("test", "test"), &mut |config| {
             for name in ["iris", "iris_ruled"] {
                 let endpoint = Endpoint {
                     name: name.into(),

@@ -92,6 +92,7 @@ mod tests {
             endpoints: None,
             created_ms: 0,
             expires_ms: None,
+            role: serval_store::Role::Infer,
         };
         let keys = std::slice::from_ref(&key);
         assert_eq!(

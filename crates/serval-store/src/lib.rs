@@ -41,6 +41,10 @@ pub enum StoreError {
     /// The store cannot be reached or opened (busy past the timeout, unreadable file, ...).
     #[error("control store unavailable: {0}")]
     Unavailable(String),
+    /// A write made against a revision the service has moved past (`If-Match`); nothing was
+    /// written.
+    #[error("{0}")]
+    Stale(String),
     /// The store holds something this version cannot read, or a bug.
     #[error("control store error: {0}")]
     Internal(String),
@@ -53,6 +57,7 @@ impl StoreError {
             StoreError::NotFound(_) => "not_found",
             StoreError::InvalidInput(_) => "invalid_input",
             StoreError::Unavailable(_) => "unavailable",
+            StoreError::Stale(_) => "stale",
             StoreError::Internal(_) => "internal",
         }
     }
@@ -66,7 +71,7 @@ pub type ConfigEdit<'a> = dyn FnMut(&mut ServiceConfig) -> Result<()> + 'a;
 /// The control store. Implementations must make every method one transaction.
 pub trait Store: Send + Sync {
     /// Creates a service with an empty configuration (revision 1).
-    fn create_service(&self, new: &NewService) -> Result<Service>;
+    fn create_service(&self, new: &NewService, change: &Change) -> Result<Service>;
 
     /// All services, oldest first.
     fn list_services(&self) -> Result<Vec<Service>>;
@@ -83,10 +88,18 @@ pub trait Store: Send + Sync {
     /// Reads the configuration in a write transaction, lets `edit` change it and writes back the
     /// difference. If `edit` fails nothing is written. Returns the service afterwards: its
     /// revision is bumped by one if the configuration changed, and unchanged otherwise.
-    fn update_service(&self, id: &str, edit: &mut ConfigEdit<'_>) -> Result<Service>;
+    /// `change` is recorded in the audit trail in the same transaction; with
+    /// `change.if_revision` the write is refused ([`StoreError::Stale`]) unless the service is
+    /// still at that revision.
+    fn update_service(
+        &self,
+        id: &str,
+        change: &Change,
+        edit: &mut ConfigEdit<'_>,
+    ) -> Result<Service>;
 
     /// Registers a model; bumps the revision of services whose auto-update rules match it.
-    fn add_model(&self, new: &NewModel) -> Result<Model>;
+    fn add_model(&self, new: &NewModel, change: &Change) -> Result<Model>;
 
     /// One model of the registry.
     fn model(&self, id: &str) -> Result<Model>;
@@ -99,8 +112,13 @@ pub trait Store: Send + Sync {
     fn update_model(
         &self,
         id: &str,
+        change: &Change,
         edit: &mut dyn FnMut(&mut Model) -> Result<()>,
     ) -> Result<Model>;
+
+    /// The audit trail: recorded writes at or after `since_ms` (all: `None`), oldest first, the
+    /// newest `limit` of them.
+    fn audit(&self, since_ms: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>>;
 
     /// Records (inserts or replaces) a server instance's status; does not bump the revision.
     fn put_instance(&self, status: &InstanceStatus) -> Result<()>;
@@ -123,7 +141,7 @@ pub trait Store: Send + Sync {
 
     /// Writes an export into this store in one transaction, keeping ids, revisions and the
     /// registry's order. Refuses (writing nothing) if any service or model id already exists.
-    fn import(&self, dump: &Dump) -> Result<()>;
+    fn import(&self, dump: &Dump, change: &Change) -> Result<()>;
 }
 
 /// Revision changes pushed by the store.

@@ -10,9 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    AutoUpdateRule, Canary, CanaryTarget, ChangeFeed, ConfigEdit, Dump, DumpService, Endpoint,
-    InstanceStatus, MetricRule, Model, ModelQuery, NewModel, NewService, Result, Service,
-    ServiceConfig, ServiceSettings, Snapshot, Store, StoreError, new_id, now_ms,
+    AuditEntry, AutoUpdateRule, Canary, CanaryTarget, Change, ChangeFeed, ConfigEdit, Dump,
+    DumpService, Endpoint, InstanceStatus, MetricRule, Model, ModelQuery, NewModel, NewService,
+    Result, Service, ServiceConfig, ServiceSettings, Snapshot, Store, StoreError, new_id, now_ms,
 };
 
 /// One SQL value, as both backends bind and read it. (The module is private: these items are
@@ -402,7 +402,8 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
     }
 
     let rows = tx.query(
-        "SELECT name, sha256, endpoints, created_ms, expires_ms FROM api_keys WHERE service_id = $1",
+        "SELECT name, sha256, endpoints, created_ms, expires_ms, role FROM api_keys
+         WHERE service_id = $1",
         &[id.into()],
     )?;
     for mut r in rows {
@@ -413,6 +414,12 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
             endpoints: r.opt_text(2)?,
             created_ms: r.int(3)?,
             expires_ms: r.opt_int(4)?,
+            role: {
+                let role = r.text(5)?;
+                crate::Role::parse(&role).ok_or_else(|| {
+                    StoreError::Internal(format!("API key '{name}' has an unknown role '{role}'"))
+                })?
+            },
         };
         config.api_keys.insert(name, key);
     }
@@ -622,8 +629,9 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
         &new.api_keys,
         |tx, name, k| {
             tx.execute(
-                "INSERT INTO api_keys (service_id, name, sha256, endpoints, created_ms, expires_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO api_keys
+                 (service_id, name, sha256, endpoints, created_ms, expires_ms, role)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     id.into(),
                     name.into(),
@@ -631,6 +639,7 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
                     (&k.endpoints).into(),
                     k.created_ms.into(),
                     k.expires_ms.into(),
+                    k.role.as_str().into(),
                 ],
             )?;
             Ok(())
@@ -659,6 +668,40 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
         |tx, endpoint| delete_keyed(tx, "auto_update_versions", "endpoint", id, endpoint),
     )?;
     Ok(())
+}
+
+/// Records a write in the audit trail (inside the write's transaction).
+fn record(
+    tx: &mut dyn Tx,
+    change: &Change,
+    service_id: Option<&str>,
+    revision: Option<u64>,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO audit (time_ms, key_name, operation, target, service_id, revision)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            now_ms().into(),
+            (&change.key).into(),
+            (&change.operation).into(),
+            (&change.target).into(),
+            service_id.map(str::to_string).into(),
+            revision.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Refuses a write made against another revision than the service's (`If-Match`).
+fn check_revision(service: &Service, change: &Change) -> Result<()> {
+    match change.if_revision {
+        Some(expected) if expected != service.revision => Err(StoreError::Stale(format!(
+            "service '{}' is at revision {}, not {expected}: it changed since it was read; \
+             read it again and retry",
+            service.id, service.revision
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn bump_revision(tx: &mut dyn Tx, id: &str) -> Result<()> {
@@ -732,7 +775,7 @@ fn insert_service(tx: &mut dyn Tx, service: &Service) -> Result<()> {
 }
 
 impl<B: Backend> Store for SqlStore<B> {
-    fn create_service(&self, new: &NewService) -> Result<Service> {
+    fn create_service(&self, new: &NewService, change: &Change) -> Result<Service> {
         self.write(|tx| {
             let service = Service {
                 id: new_id(),
@@ -743,6 +786,7 @@ impl<B: Backend> Store for SqlStore<B> {
                 revision: 1,
             };
             insert_service(tx, &service)?;
+            record(tx, change, Some(&service.id), Some(service.revision))?;
             get_service(tx, &service.id)
         })
     }
@@ -778,8 +822,14 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
-    fn update_service(&self, id: &str, edit: &mut ConfigEdit<'_>) -> Result<Service> {
+    fn update_service(
+        &self,
+        id: &str,
+        change: &Change,
+        edit: &mut ConfigEdit<'_>,
+    ) -> Result<Service> {
         self.write(|tx| {
+            check_revision(&get_service(tx, id)?, change)?;
             let old = read_config(tx, id)?;
             let mut new = old.clone();
             edit(&mut new)?;
@@ -788,11 +838,13 @@ impl<B: Backend> Store for SqlStore<B> {
                 write_config(tx, id, &old, &new)?;
                 bump_revision(tx, id)?;
             }
-            get_service(tx, id)
+            let service = get_service(tx, id)?;
+            record(tx, change, Some(id), Some(service.revision))?;
+            Ok(service)
         })
     }
 
-    fn add_model(&self, new: &NewModel) -> Result<Model> {
+    fn add_model(&self, new: &NewModel, change: &Change) -> Result<Model> {
         self.write(|tx| {
             let model = Model {
                 id: new_id(),
@@ -808,6 +860,7 @@ impl<B: Backend> Store for SqlStore<B> {
             };
             insert_model(tx, &model)?;
             refresh_services_watching(tx)?;
+            record(tx, change, None, None)?;
             get_model(tx, &model.id)
         })
     }
@@ -828,6 +881,7 @@ impl<B: Backend> Store for SqlStore<B> {
     fn update_model(
         &self,
         id: &str,
+        change: &Change,
         edit: &mut dyn FnMut(&mut Model) -> Result<()>,
     ) -> Result<Model> {
         self.write(|tx| {
@@ -850,7 +904,36 @@ impl<B: Backend> Store for SqlStore<B> {
                 )?;
                 refresh_services_watching(tx)?;
             }
+            record(tx, change, None, None)?;
             Ok(new)
+        })
+    }
+
+    fn audit(&self, since_ms: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.read(|tx| {
+            let rows = tx.query(
+                "SELECT time_ms, key_name, operation, target, service_id, revision FROM audit
+                 WHERE time_ms >= $1 ORDER BY seq DESC LIMIT $2",
+                &[
+                    since_ms.unwrap_or(i64::MIN).into(),
+                    (limit.min(i64::MAX as usize) as i64).into(),
+                ],
+            )?;
+            let mut entries = rows
+                .into_iter()
+                .map(|mut r| {
+                    Ok(AuditEntry {
+                        time_ms: r.int(0)?,
+                        key: r.text(1)?,
+                        operation: r.text(2)?,
+                        target: r.text(3)?,
+                        service_id: r.opt_text(4)?,
+                        revision: r.opt_int(5)?.map(|v| v.max(0) as u64),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            entries.reverse();
+            Ok(entries)
         })
     }
 
@@ -924,7 +1007,7 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
-    fn import(&self, dump: &Dump) -> Result<()> {
+    fn import(&self, dump: &Dump, change: &Change) -> Result<()> {
         dump.check()?;
         self.write(|tx| {
             let mut taken = Vec::new();
@@ -960,6 +1043,7 @@ impl<B: Backend> Store for SqlStore<B> {
                 insert_service(tx, &s.service)?;
                 write_config(tx, &s.service.id, &ServiceConfig::default(), &s.config)?;
             }
+            record(tx, change, None, None)?;
             Ok(())
         })
     }

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0006_api_keys.sql"),
     include_str!("../migrations/sqlite/0007_extra_python_packages.sql"),
     include_str!("../migrations/sqlite/0008_triton_grpc_compression.sql"),
+    include_str!("../migrations/sqlite/0009_admin.sql"),
 ];
 
 /// How long a writer waits for another one before giving up.

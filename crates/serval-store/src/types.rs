@@ -298,6 +298,95 @@ pub struct ApiKey {
     pub created_ms: i64,
     /// Epoch ms after which the key is refused; `None`: never.
     pub expires_ms: Option<i64>,
+    /// What the key may do (older stores and dumps: `infer`).
+    #[serde(default)]
+    pub role: Role,
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Inference and the read routes, for the key's endpoints.
+    #[default]
+    Infer,
+    /// Also the admin API: every write (within the key's endpoints, if it has a scope).
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Infer => "infer",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "infer" => Some(Role::Infer),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who asks for a write and what it is. The store records it in the audit trail inside the
+/// write's own transaction, and refuses a service write made against a stale revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The API key's name, or [`Change::LOCAL`] for the CLI writing the store directly.
+    pub key: String,
+    /// What is done, e.g. `endpoint.put`.
+    pub operation: String,
+    /// What it is done to: the resource's path under `/api/v1`, e.g. `services/ID/endpoints/iris`.
+    pub target: String,
+    /// Write only if the service is still at this revision (HTTP `If-Match`), else
+    /// [`crate::StoreError::Stale`].
+    pub if_revision: Option<u64>,
+}
+
+impl Change {
+    /// The key name of writes made by the CLI on the store itself.
+    pub const LOCAL: &'static str = "local";
+
+    pub fn new(key: impl Into<String>, operation: &str, target: impl Into<String>) -> Change {
+        Change {
+            key: key.into(),
+            operation: operation.to_string(),
+            target: target.into(),
+            if_revision: None,
+        }
+    }
+
+    /// A change by the CLI on the store itself.
+    pub fn local(operation: &str, target: impl Into<String>) -> Change {
+        Change::new(Change::LOCAL, operation, target)
+    }
+
+    pub fn if_revision(mut self, revision: Option<u64>) -> Change {
+        self.if_revision = revision;
+        self
+    }
+}
+
+/// One recorded write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub time_ms: i64,
+    pub key: String,
+    pub operation: String,
+    pub target: String,
+    /// The service written (`None`: a registry write).
+    pub service_id: Option<String>,
+    /// The service's revision after the write (`None`: a registry write).
+    pub revision: Option<u64>,
 }
 
 impl ApiKey {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serval_store::{
-    AutoUpdateRule, Canary, CanaryTarget, CodeKind, CodeRef, Endpoint, EngineKind, InstanceStatus,
-    IoSpec, MetricRule, MetricVariable, NewModel, NewService, PostgresStore, Service, SqliteStore,
-    Store, StoreError,
+    AutoUpdateRule, Canary, CanaryTarget, Change, CodeKind, CodeRef, Endpoint, EngineKind,
+    InstanceStatus, IoSpec, MetricRule, MetricVariable, NewModel, NewService, PostgresStore,
+    Service, SqliteStore, Store, StoreError,
 };
 
 /// Where a test's store lives; `open` gives a new handle (its own connection) each time.
@@ -64,15 +64,19 @@ on_both_backends!(
     models_added_in_one_millisecond_keep_their_order,
     export_then_import_reproduces_the_store,
     reopening_keeps_data_and_schema,
+    writes_are_audited_and_stale_revisions_refused,
 );
 
 fn service(store: &dyn Store) -> Service {
     store
-        .create_service(&NewService {
-            name: "demo".into(),
-            project: "DevOps".into(),
-            tags: vec!["a".into()],
-        })
+        .create_service(
+            &NewService {
+                name: "demo".into(),
+                project: "DevOps".into(),
+                tags: vec!["a".into()],
+            },
+            &Change::local("test", "test"),
+        )
         .unwrap()
 }
 
@@ -119,7 +123,7 @@ fn config_round_trips_and_revision_counts_changes(target: &Target) {
     let svc = service(store);
     assert_eq!(svc.revision, 1);
     let after = store
-        .update_service(&svc.id, &mut |c| {
+        .update_service(&svc.id, &Change::local("test", "test"), &mut |c| {
             let e = endpoint("m", Some("1"));
             c.endpoints.insert(e.url(), e);
             c.canaries.insert(
@@ -158,13 +162,13 @@ fn config_round_trips_and_revision_counts_changes(target: &Target) {
     // No change: no bump. A failing edit: nothing written.
     assert_eq!(
         store
-            .update_service(&svc.id, &mut |_| Ok(()))
+            .update_service(&svc.id, &Change::local("test", "test"), &mut |_| Ok(()))
             .unwrap()
             .revision,
         2
     );
     let err = store
-        .update_service(&svc.id, &mut |c| {
+        .update_service(&svc.id, &Change::local("test", "test"), &mut |c| {
             c.endpoints.clear();
             Err(StoreError::InvalidInput("no".into()))
         })
@@ -175,7 +179,7 @@ fn config_round_trips_and_revision_counts_changes(target: &Target) {
 
     // Removal is written as a delete.
     store
-        .update_service(&svc.id, &mut |c| {
+        .update_service(&svc.id, &Change::local("test", "test"), &mut |c| {
             c.endpoints.remove("m/1");
             Ok(())
         })
@@ -190,7 +194,7 @@ fn unknown_service_is_not_found(target: &Target) {
     assert_eq!(store.revision("nope").unwrap_err().kind(), "not_found");
     assert_eq!(
         store
-            .update_service("nope", &mut |_| Ok(()))
+            .update_service("nope", &Change::local("test", "test"), &mut |_| Ok(()))
             .unwrap_err()
             .kind(),
         "not_found"
@@ -201,7 +205,7 @@ fn registry_queries_are_newest_first_and_bump_watching_services(target: &Target)
     let store = &*target.open();
     let svc = service(store);
     store
-        .update_service(&svc.id, &mut |c| {
+        .update_service(&svc.id, &Change::local("test", "test"), &mut |c| {
             c.auto_update.insert("b".into(), rule("iris"));
             Ok(())
         })
@@ -211,9 +215,15 @@ fn registry_queries_are_newest_first_and_bump_watching_services(target: &Target)
         uri: "file:///m".into(),
         ..NewModel::default()
     };
-    let a = store.add_model(&new("iris")).unwrap();
-    let b = store.add_model(&new("iris")).unwrap();
-    store.add_model(&new("other")).unwrap();
+    let a = store
+        .add_model(&new("iris"), &Change::local("test", "test"))
+        .unwrap();
+    let b = store
+        .add_model(&new("iris"), &Change::local("test", "test"))
+        .unwrap();
+    store
+        .add_model(&new("other"), &Change::local("test", "test"))
+        .unwrap();
     // Unpublished models do not match the rule: no bump yet.
     assert_eq!(store.revision(&svc.id).unwrap(), 2);
     let found = store
@@ -228,7 +238,7 @@ fn registry_queries_are_newest_first_and_bump_watching_services(target: &Target)
     );
 
     store
-        .update_model(&a.id, &mut |m| {
+        .update_model(&a.id, &Change::local("test", "test"), &mut |m| {
             m.published = true;
             Ok(())
         })
@@ -293,7 +303,7 @@ fn auto_update_versions_follow_the_registry_and_persist(target: &Target) {
     let store = &*target.open();
     let svc = service(store);
     store
-        .update_service(&svc.id, &mut |c| {
+        .update_service(&svc.id, &Change::local("test", "test"), &mut |c| {
             c.auto_update.insert("b".into(), rule("m"));
             Ok(())
         })
@@ -310,7 +320,7 @@ fn auto_update_versions_follow_the_registry_and_persist(target: &Target) {
     };
     let publish = |id: &str| {
         store
-            .update_model(id, &mut |m| {
+            .update_model(id, &Change::local("test", "test"), &mut |m| {
                 m.published = true;
                 Ok(())
             })
@@ -318,11 +328,14 @@ fn auto_update_versions_follow_the_registry_and_persist(target: &Target) {
     };
     let new = || {
         store
-            .add_model(&NewModel {
-                name: "m".into(),
-                uri: "file:///m".into(),
-                ..NewModel::default()
-            })
+            .add_model(
+                &NewModel {
+                    name: "m".into(),
+                    uri: "file:///m".into(),
+                    ..NewModel::default()
+                },
+                &Change::local("test", "test"),
+            )
             .unwrap()
             .id
     };
@@ -340,7 +353,7 @@ fn auto_update_versions_follow_the_registry_and_persist(target: &Target) {
     assert_eq!(served["b/3"].model_id.as_deref(), Some(c.as_str()));
     // Editing the rule applies to the versions it serves; the numbers stay.
     store
-        .update_service(&svc.id, &mut |c| {
+        .update_service(&svc.id, &Change::local("test", "test"), &mut |c| {
             c.auto_update.get_mut("b").unwrap().io.input_name = vec!["f".into()];
             Ok(())
         })
@@ -354,7 +367,7 @@ fn auto_update_versions_follow_the_registry_and_persist(target: &Target) {
     );
     // Removing the rule removes what it served.
     store
-        .update_service(&svc.id, &mut |c| {
+        .update_service(&svc.id, &Change::local("test", "test"), &mut |c| {
             c.auto_update.remove("b");
             Ok(())
         })
@@ -379,18 +392,21 @@ fn ten_concurrent_writers_lose_nothing(target: &Target) {
             scope.spawn(move || {
                 let store = target.open();
                 store
-                    .update_service(&id, &mut |c| {
+                    .update_service(&id, &Change::local("test", "test"), &mut |c| {
                         let e = endpoint(&format!("ep{i}"), None);
                         c.endpoints.insert(e.url(), e);
                         Ok(())
                     })
                     .unwrap();
                 store
-                    .add_model(&NewModel {
-                        name: format!("m{i}"),
-                        uri: "file:///m".into(),
-                        ..NewModel::default()
-                    })
+                    .add_model(
+                        &NewModel {
+                            name: format!("m{i}"),
+                            uri: "file:///m".into(),
+                            ..NewModel::default()
+                        },
+                        &Change::local("test", "test"),
+                    )
                     .unwrap();
             });
         }
@@ -416,11 +432,14 @@ fn models_added_in_one_millisecond_keep_their_order(target: &Target) {
     let ids: Vec<String> = (0..20)
         .map(|i| {
             store
-                .add_model(&NewModel {
-                    name: format!("m{i}"),
-                    uri: "file:///m".into(),
-                    ..NewModel::default()
-                })
+                .add_model(
+                    &NewModel {
+                        name: format!("m{i}"),
+                        uri: "file:///m".into(),
+                        ..NewModel::default()
+                    },
+                    &Change::local("test", "test"),
+                )
                 .unwrap()
                 .id
         })
@@ -441,7 +460,7 @@ fn models_added_in_one_millisecond_keep_their_order(target: &Target) {
 fn populate(store: &dyn Store) -> Service {
     let svc = service(store);
     store
-        .update_service(&svc.id, &mut |c| {
+        .update_service(&svc.id, &Change::local("test", "test"), &mut |c| {
             let e = endpoint("m", Some("1"));
             c.endpoints.insert(e.url(), e);
             c.canaries.insert(
@@ -476,6 +495,7 @@ fn populate(store: &dyn Store) -> Service {
                     endpoints: Some("m*".into()),
                     created_ms: 7,
                     expires_ms: Some(9),
+                    role: serval_store::Role::Admin,
                 },
             );
             Ok(())
@@ -483,23 +503,29 @@ fn populate(store: &dyn Store) -> Service {
         .unwrap();
     for _ in 0..3 {
         store
-            .add_model(&NewModel {
-                name: "iris".into(),
-                uri: "s3://bucket/iris.json".into(),
-                published: true,
-                sha256: Some("ab".repeat(32)),
-                size: Some(42),
-                ..NewModel::default()
-            })
+            .add_model(
+                &NewModel {
+                    name: "iris".into(),
+                    uri: "s3://bucket/iris.json".into(),
+                    published: true,
+                    sha256: Some("ab".repeat(32)),
+                    size: Some(42),
+                    ..NewModel::default()
+                },
+                &Change::local("test", "test"),
+            )
             .unwrap();
     }
     store
-        .add_model(&NewModel {
-            name: "other".into(),
-            uri: "file:///other".into(),
-            tags: vec!["x".into()],
-            ..NewModel::default()
-        })
+        .add_model(
+            &NewModel {
+                name: "other".into(),
+                uri: "file:///other".into(),
+                tags: vec!["x".into()],
+                ..NewModel::default()
+            },
+            &Change::local("test", "test"),
+        )
         .unwrap();
     store.service(&svc.id).unwrap()
 }
@@ -515,23 +541,28 @@ fn export_then_import_reproduces_the_store(target: &Target) {
     // Into the other backend, and into one of the same kind.
     for destination in [Target::sqlite(), Target::postgres()] {
         let dest = destination.open();
-        dest.import(&dump).unwrap();
+        dest.import(&dump, &Change::local("test", "test")).unwrap();
         let mut again = dest.export().unwrap();
         again.exported_ms = dump.exported_ms;
         assert_eq!(again, dump);
         assert_eq!(dest.revision(&svc.id).unwrap(), svc.revision);
         // The registry keeps working: a new model joins the rule as the next version.
-        dest.add_model(&NewModel {
-            name: "iris".into(),
-            uri: "file:///iris".into(),
-            published: true,
-            ..NewModel::default()
-        })
+        dest.add_model(
+            &NewModel {
+                name: "iris".into(),
+                uri: "file:///iris".into(),
+                published: true,
+                ..NewModel::default()
+            },
+            &Change::local("test", "test"),
+        )
         .unwrap();
         let versions = dest.snapshot(&svc.id).unwrap().config.auto_versions["b"].clone();
         assert_eq!(versions.keys().copied().collect::<Vec<_>>(), vec![3, 4]);
         // A second import would duplicate ids: refused, nothing written.
-        let err = dest.import(&dump).unwrap_err();
+        let err = dest
+            .import(&dump, &Change::local("test", "test"))
+            .unwrap_err();
         assert_eq!(err.kind(), "invalid_input", "{err}");
         assert!(err.to_string().contains("nothing was imported"), "{err}");
         assert_eq!(dest.list_services().unwrap().len(), 1);
@@ -551,7 +582,7 @@ fn postgres_notifies_revision_changes() {
     let mut feed = store.changes().unwrap().expect("PostgreSQL pushes changes");
     let writer = target.open();
     writer
-        .update_service(&svc.id, &mut |c| {
+        .update_service(&svc.id, &Change::local("test", "test"), &mut |c| {
             c.settings.python = Some("python3".into());
             Ok(())
         })
@@ -623,4 +654,86 @@ fn postgres_outage_is_unavailable_then_recovers() {
             Err(e) => panic!("the store did not come back: {e}"),
         }
     }
+}
+
+/// Every write records who made it, what and the revision it led to, in its own transaction; a
+/// write made against an older revision (`If-Match`) is refused and recorded nowhere.
+fn writes_are_audited_and_stale_revisions_refused(target: &Target) {
+    let store = &*target.open();
+    let svc = service(store);
+    let by = |key: &str, op: &str| Change::new(key, op, format!("services/{}/config", svc.id));
+    let after = store
+        .update_service(
+            &svc.id,
+            &by("ops", "config.set").if_revision(Some(1)),
+            &mut |c| {
+                c.settings.metric_log_freq = Some(0.5);
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(after.revision, 2);
+    // Revision 1 is gone: refused, nothing written or recorded.
+    let stale = store
+        .update_service(
+            &svc.id,
+            &by("ops", "config.set").if_revision(Some(1)),
+            &mut |c| {
+                c.settings.metric_log_freq = Some(0.75);
+                Ok(())
+            },
+        )
+        .unwrap_err();
+    assert_eq!(stale.kind(), "stale");
+    assert!(stale.to_string().contains("revision 2"), "{stale}");
+    assert_eq!(
+        store
+            .snapshot(&svc.id)
+            .unwrap()
+            .config
+            .settings
+            .metric_log_freq,
+        Some(0.5)
+    );
+    // A failed edit is not recorded either.
+    let _ = store.update_service(&svc.id, &by("ops", "endpoint.put"), &mut |_| {
+        Err(StoreError::InvalidInput("no".into()))
+    });
+    let model = store
+        .add_model(
+            &NewModel {
+                name: "iris".into(),
+                uri: "file:///iris".into(),
+                ..NewModel::default()
+            },
+            &Change::local("model.upload", "models"),
+        )
+        .unwrap();
+
+    let all = store.audit(None, 100).unwrap();
+    let seen: Vec<_> = all
+        .iter()
+        .map(|e| (e.key.as_str(), e.operation.as_str(), e.revision))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("local", "test", Some(1)),
+            ("ops", "config.set", Some(2)),
+            ("local", "model.upload", None),
+        ]
+    );
+    assert_eq!(all[1].service_id.as_deref(), Some(svc.id.as_str()));
+    assert_eq!(all[1].target, format!("services/{}/config", svc.id));
+    assert!(all.windows(2).all(|w| w[0].time_ms <= w[1].time_ms));
+    // The newest `limit`, still oldest first; `since` filters by time.
+    let last_two = store.audit(None, 2).unwrap();
+    assert_eq!(last_two, all[1..].to_vec());
+    assert!(
+        store
+            .audit(Some(all[2].time_ms + 1), 100)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(model.name, "iris");
 }

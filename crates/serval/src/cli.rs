@@ -72,6 +72,9 @@ pub enum Command {
     /// API keys for inference (enforced by `serve --require-auth`)
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Show the audit trail: every change to services and the registry, who made it (an API
+    /// key's name, or `local` for the CLI on the store) and the revision it led to
+    Audit(AuditArgs),
     /// Move a whole store: export it as JSON, import it elsewhere, run schema migrations
     #[command(subcommand)]
     Store(StoreCommand),
@@ -111,12 +114,31 @@ pub struct AuthCreateArgs {
     /// A name for the key (letters, digits, '-', '_', '.')
     #[arg(long)]
     pub name: String,
-    /// Endpoints the key may call: a name, or a prefix ending in '*' [default: all]
+    /// What the key may do: `infer` (inference and the read routes) or `admin` (also every
+    /// change through the admin API of `serve --admin-api on`)
+    #[arg(long, default_value = "infer", value_parser = parse_role)]
+    pub role: serval_store::Role,
+    /// Endpoints the key may call (and, for an admin key, change): a name, or a prefix ending
+    /// in '*' [default: all]
     #[arg(long)]
     pub endpoints: Option<String>,
     /// Lifetime, e.g. 30d, 12h [default: never expires]
     #[arg(long)]
     pub expires: Option<String>,
+}
+
+fn parse_role(text: &str) -> Result<serval_store::Role, String> {
+    serval_store::Role::parse(text).ok_or_else(|| format!("'{text}' is not a role: infer or admin"))
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only changes since then: a time ago (1h, 7d) or an RFC 3339 time
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many of the newest changes
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,8 @@ pub struct Context {
     /// The store is an embedded file (local artifacts are readable by every server using it).
     pub embedded: bool,
     pub json: bool,
+    /// Who the audit trail says made the changes: `local`, the CLI on the store.
+    pub caller: serval_admin::Caller,
     service_id: Option<String>,
 }
 
@@ -55,6 +57,7 @@ impl Context {
             destination: global.artifacts.clone().filter(|d| !d.is_empty()),
             embedded: !url.starts_with("postgres"),
             json: global.json,
+            caller: serval_admin::Caller::local(),
             service_id: global.id.clone().filter(|id| !id.is_empty()),
         })
     }
@@ -134,6 +137,16 @@ impl Context {
 /// An informational line on stderr (stdout carries results only).
 pub fn note(line: impl AsRef<str>) {
     eprintln!("{}", line.as_ref());
+}
+
+/// The warnings and notes of a write, on stderr.
+pub fn show<T>(written: &serval_admin::Written<T>) {
+    for line in &written.warnings {
+        warn(line);
+    }
+    for line in &written.notes {
+        note(line);
+    }
 }
 
 /// A warning on stderr.

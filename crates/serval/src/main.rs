@@ -61,6 +61,7 @@ fn run(cli: &Cli) -> Result<()> {
             AuthCommand::List => auth::list(&ctx),
             AuthCommand::Revoke(args) => auth::revoke(&ctx, args),
         },
+        Command::Audit(args) => auth::audit(&ctx, args),
         Command::Store(cmd) => match cmd {
             StoreCommand::Export(args) => store::export(&ctx, args),
             StoreCommand::Import(args) => store::import(&ctx, args),

@@ -142,13 +142,11 @@ pub fn aux_config(raw: &[String]) -> Result<Option<serde_json::Value>> {
     Ok(Some(serde_json::Value::Object(root)))
 }
 
-/// The aux configuration with serval's batching flags written in as Triton's keys, checked:
-/// batching values that cannot run, or batching on an engine that runs its model in Python,
-/// are refused here rather than at load.
+/// The aux configuration with serval's batching flags written in as Triton's keys (checked with
+/// the rest of the endpoint by `serval_admin`).
 pub fn with_batching(
     aux: Option<serde_json::Value>,
     args: &crate::cli::BatchArgs,
-    engine: serval_store::EngineKind,
 ) -> Result<Option<serde_json::Value>> {
     use serde_json::{Value, json};
     let flags = args.max_batch_size.is_some()
@@ -192,26 +190,11 @@ pub fn with_batching(
         }
         aux = Some(Value::Object(map));
     }
-    let batching = serval_store::batch_config(aux.as_ref()).map_err(|e| anyhow!(e))?;
-    if batching.is_some() {
-        use serval_store::EngineKind::*;
-        ensure!(
-            !matches!(engine, Sklearn | Custom | CustomAsync),
-            "dynamic batching merges rows for a native model (xgboost, lightgbm, onnx, triton); \
-             engine '{engine}' runs its model in Python workers"
-        );
-    }
     Ok(aux)
 }
 
 fn variable_name(raw: &str) -> Result<String> {
-    let name = raw.trim();
-    ensure!(!name.is_empty(), "metric variable name must not be empty");
-    ensure!(
-        !name.chars().any(char::is_whitespace),
-        "metric variable name '{name}' must not contain spaces"
-    );
-    Ok(name.to_string())
+    Ok(serval_admin::metrics::check_variable_name(raw)?)
 }
 
 fn split_variable<'a>(raw: &'a str, example: &str) -> Result<(String, &'a str)> {
@@ -314,56 +297,8 @@ pub fn metric_variables(
     Ok(out)
 }
 
-/// Checks a sampling rate.
-pub fn frequency(flag: &str, value: f64) -> Result<f64> {
-    ensure!(
-        (0.0..=1.0).contains(&value),
-        "{flag} must be between 0 and 1, got {value}"
-    );
-    Ok(value)
-}
-
-/// clearml's framework names (its `Framework` attributes plus `custom`), and serval's aliases.
-const FRAMEWORKS: &[&str] = &[
-    "tensorflow",
-    "tensorflowjs",
-    "tensorflowlite",
-    "pytorch",
-    "torchscript",
-    "caffe",
-    "caffe2",
-    "onnx",
-    "keras",
-    "mknet",
-    "cntk",
-    "torch",
-    "darknet",
-    "paddlepaddle",
-    "scikitlearn",
-    "xgboost",
-    "lightgbm",
-    "parquet",
-    "megengine",
-    "catboost",
-    "tensorrt",
-    "openvino",
-    "custom",
-];
-
 pub fn framework(raw: &str) -> Result<String> {
-    let lower = raw.to_ascii_lowercase();
-    let name = match lower.as_str() {
-        "sklearn" | "scikit-learn" | "scikit_learn" => "scikitlearn",
-        other => other,
-    };
-    if FRAMEWORKS.contains(&name) {
-        Ok(name.to_string())
-    } else {
-        bail!(
-            "unknown framework '{raw}' (one of: {})",
-            FRAMEWORKS.join(", ")
-        )
-    }
+    Ok(serval_admin::registry::framework(raw)?)
 }
 
 /// Guesses the framework of a model file from its first bytes.

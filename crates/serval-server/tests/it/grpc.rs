@@ -454,6 +454,7 @@ async fn api_keys_over_grpc() {
                 endpoints: Some("test_model_lgbm*".into()),
                 created_ms: 0,
                 expires_ms: None,
+                role: serval_store::Role::Infer,
             },
         );
     });

@@ -18,7 +18,9 @@ use serde_json::Value;
 use serval_artifacts::ArtifactStore;
 use serval_onnx::OnnxOptions;
 use serval_server::{AppState, Instance, ServeConfig};
-use serval_store::{Endpoint, EngineKind, IoSpec, NewModel, NewService, SqliteStore, Store};
+use serval_store::{
+    Change, Endpoint, EngineKind, IoSpec, NewModel, NewService, SqliteStore, Store,
+};
 use tower::ServiceExt;
 
 pub fn fixture(name: &str) -> std::path::PathBuf {
@@ -47,11 +49,14 @@ impl Setup {
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&dir.path().join("serval.db")).unwrap());
         let service = store
-            .create_service(&NewService {
-                name: "test".into(),
-                project: "p".into(),
-                tags: vec![],
-            })
+            .create_service(
+                &NewService {
+                    name: "test".into(),
+                    project: "p".into(),
+                    tags: vec![],
+                },
+                &Change::local("test", "test"),
+            )
             .unwrap()
             .id;
         let artifacts = ArtifactStore::new(dir.path().join("artifacts"));
@@ -68,13 +73,16 @@ impl Setup {
         let name = path.file_name().unwrap().to_str().unwrap();
         let stored = self.artifacts.put_file(path, name, &|_| {}).unwrap();
         self.store
-            .add_model(&NewModel {
-                name: name.into(),
-                uri: stored.uri,
-                size: Some(stored.size),
-                sha256: Some(stored.sha256),
-                ..NewModel::default()
-            })
+            .add_model(
+                &NewModel {
+                    name: name.into(),
+                    uri: stored.uri,
+                    size: Some(stored.size),
+                    sha256: Some(stored.sha256),
+                    ..NewModel::default()
+                },
+                &Change::local("test", "test"),
+            )
             .unwrap()
             .id
     }
@@ -91,7 +99,7 @@ impl Setup {
             created_ms: 0,
         };
         self.store
-            .update_service(&self.service, &mut |c| {
+            .update_service(&self.service, &Change::local("test", "test"), &mut |c| {
                 c.endpoints.insert(endpoint.url(), endpoint.clone());
                 Ok(())
             })
@@ -100,7 +108,7 @@ impl Setup {
 
     pub fn edit(&self, edit: impl Fn(&mut serval_store::ServiceConfig)) {
         self.store
-            .update_service(&self.service, &mut |c| {
+            .update_service(&self.service, &Change::local("test", "test"), &mut |c| {
                 edit(c);
                 Ok(())
             })

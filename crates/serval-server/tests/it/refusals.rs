@@ -23,6 +23,7 @@ fn key(name: &str, secret: &str, endpoints: Option<&str>) -> ApiKey {
         endpoints: endpoints.map(str::to_string),
         created_ms: 0,
         expires_ms: None,
+        role: serval_store::Role::Infer,
     }
 }
 

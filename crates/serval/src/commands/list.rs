@@ -5,8 +5,8 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use serval_store::{AutoUpdateRule, Canary, CanaryTarget, CodeRef};
 
-use super::endpoints::{EndpointView, describe_query, is_known_endpoint};
 use crate::context::{Context, note, print_table, table};
+use serval_admin::endpoints::{EndpointView, describe_query, is_known_endpoint};
 
 #[derive(Serialize)]
 struct AutoUpdateView<'a> {
@@ -20,7 +20,7 @@ struct AutoUpdateView<'a> {
 struct ModelListView<'a> {
     service: &'a str,
     revision: u64,
-    endpoints: Vec<EndpointView<'a>>,
+    endpoints: Vec<EndpointView>,
     auto_update: Vec<AutoUpdateView<'a>>,
     canaries: Vec<&'a Canary>,
     /// Running `serval serve` instances and the state of every endpoint in each.
@@ -147,7 +147,7 @@ pub fn list(ctx: &Context) -> Result<()> {
                 .iter()
                 .map(|(url, endpoint)| EndpointView {
                     url: url.clone(),
-                    endpoint,
+                    endpoint: endpoint.clone(),
                 })
                 .collect(),
             auto_update: config

@@ -2,10 +2,11 @@
 
 use anyhow::{Result, bail};
 use serde::Serialize;
-use serval_store::{MetricRule, MetricVariable, StoreError};
+use serval_admin::metrics::MetricsSpec;
+use serval_store::{MetricRule, MetricVariable};
 
 use crate::cli::{MetricsAddArgs, MetricsRemoveArgs};
-use crate::context::{Context, note, print_table, table, warn};
+use crate::context::{Context, note, print_table, show, table, warn};
 use crate::parse;
 
 pub fn add(ctx: &Context, args: &MetricsAddArgs) -> Result<()> {
@@ -18,10 +19,6 @@ pub fn add(ctx: &Context, args: &MetricsAddArgs) -> Result<()> {
         "Serving service Task {}, Adding metric logging endpoint '/{key}/'",
         service.id
     ));
-    let log_frequency = args
-        .log_freq
-        .map(|f| parse::frequency("--log-freq", f))
-        .transpose()?;
     let mut warnings = Vec::new();
     let variables = parse::metric_variables(
         &args.variable_scalar,
@@ -33,44 +30,15 @@ pub fn add(ctx: &Context, args: &MetricsAddArgs) -> Result<()> {
     for w in &warnings {
         warn(w);
     }
-    let mut updated = false;
-    let mut rule_after = None;
-    ctx.store.update_service(&service.id, &mut |config| {
-        let is_prefix = key.ends_with('*');
-        if !is_prefix && !config.endpoints.contains_key(&key) && !config.metrics.contains_key(&key)
-        {
-            let hint = if config.auto_update.contains_key(&key) {
-                format!(" ('{key}' is an auto-update rule: use '{key}/*' for all its versions)")
-            } else {
-                String::new()
-            };
-            return Err(StoreError::InvalidInput(format!(
-                "Metric logging '{key}' references a nonexistent endpoint{hint}"
-            )));
-        }
-        let rule = config
-            .metrics
-            .entry(key.clone())
-            .or_insert_with(|| MetricRule {
-                endpoint: key.clone(),
-                log_frequency: None,
-                variables: Default::default(),
-            });
-        updated = !rule.variables.is_empty() || rule.log_frequency.is_some();
-        // clearml merges variables; unlike clearml, an omitted --log-freq keeps the stored one.
-        if log_frequency.is_some() {
-            rule.log_frequency = log_frequency;
-        }
-        rule.variables.extend(variables.clone());
-        rule_after = Some(rule.clone());
-        Ok(())
-    })?;
-    if updated {
-        warn(format!("Metric logging '{key}' updated"));
-    }
-    let rule = rule_after.ok_or_else(|| anyhow::anyhow!("metric rule was not written"))?;
+    let spec = MetricsSpec {
+        log_frequency: args.log_freq,
+        variables,
+    };
+    let written = serval_admin::metrics::add(&*ctx.store, &ctx.caller, &service.id, &key, &spec)?;
+    show(&written);
+    let rule = &written.result;
     if ctx.json {
-        return ctx.print_json(&rule);
+        return ctx.print_json(rule);
     }
     println!(
         "Metric logging '{key}': {} variable(s)",
@@ -86,29 +54,9 @@ pub fn remove(ctx: &Context, args: &MetricsRemoveArgs) -> Result<()> {
         "Serving service Task {}, Removing metrics from endpoint={key}",
         service.id
     ));
-    ctx.store.update_service(&service.id, &mut |config| {
-        if args.variable.is_empty() {
-            return match config.metrics.remove(&key) {
-                Some(_) => Ok(()),
-                None => Err(StoreError::NotFound(format!(
-                    "Could not remove metric endpoint {key}: no such rule"
-                ))),
-            };
-        }
-        let rule = config.metrics.get_mut(&key).ok_or_else(|| {
-            StoreError::NotFound(format!(
-                "Could not remove metrics from endpoint {key}: no such rule"
-            ))
-        })?;
-        for v in &args.variable {
-            if rule.variables.remove(v).is_none() {
-                return Err(StoreError::NotFound(format!(
-                    "Could not remove metric {v} from endpoint {key}"
-                )));
-            }
-        }
-        Ok(())
-    })?;
+    let written =
+        serval_admin::metrics::remove(&*ctx.store, &ctx.caller, &service.id, &key, &args.variable)?;
+    show(&written);
     if args.variable.is_empty() {
         println!("Removing metric endpoint: {key}");
     } else {

@@ -4,8 +4,9 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use serval_admin::registry::{ModelSpec, TagChange};
 use serval_artifacts::StoredArtifact;
-use serval_store::{Model, ModelQuery, NewModel};
+use serval_store::{Model, ModelQuery};
 
 use crate::cli::{ModelIdArgs, ModelTagArgs, ModelUploadArgs, RegistryArgs};
 use crate::context::{Context, cell, note, print_table, table, time, warn};
@@ -77,6 +78,9 @@ pub fn upload(ctx: &Context, args: &ModelUploadArgs) -> Result<()> {
     if args.name.trim().is_empty() {
         bail!("--name must not be empty");
     }
+    if let Some(framework) = &args.framework {
+        parse::framework(framework)?;
+    }
     let (uri, size, sha256, detected) = match (&args.path, &args.url) {
         (None, None) => bail!("Either --path or --url must be specified"),
         (Some(_), Some(_)) => bail!("Either --path or --url but not both"),
@@ -109,7 +113,7 @@ pub fn upload(ctx: &Context, args: &ModelUploadArgs) -> Result<()> {
         }
     };
     let framework = match &args.framework {
-        Some(f) => Some(parse::framework(f)?),
+        Some(f) => Some(f.clone()),
         None => detected.map(str::to_string),
     };
     note(format!(
@@ -118,16 +122,17 @@ pub fn upload(ctx: &Context, args: &ModelUploadArgs) -> Result<()> {
         args.project.as_deref().unwrap_or(""),
         args.tags
     ));
-    let model = ctx.store.add_model(&NewModel {
+    let spec = ModelSpec {
         name: args.name.clone(),
         project: args.project.clone(),
         tags: args.tags.clone(),
         framework,
-        published: args.publish,
+        publish: args.publish,
         uri,
         size,
         sha256,
-    })?;
+    };
+    let model = serval_admin::registry::register(&*ctx.store, &ctx.caller, &spec)?.result;
     if ctx.json {
         return ctx.print_json(&model);
     }
@@ -139,11 +144,7 @@ pub fn upload(ctx: &Context, args: &ModelUploadArgs) -> Result<()> {
 }
 
 pub fn publish(ctx: &Context, args: &ModelIdArgs) -> Result<()> {
-    let id = args.model_id.to_ascii_lowercase();
-    let model = ctx.store.update_model(&id, &mut |m| {
-        m.published = true;
-        Ok(())
-    })?;
+    let model = serval_admin::registry::publish(&*ctx.store, &ctx.caller, &args.model_id)?.result;
     if ctx.json {
         return ctx.print_json(&model);
     }
@@ -152,22 +153,12 @@ pub fn publish(ctx: &Context, args: &ModelIdArgs) -> Result<()> {
 }
 
 pub fn tag(ctx: &Context, args: &ModelTagArgs) -> Result<()> {
-    if args.add.is_empty() && args.remove.is_empty() {
-        bail!("give --add TAG... and/or --remove TAG...");
-    }
-    if let Some(empty) = args.add.iter().find(|t| t.trim().is_empty()) {
-        bail!("tag '{empty}' must not be empty");
-    }
-    let id = args.model_id.to_ascii_lowercase();
-    let model = ctx.store.update_model(&id, &mut |m| {
-        m.tags.retain(|t| !args.remove.contains(t));
-        for tag in &args.add {
-            if !m.tags.contains(tag) {
-                m.tags.push(tag.clone());
-            }
-        }
-        Ok(())
-    })?;
+    let tags = TagChange {
+        add: args.add.clone(),
+        remove: args.remove.clone(),
+    };
+    let model =
+        serval_admin::registry::tag(&*ctx.store, &ctx.caller, &args.model_id, &tags)?.result;
     if ctx.json {
         return ctx.print_json(&model);
     }

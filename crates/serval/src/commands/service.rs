@@ -1,26 +1,24 @@
 //! `create`, `list`, `config`.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::Serialize;
-use serval_store::{NewService, Service, ServiceSettings};
+use serval_admin::services::{ServiceSpec, SettingsPatch};
+use serval_store::Service;
 
 use crate::cli::{ConfigArgs, CreateArgs};
-use crate::context::{Context, cell, live_instances, note, print_table, table, time, warn};
-use crate::parse;
+use crate::context::{Context, cell, live_instances, note, print_table, show, table, time, warn};
 
 pub fn create(ctx: &Context, args: &CreateArgs) -> Result<()> {
-    if args.name.trim().is_empty() {
-        bail!("--name must not be empty");
-    }
-    let service = ctx.store.create_service(&NewService {
+    let spec = ServiceSpec {
         name: args.name.clone(),
         project: args.project.clone(),
         tags: args.tags.clone(),
-    })?;
+    };
+    let written = serval_admin::services::create(&*ctx.store, &ctx.caller, &spec)?;
     if ctx.json {
-        return ctx.print_json(&service);
+        return ctx.print_json(&written.result);
     }
-    println!("New Serving Service created: id={}", service.id);
+    println!("New Serving Service created: id={}", written.result.id);
     Ok(())
 }
 
@@ -103,92 +101,32 @@ fn instances_cell(instances: &[serval_store::InstanceStatus]) -> String {
     }
 }
 
-fn check_url(flag: &str, value: &str) -> Result<()> {
-    match url::Url::parse(value) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        _ => bail!("{flag} '{value}' must be an http(s) URL such as http://127.0.0.1:8080/serve"),
-    }
-}
-
-fn check_host_port(flag: &str, value: &str) -> Result<()> {
-    let ok = value
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    if !ok {
-        bail!("{flag} '{value}' must be host:port, e.g. 127.0.0.1:8001");
-    }
-    Ok(())
-}
-
 pub fn config(ctx: &Context, args: &ConfigArgs) -> Result<()> {
     let service = ctx.service()?;
-    let changing = args.base_serving_url.is_some()
-        || args.triton_grpc_server.is_some()
-        || args.triton_grpc_compression.is_some()
-        || args.kafka_metric_server.is_some()
-        || args.metric_log_freq.is_some()
-        || args.python.is_some()
-        || args.extra_python_packages.is_some();
-    if let Some(url) = &args.base_serving_url {
-        check_url("--base-serving-url", url)?;
+    let patch = SettingsPatch {
+        serving_base_url: args.base_serving_url.clone(),
+        triton_grpc_server: args.triton_grpc_server.clone(),
+        triton_grpc_compression: args.triton_grpc_compression,
+        kafka_metric_server: args.kafka_metric_server.clone(),
+        metric_log_freq: args.metric_log_freq,
+        python: args.python.clone(),
+        extra_python_packages: args.extra_python_packages.clone(),
+    };
+    if let Some(python) = patch.python.as_deref().filter(|p| p.contains('/'))
+        && !std::path::Path::new(python).exists()
+    {
+        warn(format!(
+            "Python interpreter '{python}' does not exist on this machine"
+        ));
     }
-    if let Some(addr) = &args.triton_grpc_server {
-        check_host_port("--triton-grpc-server", addr)?;
-    }
-    if let Some(addr) = &args.kafka_metric_server {
-        check_host_port("--kafka-metric-server", addr)?;
-    }
-    if let Some(freq) = args.metric_log_freq {
-        parse::frequency("--metric-log-freq", freq)?;
-    }
-    if let Some(python) = &args.python {
-        if python.trim().is_empty() {
-            bail!("--python must name an interpreter");
-        }
-        if python.contains('/') && !std::path::Path::new(python).exists() {
-            warn(format!(
-                "Python interpreter '{python}' does not exist on this machine"
-            ));
-        }
-    }
-    let settings = if changing {
-        note(format!("Configure serving service id={}", service.id));
-        let mut settings = ServiceSettings::default();
-        ctx.store.update_service(&service.id, &mut |config| {
-            let s = &mut config.settings;
-            if let Some(v) = &args.base_serving_url {
-                s.serving_base_url = Some(v.clone());
-            }
-            if let Some(v) = &args.triton_grpc_server {
-                s.triton_grpc_server = Some(v.clone());
-            }
-            if let Some(v) = args.triton_grpc_compression {
-                s.triton_grpc_compression = Some(v);
-            }
-            if let Some(v) = &args.kafka_metric_server {
-                s.kafka_metric_server = Some(v.clone());
-            }
-            if let Some(v) = args.metric_log_freq {
-                s.metric_log_freq = Some(v);
-            }
-            if let Some(v) = &args.python {
-                s.python = Some(v.clone());
-            }
-            if let Some(v) = &args.extra_python_packages {
-                // An empty value removes them.
-                s.extra_python_packages = Some(v.trim().to_string()).filter(|v| !v.is_empty());
-            }
-            settings = s.clone();
-            Ok(())
-        })?;
-        if args.kafka_metric_server.is_some() {
-            warn(
-                "serval does not send statistics to Kafka: Prometheus scrapes /metrics on every server",
-            );
-        }
-        settings
-    } else {
+    let settings = if patch.is_empty() {
         ctx.store.snapshot(&service.id)?.config.settings
+    } else {
+        note(format!("Configure serving service id={}", service.id));
+        let written =
+            serval_admin::services::configure(&*ctx.store, &ctx.caller, &service.id, &patch)?;
+        show(&written);
+        written.result
     };
     if ctx.json {
         return ctx.print_json(&settings);

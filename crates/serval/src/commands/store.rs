@@ -126,7 +126,8 @@ pub fn import(ctx: &Context, args: &StoreImportArgs) -> Result<()> {
             ));
         }
     }
-    ctx.store.import(&dump)?;
+    ctx.store
+        .import(&dump, &serval_store::Change::local("store.import", "store"))?;
     note(format!(
         "Imported {} service(s) and {} model(s) into {}",
         dump.services.len(),
