@@ -130,6 +130,9 @@ fn state(dir: &Path, store: Arc<dyn Store>, service: &str, metrics: bool) -> App
         require_auth: false,
         auth_metrics: false,
         ui: true,
+        admin_api: false,
+        artifacts: None,
+        artifacts_dir: std::env::temp_dir().join("serval-unused-artifacts"),
     };
     let instance = Instance {
         id: "bench".into(),

@@ -72,6 +72,13 @@ pub struct ServeConfig {
     pub auth_metrics: bool,
     /// Serve the console at `/ui` and its JSON API at `/api/v1` (`serve --ui on|off`).
     pub ui: bool,
+    /// Serve the admin API under `/api/v1` (`serve --admin-api on|off`; needs `require_auth`).
+    pub admin_api: bool,
+    /// Where the admin API stores uploaded files: a storage URI (`--artifacts`), else
+    /// `artifacts_dir`.
+    pub artifacts: Option<String>,
+    /// The local artifact folder (`<home>/artifacts`).
+    pub artifacts_dir: PathBuf,
 }
 
 /// Who this server instance is (reported in the store).

@@ -289,6 +289,11 @@ pub struct ServeArgs {
     /// API needs a key)
     #[arg(long, env = "SERVAL_UI", value_enum, default_value_t = Switch::On)]
     pub ui: Switch,
+    /// The admin API under /api/v1: every change the CLI can make, over HTTP, for admin keys
+    /// (`serval auth create-key --role admin`) [default: on with --require-auth, else off; on
+    /// needs --require-auth]
+    #[arg(long, env = "SERVAL_ADMIN_API", value_enum)]
+    pub admin_api: Option<Switch>,
     /// Ignore the store's change notifications (PostgreSQL LISTEN/NOTIFY) and rely on polling
     /// alone
     #[arg(long, env = "SERVAL_POLL_ONLY")]

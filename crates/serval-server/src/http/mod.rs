@@ -6,8 +6,11 @@
 //! - the other routes that need an API key (V2 model metadata and readiness — scoped by the
 //!   model in their path —, the server metadata and repository index, the console's API,
 //!   `/metrics` with `--auth-metrics`) get [`guard`]'s layer, only when keys are required;
+//! - the admin API (`serve --admin-api on`, only with keys required) checks for an admin key in
+//!   its own layer ([`admin`]);
 //! - health and the console's page stay open.
 
+mod admin;
 pub mod body;
 pub mod clearml;
 pub mod console;
@@ -55,6 +58,12 @@ pub fn router(state: AppState) -> Router {
     } else {
         (Router::new(), Router::new())
     };
+    // Only with keys required (the CLI refuses --admin-api on without --require-auth).
+    let admin = if state.config.admin_api && state.config.require_auth {
+        admin::routes(&state)
+    } else {
+        Router::new()
+    };
     let mut metrics = Router::new().route("/metrics", get(health::metrics));
     if state.config.require_auth {
         models = guard::model_scoped(models, &state);
@@ -70,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(models)
         .merge(server)
         .merge(api)
+        .merge(admin)
         .merge(page)
         .merge(metrics)
         .fallback(not_found)

@@ -147,6 +147,9 @@ impl Setup {
             require_auth: false,
             auth_metrics: false,
             ui: true,
+            admin_api: false,
+            artifacts: None,
+            artifacts_dir: std::env::temp_dir().join("serval-unused-artifacts"),
         }
     }
 

@@ -91,6 +91,17 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         args.max_in_flight > 0 && args.max_in_flight_per_endpoint > 0,
         "--max-in-flight and --max-in-flight-per-endpoint must be positive"
     );
+    let admin_api = match args.admin_api {
+        None => args.require_auth,
+        Some(Switch::On) => {
+            ensure!(
+                args.require_auth,
+                "--admin-api on needs --require-auth: the admin API is never open without keys"
+            );
+            true
+        }
+        Some(Switch::Off) => false,
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let python_workers = args.python_workers.unwrap_or(cores.min(64));
     ensure!(
@@ -141,6 +152,9 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
         require_auth: args.require_auth,
         auth_metrics: args.auth_metrics,
         ui: args.ui == Switch::On,
+        admin_api,
+        artifacts: global.artifacts.clone().filter(|d| !d.is_empty()),
+        artifacts_dir: home_dir(global)?.join("artifacts"),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

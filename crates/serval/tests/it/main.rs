@@ -1,6 +1,7 @@
 //! Integration tests: the real `serval` binary against a temporary home.
 #![allow(clippy::unwrap_used)]
 
+mod admin;
 mod auth;
 mod auto_update;
 mod batching;

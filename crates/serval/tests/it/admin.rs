@@ -1,0 +1,354 @@
+//! The admin API (`serve --require-auth --admin-api on`) driven over HTTP only: a model uploaded
+//! (streamed, sha256 checked), preprocess code stored, an endpoint, a canary and metric rules
+//! added and changed, requests served through them by a second server on the same store, the
+//! endpoint removed — every change in `serval audit` under the key's name. And the refusals:
+//! 401 without a key, 403 for an inference key and outside an admin key's scope, 412 on a stale
+//! `If-Match`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::serve::{IRIS, Server, wait_until};
+use crate::{Home, fixture};
+
+/// One admin API call: status, `ETag` and JSON body.
+struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+struct Reply {
+    status: u16,
+    etag: Option<String>,
+    body: Value,
+}
+
+impl Api {
+    fn new(server: &Server) -> Api {
+        Api {
+            base: server.base.clone(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(60)))
+                .build()
+                .into(),
+        }
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        let url = format!("{}{path}", self.base);
+        let mut request = ureq::http::Request::builder().method(method).uri(url);
+        if let Some(key) = key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = match body {
+            Some(bytes) => self.agent.run(request.body(bytes.to_vec()).unwrap()),
+            None => self.agent.run(request.body(()).unwrap()),
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        Reply {
+            status: response.status().as_u16(),
+            etag,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    }
+
+    fn json(&self, method: &str, path: &str, key: &str, body: &Value) -> Reply {
+        self.call(
+            method,
+            path,
+            Some(key),
+            &[("Content-Type", "application/json")],
+            Some(body.to_string().as_bytes()),
+        )
+    }
+}
+
+fn key(home: &Home, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["auth", "create-key", "--name", name];
+    args.extend_from_slice(extra);
+    home.ok(&args).trim().to_string()
+}
+
+#[test]
+fn the_admin_api_deploys_for_admin_keys_only_and_records_who_did_what() {
+    let home = Home::new();
+    let service = home.service("admin");
+    let ops = key(&home, "ops", &["--role", "admin"]);
+    let app = key(&home, "app", &[]);
+    let team = key(&home, "team", &["--role", "admin", "--endpoints", "team-*"]);
+    let admin_server = Server::start_with(&home, &["--require-auth", "--admin-api", "on"]);
+    // A second server on the same store, without the admin API (the default without keys is
+    // off; with keys it would be on): it only follows the store.
+    let follower = Server::start_with(&home, &["--require-auth", "--admin-api", "off"]);
+    let api = Api::new(&admin_server);
+    let services = format!("/api/v1/services/{service}");
+
+    // Keys first: none 401, an inference key 403 on reads and writes alike, the follower has
+    // no admin routes.
+    assert_eq!(
+        api.call("GET", "/api/v1/services", None, &[], None).status,
+        401
+    );
+    let refused = api.call("GET", "/api/v1/audit", Some(&app), &[], None);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--role admin")
+    );
+    let infer_write = api.json(
+        "PUT",
+        &format!("{services}/endpoints/iris"),
+        &app,
+        &json!({"engine": "lightgbm"}),
+    );
+    assert_eq!(infer_write.status, 403);
+    assert_eq!(
+        Api::new(&follower)
+            .call("GET", "/api/v1/services", Some(&ops), &[], None)
+            .status,
+        404
+    );
+
+    // The model, streamed: a wrong sha256 is refused, the right one registers it.
+    let model_bytes = std::fs::read(fixture("lgbm_multi_iris.txt")).unwrap();
+    let sha = serval_artifacts::hash_bytes(&model_bytes);
+    let upload = |sha: &str| {
+        api.call(
+            "POST",
+            &format!(
+                "/api/v1/models/upload?name=iris&project=demo&filename=iris.txt&framework=lightgbm&sha256={sha}"
+            ),
+            Some(&ops),
+            &[("Content-Type", "application/octet-stream")],
+            Some(&model_bytes),
+        )
+    };
+    let bad = upload(&"0".repeat(64));
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body["detail"].as_str().unwrap().contains(&sha));
+    let uploaded = upload(&sha);
+    assert_eq!(uploaded.status, 201, "{}", uploaded.body);
+    let model_id = uploaded.body["result"]["id"].as_str().unwrap().to_string();
+    assert_eq!(uploaded.body["result"]["sha256"], sha);
+    assert_eq!(uploaded.body["result"]["framework"], "lightgbm");
+
+    // Preprocess code, stored, then an endpoint using it, written against the revision read.
+    let code = "class Preprocess:\n    def preprocess(self, body, state, collect_custom_statistics_fn=None):\n        return [[body['x0'], body['x1'], body['x2'], body['x3']]]\n";
+    let stored = api.call(
+        "POST",
+        "/api/v1/code?filename=preprocess.py",
+        Some(&ops),
+        &[],
+        Some(code.as_bytes()),
+    );
+    assert_eq!(stored.status, 201, "{}", stored.body);
+    assert_eq!(stored.body["kind"], "file");
+    let read = api.call("GET", &services, Some(&ops), &[], None);
+    assert_eq!(read.status, 200);
+    let revision = read.etag.clone().expect("a service read has an ETag");
+    let put = api.call(
+        "PUT",
+        &format!("{services}/endpoints/iris"),
+        Some(&ops),
+        &[
+            ("Content-Type", "application/json"),
+            ("If-Match", revision.as_str()),
+        ],
+        Some(
+            json!({"engine": "lightgbm", "model_id": model_id, "preprocess": stored.body})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert_eq!(put.status, 201, "{}", put.body);
+    assert_eq!(put.body["result"]["url"], "iris");
+    assert_eq!(put.body["result"]["engine"], "lightgbm");
+    let after = put.body["revision"].as_u64().unwrap();
+    assert_eq!(put.etag.as_deref(), Some(format!("\"{after}\"").as_str()));
+    // The revision read before is gone: a second writer with it is refused, nothing written.
+    let stale = api.call(
+        "PUT",
+        &format!("{services}/endpoints/iris2"),
+        Some(&ops),
+        &[
+            ("Content-Type", "application/json"),
+            ("If-Match", revision.as_str()),
+        ],
+        Some(
+            json!({"engine": "lightgbm", "model_id": model_id})
+                .to_string()
+                .as_bytes(),
+        ),
+    );
+    assert_eq!(stale.status, 412, "{}", stale.body);
+    // A scoped admin key changes only its endpoints.
+    let scoped = api.json(
+        "PUT",
+        &format!("{services}/endpoints/iris"),
+        &team,
+        &json!({"engine": "lightgbm", "model_id": model_id}),
+    );
+    assert_eq!(scoped.status, 403, "{}", scoped.body);
+    let scoped_ok = api.json(
+        "PUT",
+        &format!("{services}/endpoints/team-iris"),
+        &team,
+        &json!({"engine": "lightgbm", "model_id": model_id}),
+    );
+    assert_eq!(scoped_ok.status, 201, "{}", scoped_ok.body);
+    // Bad input is a 400 naming the problem.
+    let unknown = api.json(
+        "PUT",
+        &format!("{services}/endpoints/x"),
+        &ops,
+        &json!({"engine": "lightgbm", "model": "oops"}),
+    );
+    assert_eq!(unknown.status, 422, "{}", unknown.body);
+    let no_model = api.json(
+        "PUT",
+        &format!("{services}/endpoints/x"),
+        &ops,
+        &json!({"engine": "lightgbm"}),
+    );
+    assert_eq!(no_model.status, 400);
+    assert!(
+        no_model.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("needs a model")
+    );
+
+    // The follower serves it within its reload, through the canary too.
+    let infer = |server: &Server, path: &str| {
+        server.post_with(
+            path,
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &format!("Bearer {app}")),
+            ],
+            IRIS.as_bytes(),
+        )
+    };
+    wait_until("the follower serves iris", || {
+        infer(&follower, "/serve/iris").0 == 200
+    });
+    let canary = api.json(
+        "PUT",
+        &format!("{services}/canaries/iris-live"),
+        &ops,
+        &json!({"weights": [1.0, 0.0], "input_endpoints": ["iris", "team-iris"]}),
+    );
+    assert_eq!(canary.status, 201, "{}", canary.body);
+    let reweighted = api.json(
+        "PUT",
+        &format!("{services}/canaries/iris-live"),
+        &ops,
+        &json!({"weights": [0.0, 1.0], "input_endpoints": ["iris", "team-iris"]}),
+    );
+    assert_eq!(reweighted.status, 200, "{}", reweighted.body);
+    assert_eq!(reweighted.body["result"]["weights"], json!([0.0, 1.0]));
+    assert!(
+        reweighted.body["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("overwritten")
+    );
+    wait_until("the follower serves the canary", || {
+        infer(&follower, "/serve/iris-live").0 == 200
+    });
+    let metrics = api.json(
+        "POST",
+        &format!("{services}/metrics/iris"),
+        &ops,
+        &json!({"log_frequency": 1.0, "variables": {"x0": {"type": "scalar", "buckets": [0.0, 1.0, 5.0]}}}),
+    );
+    assert_eq!(metrics.status, 201, "{}", metrics.body);
+
+    // Removal reaches the follower too.
+    let removed = api.call(
+        "DELETE",
+        &format!("{services}/endpoints/iris"),
+        Some(&ops),
+        &[],
+        None,
+    );
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(removed.body["result"]["removed"], "static endpoint");
+    wait_until("the follower stops serving iris", || {
+        infer(&follower, "/serve/iris").0 == 404
+    });
+
+    // Every change is in the audit trail with the key's name; the CLI's own are `local`.
+    let audit: Value = serde_json::from_str(&home.ok(&["--json", "audit"])).unwrap();
+    let seen: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["key"].as_str().unwrap().to_string(),
+                e["operation"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("local", "service.create"),
+        ("local", "key.create"),
+        ("ops", "model.register"),
+        ("ops", "endpoint.put"),
+        ("team", "endpoint.put"),
+        ("ops", "canary.put"),
+        ("ops", "metrics.add"),
+        ("ops", "endpoint.remove"),
+    ] {
+        assert!(
+            seen.contains(&(expected.0.to_string(), expected.1.to_string())),
+            "{expected:?} not in {seen:?}"
+        );
+    }
+    let over_api = api.call("GET", "/api/v1/audit?since=1h", Some(&ops), &[], None);
+    assert_eq!(over_api.status, 200);
+    assert_eq!(over_api.body, audit);
+    let put_entry = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == "ops" && e["operation"] == "endpoint.put")
+        .unwrap();
+    assert_eq!(
+        put_entry["target"],
+        format!("services/{service}/endpoints/iris")
+    );
+    assert_eq!(put_entry["revision"], after);
+}
+
+#[test]
+fn admin_api_on_needs_keys() {
+    let home = Home::new();
+    home.service("open");
+    let error = home.fail(&["serve", "--port", "0", "--admin-api", "on"]);
+    assert!(
+        error.contains("--admin-api on needs --require-auth"),
+        "{error}"
+    );
+}
