@@ -226,6 +226,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(AdminError::from)
 }
 
+/// Runs a write on a blocking thread and answers with it.
+async fn change<T: serde::Serialize + Send + 'static>(
+    state: &AppState,
+    call: impl FnOnce(&dyn Store) -> Result<Written<T>, StoreError> + Send + 'static,
+) -> Answer {
+    Ok(written(blocking(state, call).await?))
+}
+
 /// A write's answer: 201 when it created something, the revision as `ETag`.
 fn written<T: serde::Serialize>(written: Written<T>) -> Response {
     let status = if written.created {
@@ -269,11 +277,10 @@ async fn create_service(
 ) -> Answer {
     admin.unlimited("create services")?;
     let (caller, spec) = (admin.caller(&headers)?, body(spec)?);
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::services::create(store, &caller, &spec)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 /// A service and its whole configuration (keys shown without their hashes).
@@ -309,11 +316,10 @@ async fn configure(
 ) -> Answer {
     admin.unlimited("change the service's settings")?;
     let (caller, patch) = (admin.caller(&headers)?, body(patch)?);
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::services::configure(store, &caller, &id(&service), &patch)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 async fn list_endpoints(State(state): State<AppState>, Path(service): Path<String>) -> Answer {
@@ -351,11 +357,10 @@ async fn put_endpoint(
     }
     admin.may_change(&name)?;
     let caller = admin.caller(&headers)?;
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::endpoints::put_endpoint(store, &caller, &id(&service), &name, &spec)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 /// `DELETE .../endpoints/URL`: the static endpoint, auto-update rule or canary `URL`.
@@ -368,11 +373,10 @@ async fn remove_endpoint(
     let url = url.trim_matches('/').to_string();
     admin.may_change(url.split_once('/').map_or(url.as_str(), |(n, _)| n))?;
     let caller = admin.caller(&headers)?;
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::endpoints::remove(store, &caller, &id(&service), &url)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 async fn remove_endpoint_named(
@@ -403,11 +407,10 @@ async fn put_canary(
         admin.may_change(target.split_once('/').map_or(target.as_str(), |(n, _)| n))?;
     }
     let caller = admin.caller(&headers)?;
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::endpoints::put_canary(store, &caller, &id(&service), &name, &spec)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 async fn list_rules(State(state): State<AppState>, Path(service): Path<String>) -> Answer {
@@ -436,11 +439,10 @@ async fn put_auto_update(
     let spec = body(spec)?;
     admin.may_change(&name)?;
     let caller = admin.caller(&headers)?;
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::endpoints::put_auto_update(store, &caller, &id(&service), &name, &spec)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 async fn list_metrics(State(state): State<AppState>, Path(service): Path<String>) -> Answer {
@@ -465,11 +467,10 @@ async fn add_metrics(
     let spec = body(spec)?;
     admin.may_change(metric_owner(&endpoint))?;
     let caller = admin.caller(&headers)?;
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::metrics::add(store, &caller, &id(&service), &endpoint, &spec)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 async fn remove_metrics(
@@ -487,11 +488,10 @@ async fn remove_metrics(
             .map(|(_, v)| v.into_owned())
             .collect();
     let caller = admin.caller(&headers)?;
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::metrics::remove(store, &caller, &id(&service), &endpoint, &variables)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 async fn instances(State(state): State<AppState>, Path(service): Path<String>) -> Answer {
@@ -517,11 +517,10 @@ async fn create_key(
     admin.unlimited("create keys")?;
     let (caller, spec) = (admin.caller(&headers)?, body(spec)?);
     let service = state.config.service_id.clone();
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::keys::create(store, &caller, &service, &spec)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 async fn revoke_key(
@@ -533,11 +532,10 @@ async fn revoke_key(
     admin.unlimited("revoke keys")?;
     let caller = admin.caller(&headers)?;
     let service = state.config.service_id.clone();
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::keys::revoke(store, &caller, &service, &name)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 /// `GET /api/v1/models?name=&project=&tag=&published=&limit=`.
@@ -592,11 +590,10 @@ async fn register_model(
 ) -> Answer {
     let (caller, spec) = (admin.caller(&headers)?, body(spec)?);
     serval_artifacts::parse_uri(&spec.uri).map_err(|e| bad_request(e.to_string()))?;
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::registry::register(store, &caller, &spec)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 async fn publish_model(
@@ -606,11 +603,10 @@ async fn publish_model(
     headers: HeaderMap,
 ) -> Answer {
     let caller = admin.caller(&headers)?;
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::registry::publish(store, &caller, &model)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 async fn tag_model(
@@ -621,11 +617,10 @@ async fn tag_model(
     tags: Result<Json<TagChange>, JsonRejection>,
 ) -> Answer {
     let (caller, tags) = (admin.caller(&headers)?, body(tags)?);
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::registry::tag(store, &caller, &model, &tags)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 /// A file received: where it was stored, its sha256 and size.
@@ -730,11 +725,10 @@ async fn upload_model(
         size: Some(stored.size),
         sha256: Some(stored.sha256),
     };
-    let done = blocking(&state, move |store| {
+    change(&state, move |store| {
         serval_admin::registry::register(store, &caller, &spec)
     })
-    .await?;
-    Ok(written(done))
+    .await
 }
 
 /// `POST /api/v1/code?filename=&sha256=`: preprocess code (a `.py` file, a `.zip` of a package
