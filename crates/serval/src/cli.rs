@@ -46,6 +46,16 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "SERVAL_STORE", hide_env_values = true)]
     pub store: Option<String>,
 
+    /// Work through a server's admin API instead of the store: every command then needs only
+    /// this URL and an admin key (SERVAL_API_KEY), no store credentials
+    #[arg(long, global = true, env = "SERVAL_SERVER")]
+    pub server: Option<String>,
+
+    /// The admin key for --server (`serval auth create-key --role admin`); prefer the
+    /// environment variable: arguments show in process listings
+    #[arg(long, global = true, env = "SERVAL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
     /// Where uploaded models and preprocess code go when a command names no --destination
     /// (s3://bucket/prefix, gs://..., azure://..., file://...) [default: <home>/artifacts]
     #[arg(long, global = true, env = "SERVAL_ARTIFACTS")]

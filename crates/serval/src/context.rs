@@ -7,21 +7,21 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use comfy_table::{ContentArrangement, Table, presets};
 use serde::Serialize;
 use serval_artifacts::ArtifactStore;
-use serval_store::{Service, Store};
+use serval_store::Service;
 
 use crate::cli::GlobalArgs;
+use crate::deployment::{Deployment, Local, Remote};
 
 pub struct Context {
-    pub store: Arc<dyn Store>,
-    pub artifacts: ArtifactStore,
-    /// Default upload destination (`--artifacts` / `$SERVAL_ARTIFACTS`); `None`: the local home.
-    pub destination: Option<String>,
-    /// The store is an embedded file (local artifacts are readable by every server using it).
-    pub embedded: bool,
+    backend: Backend,
     pub json: bool,
-    /// Who the audit trail says made the changes: `local`, the CLI on the store.
-    pub caller: serval_admin::Caller,
     service_id: Option<String>,
+}
+
+/// Where commands act: the store itself, or a server's admin API (`--server`).
+enum Backend {
+    Local(Local),
+    Remote(Remote),
 }
 
 /// The data folder: `--home`, `$SERVAL_HOME`, else `~/.serval`.
@@ -37,6 +37,14 @@ pub fn home_dir(global: &GlobalArgs) -> Result<PathBuf> {
 
 impl Context {
     pub fn open(global: &GlobalArgs) -> Result<Self> {
+        let service_id = global.id.clone().filter(|id| !id.is_empty());
+        if let Some(server) = global.server.as_deref().filter(|s| !s.is_empty()) {
+            return Ok(Context {
+                backend: Backend::Remote(Remote::new(server, global.api_key.as_deref())?),
+                json: global.json,
+                service_id,
+            });
+        }
         let home = home_dir(global)?;
         let url = match &global.store {
             Some(url) => url.clone(),
@@ -52,41 +60,33 @@ impl Context {
             serval_artifacts::parse_uri(dest).context("--artifacts / SERVAL_ARTIFACTS")?;
         }
         Ok(Context {
-            store: Arc::from(store),
-            artifacts: ArtifactStore::new(home.join("artifacts")),
-            destination: global.artifacts.clone().filter(|d| !d.is_empty()),
-            embedded: !url.starts_with("postgres"),
+            backend: Backend::Local(Local {
+                store: Arc::from(store),
+                artifacts: ArtifactStore::new(home.join("artifacts")),
+                destination: global.artifacts.clone().filter(|d| !d.is_empty()),
+                embedded: !url.starts_with("postgres"),
+                caller: serval_admin::Caller::local(),
+            }),
             json: global.json,
-            caller: serval_admin::Caller::local(),
-            service_id: global.id.clone().filter(|id| !id.is_empty()),
+            service_id,
         })
     }
 
-    /// Stores a file: uploaded to `destination`, else to `--artifacts`, else copied into the local
-    /// home (with a warning when the store is shared: other machines cannot read it).
-    pub fn store_file(
-        &self,
-        src: &Path,
-        name: &str,
-        destination: Option<&str>,
-        progress: serval_artifacts::Progress<'_>,
-    ) -> Result<serval_artifacts::StoredArtifact> {
-        match destination.or(self.destination.as_deref()) {
-            Some(dest) => {
-                serval_artifacts::parse_uri(dest)?;
-                Ok(serval_artifacts::block_on(serval_artifacts::upload(
-                    dest, src, name, progress,
-                ))??)
-            }
-            None => {
-                if !self.embedded {
-                    warn(format!(
-                        "'{name}' is stored in the local folder {}: servers on other machines cannot read it (use --destination or SERVAL_ARTIFACTS=s3://...)",
-                        self.artifacts.root().display()
-                    ));
-                }
-                Ok(self.artifacts.put_file(src, name, progress)?)
-            }
+    /// Where commands read and change the deployment.
+    pub fn deployment(&self) -> &dyn Deployment {
+        match &self.backend {
+            Backend::Local(local) => local,
+            Backend::Remote(remote) => remote,
+        }
+    }
+
+    /// The store itself, for the commands that need it (`what` names the command).
+    pub fn local(&self, what: &str) -> Result<&Local> {
+        match &self.backend {
+            Backend::Local(local) => Ok(local),
+            Backend::Remote(_) => bail!(
+                "`serval {what}` works on the store itself: run it without --server / SERVAL_SERVER"
+            ),
         }
     }
 
@@ -94,14 +94,16 @@ impl Context {
     pub fn service(&self) -> Result<Service> {
         if let Some(id) = &self.service_id {
             let id = id.to_ascii_lowercase();
-            return self.store.service(&id).map_err(|e| match e {
-                serval_store::StoreError::NotFound(_) => {
-                    anyhow!("serving service '{id}' not found (`serval list` shows the services)")
+            return self.deployment().service(&id).map_err(|e| {
+                match e.downcast_ref::<serval_store::StoreError>() {
+                    Some(serval_store::StoreError::NotFound(_)) => anyhow!(
+                        "serving service '{id}' not found (`serval list` shows the services)"
+                    ),
+                    _ => e,
                 }
-                other => other.into(),
             });
         }
-        let services = self.store.list_services()?;
+        let services = self.deployment().list_services()?;
         match services.as_slice() {
             [] => {
                 bail!("no serving service exists yet: create one with `serval create --name NAME`")
@@ -193,7 +195,7 @@ pub fn live_instances(
 ) -> anyhow::Result<Vec<serval_store::InstanceStatus>> {
     let now = serval_store::now_ms();
     Ok(ctx
-        .store
+        .deployment()
         .instances(service_id)?
         .into_iter()
         .filter(|i| now - i.heartbeat_ms <= STALE_AFTER_MS)

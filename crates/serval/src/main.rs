@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod context;
+mod deployment;
 mod parse;
 
 use std::process::ExitCode;

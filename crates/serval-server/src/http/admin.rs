@@ -21,7 +21,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -72,8 +72,16 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             post(add_metrics).delete(remove_metrics),
         )
         .route("/api/v1/services/{service}/instances", get(instances))
-        .route("/api/v1/keys", get(list_keys).post(create_key))
-        .route("/api/v1/keys/{name}", axum::routing::delete(revoke_key))
+        .route(
+            "/api/v1/services/{service}/keys",
+            get(list_keys).post(create_key),
+        )
+        .route(
+            "/api/v1/services/{service}/keys/{name}",
+            axum::routing::delete(revoke_key),
+        )
+        .route("/api/v1/keys", get(list_own_keys).post(create_own_key))
+        .route("/api/v1/keys/{name}", axum::routing::delete(revoke_own_key))
         .route("/api/v1/models", get(list_models).post(register_model))
         .route("/api/v1/models/upload", post(upload_model))
         .route("/api/v1/models/{id}", get(show_model))
@@ -499,10 +507,9 @@ async fn instances(State(state): State<AppState>, Path(service): Path<String>) -
     Ok(Json(list).into_response())
 }
 
-async fn list_keys(State(state): State<AppState>) -> Answer {
-    let service = state.config.service_id.clone();
+async fn list_keys(State(state): State<AppState>, Path(service): Path<String>) -> Answer {
     let keys = blocking(&state, move |store| {
-        serval_admin::keys::list(store, &service)
+        serval_admin::keys::list(store, &id(&service))
     })
     .await?;
     Ok(Json(keys).into_response())
@@ -511,14 +518,14 @@ async fn list_keys(State(state): State<AppState>) -> Answer {
 async fn create_key(
     State(state): State<AppState>,
     axum::Extension(admin): axum::Extension<Admin>,
+    Path(service): Path<String>,
     headers: HeaderMap,
     spec: Result<Json<KeySpec>, JsonRejection>,
 ) -> Answer {
     admin.unlimited("create keys")?;
     let (caller, spec) = (admin.caller(&headers)?, body(spec)?);
-    let service = state.config.service_id.clone();
     change(&state, move |store| {
-        serval_admin::keys::create(store, &caller, &service, &spec)
+        serval_admin::keys::create(store, &caller, &id(&service), &spec)
     })
     .await
 }
@@ -526,51 +533,88 @@ async fn create_key(
 async fn revoke_key(
     State(state): State<AppState>,
     axum::Extension(admin): axum::Extension<Admin>,
-    Path(name): Path<String>,
+    Path((service, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
     admin.unlimited("revoke keys")?;
     let caller = admin.caller(&headers)?;
-    let service = state.config.service_id.clone();
     change(&state, move |store| {
-        serval_admin::keys::revoke(store, &caller, &service, &name)
+        serval_admin::keys::revoke(store, &caller, &id(&service), &name)
     })
     .await
 }
 
-/// `GET /api/v1/models?name=&project=&tag=&published=&limit=`.
-#[derive(Deserialize)]
-struct ModelFilter {
-    name: Option<String>,
-    project: Option<String>,
-    /// Comma-separated: models with any of them.
-    tags: Option<String>,
-    #[serde(default)]
-    published: bool,
-    limit: Option<usize>,
+/// `/api/v1/keys`: the keys of the server's own service.
+async fn list_own_keys(state: State<AppState>) -> Answer {
+    let service = state.config.service_id.clone();
+    list_keys(state, Path(service)).await
 }
 
-fn split_tags(tags: Option<&str>) -> Vec<String> {
-    tags.unwrap_or_default()
-        .split(',')
+async fn create_own_key(
+    state: State<AppState>,
+    admin: axum::Extension<Admin>,
+    headers: HeaderMap,
+    spec: Result<Json<KeySpec>, JsonRejection>,
+) -> Answer {
+    let service = state.config.service_id.clone();
+    create_key(state, admin, Path(service), headers, spec).await
+}
+
+async fn revoke_own_key(
+    state: State<AppState>,
+    admin: axum::Extension<Admin>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let service = state.config.service_id.clone();
+    revoke_key(state, admin, Path((service, name)), headers).await
+}
+
+/// A query's pairs (a key may repeat: `tags=a&tags=b`).
+fn pairs(query: &RawQuery) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.0.as_deref().unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The values of `key` (repeated, or comma-separated).
+fn all(pairs: &[(String, String)], key: &str) -> Vec<String> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == key)
+        .flat_map(|(_, v)| v.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(str::to_string)
         .collect()
 }
 
-async fn list_models(
-    State(state): State<AppState>,
-    filter: Result<Query<ModelFilter>, axum::extract::rejection::QueryRejection>,
-) -> Answer {
-    let Query(filter) = filter.map_err(|e| bad_request(e.body_text()))?;
+fn one(pairs: &[(String, String)], key: &str) -> Option<String> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
+fn flag(pairs: &[(String, String)], key: &str) -> Result<bool, AdminError> {
+    match one(pairs, key).as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(bad_request(format!("{key}={other}: use true or false"))),
+    }
+}
+
+/// `GET /api/v1/models?name=&name_regex=&project=&tags=a&tags=b&published=&limit=`.
+async fn list_models(State(state): State<AppState>, query: RawQuery) -> Answer {
+    let pairs = pairs(&query);
+    let limit = one(&pairs, "limit")
+        .map(|l| l.parse::<usize>())
+        .transpose()
+        .map_err(|_| bad_request("limit must be a number"))?;
     let query = ModelQuery {
-        name: filter.name,
-        project: filter.project,
-        tags: split_tags(filter.tags.as_deref()),
-        only_published: filter.published,
-        limit: Some(filter.limit.unwrap_or(100).min(10_000)),
-        ..ModelQuery::default()
+        name: one(&pairs, "name"),
+        name_regex: flag(&pairs, "name_regex")?,
+        project: one(&pairs, "project"),
+        tags: all(&pairs, "tags"),
+        only_published: flag(&pairs, "published")?,
+        limit,
     };
     let models = blocking(&state, move |store| store.query_models(&query)).await?;
     Ok(Json(models).into_response())
@@ -679,48 +723,42 @@ async fn receive(
     Ok(stored)
 }
 
-/// `POST /api/v1/models/upload?name=&filename=&project=&tags=&framework=&publish=&sha256=`:
+/// `POST /api/v1/models/upload?name=&filename=&project=&tags=a&tags=b&framework=&publish=&sha256=`:
 /// the body is the model file, streamed to storage and registered.
-#[derive(Deserialize)]
-struct UploadParams {
-    name: String,
-    filename: String,
-    project: Option<String>,
-    tags: Option<String>,
-    framework: Option<String>,
-    #[serde(default)]
-    publish: bool,
-    sha256: Option<String>,
-}
-
 async fn upload_model(
     State(state): State<AppState>,
     axum::Extension(admin): axum::Extension<Admin>,
-    params: Result<Query<UploadParams>, axum::extract::rejection::QueryRejection>,
+    query: RawQuery,
     headers: HeaderMap,
     request: Request,
 ) -> Answer {
-    let Query(params) = params.map_err(|e| bad_request(e.body_text()))?;
+    let pairs = pairs(&query);
     let caller = admin.caller(&headers)?;
-    if params.name.trim().is_empty() {
-        return Err(bad_request("name must not be empty"));
+    let name = one(&pairs, "name").unwrap_or_default();
+    let filename = one(&pairs, "filename")
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| bad_request("filename is required: the model file's name"))?;
+    if name.trim().is_empty() {
+        return Err(bad_request("--name must not be empty"));
     }
-    if let Some(framework) = &params.framework {
+    let framework = one(&pairs, "framework");
+    if let Some(framework) = &framework {
         serval_admin::registry::framework(framework)?;
     }
+    let publish = flag(&pairs, "publish")?;
     let stored = receive(
         &state,
         request.into_body(),
-        &params.filename,
-        params.sha256.as_deref(),
+        &filename,
+        one(&pairs, "sha256").as_deref(),
     )
     .await?;
     let spec = ModelSpec {
-        name: params.name,
-        project: params.project,
-        tags: split_tags(params.tags.as_deref()),
-        framework: params.framework,
-        publish: params.publish,
+        name,
+        project: one(&pairs, "project"),
+        tags: all(&pairs, "tags"),
+        framework,
+        publish,
         uri: stored.uri,
         size: Some(stored.size),
         sha256: Some(stored.sha256),
@@ -768,10 +806,11 @@ async fn upload_code(
     Ok((StatusCode::CREATED, Json(code)).into_response())
 }
 
-/// `GET /api/v1/audit?since=1h&limit=100`.
+/// `GET /api/v1/audit?since=1h&limit=100` (`since_ms`: epoch milliseconds instead).
 #[derive(Deserialize)]
 struct AuditParams {
     since: Option<String>,
+    since_ms: Option<i64>,
     limit: Option<usize>,
 }
 
@@ -780,11 +819,10 @@ async fn audit(
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Answer {
     let Query(params) = params.map_err(|e| bad_request(e.body_text()))?;
-    let since = params
-        .since
-        .as_deref()
-        .map(serval_admin::audit::since)
-        .transpose()?;
+    let since = match (params.since.as_deref(), params.since_ms) {
+        (Some(text), _) => Some(serval_admin::audit::since(text)?),
+        (None, since_ms) => since_ms,
+    };
     let limit = params.limit.unwrap_or(100).min(10_000);
     let entries = blocking(&state, move |store| {
         serval_admin::audit::list(store, since, limit)

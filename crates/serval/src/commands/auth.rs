@@ -15,7 +15,7 @@ pub fn create_key(ctx: &Context, args: &AuthCreateArgs) -> Result<()> {
         expires: args.expires.clone(),
     };
     let service = ctx.service()?;
-    let written = serval_admin::keys::create(&*ctx.store, &ctx.caller, &service.id, &spec)?;
+    let written = ctx.deployment().create_key(&service.id, &spec)?;
     if ctx.json {
         ctx.print_json(&serde_json::json!({"name": args.name, "key": written.result.key}))?;
     } else {
@@ -27,7 +27,7 @@ pub fn create_key(ctx: &Context, args: &AuthCreateArgs) -> Result<()> {
 
 pub fn list(ctx: &Context) -> Result<()> {
     let service = ctx.service()?;
-    let keys = serval_admin::keys::list(&*ctx.store, &service.id)?;
+    let keys = ctx.deployment().keys(&service.id)?;
     if ctx.json {
         return ctx.print_json(&keys);
     }
@@ -48,7 +48,7 @@ pub fn list(ctx: &Context) -> Result<()> {
 
 pub fn revoke(ctx: &Context, args: &AuthRevokeArgs) -> Result<()> {
     let service = ctx.service()?;
-    let written = serval_admin::keys::revoke(&*ctx.store, &ctx.caller, &service.id, &args.name)?;
+    let written = ctx.deployment().revoke_key(&service.id, &args.name)?;
     show(&written);
     Ok(())
 }
@@ -60,7 +60,7 @@ pub fn audit(ctx: &Context, args: &AuditArgs) -> Result<()> {
         .as_deref()
         .map(serval_admin::audit::since)
         .transpose()?;
-    let entries = serval_admin::audit::list(&*ctx.store, since, args.limit)?;
+    let entries = ctx.deployment().audit(since, args.limit)?;
     if ctx.json {
         return ctx.print_json(&entries);
     }

@@ -26,7 +26,7 @@ pub fn store_preprocess(ctx: &Context, path: &Path) -> Result<CodeRef> {
                 path.display()
             )
         })?;
-    let (stored, kind, name) = if meta.is_dir() {
+    if meta.is_dir() {
         ensure!(
             path.join("__init__.py").is_file(),
             "Preprocessing folder '{}' has no __init__.py: a package folder needs one (it defines class Preprocess)",
@@ -36,35 +36,22 @@ pub fn store_preprocess(ctx: &Context, path: &Path) -> Result<CodeRef> {
         let name = format!("{file_name}{}", serval_artifacts::PACKAGE_SUFFIX);
         let tmp = tempfile::NamedTempFile::new()?;
         std::fs::write(tmp.path(), packed)?;
-        (
-            ctx.store_file(tmp.path(), &name, None, &|_| {})?,
-            CodeKind::Package,
-            name,
-        )
+        return ctx
+            .deployment()
+            .store_code(tmp.path(), &name, CodeKind::Package);
+    }
+    let kind = if file_name.ends_with(".zip") {
+        CodeKind::Zip
     } else {
-        let kind = if file_name.ends_with(".zip") {
-            CodeKind::Zip
-        } else {
-            CodeKind::File
-        };
-        if kind == CodeKind::File && !file_name.ends_with(".py") {
-            warn(format!(
-                "preprocess code '{}' does not end with .py; it is run as a Python module",
-                path.display()
-            ));
-        }
-        (
-            ctx.store_file(path, &file_name, None, &|_| {})?,
-            kind,
-            file_name,
-        )
+        CodeKind::File
     };
-    Ok(CodeRef {
-        sha256: stored.sha256,
-        name,
-        kind,
-        uri: stored.uri,
-    })
+    if kind == CodeKind::File && !file_name.ends_with(".py") {
+        warn(format!(
+            "preprocess code '{}' does not end with .py; it is run as a Python module",
+            path.display()
+        ));
+    }
+    ctx.deployment().store_code(path, &file_name, kind)
 }
 
 pub fn add(ctx: &Context, args: &ModelAddArgs) -> Result<()> {
@@ -95,8 +82,7 @@ pub fn add(ctx: &Context, args: &ModelAddArgs) -> Result<()> {
         aux_config,
     };
     note("Updating serving service");
-    let written =
-        serval_admin::endpoints::put_endpoint(&*ctx.store, &ctx.caller, &service.id, &name, &spec)?;
+    let written = ctx.deployment().put_endpoint(&service.id, &name, &spec)?;
     show(&written);
     if ctx.json {
         return ctx.print_json(&written.result);
@@ -120,7 +106,7 @@ pub fn remove(ctx: &Context, args: &ModelRemoveArgs) -> Result<()> {
         "Serving service Task {}, Removing Model endpoint={key}",
         service.id
     ));
-    let written = serval_admin::endpoints::remove(&*ctx.store, &ctx.caller, &service.id, key)?;
+    let written = ctx.deployment().remove(&service.id, key)?;
     show(&written);
     println!(
         "Removing {}: {}",
@@ -141,8 +127,7 @@ pub fn canary(ctx: &Context, args: &CanaryArgs) -> Result<()> {
         input_endpoints: args.input_endpoints.clone(),
         input_endpoint_prefix: args.input_endpoint_prefix.clone(),
     };
-    let written =
-        serval_admin::endpoints::put_canary(&*ctx.store, &ctx.caller, &service.id, &name, &spec)?;
+    let written = ctx.deployment().put_canary(&service.id, &name, &spec)?;
     show(&written);
     if ctx.json {
         return ctx.print_json(&written.result);
@@ -180,13 +165,9 @@ pub fn auto_update(ctx: &Context, args: &AutoUpdateArgs) -> Result<()> {
         io,
         aux_config,
     };
-    let written = serval_admin::endpoints::put_auto_update(
-        &*ctx.store,
-        &ctx.caller,
-        &service.id,
-        &name,
-        &spec,
-    )?;
+    let written = ctx
+        .deployment()
+        .put_auto_update(&service.id, &name, &spec)?;
     show(&written);
     if ctx.json {
         return ctx.print_json(&written.result);

@@ -133,7 +133,7 @@ fn code_summary(code: &Option<CodeRef>) -> String {
 pub fn list(ctx: &Context) -> Result<()> {
     let service = ctx.service()?;
     let snapshot = ctx
-        .store
+        .deployment()
         .snapshot(&service.id)
         .context("reading the service")?;
     let config = &snapshot.config;
@@ -277,7 +277,7 @@ pub fn list(ctx: &Context) -> Result<()> {
 fn model_cell(ctx: &Context, id: Option<&str>) -> String {
     match id {
         None => "-".to_string(),
-        Some(id) => match ctx.store.model(id) {
+        Some(id) => match ctx.deployment().model(id) {
             Ok(m) => format!("{id} ({})", m.name),
             Err(_) => format!("{id} (not in registry)"),
         },

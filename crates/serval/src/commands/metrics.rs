@@ -34,7 +34,7 @@ pub fn add(ctx: &Context, args: &MetricsAddArgs) -> Result<()> {
         log_frequency: args.log_freq,
         variables,
     };
-    let written = serval_admin::metrics::add(&*ctx.store, &ctx.caller, &service.id, &key, &spec)?;
+    let written = ctx.deployment().add_metrics(&service.id, &key, &spec)?;
     show(&written);
     let rule = &written.result;
     if ctx.json {
@@ -54,8 +54,9 @@ pub fn remove(ctx: &Context, args: &MetricsRemoveArgs) -> Result<()> {
         "Serving service Task {}, Removing metrics from endpoint={key}",
         service.id
     ));
-    let written =
-        serval_admin::metrics::remove(&*ctx.store, &ctx.caller, &service.id, &key, &args.variable)?;
+    let written = ctx
+        .deployment()
+        .remove_metrics(&service.id, &key, &args.variable)?;
     show(&written);
     if args.variable.is_empty() {
         println!("Removing metric endpoint: {key}");
@@ -87,7 +88,7 @@ fn describe(var: &MetricVariable) -> String {
 
 pub fn list(ctx: &Context) -> Result<()> {
     let service = ctx.service()?;
-    let snapshot = ctx.store.snapshot(&service.id)?;
+    let snapshot = ctx.deployment().snapshot(&service.id)?;
     let default_freq = snapshot.config.settings.metric_log_freq.unwrap_or(1.0);
     if ctx.json {
         return ctx.print_json(&MetricsView {

@@ -5,7 +5,6 @@ use std::path::Path;
 use anyhow::{Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serval_admin::registry::{ModelSpec, TagChange};
-use serval_artifacts::StoredArtifact;
 use serval_store::{Model, ModelQuery};
 
 use crate::cli::{ModelIdArgs, ModelTagArgs, ModelUploadArgs, RegistryArgs};
@@ -29,11 +28,13 @@ fn progress_bar(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn store_model_path(
+/// Stores the model file (a folder is packed first) and registers it as `spec`.
+fn upload_path(
     ctx: &Context,
     path: &Path,
     destination: Option<&str>,
-) -> Result<StoredArtifact> {
+    spec: ModelSpec,
+) -> Result<Model> {
     let meta = std::fs::metadata(path)
         .map_err(|_| anyhow!("--path='{}' could not be found", path.display()))?;
     let file_name = path
@@ -41,7 +42,6 @@ fn store_model_path(
         .and_then(|n| n.to_str())
         .ok_or_else(|| anyhow!("--path='{}' has no usable file name", path.display()))?
         .to_string();
-    // A folder is packed first and then stored like a file.
     let packed;
     let (src, name): (&Path, String) = if meta.is_dir() {
         let bytes = serval_artifacts::pack_dir(path)?;
@@ -56,22 +56,22 @@ fn store_model_path(
         (path, file_name)
     };
     let size = std::fs::metadata(src)?.len();
-    let (shown, total, what) = match destination.or(ctx.destination.as_deref()) {
-        Some(dest) => (dest.to_string(), size * 2, "hashing and uploading"),
-        None => (
-            ctx.artifacts.root().display().to_string(),
-            size,
-            "uploading",
-        ),
-    };
     note(format!(
-        "Uploading model file '{}' to {shown}",
-        path.display()
+        "Uploading model file '{}' to {}",
+        path.display(),
+        ctx.deployment().upload_target(destination)
     ));
-    let bar = progress_bar(total, what);
-    let stored = ctx.store_file(src, &name, destination, &|done| bar.set_position(done))?;
+    let bar = progress_bar(
+        size * ctx.deployment().upload_passes(destination),
+        "uploading",
+    );
+    let written = ctx
+        .deployment()
+        .upload_model(src, &name, destination, spec, &|done| {
+            bar.set_position(done)
+        })?;
     bar.finish_and_clear();
-    Ok(stored)
+    Ok(written.result)
 }
 
 pub fn upload(ctx: &Context, args: &ModelUploadArgs) -> Result<()> {
@@ -81,13 +81,33 @@ pub fn upload(ctx: &Context, args: &ModelUploadArgs) -> Result<()> {
     if let Some(framework) = &args.framework {
         parse::framework(framework)?;
     }
-    let (uri, size, sha256, detected) = match (&args.path, &args.url) {
+    let mut spec = ModelSpec {
+        name: args.name.clone(),
+        project: args.project.clone(),
+        tags: args.tags.clone(),
+        framework: args.framework.clone(),
+        publish: args.publish,
+        uri: String::new(),
+        size: None,
+        sha256: None,
+    };
+    let announce = || {
+        note(format!(
+            "Creating new Model name='{}' project='{}' tags={:?}",
+            args.name,
+            args.project.as_deref().unwrap_or(""),
+            args.tags
+        ))
+    };
+    let model = match (&args.path, &args.url) {
         (None, None) => bail!("Either --path or --url must be specified"),
         (Some(_), Some(_)) => bail!("Either --path or --url but not both"),
         (Some(path), None) => {
-            let stored = store_model_path(ctx, path, args.destination.as_deref())?;
-            let detected = parse::sniff_framework(path);
-            (stored.uri, Some(stored.size), Some(stored.sha256), detected)
+            if spec.framework.is_none() {
+                spec.framework = parse::sniff_framework(path).map(str::to_string);
+            }
+            announce();
+            upload_path(ctx, path, args.destination.as_deref(), spec)?
         }
         (None, Some(url)) => {
             if args.destination.is_some() {
@@ -96,7 +116,7 @@ pub fn upload(ctx: &Context, args: &ModelUploadArgs) -> Result<()> {
             let parsed = serval_artifacts::parse_uri(url)?;
             // A missing object is refused; storage this machine cannot reach (no credentials
             // here, say) only gets a warning: the servers may well reach it.
-            let size = match serval_artifacts::block_on(serval_artifacts::head(url))? {
+            spec.size = match serval_artifacts::block_on(serval_artifacts::head(url))? {
                 Ok(size) => Some(size),
                 Err(e) if parsed.scheme() == "file" || e.kind() == "not_found" => {
                     return Err(e.into());
@@ -109,30 +129,11 @@ pub fn upload(ctx: &Context, args: &ModelUploadArgs) -> Result<()> {
                 }
             };
             note(format!("Registering model file '{url}'"));
-            (url.clone(), size, None, None)
+            announce();
+            spec.uri = url.clone();
+            ctx.deployment().register_model(&spec)?.result
         }
     };
-    let framework = match &args.framework {
-        Some(f) => Some(f.clone()),
-        None => detected.map(str::to_string),
-    };
-    note(format!(
-        "Creating new Model name='{}' project='{}' tags={:?}",
-        args.name,
-        args.project.as_deref().unwrap_or(""),
-        args.tags
-    ));
-    let spec = ModelSpec {
-        name: args.name.clone(),
-        project: args.project.clone(),
-        tags: args.tags.clone(),
-        framework,
-        publish: args.publish,
-        uri,
-        size,
-        sha256,
-    };
-    let model = serval_admin::registry::register(&*ctx.store, &ctx.caller, &spec)?.result;
     if ctx.json {
         return ctx.print_json(&model);
     }
@@ -144,7 +145,7 @@ pub fn upload(ctx: &Context, args: &ModelUploadArgs) -> Result<()> {
 }
 
 pub fn publish(ctx: &Context, args: &ModelIdArgs) -> Result<()> {
-    let model = serval_admin::registry::publish(&*ctx.store, &ctx.caller, &args.model_id)?.result;
+    let model = ctx.deployment().publish_model(&args.model_id)?.result;
     if ctx.json {
         return ctx.print_json(&model);
     }
@@ -157,8 +158,7 @@ pub fn tag(ctx: &Context, args: &ModelTagArgs) -> Result<()> {
         add: args.add.clone(),
         remove: args.remove.clone(),
     };
-    let model =
-        serval_admin::registry::tag(&*ctx.store, &ctx.caller, &args.model_id, &tags)?.result;
+    let model = ctx.deployment().tag_model(&args.model_id, &tags)?.result;
     if ctx.json {
         return ctx.print_json(&model);
     }
@@ -175,7 +175,9 @@ pub fn tag(ctx: &Context, args: &ModelTagArgs) -> Result<()> {
 }
 
 pub fn info(ctx: &Context, args: &ModelIdArgs) -> Result<()> {
-    let model = ctx.store.model(&args.model_id.to_ascii_lowercase())?;
+    let model = ctx
+        .deployment()
+        .model(&args.model_id.to_ascii_lowercase())?;
     if ctx.json {
         return ctx.print_json(&model);
     }
@@ -203,7 +205,7 @@ pub fn info(ctx: &Context, args: &ModelIdArgs) -> Result<()> {
 }
 
 pub fn registry(ctx: &Context, args: &RegistryArgs) -> Result<()> {
-    let models: Vec<Model> = ctx.store.query_models(&ModelQuery {
+    let models: Vec<Model> = ctx.deployment().query_models(&ModelQuery {
         name: args.name.clone(),
         project: args.project.clone(),
         tags: args.tags.clone(),

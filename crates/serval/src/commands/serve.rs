@@ -164,7 +164,7 @@ pub fn serve(ctx: Context, global: &GlobalArgs, args: &ServeArgs) -> Result<()> 
     let ui = config.ui;
     let served = runtime.block_on(serval_server::run(
         config,
-        ctx.store.clone(),
+        ctx.local("serve")?.store.clone(),
         move |listening| {
             // The one stdout line: scripts and tests read the bound addresses from it.
             let (http, grpc) = if listening.tls {

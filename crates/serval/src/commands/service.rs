@@ -14,7 +14,7 @@ pub fn create(ctx: &Context, args: &CreateArgs) -> Result<()> {
         project: args.project.clone(),
         tags: args.tags.clone(),
     };
-    let written = serval_admin::services::create(&*ctx.store, &ctx.caller, &spec)?;
+    let written = ctx.deployment().create_service(&spec)?;
     if ctx.json {
         return ctx.print_json(&written.result);
     }
@@ -35,8 +35,8 @@ struct ServiceView {
 
 pub fn list(ctx: &Context) -> Result<()> {
     let mut views = Vec::new();
-    for service in ctx.store.list_services()? {
-        let config = ctx.store.snapshot(&service.id)?.config;
+    for service in ctx.deployment().list_services()? {
+        let config = ctx.deployment().snapshot(&service.id)?.config;
         let instances = live_instances(ctx, &service.id)?;
         views.push(ServiceView {
             instances,
@@ -120,11 +120,10 @@ pub fn config(ctx: &Context, args: &ConfigArgs) -> Result<()> {
         ));
     }
     let settings = if patch.is_empty() {
-        ctx.store.snapshot(&service.id)?.config.settings
+        ctx.deployment().snapshot(&service.id)?.config.settings
     } else {
         note(format!("Configure serving service id={}", service.id));
-        let written =
-            serval_admin::services::configure(&*ctx.store, &ctx.caller, &service.id, &patch)?;
+        let written = ctx.deployment().configure(&service.id, &patch)?;
         show(&written);
         written.result
     };

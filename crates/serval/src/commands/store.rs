@@ -12,7 +12,8 @@ use crate::cli::{StoreExportArgs, StoreImportArgs};
 use crate::context::{Context, note, warn};
 
 pub fn export(ctx: &Context, args: &StoreExportArgs) -> Result<()> {
-    let dump = ctx.store.export()?;
+    let local = ctx.local("store export")?;
+    let dump = local.store.export()?;
     let text = serde_json::to_string_pretty(&dump)?;
     match &args.output {
         Some(path) => std::fs::write(path, text + "\n")
@@ -23,7 +24,7 @@ pub fn export(ctx: &Context, args: &StoreExportArgs) -> Result<()> {
         "Exported {} service(s) and {} model(s) from {}",
         dump.services.len(),
         dump.models.len(),
-        ctx.store.describe()
+        local.store.describe()
     ));
     Ok(())
 }
@@ -44,7 +45,7 @@ fn read_dump(file: &Path) -> Result<Dump> {
 
 /// Copies local (`file://`) artifacts to `destination`, once per URI.
 struct Copier<'a> {
-    ctx: &'a Context,
+    local: &'a crate::deployment::Local,
     destination: &'a str,
     done: HashMap<String, String>,
 }
@@ -71,7 +72,7 @@ impl Copier<'_> {
             .and_then(|n| n.to_str())
             .ok_or_else(|| anyhow!("'{uri}' has no file name"))?;
         let stored = self
-            .ctx
+            .local
             .store_file(&path, name, Some(self.destination), &|_| {})?;
         if let Some(expected) = sha256 {
             ensure!(
@@ -94,12 +95,13 @@ impl Copier<'_> {
 }
 
 pub fn import(ctx: &Context, args: &StoreImportArgs) -> Result<()> {
+    let local = ctx.local("store import")?;
     let mut dump = read_dump(&args.file)?;
     dump.check()?;
     if let Some(destination) = &args.destination {
         serval_artifacts::parse_uri(destination)?;
         let mut copier = Copier {
-            ctx,
+            local,
             destination,
             done: HashMap::new(),
         };
@@ -114,7 +116,7 @@ pub fn import(ctx: &Context, args: &StoreImportArgs) -> Result<()> {
                 copier.copy_code(&mut rule.preprocess)?;
             }
         }
-    } else if !ctx.embedded {
+    } else if !local.embedded {
         let local = dump
             .models
             .iter()
@@ -126,13 +128,14 @@ pub fn import(ctx: &Context, args: &StoreImportArgs) -> Result<()> {
             ));
         }
     }
-    ctx.store
+    local
+        .store
         .import(&dump, &serval_store::Change::local("store.import", "store"))?;
     note(format!(
         "Imported {} service(s) and {} model(s) into {}",
         dump.services.len(),
         dump.models.len(),
-        ctx.store.describe()
+        local.store.describe()
     ));
     Ok(())
 }
@@ -141,7 +144,7 @@ pub fn migrate(ctx: &Context) -> Result<()> {
     // Opening the store ran any pending migration (under the store's write lock).
     note(format!(
         "Control store {} is at the current schema",
-        ctx.store.describe()
+        ctx.local("store migrate")?.store.describe()
     ));
     Ok(())
 }

@@ -14,10 +14,10 @@ pub fn triton_repo(ctx: &Context, global: &GlobalArgs, args: &TritonRepoArgs) ->
     let interval = Duration::from_millis(args.interval_ms.max(50));
     let mut written_at = None;
     loop {
-        let snapshot = ctx.store.snapshot(&service.id)?;
+        let snapshot = ctx.deployment().snapshot(&service.id)?;
         if written_at != Some(snapshot.service.revision) {
             let report = serval_server::triton_repo::write_repository(
-                &*ctx.store,
+                &*ctx.local("triton-repo")?.store,
                 &snapshot.config,
                 &args.out,
                 &cache,

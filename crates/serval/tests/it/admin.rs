@@ -352,3 +352,198 @@ fn admin_api_on_needs_keys() {
         "{error}"
     );
 }
+
+/// The CLI over the admin API (`SERVAL_SERVER` + `SERVAL_API_KEY`, no store on this machine)
+/// prints what it prints on the store itself: the same scenario on two fresh deployments gives
+/// byte-identical stdout once the ids, times and home folders that differ by nature are named
+/// alike; errors are the same lines with the same exit code.
+#[test]
+fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
+    // On the store.
+    let local = Home::new();
+    // Through a server (its own store and home), from a machine with neither.
+    let served = Home::new();
+    let mut ids = Vec::new();
+    for home in [&local, &served] {
+        ids.push(home.service("svc"));
+        key(home, "ops", &["--role", "admin"]);
+    }
+    let server = Server::start_with(&served, &["--require-auth"]);
+    let ops_key = served.ok(&[
+        "auth",
+        "create-key",
+        "--name",
+        "remote-ops",
+        "--role",
+        "admin",
+    ]);
+    let remote = Home::with_env(vec![
+        ("SERVAL_SERVER".into(), server.base.clone()),
+        ("SERVAL_API_KEY".into(), ops_key.trim().to_string()),
+    ]);
+    // The same key on the local side, so that `auth list` matches.
+    key(&local, "remote-ops", &["--role", "admin"]);
+    let code = local.write("code/preprocess.py", crate::PREPROCESS);
+    let code = code.to_str().unwrap();
+    let model = fixture("lgbm_multi_iris.txt");
+    let model = model.to_str().unwrap();
+
+    let normalise = |text: &str, home: &Home, service: &str, model_id: Option<&str>| {
+        let mut text = text.replace(service, "<service>");
+        if let Some(id) = model_id {
+            text = text.replace(id, "<model>");
+        }
+        text = text.replace(&home.path().display().to_string(), "<home>");
+        let times = regex::Regex::new(r#""(\w+_ms)": \d+"#).unwrap();
+        times.replace_all(&text, "\"$1\": 0").to_string()
+    };
+    let mut outputs: Vec<Vec<String>> = Vec::new();
+    for (cli, home, service) in [(&local, &local, &ids[0]), (&remote, &served, &ids[1])] {
+        let mut seen = Vec::new();
+        let upload = cli.ok(&[
+            "--json",
+            "model",
+            "upload",
+            "--name",
+            "iris",
+            "--project",
+            "demo",
+            "--path",
+            model,
+        ]);
+        let model_id = serde_json::from_str::<Value>(&upload).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        seen.push(upload);
+        for args in [
+            vec![
+                "model",
+                "add",
+                "--engine",
+                "lightgbm",
+                "--endpoint",
+                "iris",
+                "--model-id",
+                &model_id,
+                "--preprocess",
+                code,
+            ],
+            vec![
+                "model",
+                "add",
+                "--engine",
+                "lightgbm",
+                "--endpoint",
+                "iris",
+                "--version",
+                "2",
+                "--model-id",
+                &model_id,
+            ],
+            vec![
+                "model",
+                "canary",
+                "--endpoint",
+                "live",
+                "--weights",
+                "0.2",
+                "0.8",
+                "--input-endpoints",
+                "iris",
+                "iris/2",
+            ],
+            vec![
+                "model",
+                "auto-update",
+                "--engine",
+                "lightgbm",
+                "--endpoint",
+                "auto",
+                "--name",
+                "iris",
+            ],
+            vec![
+                "metrics",
+                "add",
+                "--endpoint",
+                "iris",
+                "--variable-scalar",
+                "x0=0,1,5",
+                "--log-freq",
+                "0.5",
+            ],
+            vec!["config", "--metric-log-freq", "0.25"],
+            vec!["model", "publish", &model_id],
+            vec!["model", "tag", &model_id, "--add", "prod"],
+            vec!["metrics", "list"],
+            vec!["config"],
+            vec!["model", "info", &model_id],
+            vec!["model", "registry"],
+            vec!["auth", "list"],
+        ] {
+            let mut all = vec!["--json"];
+            all.extend_from_slice(&args);
+            seen.push(cli.ok(&all));
+        }
+        seen.push(cli.ok(&["model", "remove", "--endpoint", "live"]));
+        seen.push(cli.ok(&["metrics", "remove", "--endpoint", "iris"]));
+        // Errors: the same line, the same exit code.
+        for args in [
+            vec!["model", "add", "--engine", "lightgbm", "--endpoint", "nope"],
+            vec!["model", "remove", "--endpoint", "missing"],
+            vec![
+                "model",
+                "canary",
+                "--endpoint",
+                "c",
+                "--weights",
+                "1",
+                "--input-endpoints",
+                "a",
+                "b",
+            ],
+            vec!["model", "info", "0123456789abcdef0123456789abcdef"],
+        ] {
+            let out = cli.run(&args);
+            seen.push(format!(
+                "{:?} {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .filter(|l| l.starts_with("Error"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
+        outputs.push(
+            seen.iter()
+                .map(|text| normalise(text, home, service, Some(&model_id)))
+                .collect(),
+        );
+    }
+    for (on_store, over_api) in outputs[0].iter().zip(&outputs[1]) {
+        assert_eq!(on_store, over_api);
+    }
+    assert_eq!(outputs[0].len(), outputs[1].len());
+    // The remote machine has no store of its own, and commands that need one say so.
+    assert!(!remote.path().join("home/serval.db").exists());
+    let refused = remote.fail(&["store", "export"]);
+    assert!(refused.contains("without --server"), "{refused}");
+    // The server recorded the remote changes under the key's name.
+    let audit: Value = serde_json::from_str(&served.ok(&["--json", "audit"])).unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["key"] == "remote-ops" && e["operation"] == "canary.put")
+    );
+    // A wrong key is refused with the server's reason.
+    let wrong = Home::with_env(vec![
+        ("SERVAL_SERVER".into(), server.base.clone()),
+        ("SERVAL_API_KEY".into(), "sk-serval-wrong".into()),
+    ]);
+    let error = wrong.fail(&["model", "list"]);
+    assert!(error.contains("not valid"), "{error}");
+}

@@ -1,0 +1,279 @@
+//! The store itself: `serval_admin`'s operations run here, recorded as the key `local`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+use serval_admin::audit::AuditView;
+use serval_admin::endpoints::{AutoUpdateSpec, CanarySpec, EndpointSpec, EndpointView, Removed};
+use serval_admin::keys::{KeySpec, KeyView, NewKey};
+use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
+use serval_admin::registry::{ModelSpec, TagChange};
+use serval_admin::services::{ServiceSpec, SettingsPatch};
+use serval_admin::{Caller, Written};
+use serval_artifacts::ArtifactStore;
+use serval_store::{
+    AutoUpdateRule, Canary, CodeKind, CodeRef, InstanceStatus, MetricRule, Model, ModelQuery,
+    Service, ServiceSettings, Snapshot, Store,
+};
+
+use super::Deployment;
+use crate::context::warn;
+
+pub struct Local {
+    pub store: Arc<dyn Store>,
+    pub artifacts: ArtifactStore,
+    /// Default upload destination (`--artifacts` / `$SERVAL_ARTIFACTS`); `None`: the local home.
+    pub destination: Option<String>,
+    /// The store is an embedded file (local artifacts are readable by every server using it).
+    pub embedded: bool,
+    pub caller: Caller,
+}
+
+impl Local {
+    /// Stores a file: uploaded to `destination`, else to `--artifacts`, else copied into the local
+    /// home (with a warning when the store is shared: other machines cannot read it).
+    pub fn store_file(
+        &self,
+        src: &Path,
+        name: &str,
+        destination: Option<&str>,
+        progress: serval_artifacts::Progress<'_>,
+    ) -> Result<serval_artifacts::StoredArtifact> {
+        match destination.or(self.destination.as_deref()) {
+            Some(dest) => {
+                serval_artifacts::parse_uri(dest)?;
+                Ok(serval_artifacts::block_on(serval_artifacts::upload(
+                    dest, src, name, progress,
+                ))??)
+            }
+            None => {
+                if !self.embedded {
+                    warn(format!(
+                        "'{name}' is stored in the local folder {}: servers on other machines cannot read it (use --destination or SERVAL_ARTIFACTS=s3://...)",
+                        self.artifacts.root().display()
+                    ));
+                }
+                Ok(self.artifacts.put_file(src, name, progress)?)
+            }
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+}
+
+impl Deployment for Local {
+    fn list_services(&self) -> Result<Vec<Service>> {
+        Ok(self.store.list_services()?)
+    }
+
+    fn service(&self, id: &str) -> Result<Service> {
+        Ok(self.store.service(id)?)
+    }
+
+    fn snapshot(&self, id: &str) -> Result<Snapshot> {
+        Ok(self.store.snapshot(id)?)
+    }
+
+    fn instances(&self, service: &str) -> Result<Vec<InstanceStatus>> {
+        Ok(self.store.instances(service)?)
+    }
+
+    fn model(&self, id: &str) -> Result<Model> {
+        Ok(self.store.model(id)?)
+    }
+
+    fn query_models(&self, query: &ModelQuery) -> Result<Vec<Model>> {
+        Ok(self.store.query_models(query)?)
+    }
+
+    fn keys(&self, service: &str) -> Result<Vec<KeyView>> {
+        Ok(serval_admin::keys::list(self.store(), service)?)
+    }
+
+    fn audit(&self, since_ms: Option<i64>, limit: usize) -> Result<Vec<AuditView>> {
+        Ok(serval_admin::audit::list(self.store(), since_ms, limit)?)
+    }
+
+    fn create_service(&self, spec: &ServiceSpec) -> Result<Written<Service>> {
+        Ok(serval_admin::services::create(
+            self.store(),
+            &self.caller,
+            spec,
+        )?)
+    }
+
+    fn configure(&self, service: &str, patch: &SettingsPatch) -> Result<Written<ServiceSettings>> {
+        Ok(serval_admin::services::configure(
+            self.store(),
+            &self.caller,
+            service,
+            patch,
+        )?)
+    }
+
+    fn put_endpoint(
+        &self,
+        service: &str,
+        name: &str,
+        spec: &EndpointSpec,
+    ) -> Result<Written<EndpointView>> {
+        Ok(serval_admin::endpoints::put_endpoint(
+            self.store(),
+            &self.caller,
+            service,
+            name,
+            spec,
+        )?)
+    }
+
+    fn remove(&self, service: &str, url: &str) -> Result<Written<Removed>> {
+        Ok(serval_admin::endpoints::remove(
+            self.store(),
+            &self.caller,
+            service,
+            url,
+        )?)
+    }
+
+    fn put_canary(&self, service: &str, name: &str, spec: &CanarySpec) -> Result<Written<Canary>> {
+        Ok(serval_admin::endpoints::put_canary(
+            self.store(),
+            &self.caller,
+            service,
+            name,
+            spec,
+        )?)
+    }
+
+    fn put_auto_update(
+        &self,
+        service: &str,
+        name: &str,
+        spec: &AutoUpdateSpec,
+    ) -> Result<Written<AutoUpdateRule>> {
+        Ok(serval_admin::endpoints::put_auto_update(
+            self.store(),
+            &self.caller,
+            service,
+            name,
+            spec,
+        )?)
+    }
+
+    fn add_metrics(
+        &self,
+        service: &str,
+        endpoint: &str,
+        spec: &MetricsSpec,
+    ) -> Result<Written<MetricRule>> {
+        Ok(serval_admin::metrics::add(
+            self.store(),
+            &self.caller,
+            service,
+            endpoint,
+            spec,
+        )?)
+    }
+
+    fn remove_metrics(
+        &self,
+        service: &str,
+        endpoint: &str,
+        variables: &[String],
+    ) -> Result<Written<MetricsRemoved>> {
+        Ok(serval_admin::metrics::remove(
+            self.store(),
+            &self.caller,
+            service,
+            endpoint,
+            variables,
+        )?)
+    }
+
+    fn create_key(&self, service: &str, spec: &KeySpec) -> Result<Written<NewKey>> {
+        Ok(serval_admin::keys::create(
+            self.store(),
+            &self.caller,
+            service,
+            spec,
+        )?)
+    }
+
+    fn revoke_key(&self, service: &str, name: &str) -> Result<Written<String>> {
+        Ok(serval_admin::keys::revoke(
+            self.store(),
+            &self.caller,
+            service,
+            name,
+        )?)
+    }
+
+    fn register_model(&self, spec: &ModelSpec) -> Result<Written<Model>> {
+        Ok(serval_admin::registry::register(
+            self.store(),
+            &self.caller,
+            spec,
+        )?)
+    }
+
+    fn publish_model(&self, id: &str) -> Result<Written<Model>> {
+        Ok(serval_admin::registry::publish(
+            self.store(),
+            &self.caller,
+            id,
+        )?)
+    }
+
+    fn tag_model(&self, id: &str, tags: &TagChange) -> Result<Written<Model>> {
+        Ok(serval_admin::registry::tag(
+            self.store(),
+            &self.caller,
+            id,
+            tags,
+        )?)
+    }
+
+    fn store_code(&self, file: &Path, name: &str, kind: CodeKind) -> Result<CodeRef> {
+        let stored = self.store_file(file, name, None, &|_| {})?;
+        Ok(CodeRef {
+            sha256: stored.sha256,
+            name: name.to_string(),
+            kind,
+            uri: stored.uri,
+        })
+    }
+
+    fn upload_model(
+        &self,
+        file: &Path,
+        name: &str,
+        destination: Option<&str>,
+        mut spec: ModelSpec,
+        progress: serval_artifacts::Progress<'_>,
+    ) -> Result<Written<Model>> {
+        let stored = self.store_file(file, name, destination, progress)?;
+        spec.uri = stored.uri;
+        spec.size = Some(stored.size);
+        spec.sha256 = Some(stored.sha256);
+        self.register_model(&spec)
+    }
+
+    fn upload_passes(&self, destination: Option<&str>) -> u64 {
+        // A remote destination is hashed, then uploaded; the home copies while hashing.
+        if destination.or(self.destination.as_deref()).is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn upload_target(&self, destination: Option<&str>) -> String {
+        match destination.or(self.destination.as_deref()) {
+            Some(dest) => dest.to_string(),
+            None => self.artifacts.root().display().to_string(),
+        }
+    }
+}
