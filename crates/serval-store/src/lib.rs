@@ -70,7 +70,8 @@ pub type ConfigEdit<'a> = dyn FnMut(&mut ServiceConfig) -> Result<()> + 'a;
 
 /// The control store. Implementations must make every method one transaction.
 pub trait Store: Send + Sync {
-    /// Creates a service with an empty configuration (revision 1).
+    /// Creates a service with an empty configuration (revision 1); the audit trail's target is
+    /// `change.target` followed by `/` and the new id (as for [`Store::add_model`]).
     fn create_service(&self, new: &NewService, change: &Change) -> Result<Service>;
 
     /// All services, oldest first.

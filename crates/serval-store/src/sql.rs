@@ -786,7 +786,12 @@ impl<B: Backend> Store for SqlStore<B> {
                 revision: 1,
             };
             insert_service(tx, &service)?;
-            record(tx, change, Some(&service.id), Some(service.revision))?;
+            // The new record's own path: the caller could not name its id.
+            let change = Change {
+                target: format!("{}/{}", change.target, service.id),
+                ..change.clone()
+            };
+            record(tx, &change, Some(&service.id), Some(service.revision))?;
             get_service(tx, &service.id)
         })
     }
@@ -860,7 +865,11 @@ impl<B: Backend> Store for SqlStore<B> {
             };
             insert_model(tx, &model)?;
             refresh_services_watching(tx)?;
-            record(tx, change, None, None)?;
+            let change = Change {
+                target: format!("{}/{}", change.target, model.id),
+                ..change.clone()
+            };
+            record(tx, &change, None, None)?;
             get_model(tx, &model.id)
         })
     }

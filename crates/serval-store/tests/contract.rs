@@ -725,6 +725,8 @@ fn writes_are_audited_and_stale_revisions_refused(target: &Target) {
     );
     assert_eq!(all[1].service_id.as_deref(), Some(svc.id.as_str()));
     assert_eq!(all[1].target, format!("services/{}/config", svc.id));
+    // A created record's path ends in its new id.
+    assert_eq!(all[2].target, format!("models/{}", model.id));
     assert!(all.windows(2).all(|w| w[0].time_ms <= w[1].time_ms));
     // The newest `limit`, still oldest first; `since` filters by time.
     let last_two = store.audit(None, 2).unwrap();

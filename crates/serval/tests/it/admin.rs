@@ -547,3 +547,126 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
     let error = wrong.fail(&["model", "list"]);
     assert!(error.contains("not valid"), "{error}");
 }
+
+/// A deployment made from Python only, through the repository's client (`clients/python`,
+/// installed in the test venv by scripts/setup-python.sh as `pip install ./clients/python`).
+const CLIENT_SCENARIO: &str = r#"
+import sys, time
+from serval_client import Serval, ServalError
+
+admin_url, follower_url, key, infer_key, model_path, code_v1, code_v2 = sys.argv[1:]
+s = Serval(admin_url, key)
+follower = Serval(follower_url, infer_key)
+body = {"x0": 5.1, "x1": 3.5, "x2": 1.4, "x3": 0.2}
+
+def until(what, check):
+    end = time.monotonic() + 60
+    while True:
+        try:
+            if check():
+                return
+        except ServalError:
+            pass
+        if time.monotonic() > end:
+            sys.exit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+model_id = s.models.upload(model_path, name="iris", project="demo", framework="lightgbm")
+assert isinstance(model_id, str) and len(model_id) == 32, model_id
+assert s.models.get(model_id)["sha256"], "the upload's sha256 is recorded"
+v1 = s.endpoints.add(engine="lightgbm", endpoint="iris", version="1", model_id=model_id, preprocess=code_v1)
+assert v1["url"] == "iris/1" and v1["preprocess"]["name"] == "preprocess.py", v1
+s.endpoints.add(engine="lightgbm", endpoint="iris", version="2", model_id=model_id, preprocess=code_v2)
+rule = s.auto_update(endpoint="auto", engine="lightgbm", name="iris", project="demo")
+assert rule["model_name"] == "iris", rule
+canary = s.canary(endpoint="live", weights=[1, 0], input_endpoints=["iris/1", "iris/2"])
+assert canary["weights"] == [1.0, 0.0], canary
+metric = s.metrics.add("iris/1", log_freq=1.0, variable_scalar=["x0=0,1,5"])
+assert metric["variables"]["x0"]["buckets"] == [0.0, 1.0, 5.0], metric
+
+# A second server on the same store serves all of it within its reload.
+until("the endpoint", lambda: follower.infer("iris", body, version="1")["from"] == "v1")
+until("the auto-update rule", lambda: "y" in follower.infer("auto", body, version="1"))
+until("the canary", lambda: follower.infer("live", body)["from"] == "v1")
+# New weights: every request goes to version 2 now.
+s.canary(endpoint="live", weights=[0, 1], input_endpoints=["iris/1", "iris/2"])
+until("the new weights", lambda: all(follower.infer("live", body)["from"] == "v2" for _ in range(5)))
+# Removed: gone from the second server too.
+s.endpoints.remove("auto")
+
+def gone():
+    try:
+        follower.infer("auto", body, version="1")
+    except ServalError as error:
+        return error.status == 404
+    return False
+
+until("the removal", gone)
+try:
+    Serval(admin_url, infer_key).endpoints.add(engine="lightgbm", endpoint="x", model_id=model_id)
+    sys.exit("an inference key changed an endpoint")
+except ServalError as error:
+    assert error.status == 403 and "--role admin" in error.detail, (error.status, error.detail)
+try:
+    s.endpoints.add(engine="lightgbm", endpoint="x")
+    sys.exit("an endpoint without a model was accepted")
+except ServalError as error:
+    assert error.status == 400 and "needs a model" in error.detail, error.detail
+print("deployed")
+"#;
+
+fn preprocess_marked(marker: &str) -> String {
+    format!(
+        "class Preprocess:\n\
+         \x20   def preprocess(self, body, state, collect_custom_statistics_fn=None):\n\
+         \x20       return [[body['x0'], body['x1'], body['x2'], body['x3']]]\n\
+         \x20   def postprocess(self, data, state, collect_custom_statistics_fn=None):\n\
+         \x20       return {{'from': '{marker}', 'y': data.tolist() if hasattr(data, 'tolist') else data}}\n"
+    )
+}
+
+#[test]
+fn the_python_client_deploys_and_a_second_server_follows() {
+    let home = Home::new();
+    home.service("from-python");
+    let ops = key(&home, "trainer", &["--role", "admin"]);
+    let app = key(&home, "app", &[]);
+    let admin_server = Server::start_with(&home, &["--require-auth", "--admin-api", "on"]);
+    let follower = Server::start_with(&home, &["--require-auth", "--admin-api", "off"]);
+    let v1 = home.write("v1/preprocess.py", &preprocess_marked("v1"));
+    let v2 = home.write("v2/preprocess.py", &preprocess_marked("v2"));
+    let out = crate::python_script(
+        CLIENT_SCENARIO,
+        &[
+            &admin_server.base,
+            &follower.base,
+            &ops,
+            &app,
+            fixture("lgbm_multi_iris.txt").to_str().unwrap(),
+            v1.to_str().unwrap(),
+            v2.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out, "deployed");
+    let audit: Value = serde_json::from_str(&home.ok(&["--json", "audit"])).unwrap();
+    let by_trainer: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["key"] == "trainer")
+        .map(|e| e["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        by_trainer,
+        [
+            "model.register",
+            "endpoint.put",
+            "endpoint.put",
+            "auto_update.put",
+            "canary.put",
+            "metrics.add",
+            "canary.put",
+            "endpoint.remove",
+        ]
+    );
+}
