@@ -6,7 +6,7 @@ use serval_store::{AuditEntry, Store, now_ms};
 use crate::{Result, invalid};
 
 /// One recorded write, as `serval audit --json` and `GET /api/v1/audit` show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditView {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,

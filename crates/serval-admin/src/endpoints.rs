@@ -15,7 +15,7 @@ use crate::{Caller, Result, Written, ensure, invalid, service_target};
 /// An endpoint to add or replace (`PUT /api/v1/services/{service}/endpoints/{endpoint}`, `serval
 /// model add`). The model is `model_id`, or the newest registry model matching `model_name`,
 /// `project`, `tags` and `only_published`; the preprocess code is stored before.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
     pub engine: EngineKind,
@@ -42,7 +42,7 @@ pub struct EndpointSpec {
 }
 
 /// An endpoint as `--json` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EndpointView {
     pub url: String,
     #[serde(flatten)]
@@ -239,7 +239,7 @@ pub fn put_endpoint(
 }
 
 /// What `remove` took away.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Removed {
     /// `static endpoint`, `model monitoring endpoint` or `model canary endpoint`.
     pub removed: String,
@@ -299,7 +299,7 @@ pub fn remove(
 /// A canary to add or replace (`PUT .../canaries/{endpoint}`, `serval model canary`): one weight
 /// per endpoint of `input_endpoints`, or weights for the newest endpoints under
 /// `input_endpoint_prefix`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanarySpec {
     pub weights: Vec<f64>,
@@ -427,7 +427,7 @@ pub fn put_canary(
 
 /// An auto-update rule to add or replace (`PUT .../auto-update/{endpoint}`, `serval model
 /// auto-update`): the field names of the rule's `--json`, without `endpoint` (the path's).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AutoUpdateSpec {
     pub engine: EngineKind,

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::{Caller, Result, Written, ensure, invalid, service_target};
 
 /// A key to create (`POST .../keys`, `serval auth create-key`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeySpec {
     pub name: String,
@@ -23,7 +23,7 @@ pub struct KeySpec {
 }
 
 /// A key as listings show it (never its secret or hash).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub name: String,
     pub role: Role,
@@ -47,7 +47,7 @@ impl KeyView {
 }
 
 /// A created key: its secret, shown only now.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewKey {
     pub name: String,
     pub key: String,

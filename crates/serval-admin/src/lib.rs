@@ -59,7 +59,7 @@ impl Caller {
 }
 
 /// The outcome of a write.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Written<T> {
     /// What was written, as `serval --json` shows it.
     pub result: T,

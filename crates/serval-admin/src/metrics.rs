@@ -9,7 +9,7 @@ use crate::{Caller, Result, Written, ensure, invalid, service_target};
 
 /// Variables to log for an endpoint (or `prefix*`), merged into its rule (`POST
 /// .../metrics/{endpoint}`, `serval metrics add`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSpec {
     /// Sampling rate, 0 to 1; omitted: the rule keeps its own (or the service's default).
@@ -136,7 +136,7 @@ pub fn add(
 }
 
 /// What `remove` took away: the whole rule (`variables` empty) or these variables.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricsRemoved {
     pub endpoint: String,
     pub variables: Vec<String>,

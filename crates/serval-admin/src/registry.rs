@@ -7,7 +7,7 @@ use crate::{Caller, Result, Written, ensure, invalid};
 
 /// A model to register (`POST /api/v1/models`, `serval model upload`); its file is stored (or
 /// checked) before, and arrives here as a URI.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub name: String,
@@ -110,7 +110,7 @@ pub fn publish(store: &dyn Store, caller: &Caller, id: &str) -> Result<Written<M
 }
 
 /// Tags to add and remove.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagChange {
     #[serde(default)]

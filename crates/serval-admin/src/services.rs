@@ -7,7 +7,7 @@ use crate::metrics::check_frequency;
 use crate::{Caller, Result, Written, ensure, service_target};
 
 /// A service to create (`POST /api/v1/services`, `serval create`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub name: String,
@@ -38,7 +38,7 @@ pub fn create(store: &dyn Store, caller: &Caller, spec: &ServiceSpec) -> Result<
 
 /// Settings to change (`PATCH .../config`, `serval config`): each one given is set, the others
 /// are kept. An empty `extra_python_packages` removes them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     #[serde(default)]

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::StoreError;
 
 /// A serving service: one set of endpoints that `serval serve` processes answer for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Service {
     pub id: String,
     pub name: String,
@@ -22,7 +22,7 @@ pub struct Service {
 }
 
 /// Settings of a service (`serval config`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceSettings {
     /// Base URL that `send_request` in user code calls (`http://host:port/serve`).
     pub serving_base_url: Option<String>,
@@ -98,7 +98,19 @@ pub struct Snapshot {
 }
 
 /// The engine an endpoint runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EngineKind {
     Sklearn,
@@ -163,7 +175,7 @@ impl FromStr for EngineKind {
 }
 
 /// Stored preprocess code: a single Python file or a packed folder (tar.gz with `__init__.py`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CodeRef {
     pub sha256: String,
     /// Original file or folder name.
@@ -173,7 +185,7 @@ pub struct CodeRef {
     pub uri: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CodeKind {
     /// One `.py` file.
@@ -185,7 +197,7 @@ pub enum CodeKind {
 }
 
 /// Declared inputs and outputs of an endpoint (clearml's six io fields).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IoSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub input_name: Vec<String>,
@@ -208,7 +220,7 @@ impl IoSpec {
 }
 
 /// A static endpoint: `name` or `name/version`, served by one engine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Endpoint {
     pub name: String,
     pub version: Option<String>,
@@ -228,7 +240,7 @@ impl Endpoint {
 }
 
 /// Where a canary sends its traffic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CanaryTarget {
     /// Weight i goes to endpoint i.
@@ -238,7 +250,7 @@ pub enum CanaryTarget {
 }
 
 /// A canary endpoint: requests to `name` are split between targets by weight.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Canary {
     pub name: String,
     pub weights: Vec<f64>,
@@ -246,7 +258,7 @@ pub struct Canary {
 }
 
 /// An auto-update rule: serve the newest models of the registry that match as `endpoint/<v>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AutoUpdateRule {
     pub endpoint: String,
     pub engine: EngineKind,
@@ -263,7 +275,7 @@ pub struct AutoUpdateRule {
 }
 
 /// One variable a metric rule records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MetricVariable {
     /// A histogram with these upper bounds (ascending).
@@ -304,7 +316,7 @@ pub struct ApiKey {
 }
 
 /// What an API key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Inference and the read routes, for the key's endpoints.
@@ -407,7 +419,7 @@ impl ApiKey {
 }
 
 /// A metric logging rule for one endpoint url or every url starting with a prefix (`prefix*`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricRule {
     pub endpoint: String,
     /// Sampling rate in [0, 1]; the service default when unset.
@@ -416,7 +428,7 @@ pub struct MetricRule {
 }
 
 /// A model in the registry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Model {
     pub id: String,
     pub name: String,
@@ -507,7 +519,7 @@ pub struct NewService {
 }
 
 /// What one running server instance reports about itself (`serval serve` heartbeats).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceStatus {
     pub id: String,
     pub service_id: String,
@@ -527,7 +539,7 @@ pub struct InstanceStatus {
 }
 
 /// Load state of one endpoint in one instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EndpointStatus {
     /// `loaded`, `failed` or `loading`.
     pub state: String,
@@ -545,7 +557,7 @@ pub struct EndpointStatus {
 }
 
 /// The Python worker pool of one endpoint in one instance.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PythonStatus {
     pub workers: usize,
     pub alive: usize,

@@ -16,6 +16,7 @@ pub mod clearml;
 pub mod console;
 mod guard;
 pub mod health;
+mod openapi;
 mod reply;
 pub mod v2;
 
@@ -53,16 +54,29 @@ pub fn router(state: AppState) -> Router {
         .merge(v2::health_routes());
     let mut models = v2::model_routes();
     let mut server = v2::server_routes();
+    let mut documented = Vec::new();
     let (mut api, page) = if state.config.ui {
-        (console::api_routes(), console::page_routes())
+        let (api, doc) = console::api_routes();
+        documented.push(doc);
+        (api, console::page_routes())
     } else {
         (Router::new(), Router::new())
     };
     // Only with keys required (the CLI refuses --admin-api on without --require-auth).
     let admin = if state.config.admin_api && state.config.require_auth {
-        admin::routes(&state)
+        let (admin, doc) = admin::routes(&state);
+        documented.push(doc);
+        admin
     } else {
         Router::new()
+    };
+    // The document of what is served under /api/v1 (nothing: no document).
+    let openapi = if documented.is_empty() {
+        Router::new()
+    } else {
+        let (route, doc) = openapi::document(documented);
+        let text = doc.to_json().unwrap_or_default();
+        route.with_state(std::sync::Arc::new(text))
     };
     let mut metrics = Router::new().route("/metrics", get(health::metrics));
     if state.config.require_auth {
@@ -80,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .merge(server)
         .merge(api)
         .merge(admin)
+        .merge(openapi)
         .merge(page)
         .merge(metrics)
         .fallback(not_found)

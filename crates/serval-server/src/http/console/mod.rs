@@ -15,10 +15,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
 use serval_store::{CanaryTarget, InstanceStatus, Snapshot, now_ms};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 mod assets;
 mod example;
@@ -39,12 +40,14 @@ const MAX_WINDOW: u64 = 300;
 /// An instance not heard from for this long is shown as stale.
 const STALE_AFTER_MS: i64 = 15_000;
 
-/// The console's JSON API (a key when keys are required).
-pub fn api_routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1", get(api_index))
-        .route("/api/v1/overview", get(overview))
-        .route("/api/v1/endpoints/{*url}", get(endpoint))
+/// The console's JSON API (a key when keys are required), and its OpenAPI description.
+pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::new()
+        .routes(routes!(api_index))
+        .routes(routes!(overview))
+        .routes(routes!(endpoint))
+        .routes(routes!(endpoint_version))
+        .split_for_parts()
 }
 
 fn bad_query(rejection: &QueryRejection) -> Response {
@@ -59,10 +62,13 @@ fn not_found(detail: String) -> Response {
     (StatusCode::NOT_FOUND, Json(json!({ "detail": detail }))).into_response()
 }
 
+#[utoipa::path(get, path = "/api/v1", tag = "console",
+    responses((status = 200, description = "Where the console's API is", body = Object)))]
 async fn api_index() -> Json<Value> {
     Json(json!({
         "overview": "/api/v1/overview",
         "endpoint": "/api/v1/endpoints/{url}",
+        "openapi": "/api/v1/openapi.json",
         "documentation": "docs/console.md",
     }))
 }
@@ -148,8 +154,10 @@ struct EndpointRow {
 }
 
 /// `?window=SECONDS` of the API (2 to 300; default 60).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Params {
+    /// Seconds the headline numbers cover (2 to 300; default 60).
     window: Option<u64>,
 }
 
@@ -351,6 +359,9 @@ fn service_info(table: &RoutingTable) -> Value {
 
 /// `GET /api/v1/overview`: the service, its instances, every endpoint with its state and live
 /// numbers, the canaries and the auto-update rules.
+#[utoipa::path(get, path = "/api/v1/overview", tag = "console", params(Params),
+    responses((status = 200, description = "The routing table, instances and live statistics \
+        the console's overview shows", body = Object)))]
 async fn overview(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -443,18 +454,77 @@ fn tensors(meta: &[TensorMeta]) -> Vec<TensorInfo> {
         .collect()
 }
 
-/// `GET /api/v1/endpoints/{url}`: one endpoint (or canary url) in detail.
+/// `{endpoint}` and, on the versioned route, `{version}`.
+#[derive(serde::Deserialize)]
+struct EndpointPath {
+    endpoint: String,
+    version: Option<String>,
+}
+
+/// `{endpoint}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // describes the path
+struct Unversioned {
+    /// An endpoint or canary name.
+    endpoint: String,
+}
+
+/// `{endpoint}` and `{version}`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // describes the path
+struct Versioned {
+    /// An endpoint name.
+    endpoint: String,
+    /// Its version.
+    version: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/endpoints/{endpoint}", tag = "console",
+    params(Unversioned, Params),
+    responses(
+        (status = 200, description = "One endpoint (or canary) in detail: state, model, code, \
+            inputs and outputs, live statistics, an example request", body = Object),
+        (status = 404, description = "No such endpoint (or not the key's)", body = Object)))]
 async fn endpoint(
+    state: State<AppState>,
+    headers: HeaderMap,
+    Path(at): Path<EndpointPath>,
+    params: Result<Query<Params>, QueryRejection>,
+) -> Response {
+    endpoint_at(state, headers, at, params).await
+}
+
+#[utoipa::path(get, path = "/api/v1/endpoints/{endpoint}/{version}", tag = "console",
+    params(Versioned, Params),
+    responses(
+        (status = 200, description = "One endpoint version in detail", body = Object),
+        (status = 404, description = "No such endpoint (or not the key's)", body = Object)))]
+async fn endpoint_version(
+    state: State<AppState>,
+    headers: HeaderMap,
+    Path(at): Path<EndpointPath>,
+    params: Result<Query<Params>, QueryRejection>,
+) -> Response {
+    endpoint_at(state, headers, at, params).await
+}
+
+/// One endpoint (or canary url) in detail.
+async fn endpoint_at(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(url): Path<String>,
+    at: EndpointPath,
     params: Result<Query<Params>, QueryRejection>,
 ) -> Response {
     let window = match params {
         Ok(Query(params)) => params.window(),
         Err(rejection) => return bad_query(&rejection),
     };
-    let url = url.trim_end_matches('/').to_string();
+    let url = match &at.version {
+        Some(version) => format!("{}/{version}", at.endpoint),
+        None => at.endpoint.clone(),
+    };
     let visible = Visible::of(&state, &headers);
     let table = state.door.table_full();
     let Some(slot) = table.slots.get(&url).filter(|_| visible.allows(&url)) else {
