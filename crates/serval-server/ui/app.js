@@ -1,5 +1,6 @@
 // serval console: reads /api/v1 every 2 s and draws the overview (#/) and one endpoint's page
-// (#/endpoint/<url>). Plain DOM, text only (no innerHTML: error texts and names come from users);
+// (#/endpoint/<url>); with an admin key it also changes canary weights, removes endpoints and
+// publishes models through the admin API, each after a confirmation. Plain DOM, text only (no innerHTML: error texts and names come from users);
 // charts by uPlot (vendored). Nothing is loaded from anywhere but this server.
 'use strict';
 (function () {
@@ -11,6 +12,10 @@
   let loading = false;
   // Seconds the headline numbers cover (?window= of the API).
   let windowSeconds = Number(sessionStorage.getItem('serval-window')) || 60;
+  // With an admin key (server.can_change) the page offers changes through the admin API, each
+  // after a confirmation and written against the revision shown (If-Match).
+  let canChange = false;
+  let shownService = null;
 
   // ---- helpers -------------------------------------------------------------------------------
   function h(tag, attrs, ...children) {
@@ -86,11 +91,46 @@
   }
 
   function setService(service) {
+    shownService = service;
     document.getElementById('service').replaceChildren(service
       ? h('span', {}, h('b', { 'data-testid': 'service-name' }, service.name), ' ', h('code', { 'data-testid': 'service-id' }, service.id),
         service.project ? ' · project ' + service.project : '')
       : 'no service loaded yet');
   }
+
+  // A change through the admin API, after the user confirmed `question`; the outcome is shown
+  // in the notice line. Resolves to whether it was made.
+  async function act(question, method, path, body) {
+    const notice = document.getElementById('notice');
+    if (!shownService || !window.confirm(question)) return false;
+    const headers = { 'If-Match': '"' + shownService.revision + '"' };
+    if (key) headers.Authorization = 'Bearer ' + key;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    notice.className = 'muted';
+    notice.textContent = 'saving…';
+    try {
+      const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      const reply = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        notice.className = 'error';
+        notice.textContent = response.status === 412
+          ? 'Not saved: the service changed since this page showed it. Check the new state and try again.'
+          : 'Not saved: ' + (reply.detail || response.statusText);
+        return false;
+      }
+      notice.className = 'ok';
+      notice.textContent = 'Saved' + (reply.revision ? ' (service revision ' + reply.revision + ')' : '') +
+        ((reply.warnings || []).length ? ' — ' + reply.warnings.join('; ') : '') + '.';
+      refresh();
+      return true;
+    } catch (err) {
+      notice.className = 'error';
+      notice.textContent = 'Not saved: ' + err.message;
+      return false;
+    }
+  }
+  const servicePath = (...parts) => '/api/v1/services/' + encodeURIComponent(shownService.id) + '/' +
+    parts.map((p) => p.split('/').map(encodeURIComponent).join('/')).join('/');
 
   // JSON with lists of numbers kept on one line.
   function pretty(value, indent = '') {
@@ -192,6 +232,8 @@
           h('thead', {}, h('tr', {}, ['instance', 'address', 'status', 'revision', 'endpoints', 'started', 'heard from'].map((c) => h('th', {}, c)))),
           instances)));
     const chart = lineChart(chartBox, 'Requests per second (last 5 minutes)', 'req/s');
+    // Redrawn only when they change, so that weights being edited are left alone.
+    let canaryKey = '';
 
     return {
       route: '#/',
@@ -199,6 +241,7 @@
         const data = await api('/api/v1/overview?window=' + windowSeconds);
         setStatus(data.server);
         setService(data.service);
+        canChange = Boolean(data.server.can_change);
 
         endpoints.replaceChildren(...data.endpoints.map((e) => {
           const s = e.stats || {};
@@ -229,8 +272,12 @@
             align(withHistory.map((e) => ({ time: e.history.time, values: e.history.requests_per_second }))));
         }
 
-        canaries.replaceChildren(...(data.canaries.length ? data.canaries.map(canaryView)
-          : [h('p', { class: 'muted' }, 'No canary endpoints (serval model canary).')]));
+        const canaryNow = JSON.stringify([data.canaries, canChange, data.service && data.service.revision]);
+        if (canaryNow !== canaryKey) {
+          canaryKey = canaryNow;
+          canaries.replaceChildren(...(data.canaries.length ? data.canaries.map(canaryView)
+            : [h('p', { class: 'muted' }, 'No canary endpoints (serval model canary).')]));
+        }
 
         autos.replaceChildren(...data.auto_update.map((r) => h('tr', { 'data-endpoint': r.endpoint },
           h('td', {}, r.endpoint),
@@ -279,7 +326,26 @@
       h('div', {}, h('b', {}, '/serve/' + c.url), ' → ', targets),
       c.routes.length ? bar : h('div', { class: 'error' }, 'no target of this canary is serving'),
       h('div', { class: 'muted', 'data-testid': 'weights' }, 'weights ' + c.weights.join(' / ') + ' → ' +
-        c.routes.map((r) => `${r.url} ${(100 * r.share).toFixed(1)} %`).join(', ')));
+        c.routes.map((r) => `${r.url} ${(100 * r.share).toFixed(1)} %`).join(', ')),
+      canChange ? weightsForm(c) : null);
+  }
+
+  // New weights for a canary (admin keys): one number per weight, saved after a confirmation.
+  function weightsForm(c) {
+    const inputs = c.weights.map((w, i) => h('input', {
+      type: 'number', min: '0', step: 'any', value: String(w), size: 6, 'data-testid': 'weight-input',
+      'aria-label': 'weight of ' + (c.prefix ? 'version ' + (i + 1) + ' under ' + c.prefix : c.targets[i]),
+    }));
+    return h('form', {
+      class: 'weights', 'data-testid': 'weights-form',
+      onsubmit: (e) => {
+        e.preventDefault();
+        const weights = inputs.map((i) => Number(i.value));
+        const target = c.prefix ? { input_endpoint_prefix: c.prefix } : { input_endpoints: c.targets };
+        act(`Set the weights of canary /serve/${c.url} to ${weights.join(' / ')}?`,
+          'PUT', servicePath('canaries', c.url), { weights, ...target });
+      },
+    }, 'new weights ', ...inputs, ' ', h('button', { type: 'submit', 'data-testid': 'save-weights' }, 'Save weights'));
   }
 
   // ---- endpoint page -------------------------------------------------------------------------
@@ -305,10 +371,26 @@
     const form = h('form', { class: 'try', onsubmit: (e) => { e.preventDefault(); tryIt(path.value, body.value, result); } },
       h('label', {}, 'POST ', path), exampleNote, body, h('div', {}, send), result);
     let prefilled = false;
+    // Changes (admin keys): shown when the page may make them.
+    let modelId = null;
+    const removeButton = h('button', {
+      type: 'button', 'data-testid': 'remove-endpoint',
+      onclick: async () => {
+        if (await act(`Remove the endpoint /serve/${url}? Requests to it will get 404.`, 'DELETE', servicePath('endpoints', url))) {
+          location.hash = '#/';
+        }
+      },
+    }, 'Remove endpoint');
+    const publishButton = h('button', {
+      type: 'button', 'data-testid': 'publish-model',
+      onclick: () => act(`Publish model ${modelId}? Auto-update rules that take published models only will serve it.`,
+        'POST', '/api/v1/models/' + encodeURIComponent(modelId) + '/publish'),
+    }, 'Publish model');
+    const actions = h('section', { 'data-testid': 'actions', hidden: true }, h('h3', {}, 'Change'), removeButton, ' ', publishButton);
 
     main.replaceChildren(
       h('p', {}, h('a', { href: '#/' }, '← all endpoints')),
-      title, info, cards, cardsNote, charts,
+      title, info, actions, cards, cardsNote, charts,
       h('section', {}, h('h3', {}, 'Try it'), form),
       h('section', {}, h('h3', {}, 'Model metadata'), metadata),
       h('section', {}, h('h3', {}, 'Metric rule and live variables'), rule, variables),
@@ -326,7 +408,13 @@
         const data = await api('/api/v1/endpoints/' + url.split('/').map(encodeURIComponent).join('/') + '?window=' + windowSeconds);
         setStatus(data.server);
         setService(data.service);
+        canChange = Boolean(data.server.can_change);
         const e = data.endpoint;
+        modelId = e.model ? e.model.id : null;
+        // A version an auto-update rule serves belongs to the rule: it is not removed alone.
+        removeButton.hidden = Boolean(e.auto_update);
+        publishButton.hidden = !(e.model && e.model.published === false);
+        actions.hidden = !canChange || (removeButton.hidden && publishButton.hidden);
         title.replaceChildren('/serve/' + e.url, ' ', badge(e.state));
         const model = e.model ? `${e.model.name || '(name unknown)'} · id ${e.model.id}` + (e.model.project ? ` · project ${e.model.project}` : '') : '–';
         const rows = [

@@ -175,6 +175,73 @@ fn the_console_shows_every_endpoint_live_in_a_real_browser() {
     println!("screenshots: {}", artifacts.display());
 }
 
+/// With an admin key the page changes canary weights, publishes a model and removes an
+/// endpoint (each after a confirmation, each in the audit trail under the key's name); with an
+/// inference key it offers no change and the server refuses one.
+#[test]
+fn the_console_changes_things_with_an_admin_key_only() {
+    let modules = browser_modules();
+    let chromium = chromium();
+    let home = Home::new();
+    demo(&home);
+    let admin = home.json(&["auth", "create-key", "--name", "ops", "--role", "admin"])["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let viewer = home.json(&["auth", "create-key", "--name", "viewer"])["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server = Server::start_with(&home, &["--require-auth"]);
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-admin-artifacts");
+    let _ = std::fs::remove_dir_all(&artifacts);
+    let xdg = home.path().join("xdg");
+    let out = Command::new("node")
+        .arg(repo().join("crates/serval/tests/browser/console_admin.mjs"))
+        .env("CONSOLE_URL", &server.base)
+        .env("CONSOLE_ADMIN_KEY", &admin)
+        .env("CONSOLE_VIEWER_KEY", &viewer)
+        .env("CONSOLE_ARTIFACTS", &artifacts)
+        .env("SERVAL_BROWSER_MODULES", &modules)
+        .env("SERVAL_CHROMIUM", &chromium)
+        .env("XDG_CONFIG_HOME", &xdg)
+        .env("XDG_CACHE_HOME", &xdg)
+        .output()
+        .expect("run node (scripts/setup-browser.sh installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "browser checks failed (screenshots in {}):\n{stdout}\n{stderr}",
+        artifacts.display()
+    );
+    assert!(
+        stdout.contains("all admin console checks passed"),
+        "{stdout}"
+    );
+    // What the page did is in the store, under the admin key's name.
+    let listing = home.json(&["model", "list"]);
+    assert_eq!(listing["canaries"][0]["weights"], json!([0.0, 1.0]));
+    assert!(
+        !listing["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["url"] == "broken")
+    );
+    let audit = home.json(&["audit"]);
+    let by_ops: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["key"] == "ops")
+        .map(|e| e["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(by_ops, ["canary.put", "model.publish", "endpoint.remove"]);
+    assert!(!audit.to_string().contains("\"viewer\""));
+}
+
 #[test]
 fn the_api_reports_state_canaries_and_live_numbers() {
     let home = Home::new();

@@ -1,7 +1,9 @@
 //! The built-in console: a page at `/ui` (HTML, CSS and scripts embedded in the binary, uPlot
 //! vendored for the charts) and the JSON API it reads, `/api/v1/...` — the same state for scripts.
-//! Read-only: it shows the routing table, the service's configuration it was built from, the
-//! instances in the store and the server's own live statistics (`metrics::live`).
+//! It shows the routing table, the service's configuration it was built from, the instances in
+//! the store and the server's own live statistics (`metrics::live`). Its API only reads; with an
+//! admin key (and the admin API on) the page also offers a few changes, made through the admin
+//! API (`server.can_change` tells it).
 //!
 //! With `serve --require-auth` the page and its scripts stay open (they hold no data) and the API
 //! needs a key like inference does; a key limited to some endpoints sees only those.
@@ -96,6 +98,8 @@ struct ModelInfo {
     id: String,
     name: Option<String>,
     project: Option<String>,
+    /// `None`: unknown (the store was not read).
+    published: Option<bool>,
 }
 
 /// Reads from the store the console needs beyond the routing table: the instances and model
@@ -118,6 +122,7 @@ async fn store_reads(
                 let info = ModelInfo {
                     id: id.clone(),
                     name: model.as_ref().map(|m| m.name.clone()),
+                    published: model.as_ref().map(|m| m.published),
                     project: model.and_then(|m| m.project),
                 };
                 (id, info)
@@ -204,6 +209,7 @@ fn endpoint_row(
                 id: id.clone(),
                 name: None,
                 project: None,
+                published: None,
             })
         }),
         runs: slot.serving.as_ref().map(|s| s.runner.runs()),
@@ -324,7 +330,19 @@ fn auto_update(table: &RoutingTable, visible: &Visible) -> Vec<Value> {
         .collect()
 }
 
-fn server_info(state: &AppState, table: &RoutingTable, window: Duration) -> Value {
+fn server_info(
+    state: &AppState,
+    table: &RoutingTable,
+    window: Duration,
+    visible: &Visible,
+) -> Value {
+    // The page may offer changes: the admin API is served and the caller holds an admin key.
+    let can_change = state.config.admin_api
+        && state.config.require_auth
+        && visible
+            .0
+            .as_ref()
+            .is_some_and(|key| key.role == serval_store::Role::Admin);
     let store = match state.store_health.outage() {
         None => json!({"reachable": true}),
         Some((since_ms, error)) => {
@@ -340,6 +358,7 @@ fn server_info(state: &AppState, table: &RoutingTable, window: Duration) -> Valu
         "draining": state.is_draining(),
         "metrics": state.metrics.is_some(),
         "auth": state.config.require_auth,
+        "can_change": can_change,
         "store": store,
         "window_seconds": window.as_secs(),
     })
@@ -427,7 +446,7 @@ async fn overview(
             .collect()
     });
     Json(json!({
-        "server": server_info(&state, &table, window),
+        "server": server_info(&state, &table, window, &visible),
         "service": service_info(&table),
         "instances": instances,
         "endpoints": endpoints,
@@ -562,7 +581,7 @@ async fn endpoint_at(
         .as_deref()
         .and_then(|s| s.config.served_endpoints().remove(&url));
     Json(json!({
-        "server": server_info(&state, &table, window),
+        "server": server_info(&state, &table, window, &visible),
         "service": service_info(&table),
         "endpoint": row,
         "metadata": serving.map(|s| json!({
