@@ -205,6 +205,11 @@
     const endpoints = h('tbody');
     const canaries = h('div', { class: 'canaries', 'data-testid': 'canaries' });
     const autos = h('tbody');
+    const changes = h('tbody');
+    const changesSection = h('section', { hidden: true }, h('h2', {}, 'Recent changes'),
+      h('table', { class: 'grid', 'data-testid': 'recent-changes' },
+        h('thead', {}, h('tr', {}, ['time', 'key', 'change', 'target', 'revision'].map((c) => h('th', {}, c)))),
+        changes));
     const chartBox = h('div', { class: 'chart' });
     const noteText = h('span');
     const windowSelect = h('select', {
@@ -230,7 +235,8 @@
       h('section', {}, h('h2', {}, 'Instances'),
         h('table', { class: 'grid', 'data-testid': 'instances' },
           h('thead', {}, h('tr', {}, ['instance', 'address', 'status', 'revision', 'endpoints', 'started', 'heard from'].map((c) => h('th', {}, c)))),
-          instances)));
+          instances)),
+      changesSection);
     const chart = lineChart(chartBox, 'Requests per second (last 5 minutes)', 'req/s');
     // Redrawn only when they change, so that weights being edited are left alone.
     let canaryKey = '';
@@ -302,6 +308,14 @@
           h('td', { class: 'n' }, i.endpoints),
           h('td', {}, fmt.time(i.started_ms)),
           h('td', {}, fmt.ago(i.heartbeat_ms)))));
+        // The audit trail's tail (shown to admin keys, or to all when no key is required).
+        changesSection.hidden = !data.recent_changes;
+        changes.replaceChildren(...(data.recent_changes || []).slice().reverse().map((c) => h('tr', { 'data-operation': c.operation },
+          h('td', {}, new Date(c.time).toLocaleString()),
+          h('td', {}, h('code', {}, c.key)),
+          h('td', {}, c.operation),
+          h('td', {}, h('code', {}, c.target)),
+          h('td', { class: 'n' }, c.revision ?? '–'))));
         if (!data.instances) {
           instances.replaceChildren(h('tr', {}, h('td', { colspan: 7, class: 'error' }, 'the control store is unreachable: instances unknown')));
         }

@@ -82,6 +82,9 @@ try {
   await page.locator('[data-testid=info]').waitFor(WAIT);
   await page.waitForFunction(() => document.querySelector('[data-testid=info] dd'), null, WAIT);
   check(await page.locator('[data-testid=actions]').isHidden(), 'with an inference key the endpoint page offers no change');
+  await page.goto(base + '/ui/#/');
+  await canary().waitFor(WAIT);
+  check(await page.locator('[data-testid=recent-changes]').isHidden(), 'with an inference key the audit trail is not shown');
 
   // ---- an admin key ----
   await page.evaluate((k) => sessionStorage.setItem('serval-key', k), admin);
@@ -138,6 +141,11 @@ try {
   await page.waitForFunction(() => !document.querySelector('[data-testid=endpoints] tr[data-url="broken"]')
     && document.querySelector('[data-testid=endpoints] tr[data-url="iris/1"]'), null, WAIT);
   check(questions.at(-1).includes('Remove the endpoint /serve/broken'), 'removing asked first, and the endpoint is gone');
+  // The last changes, newest first, under the admin key's name.
+  await page.waitForSelector('[data-testid=recent-changes] tr[data-operation="endpoint.remove"]', WAIT);
+  const changes = await page.locator('[data-testid=recent-changes] tbody').innerText();
+  check(changes.includes('ops') && changes.includes('canary.put') && changes.includes('model.publish'),
+    'the overview lists the recent changes with the key that made them');
   await page.screenshot({ path: join(artifacts, 'admin-after.png'), fullPage: true });
   check(problems.length === 0, 'no script errors: ' + problems.join('; '));
   console.log('all admin console checks passed');

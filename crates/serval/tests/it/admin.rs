@@ -128,6 +128,32 @@ fn the_admin_api_deploys_for_admin_keys_only_and_records_who_did_what() {
             .status,
         404
     );
+    // The key is checked before the body is read: an upload announcing 10 GB, sent without its
+    // body, is answered (401 without a key, 403 with an inference key) all the same.
+    for (authorization, status) in [
+        (String::new(), "401"),
+        (format!("Authorization: Bearer {app}\r\n"), "403"),
+    ] {
+        use std::io::{Read, Write};
+        let address = admin_server.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        write!(
+            stream,
+            "POST /api/v1/models/upload?name=big&filename=big.bin HTTP/1.1\r\nHost: x\r\n{authorization}Content-Type: application/octet-stream\r\nContent-Length: 10000000000\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).unwrap();
+        assert_eq!(
+            &head[9..12],
+            status.as_bytes(),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+    }
 
     // The model, streamed: a wrong sha256 is refused, the right one registers it.
     let model_bytes = std::fs::read(fixture("lgbm_multi_iris.txt")).unwrap();

@@ -102,19 +102,40 @@ struct ModelInfo {
     published: Option<bool>,
 }
 
-/// Reads from the store the console needs beyond the routing table: the instances and model
-/// names. Skipped while the store is unreachable (the page says so).
-async fn store_reads(
-    state: &AppState,
-    model_ids: Vec<String>,
-) -> (Option<Vec<InstanceStatus>>, BTreeMap<String, ModelInfo>) {
+/// How many of the newest audit entries the overview shows (to those who may read the trail).
+const RECENT_CHANGES: usize = 10;
+
+/// What the console reads from the store beyond the routing table.
+#[derive(Default)]
+struct StoreReads {
+    instances: Option<Vec<InstanceStatus>>,
+    models: BTreeMap<String, ModelInfo>,
+    /// The service's (and the registry's) newest changes, oldest first.
+    changes: Option<Vec<serval_admin::audit::AuditView>>,
+}
+
+/// Reads from the store the console needs beyond the routing table: the instances, model names
+/// and, when asked, the last changes. Skipped while the store is unreachable (the page says so).
+async fn store_reads(state: &AppState, model_ids: Vec<String>, changes: bool) -> StoreReads {
     if !state.store_health.is_up() {
-        return (None, BTreeMap::new());
+        return StoreReads::default();
     }
     let store = state.store.clone();
     let service = state.config.service_id.clone();
     tokio::task::spawn_blocking(move || {
         let instances = store.instances(&service).ok();
+        // Entries of other services are skipped: read a generous tail to find ten of this one.
+        let changes = changes.then(|| {
+            let entries = store.audit(None, 50 * RECENT_CHANGES).unwrap_or_default();
+            let mine: Vec<_> = entries
+                .iter()
+                .filter(|e| e.service_id.as_deref().is_none_or(|s| s == service))
+                .collect();
+            mine[mine.len().saturating_sub(RECENT_CHANGES)..]
+                .iter()
+                .map(|e| serval_admin::audit::AuditView::of(e))
+                .collect()
+        });
         let models = model_ids
             .into_iter()
             .map(|id| {
@@ -128,7 +149,11 @@ async fn store_reads(
                 (id, info)
             })
             .collect();
-        (instances, models)
+        StoreReads {
+            instances,
+            models,
+            changes,
+        }
     })
     .await
     .unwrap_or_default()
@@ -401,7 +426,17 @@ async fn overview(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let (instances, models) = store_reads(&state, model_ids).await;
+    // The audit trail is for admin keys (or everyone, when no key is required).
+    let sees_changes = !state.config.require_auth
+        || visible
+            .0
+            .as_ref()
+            .is_some_and(|key| key.role == serval_store::Role::Admin);
+    let StoreReads {
+        instances,
+        models,
+        changes,
+    } = store_reads(&state, model_ids, sees_changes).await;
     let now = now_ms();
     let mut urls: Vec<&String> = table.slots.keys().filter(|u| visible.allows(u)).collect();
     // By name, newest version first.
@@ -452,6 +487,7 @@ async fn overview(
         "endpoints": endpoints,
         "canaries": canaries(&table, &visible),
         "auto_update": auto_update(&table, &visible),
+        "recent_changes": changes,
     }))
     .into_response()
 }
@@ -551,7 +587,7 @@ async fn endpoint_at(
     };
     let snapshot = table.snapshot.clone();
     let model_ids: Vec<String> = slot.status.model_id.iter().cloned().collect();
-    let (_, models) = store_reads(&state, model_ids).await;
+    let models = store_reads(&state, model_ids, false).await.models;
     let auto = auto_rule(snapshot.as_deref(), &url);
     let row = endpoint_row(&state, window, &url, slot, &models, auto);
     let serving = slot.serving.as_deref();
