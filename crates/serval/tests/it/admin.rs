@@ -717,6 +717,7 @@ fn the_openapi_document_validates_and_every_route_in_it_is_served() {
     let home = Home::new();
     let service = home.service("doc");
     let ops = key(&home, "ops", &["--role", "admin"]);
+    let app = key(&home, "app", &[]);
     let server = Server::start_with(&home, &["--require-auth"]);
     let api = Api::new(&server);
     // Open: it holds no data.
@@ -743,6 +744,7 @@ fn the_openapi_document_validates_and_every_route_in_it_is_served() {
     );
 
     let mut operations = 0;
+    let mut admin_operations = 0;
     for (path, methods) in doc.body["paths"].as_object().unwrap() {
         let concrete = path
             .replace("{service}", &service)
@@ -750,9 +752,27 @@ fn the_openapi_document_validates_and_every_route_in_it_is_served() {
             .replace("{version}", "1")
             .replace("{name}", "nobody")
             .replace("{id}", &"0".repeat(32));
-        for method in methods.as_object().unwrap().keys() {
+        for (method, operation) in methods.as_object().unwrap() {
             let method = method.to_uppercase();
             let body = (method != "GET").then_some(b"{}".as_slice());
+            // Every admin route: 401 without a key, 403 for an inference key, before anything.
+            let tag = operation["tags"][0].as_str().unwrap_or_default();
+            if !matches!(tag, "console" | "meta") {
+                let json = [("Content-Type", "application/json")];
+                let none = api.call(&method, &concrete, None, &json, body);
+                assert_eq!(
+                    none.status, 401,
+                    "{method} {path} without a key: {}",
+                    none.body
+                );
+                let infer = api.call(&method, &concrete, Some(&app), &json, body);
+                assert_eq!(
+                    infer.status, 403,
+                    "{method} {path} with an inference key: {}",
+                    infer.body
+                );
+                admin_operations += 1;
+            }
             let reply = api.call(
                 &method,
                 &concrete,
@@ -771,4 +791,8 @@ fn the_openapi_document_validates_and_every_route_in_it_is_served() {
         }
     }
     assert!(operations >= 40, "only {operations} operations documented");
+    assert!(
+        admin_operations >= 35,
+        "only {admin_operations} admin operations"
+    );
 }
