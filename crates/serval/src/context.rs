@@ -11,6 +11,7 @@ use serval_store::Service;
 
 use crate::cli::GlobalArgs;
 use crate::deployment::{Deployment, Local, Remote};
+pub use crate::output::{note, warn};
 
 pub struct Context {
     backend: Backend,
@@ -136,11 +137,6 @@ impl Context {
     }
 }
 
-/// An informational line on stderr (stdout carries results only).
-pub fn note(line: impl AsRef<str>) {
-    eprintln!("{}", line.as_ref());
-}
-
 /// The warnings and notes of a write, on stderr.
 pub fn show<T>(written: &serval_admin::Written<T>) {
     for line in &written.warnings {
@@ -149,11 +145,6 @@ pub fn show<T>(written: &serval_admin::Written<T>) {
     for line in &written.notes {
         note(line);
     }
-}
-
-/// A warning on stderr.
-pub fn warn(line: impl AsRef<str>) {
-    eprintln!("Warning: {}", line.as_ref());
 }
 
 /// A table in serval's style, for stdout.

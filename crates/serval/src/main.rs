@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod context;
 mod deployment;
+mod output;
 mod parse;
 
 use std::process::ExitCode;

@@ -18,7 +18,7 @@ use serval_store::{
 };
 
 use super::Deployment;
-use crate::context::warn;
+use crate::output::warn;
 
 pub struct Local {
     pub store: Arc<dyn Store>,

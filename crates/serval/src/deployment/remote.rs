@@ -356,7 +356,7 @@ impl Deployment for Remote {
         progress: serval_artifacts::Progress<'_>,
     ) -> Result<Written<Model>> {
         if destination.is_some() {
-            crate::context::warn(
+            crate::output::warn(
                 "--destination is ignored with --server: the server stores uploads where its --artifacts says",
             );
         }
