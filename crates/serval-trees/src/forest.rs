@@ -67,22 +67,32 @@ pub struct Forest<T> {
     pub nodes: Vec<Node<T>>,
     pub roots: Vec<u32>,
     pub category_sets: Vec<Vec<u64>>,
+    /// Each node's cover (XGBoost's `sum_hessian`, LightGBM's data count), parallel to `nodes`;
+    /// NaN where the model file has none. Only explanations (TreeSHAP) read them.
+    pub covers: Vec<f64>,
+    /// Each tree's depth (edges from its root to its deepest leaf).
+    pub depths: Vec<u32>,
 }
 
 impl<T: Copy + Default> Forest<T> {
     /// Appends a tree; node 0 is its root. Checks that the tree is acyclic and every node is
-    /// reached once, so walks always end.
-    pub fn add_tree(&mut self, nodes: &[NodeBuilder<T>]) -> Result<(), TreeError> {
+    /// reached once, so walks always end. `covers` are the nodes' covers (empty: unknown).
+    pub fn add_tree(&mut self, nodes: &[NodeBuilder<T>], covers: &[f64]) -> Result<(), TreeError> {
         let offset =
             u32::try_from(self.nodes.len()).map_err(|_| TreeError("model too large".into()))?;
         let n = nodes.len();
         if n == 0 {
             return Err(TreeError("empty tree".into()));
         }
+        if !covers.is_empty() && covers.len() != n {
+            return Err(TreeError(format!("{} covers for {n} nodes", covers.len())));
+        }
         // Every child index must be a later-unvisited node: check reachability once.
         let mut seen = vec![false; n];
-        let mut stack = vec![0usize];
-        while let Some(i) = stack.pop() {
+        let mut stack = vec![(0usize, 0u32)];
+        let mut depth = 0;
+        while let Some((i, level)) = stack.pop() {
+            depth = depth.max(level);
             if std::mem::replace(&mut seen[i], true) {
                 return Err(TreeError(format!(
                     "node {i} is reached twice (the tree has a cycle)"
@@ -100,7 +110,7 @@ impl<T: Copy + Default> Forest<T> {
                             "node {i} has child {c} outside the tree"
                         )));
                     }
-                    stack.push(c as usize);
+                    stack.push((c as usize, level + 1));
                 }
             }
         }
@@ -167,8 +177,24 @@ impl<T: Copy + Default> Forest<T> {
             };
             self.nodes.push(compiled);
         }
+        if covers.is_empty() {
+            self.covers.extend(std::iter::repeat_n(f64::NAN, n));
+        } else {
+            self.covers.extend_from_slice(covers);
+        }
         self.roots.push(offset);
+        self.depths.push(depth);
         Ok(())
+    }
+
+    /// The nodes of tree `t`: from its root to the next tree's.
+    pub fn tree_nodes(&self, t: usize) -> std::ops::Range<usize> {
+        let start = self.roots[t] as usize;
+        let end = self
+            .roots
+            .get(t + 1)
+            .map_or(self.nodes.len(), |r| *r as usize);
+        start..end
     }
 
     pub fn num_trees(&self) -> usize {

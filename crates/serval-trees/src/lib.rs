@@ -8,6 +8,7 @@
 
 mod forest;
 pub mod lightgbm;
+mod shap;
 mod ubjson;
 pub mod xgboost;
 

@@ -235,8 +235,15 @@ impl LgbModel {
             ));
         }
         if num_leaves == 1 {
+            let covers = tree
+                .get("leaf_count")
+                .map(|c| parse_list::<f64>("leaf_count", c))
+                .transpose()?
+                .filter(|c| c.len() == 1)
+                // A lone leaf's cover does not matter: its value is the tree's expected value.
+                .unwrap_or_else(|| vec![1.0]);
             return forest
-                .add_tree(&[NodeBuilder::Leaf(leaf_values[0])])
+                .add_tree(&[NodeBuilder::Leaf(leaf_values[0])], &covers)
                 .map_err(|e| e.to_string());
         }
         let internal = num_leaves - 1;
@@ -323,7 +330,23 @@ impl LgbModel {
             }
         }
         nodes.extend(leaf_values.into_iter().map(NodeBuilder::Leaf));
-        forest.add_tree(&nodes).map_err(|e| e.to_string())
+        // Data counts (internal nodes, then leaves: the nodes' order here), for TreeSHAP.
+        let covers = match (tree.get("internal_count"), tree.get("leaf_count")) {
+            (Some(internal_count), Some(leaf_count)) => {
+                let mut covers: Vec<f64> = parse_list("internal_count", internal_count)?;
+                covers.extend(parse_list::<f64>("leaf_count", leaf_count)?);
+                if covers.len() != nodes.len() {
+                    return Err(format!(
+                        "internal_count and leaf_count have {} values for {} nodes",
+                        covers.len(),
+                        nodes.len()
+                    ));
+                }
+                covers
+            }
+            _ => Vec::new(),
+        };
+        forest.add_tree(&nodes, &covers).map_err(|e| e.to_string())
     }
 
     /// Raw scores `[rows, num_groups]` for `x` = `[rows, num_features]` (f64, row-major).
@@ -340,6 +363,36 @@ impl LgbModel {
             out.iter_mut().for_each(|v| *v /= iterations);
         }
         out
+    }
+
+    /// Exact TreeSHAP contributions in raw-score space, laid out as LightGBM's `pred_contrib`:
+    /// `[rows, features + 1]`, or `[rows, outputs × (features + 1)]` with several outputs (each
+    /// output's block ends with its bias, the trees' expected values). Refused (with why) for
+    /// models that cannot be explained.
+    pub fn explain(&self, x: &[f64], rows: usize) -> Result<(Vec<f64>, Vec<usize>), String> {
+        crate::shap::check(&self.forest)?;
+        if self.average_output {
+            return Err("random forest models (average_output) are not explained".to_string());
+        }
+        let (f, g) = (self.num_features, self.num_groups);
+        let width = f + 1;
+        let expected = crate::shap::expected_values(&self.forest);
+        let mut out = vec![0.0f64; rows * g * width];
+        let mut scratch = crate::shap::Scratch::default();
+        for (r, phi) in out.chunks_mut(g * width).enumerate() {
+            let row = &x[r * f..(r + 1) * f];
+            for (t, group) in self.groups.iter().enumerate() {
+                let block = &mut phi[*group as usize * width..][..width];
+                block[f] += expected[t];
+                crate::shap::tree_shap(&self.forest, t, row, &go_left, 1.0, &mut scratch, block);
+            }
+        }
+        let shape = if g == 1 {
+            vec![rows, width]
+        } else {
+            vec![rows, g * width]
+        };
+        Ok((out, shape))
     }
 
     /// Applies the objective's output conversion in place.

@@ -119,6 +119,9 @@ struct TreeSchema {
     categories_segments: Vec<i64>,
     #[serde(default)]
     categories_sizes: Vec<i64>,
+    /// Each node's cover (the sum of the training rows' hessians), for TreeSHAP.
+    #[serde(default)]
+    sum_hessian: Vec<f64>,
 }
 
 fn parse_number<T: std::str::FromStr>(what: &str, text: &str) -> Result<T, String> {
@@ -407,7 +410,12 @@ impl XgbModel {
                 }
             })
             .collect::<Result<Vec<_>, String>>()?;
-        forest.add_tree(&nodes).map_err(|e| e.to_string())
+        let covers = if tree.sum_hessian.len() == n {
+            tree.sum_hessian.as_slice()
+        } else {
+            &[]
+        };
+        forest.add_tree(&nodes, covers).map_err(|e| e.to_string())
     }
 
     /// Raw margins, `[rows, num_groups]` row-major. `x` is `[rows, num_features]` row-major.
@@ -433,6 +441,40 @@ impl XgbModel {
             }
         }
         out
+    }
+
+    /// Exact TreeSHAP contributions in margin space, laid out as XGBoost's `pred_contribs`:
+    /// `[rows, features + 1]`, or `[rows, outputs, features + 1]` with several outputs; the last
+    /// column is the bias (the base margin and the trees' expected values). Computed in f64 and
+    /// given in f32, XGBoost's precision. Refused (with why) for models that cannot be explained.
+    pub fn explain(&self, x: &[f32], rows: usize) -> Result<(Vec<f32>, Vec<usize>), String> {
+        crate::shap::check(&self.forest)?;
+        let (f, g) = (self.num_features, self.num_groups);
+        let width = f + 1;
+        let expected = crate::shap::expected_values(&self.forest);
+        let mut out = Vec::with_capacity(rows * g * width);
+        let mut phi = vec![0.0f64; g * width];
+        let mut scratch = crate::shap::Scratch::default();
+        for r in 0..rows {
+            let row = &x[r * f..(r + 1) * f];
+            phi.fill(0.0);
+            for (group, margin) in self.base_margin.iter().enumerate() {
+                phi[group * width + f] = f64::from(*margin);
+            }
+            for (t, group) in self.tree_group.iter().enumerate() {
+                let scale = self.tree_weight.as_ref().map_or(1.0, |w| f64::from(w[t]));
+                let block = &mut phi[*group as usize * width..][..width];
+                block[f] += expected[t] * scale;
+                crate::shap::tree_shap(&self.forest, t, row, &go_left, scale, &mut scratch, block);
+            }
+            out.extend(phi.iter().map(|v| *v as f32));
+        }
+        let shape = if g == 1 {
+            vec![rows, width]
+        } else {
+            vec![rows, g, width]
+        };
+        Ok((out, shape))
     }
 
     /// Applies the link function to margins in place (per row of `num_groups`).

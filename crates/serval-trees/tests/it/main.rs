@@ -3,6 +3,7 @@
 
 mod golden;
 mod properties;
+mod shap;
 
 use std::path::{Path, PathBuf};
 

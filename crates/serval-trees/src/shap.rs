@@ -1,0 +1,259 @@
+//! Exact TreeSHAP contributions: the path-dependent algorithm of Lundberg, Erion & Lee ("Consistent
+//! Individualized Feature Attribution for Tree Ensembles", algorithm 2), which XGBoost's
+//! `pred_contribs` and LightGBM's `pred_contrib` compute, weighting each split by its nodes' covers
+//! from the model file.
+//!
+//! For one row and one tree, every root-to-leaf path is followed while a "unique path" of the
+//! features split on so far is kept, each with the fraction of rows (by cover) that would follow
+//! the path without the feature (`zero`) and whether the row itself follows it (`one`), and the
+//! permutation weights of all subset sizes. Written without recursion: an explicit stack of
+//! nodes, and one slice of the path buffer per tree level (a node's children copy their parent's
+//! slice, which no other node touches until the parent's subtree is done).
+
+use crate::forest::{Forest, LEAF, Node};
+
+/// Trees deeper than this are not explained (the path buffer grows with the square of the
+/// depth).
+pub const MAX_DEPTH: u32 = 256;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct PathElement {
+    /// The feature split on; `usize::MAX` for the root's placeholder.
+    feature: usize,
+    zero: f64,
+    one: f64,
+    weight: f64,
+}
+
+/// Why a model cannot be explained.
+pub fn check<T>(forest: &Forest<T>) -> Result<(), String> {
+    if forest.covers.iter().any(|c| c.is_nan()) {
+        return Err(
+            "the model file has no cover statistics for its trees (XGBoost's \
+                    sum_hessian, LightGBM's internal_count and leaf_count)"
+                .to_string(),
+        );
+    }
+    if let Some(depth) = forest.depths.iter().copied().find(|d| *d > MAX_DEPTH) {
+        return Err(format!(
+            "a tree is {depth} levels deep; explanations are computed for trees of at most {MAX_DEPTH}"
+        ));
+    }
+    Ok(())
+}
+
+/// The expected value of each tree: its leaves' values weighted by their covers.
+pub fn expected_values<T: Copy + Default + Into<f64>>(forest: &Forest<T>) -> Vec<f64> {
+    (0..forest.num_trees())
+        .map(|t| {
+            let nodes = forest.tree_nodes(t);
+            let root_cover = forest.covers[nodes.start];
+            nodes
+                .filter(|i| forest.nodes[*i].flags & LEAF != 0)
+                .map(|i| forest.nodes[i].value.into() * forest.covers[i] / root_cover)
+                .sum()
+        })
+        .collect()
+}
+
+/// Scratch space for [`tree_shap`], reused across rows and trees.
+#[derive(Default)]
+pub struct Scratch {
+    path: Vec<PathElement>,
+    stack: Vec<Frame>,
+}
+
+#[derive(Clone, Copy)]
+struct Frame {
+    node: u32,
+    level: usize,
+    /// Length of the unique path before this node extends it.
+    unique_depth: usize,
+    zero: f64,
+    one: f64,
+    feature: usize,
+}
+
+/// Adds `scale` × tree `t`'s contributions for `row` to `phi` (one per feature; the bias is the
+/// caller's). `go_left` is the library's split decision, as in prediction.
+pub fn tree_shap<T: Copy + Default + Into<f64>, I: Copy>(
+    forest: &Forest<T>,
+    t: usize,
+    row: &[I],
+    go_left: &impl Fn(&Forest<T>, &Node<T>, I) -> bool,
+    scale: f64,
+    scratch: &mut Scratch,
+    phi: &mut [f64],
+) {
+    let root = forest.roots[t];
+    if forest.nodes[root as usize].flags & LEAF != 0 {
+        return;
+    }
+    let width = forest.depths[t] as usize + 2;
+    scratch.path.clear();
+    scratch.path.resize(width * width, PathElement::default());
+    scratch.stack.clear();
+    scratch.stack.push(Frame {
+        node: root,
+        level: 0,
+        unique_depth: 0,
+        zero: 1.0,
+        one: 1.0,
+        feature: usize::MAX,
+    });
+    while let Some(frame) = scratch.stack.pop() {
+        let (parents, rest) = scratch.path.split_at_mut(frame.level * width);
+        let path = &mut rest[..width];
+        let mut depth = frame.unique_depth;
+        if frame.level > 0 {
+            let parent = &parents[(frame.level - 1) * width..];
+            path[..depth].copy_from_slice(&parent[..depth]);
+        }
+        extend(path, depth, frame.zero, frame.one, frame.feature);
+        let node = &forest.nodes[frame.node as usize];
+        if node.flags & LEAF != 0 {
+            let value: f64 = node.value.into();
+            for i in 1..=depth {
+                let w = unwound_sum(path, depth, i);
+                let el = path[i];
+                phi[el.feature] += w * (el.one - el.zero) * value * scale;
+            }
+            continue;
+        }
+        let feature = node.feature as usize;
+        let (hot, cold) = if go_left(forest, node, row[feature]) {
+            (node.left, node.right)
+        } else {
+            (node.right, node.left)
+        };
+        let cover = forest.covers[frame.node as usize];
+        let hot_zero = forest.covers[hot as usize] / cover;
+        let cold_zero = forest.covers[cold as usize] / cover;
+        let (mut incoming_zero, mut incoming_one) = (1.0, 1.0);
+        // A feature split on before: undo that split, to redo it here.
+        if let Some(k) = (0..=depth).find(|k| path[*k].feature == feature) {
+            incoming_zero = path[k].zero;
+            incoming_one = path[k].one;
+            unwind(path, depth, k);
+            depth -= 1;
+        }
+        let child = |node, zero, one| Frame {
+            node,
+            level: frame.level + 1,
+            unique_depth: depth + 1,
+            zero,
+            one,
+            feature,
+        };
+        scratch
+            .stack
+            .push(child(cold, cold_zero * incoming_zero, 0.0));
+        scratch
+            .stack
+            .push(child(hot, hot_zero * incoming_zero, incoming_one));
+    }
+}
+
+/// Adds a feature to the path (at index `depth`), updating the permutation weights.
+fn extend(path: &mut [PathElement], depth: usize, zero: f64, one: f64, feature: usize) {
+    path[depth] = PathElement {
+        feature,
+        zero,
+        one,
+        weight: if depth == 0 { 1.0 } else { 0.0 },
+    };
+    let d = depth as f64;
+    for i in (0..depth).rev() {
+        let fi = i as f64;
+        path[i + 1].weight += one * path[i].weight * (fi + 1.0) / (d + 1.0);
+        path[i].weight = zero * path[i].weight * (d - fi) / (d + 1.0);
+    }
+}
+
+/// Removes the element at `index` from the path of length `depth + 1`, undoing its extension.
+fn unwind(path: &mut [PathElement], depth: usize, index: usize) {
+    let (one, zero) = (path[index].one, path[index].zero);
+    let d = depth as f64;
+    let mut next_one = path[depth].weight;
+    for i in (0..depth).rev() {
+        let fi = i as f64;
+        if one != 0.0 {
+            let kept = path[i].weight;
+            path[i].weight = next_one * (d + 1.0) / ((fi + 1.0) * one);
+            next_one = kept - path[i].weight * zero * (d - fi) / (d + 1.0);
+        } else {
+            path[i].weight = path[i].weight * (d + 1.0) / (zero * (d - fi));
+        }
+    }
+    for i in index..depth {
+        path[i].feature = path[i + 1].feature;
+        path[i].zero = path[i + 1].zero;
+        path[i].one = path[i + 1].one;
+    }
+}
+
+/// The total permutation weight of the path without the element at `index` (what [`unwind`]
+/// would leave, summed, without changing the path).
+fn unwound_sum(path: &[PathElement], depth: usize, index: usize) -> f64 {
+    let (one, zero) = (path[index].one, path[index].zero);
+    let d = depth as f64;
+    let mut next_one = path[depth].weight;
+    let mut total = 0.0;
+    for i in (0..depth).rev() {
+        let fi = i as f64;
+        if one != 0.0 {
+            let w = next_one * (d + 1.0) / ((fi + 1.0) * one);
+            total += w;
+            next_one = path[i].weight - w * zero * ((d - fi) / (d + 1.0));
+        } else if zero != 0.0 {
+            total += (path[i].weight / zero) / ((d - fi) / (d + 1.0));
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forest::NodeBuilder;
+
+    /// One split on feature 0 (left: 1.0 with cover 3, right: 5.0 with cover 1): the expected
+    /// value is 2.0, and a row going left gets 1.0 − 2.0 = −1.0 for feature 0.
+    #[test]
+    fn a_stump_gives_its_feature_the_difference_to_the_expected_value() {
+        let mut forest = Forest::<f64>::default();
+        forest
+            .add_tree(
+                &[
+                    NodeBuilder::Split {
+                        feature: 0,
+                        threshold: 0.5,
+                        left: 1,
+                        right: 2,
+                        default_left: true,
+                        missing_flag: 0,
+                    },
+                    NodeBuilder::Leaf(1.0),
+                    NodeBuilder::Leaf(5.0),
+                ],
+                &[4.0, 3.0, 1.0],
+            )
+            .unwrap();
+        check(&forest).unwrap();
+        assert_eq!(expected_values(&forest), vec![2.0]);
+        let go_left = |_: &Forest<f64>, node: &Node<f64>, x: f64| x <= node.value;
+        let mut scratch = Scratch::default();
+        for (x, want) in [(0.0, -1.0), (1.0, 3.0)] {
+            let mut phi = vec![0.0; 2];
+            tree_shap(&forest, 0, &[x, 7.0], &go_left, 1.0, &mut scratch, &mut phi);
+            assert_eq!(phi, vec![want, 0.0]);
+        }
+    }
+
+    #[test]
+    fn models_without_covers_or_too_deep_are_refused() {
+        let mut forest = Forest::<f64>::default();
+        forest.add_tree(&[NodeBuilder::Leaf(1.0)], &[]).unwrap();
+        assert!(check(&forest).unwrap_err().contains("cover"));
+    }
+}
