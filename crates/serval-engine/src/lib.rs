@@ -153,7 +153,20 @@ pub trait Engine: Send + Sync {
         }
         self.infer(inputs)
     }
+
+    /// Each row's prediction explained: per-feature contributions (exact TreeSHAP for tree
+    /// models), named `contributions`, laid out as the model's library lays them out. Engines
+    /// that cannot explain their model refuse with the reason ([`EngineError::InvalidInput`]).
+    fn explain(&self, _inputs: &[NamedTensor]) -> Result<NamedTensor> {
+        Err(EngineError::InvalidInput(format!(
+            "{} models are not explained: contributions come from XGBoost and LightGBM models",
+            self.metadata().format
+        )))
+    }
 }
+
+/// The name of the explanation output.
+pub const CONTRIBUTIONS: &str = "contributions";
 
 /// One instance of a model, run by the one thread that owns it: a runner thread holds one
 /// instance per thread (an ONNX Runtime session must not run two calls at once, so each thread

@@ -254,6 +254,20 @@ impl Engine for XgboostEngine {
         let out = self.predict(&x, rows);
         tree_outputs(self.model.task, rows, self.model.num_groups, out)
     }
+
+    /// TreeSHAP contributions, FP32 (XGBoost's precision), shaped as `pred_contribs`.
+    fn explain(&self, inputs: &[NamedTensor]) -> Result<NamedTensor> {
+        let (input, rows) = input_matrix(inputs, self.model.num_features)?;
+        let x = input.to_f32()?;
+        let (values, shape) = self
+            .model
+            .explain(&x, rows)
+            .map_err(EngineError::InvalidInput)?;
+        Ok(NamedTensor {
+            name: serval_engine::CONTRIBUTIONS.to_string(),
+            tensor: Tensor::new(shape, TensorData::F32(values))?,
+        })
+    }
 }
 
 /// A LightGBM model behind the engine contract.
@@ -302,5 +316,19 @@ impl Engine for LightgbmEngine {
         let x = input.to_f64()?;
         let out = self.predict(&x, rows);
         tree_outputs(self.model.task, rows, self.model.num_groups, out)
+    }
+
+    /// TreeSHAP contributions, FP64 (LightGBM's precision), shaped as `pred_contrib`.
+    fn explain(&self, inputs: &[NamedTensor]) -> Result<NamedTensor> {
+        let (input, rows) = input_matrix(inputs, self.model.num_features)?;
+        let x = input.to_f64()?;
+        let (values, shape) = self
+            .model
+            .explain(&x, rows)
+            .map_err(EngineError::InvalidInput)?;
+        Ok(NamedTensor {
+            name: serval_engine::CONTRIBUTIONS.to_string(),
+            tensor: Tensor::new(shape, TensorData::F64(values))?,
+        })
     }
 }

@@ -91,6 +91,8 @@ pub struct Context {
     /// The whole budget, for the timeout message.
     pub timeout: Duration,
     pub protocol: Protocol,
+    /// The client asked for the prediction's explanation (per-feature contributions).
+    pub explain: bool,
 }
 
 impl Context {
@@ -100,6 +102,7 @@ impl Context {
             deadline: Instant::now() + timeout,
             timeout,
             protocol,
+            explain: false,
         }
     }
 }
@@ -310,18 +313,34 @@ async fn execute(
     ctx: Context,
     sampled: bool,
 ) -> Result<Executed, Error> {
+    let explain = ctx.explain;
     let requested = match &input {
         Input::Tensors {
             inputs, outputs, ..
         } => {
             endpoint.signature.check_inputs(&endpoint.url, inputs)?;
-            if let Some(names) = outputs {
+            // The explanation is an output of its own, whatever else is asked for.
+            let outputs = outputs.as_ref().map(|names| {
+                names
+                    .iter()
+                    .filter(|n| !(explain && n.as_str() == serval_engine::CONTRIBUTIONS))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            });
+            if let Some(names) = &outputs {
                 check_requested_outputs(endpoint, names)?;
             }
-            Some(outputs.clone())
+            Some(outputs)
         }
         Input::Body(_) => None,
     };
+    if explain && !matches!(endpoint.runner, Runner::Native(_)) {
+        return Err(Error::BadRequest(format!(
+            "endpoint '{}' does not explain its predictions: contributions come from XGBoost and \
+             LightGBM models that serval runs itself (engine xgboost or lightgbm, no preprocess code)",
+            endpoint.url
+        )));
+    }
     let executed = match &endpoint.runner {
         Runner::Native(model) => Executed {
             output: native::run(endpoint, model, input, ctx).await?,
@@ -348,14 +367,22 @@ async fn execute(
         },
     };
     Ok(match (executed.output, requested) {
-        (Output::Tensors(outputs), Some(requested)) => Executed {
-            output: Output::Tensors(select_outputs(
-                &endpoint.url,
-                outputs,
-                requested.as_deref(),
-            )?),
-            stats: executed.stats,
-        },
+        (Output::Tensors(mut outputs), Some(requested)) => {
+            let contributions = explain
+                .then(|| {
+                    let at = outputs
+                        .iter()
+                        .position(|o| o.name == serval_engine::CONTRIBUTIONS)?;
+                    Some(outputs.remove(at))
+                })
+                .flatten();
+            let mut selected = select_outputs(&endpoint.url, outputs, requested.as_deref())?;
+            selected.extend(contributions);
+            Executed {
+                output: Output::Tensors(selected),
+                stats: executed.stats,
+            }
+        }
         (output, _) => Executed {
             output,
             stats: executed.stats,

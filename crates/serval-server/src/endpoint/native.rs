@@ -31,6 +31,9 @@ const TREE_CHUNK_ROWS: usize = 8_192;
 pub struct NativeModel {
     metadata: Arc<ModelMetadata>,
     exec: Exec,
+    /// The engine that computes explanations (a shared engine, batched or not); `None` for
+    /// models whose runner owns their instances (ONNX).
+    explainer: Option<Arc<dyn Engine>>,
 }
 
 enum Exec {
@@ -60,6 +63,7 @@ impl NativeModel {
         };
         NativeModel {
             metadata: Arc::new(engine.metadata().clone()),
+            explainer: Some(engine.clone()),
             exec: Exec::Shared {
                 engine,
                 inline_rows,
@@ -68,12 +72,52 @@ impl NativeModel {
         }
     }
 
-    /// A model served by its runner's threads.
-    pub fn runner(metadata: ModelMetadata, runner: Runner) -> NativeModel {
+    /// A model served by its runner's threads; `explainer` computes explanations, if any does.
+    pub fn runner(
+        metadata: ModelMetadata,
+        runner: Runner,
+        explainer: Option<Arc<dyn Engine>>,
+    ) -> NativeModel {
         NativeModel {
             metadata: Arc::new(metadata),
             exec: Exec::Runner(runner),
+            explainer,
         }
+    }
+
+    /// Each row's contributions (TreeSHAP): inline for a few rows, else on a blocking thread.
+    async fn explain(
+        &self,
+        url: &str,
+        inputs: Vec<NamedTensor>,
+        deadline: Instant,
+        timeout: std::time::Duration,
+    ) -> Result<NamedTensor, Error> {
+        let Some(engine) = &self.explainer else {
+            return Err(Error::BadRequest(format!(
+                "endpoint '{url}' does not explain its predictions: {} models are not explained \
+                 (contributions come from XGBoost and LightGBM models)",
+                self.metadata.format
+            )));
+        };
+        let rows = inputs
+            .first()
+            .and_then(|i| i.tensor.shape().first().copied())
+            .unwrap_or(1);
+        let explained = if rows <= TREE_INLINE_ROWS {
+            engine.explain(&inputs)
+        } else {
+            let engine = engine.clone();
+            let values = inputs.iter().map(|i| i.tensor.data().len()).sum::<usize>();
+            let run = offload::run("explanation", move || {
+                (engine.explain(&inputs).map_err(Error::from), values * 8)
+            });
+            match tokio::time::timeout_at(deadline, run).await {
+                Ok(explained) => return explained.map_err(explain_error(url)),
+                Err(_) => return Err(Error::Timeout(timeout)),
+            }
+        };
+        explained.map_err(|e| explain_error(url)(e.into()))
     }
 
     pub fn metadata(&self) -> &ModelMetadata {
@@ -160,6 +204,47 @@ impl NativeModel {
             metrics.stage(STAGE_INFERENCE, start.elapsed());
         }
         Ok(outputs)
+    }
+}
+
+/// The default reply with the explanation beside it: `"contributions"`, nested as its shape.
+fn explained_body(
+    meta: &ModelMetadata,
+    outputs: &[NamedOutput],
+    contributions: NamedTensor,
+) -> Result<Output, Error> {
+    let mut reply: serde_json::Value = serde_json::from_slice(&reply_json(meta, outputs)?)
+        .map_err(|e| Error::Internal(format!("the reply is not JSON: {e}")))?;
+    let tensor = contributions.tensor;
+    let number =
+        |v: f64| serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into);
+    let values: Vec<serde_json::Value> = match tensor.data() {
+        // f32 values written as f32 (`0.1`, not `0.10000000149011612`), as V2 writes them.
+        serval_engine::TensorData::F32(values) => values
+            .iter()
+            .map(|v| number(v.to_string().parse().unwrap_or(f64::NAN)))
+            .collect(),
+        _ => tensor.to_f64()?.into_iter().map(number).collect(),
+    };
+    let nested = serval_engine::tensor::json::nest(tensor.shape(), values);
+    match reply.as_object_mut() {
+        Some(object) => {
+            object.insert(serval_engine::CONTRIBUTIONS.to_string(), nested);
+        }
+        None => {
+            reply = serde_json::json!({"prediction": reply, "contributions": nested});
+        }
+    }
+    Ok(Output::Body(reply))
+}
+
+/// A model that cannot be explained is the request's problem: 400 naming why.
+fn explain_error(url: &str) -> impl Fn(Error) -> Error + '_ {
+    move |error| match error {
+        Error::InvalidInput(why) => Error::BadRequest(format!(
+            "endpoint '{url}' cannot explain this prediction: {why}"
+        )),
+        other => other,
     }
 }
 
@@ -284,7 +369,17 @@ pub async fn run(
                     request_to_inputs(&body, meta, &endpoint.input_names)?
                 }
             };
-            let outputs = infer(inputs).await?;
+            let explained = if ctx.explain {
+                let rows = inputs.clone();
+                let outputs = infer(inputs).await?;
+                let contributions = model
+                    .explain(&endpoint.url, rows, ctx.deadline, ctx.timeout)
+                    .await?;
+                return explained_body(meta, &outputs, contributions);
+            } else {
+                inputs
+            };
+            let outputs = infer(explained).await?;
             if endpoint.kind == EngineKind::Triton {
                 // The requested outputs by name (`--output-name`; all when none is named).
                 let wanted: Vec<_> = outputs
@@ -315,7 +410,17 @@ pub async fn run(
                 .into_iter()
                 .map(InferTensor::into_engine)
                 .collect::<Result<Vec<_>, _>>()?;
-            let outputs = infer(inputs).await?;
+            let rows = ctx.explain.then(|| inputs.clone());
+            let mut outputs = infer(inputs).await?;
+            if let Some(rows) = rows {
+                let contributions = model
+                    .explain(&endpoint.url, rows, ctx.deadline, ctx.timeout)
+                    .await?;
+                outputs.push(NamedOutput {
+                    name: contributions.name,
+                    value: OutputValue::Tensor(contributions.tensor),
+                });
+            }
             Ok(Output::Tensors(
                 outputs
                     .into_iter()

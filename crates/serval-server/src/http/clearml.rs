@@ -272,8 +272,8 @@ impl BodyKind {
 }
 
 /// A `/serve` request's body, read and parsed once the endpoint is known (for a native tabular
-/// model, straight into its input tensor).
-struct ClearmlBody(RestRequest);
+/// model, straight into its input tensor), and whether the query asked for an explanation.
+struct ClearmlBody(RestRequest, Result<bool, String>);
 
 impl ClearmlBody {
     /// The body as a payload for `endpoint` (`None`: the name resolved to nothing), charged to
@@ -340,6 +340,27 @@ impl Decode for ClearmlBody {
     async fn precedes(self, budget: &Budget, memory: Reservation) -> Option<Error> {
         self.payload(None, budget, memory).await.err()
     }
+
+    fn explain(&self) -> Result<bool, Error> {
+        self.1.clone().map_err(Error::BadRequest)
+    }
+}
+
+/// `?explain=true` (or `1`): add the prediction's contributions to the reply.
+fn explain_query(query: Option<&str>) -> Result<bool, String> {
+    let Some(query) = query else {
+        return Ok(false);
+    };
+    match url::form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "explain") {
+        None => Ok(false),
+        Some((_, value)) => match value.as_ref() {
+            "true" | "1" | "" => Ok(true),
+            "false" | "0" => Ok(false),
+            other => Err(format!(
+                "explain={other}: use explain=true or explain=false"
+            )),
+        },
+    }
 }
 
 async fn serve(
@@ -349,6 +370,7 @@ async fn serve(
     request: Request,
 ) -> Result<Response, ClearmlError> {
     let version = version.filter(|v| !v.is_empty());
+    let explain = explain_query(request.uri().query());
     let request = RestRequest::from(request);
     let admitted = state.door.admit(Protocol::Clearml, request.credential())?;
     let memory = admitted.reservation();
@@ -358,7 +380,7 @@ async fn serve(
             version.as_deref(),
             state.config.request_timeout,
             memory,
-            ClearmlBody(request),
+            ClearmlBody(request, explain),
         )
         .await?;
     match served.output {

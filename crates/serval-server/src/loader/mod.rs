@@ -305,6 +305,8 @@ impl Loader {
             }
             Ok::<_, LoadError>(())
         };
+        // A shared engine also explains (trees); instances (ONNX sessions) do not.
+        let mut explainer = None;
         let mut instances = match loaded {
             serval_core::Loaded::Shared(engine) => {
                 check(engine.metadata())?;
@@ -312,6 +314,7 @@ impl Loader {
                 if batching.is_none() {
                     return Ok((NativeModel::shared(kind, engine), warm));
                 }
+                explainer = Some(engine.clone());
                 (0..self.runner_threads.max(1))
                     .map(|_| Box::new(engine.clone()) as Box<dyn Instance>)
                     .collect()
@@ -335,7 +338,7 @@ impl Loader {
             .map(|m| (Arc::new(m.batch(url)), m.endpoint(url)));
         let runner = endpoint::ModelRunner::start(url, instances, batching, &runtime, metrics)
             .map_err(LoadError::Threads)?;
-        Ok((NativeModel::runner(meta, runner), warm))
+        Ok((NativeModel::runner(meta, runner, explainer), warm))
     }
 
     /// The interpreter workers run: the service's, or its environment with extra packages.

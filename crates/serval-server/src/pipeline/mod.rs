@@ -96,6 +96,27 @@ pub trait Decode: Send + Sized {
     ) -> impl Future<Output = Option<Error>> + Send {
         std::future::ready(None)
     }
+
+    /// Whether the request asks for its prediction's explanation, as far as the adapter knows
+    /// before decoding (clearml's `?explain=true`). V2 asks with `parameters.explain`, read from
+    /// the decoded input.
+    fn explain(&self) -> Result<bool, Error> {
+        Ok(false)
+    }
+}
+
+/// `parameters.explain` of a V2 request: absent is false; anything but a boolean is refused.
+fn explain_parameter(input: &Input) -> Result<bool, Error> {
+    let Input::Tensors { parameters, .. } = input else {
+        return Ok(false);
+    };
+    match parameters.get("explain") {
+        None => Ok(false),
+        Some(serde_json::Value::Bool(asked)) => Ok(*asked),
+        Some(other) => Err(Error::BadRequest(format!(
+            "parameters.explain must be true or false, not {other}"
+        ))),
+    }
 }
 
 /// What a [`Decode`] made of its request.
@@ -257,7 +278,7 @@ impl Admitted<'_> {
         memory: Reservation,
         decoder: D,
     ) -> Result<Served<D::Extra>, Error> {
-        let ctx = Context::new(self.protocol, timeout);
+        let mut ctx = Context::new(self.protocol, timeout);
         let budget = Budget {
             body_limit: self.door.limits.body_limit,
             max_values: self.door.limits.max_values,
@@ -269,6 +290,10 @@ impl Admitted<'_> {
         {
             return Err(self.refuse(crate::auth::out_of_scope(name)));
         }
+        let asked = match decoder.explain() {
+            Ok(asked) => asked,
+            Err(error) => return Err(self.refuse(error)),
+        };
         let resolved = self
             .door
             .table
@@ -303,6 +328,7 @@ impl Admitted<'_> {
             extra,
             memory,
         } = decoded.map_err(failed)?;
+        ctx.explain = asked || explain_parameter(&input).map_err(failed)?;
         let output = crate::endpoint::run(&endpoint, input, ctx).await;
         drop(permit);
         Ok(Served {

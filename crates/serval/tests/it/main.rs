@@ -13,6 +13,7 @@ mod concurrency;
 mod console;
 mod deploy;
 mod examples;
+mod explain;
 mod hardening;
 mod hostile;
 mod monitoring;
