@@ -1,6 +1,7 @@
-//! Single-row latency and 1,000-row throughput of the native tree evaluators, on the fixture
-//! models. Compare with `bench/python_predict.py` (the libraries' own predict, one thread).
-//! Run: `cargo bench -p serval-trees --bench trees`
+//! Single-row latency and 1,000-row throughput of the native tree evaluators and of their
+//! TreeSHAP explanations, on the fixture models. Compare with `bench/python_predict.py` and
+//! `bench/python_explain.py` (the libraries' own, one thread).
+//! Run: `cargo bench -p serval-trees --bench trees` (explanations only: `-- explain`)
 
 use std::path::Path;
 use std::time::Duration;
@@ -100,6 +101,32 @@ fn bench(c: &mut Criterion) {
             group.throughput(Throughput::Elements(1000));
             group.bench_with_input(BenchmarkId::new("rows", 1000), &thousand, |b, x| {
                 b.iter(|| engine.predict(x, 1000))
+            });
+        }
+        group.finish();
+        // Explanations (TreeSHAP contributions).
+        let mut group = c.benchmark_group(format!("{name}/explain"));
+        if name.starts_with("xgb") {
+            let model = XgboostEngine::load(&bytes).expect("load");
+            let model = model.model();
+            group.bench_function("single_row", |b| {
+                b.iter(|| model.explain(std::hint::black_box(&one), 1))
+            });
+            group.throughput(Throughput::Elements(1000));
+            group.bench_with_input(BenchmarkId::new("rows", 1000), &thousand, |b, x| {
+                b.iter(|| model.explain(x, 1000))
+            });
+        } else {
+            let model = LightgbmEngine::load(&bytes).expect("load");
+            let model = model.model();
+            let one: Vec<f64> = one.iter().map(|v| f64::from(*v)).collect();
+            let thousand: Vec<f64> = thousand.iter().map(|v| f64::from(*v)).collect();
+            group.bench_function("single_row", |b| {
+                b.iter(|| model.explain(std::hint::black_box(&one), 1))
+            });
+            group.throughput(Throughput::Elements(1000));
+            group.bench_with_input(BenchmarkId::new("rows", 1000), &thousand, |b, x| {
+                b.iter(|| model.explain(x, 1000))
             });
         }
         group.finish();

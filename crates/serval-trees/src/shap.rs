@@ -57,10 +57,23 @@ pub fn expected_values<T: Copy + Default + Into<f64>>(forest: &Forest<T>) -> Vec
 }
 
 /// Scratch space for [`tree_shap`], reused across rows and trees.
-#[derive(Default)]
 pub struct Scratch {
     path: Vec<PathElement>,
     stack: Vec<Frame>,
+    /// `1 / k` for every path length `k` (0 for 0): the inner loops multiply instead of divide.
+    inv: Vec<f64>,
+}
+
+impl Default for Scratch {
+    fn default() -> Scratch {
+        Scratch {
+            path: Vec::new(),
+            stack: Vec::new(),
+            inv: (0..MAX_DEPTH as usize + 4)
+                .map(|k| if k == 0 { 0.0 } else { 1.0 / k as f64 })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -90,8 +103,10 @@ pub fn tree_shap<T: Copy + Default + Into<f64>, I: Copy>(
         return;
     }
     let width = forest.depths[t] as usize + 2;
-    scratch.path.clear();
-    scratch.path.resize(width * width, PathElement::default());
+    // Each level's slice is written before it is read: grown once, never cleared.
+    if scratch.path.len() < width * width {
+        scratch.path.resize(width * width, PathElement::default());
+    }
     scratch.stack.clear();
     scratch.stack.push(Frame {
         node: root,
@@ -102,6 +117,7 @@ pub fn tree_shap<T: Copy + Default + Into<f64>, I: Copy>(
         feature: usize::MAX,
     });
     while let Some(frame) = scratch.stack.pop() {
+        let inv = &scratch.inv;
         let (parents, rest) = scratch.path.split_at_mut(frame.level * width);
         let path = &mut rest[..width];
         let mut depth = frame.unique_depth;
@@ -114,7 +130,7 @@ pub fn tree_shap<T: Copy + Default + Into<f64>, I: Copy>(
         if node.flags & LEAF != 0 {
             let value: f64 = node.value.into();
             for i in 1..=depth {
-                let w = unwound_sum(path, depth, i);
+                let w = unwound_sum(path, depth, i, inv);
                 let el = path[i];
                 phi[el.feature] += w * (el.one - el.zero) * value * scale;
             }
@@ -134,7 +150,7 @@ pub fn tree_shap<T: Copy + Default + Into<f64>, I: Copy>(
         if let Some(k) = (0..=depth).find(|k| path[*k].feature == feature) {
             incoming_zero = path[k].zero;
             incoming_one = path[k].one;
-            unwind(path, depth, k);
+            unwind(path, depth, k, inv);
             depth -= 1;
         }
         let child = |node, zero, one| Frame {
@@ -155,6 +171,7 @@ pub fn tree_shap<T: Copy + Default + Into<f64>, I: Copy>(
 }
 
 /// Adds a feature to the path (at index `depth`), updating the permutation weights.
+/// (Divisions are multiplications by reciprocals here and below: the loops are the cost.)
 fn extend(path: &mut [PathElement], depth: usize, zero: f64, one: f64, feature: usize) {
     path[depth] = PathElement {
         feature,
@@ -163,26 +180,33 @@ fn extend(path: &mut [PathElement], depth: usize, zero: f64, one: f64, feature: 
         weight: if depth == 0 { 1.0 } else { 0.0 },
     };
     let d = depth as f64;
+    let inv = 1.0 / (d + 1.0);
+    let (one, zero) = (one * inv, zero * inv);
     for i in (0..depth).rev() {
         let fi = i as f64;
-        path[i + 1].weight += one * path[i].weight * (fi + 1.0) / (d + 1.0);
-        path[i].weight = zero * path[i].weight * (d - fi) / (d + 1.0);
+        path[i + 1].weight += one * path[i].weight * (fi + 1.0);
+        path[i].weight = zero * path[i].weight * (d - fi);
     }
 }
 
 /// Removes the element at `index` from the path of length `depth + 1`, undoing its extension.
-fn unwind(path: &mut [PathElement], depth: usize, index: usize) {
+fn unwind(path: &mut [PathElement], depth: usize, index: usize, inv: &[f64]) {
     let (one, zero) = (path[index].one, path[index].zero);
     let d = depth as f64;
     let mut next_one = path[depth].weight;
-    for i in (0..depth).rev() {
-        let fi = i as f64;
-        if one != 0.0 {
+    if one != 0.0 {
+        let scale = (d + 1.0) / one;
+        let back = zero / (d + 1.0);
+        for i in (0..depth).rev() {
+            let fi = i as f64;
             let kept = path[i].weight;
-            path[i].weight = next_one * (d + 1.0) / ((fi + 1.0) * one);
-            next_one = kept - path[i].weight * zero * (d - fi) / (d + 1.0);
-        } else {
-            path[i].weight = path[i].weight * (d + 1.0) / (zero * (d - fi));
+            path[i].weight = next_one * scale * inv[i + 1];
+            next_one = kept - path[i].weight * back * (d - fi);
+        }
+    } else {
+        let scale = (d + 1.0) / zero;
+        for i in (0..depth).rev() {
+            path[i].weight = path[i].weight * scale * inv[depth - i];
         }
     }
     for i in index..depth {
@@ -194,19 +218,24 @@ fn unwind(path: &mut [PathElement], depth: usize, index: usize) {
 
 /// The total permutation weight of the path without the element at `index` (what [`unwind`]
 /// would leave, summed, without changing the path).
-fn unwound_sum(path: &[PathElement], depth: usize, index: usize) -> f64 {
+fn unwound_sum(path: &[PathElement], depth: usize, index: usize, inv: &[f64]) -> f64 {
     let (one, zero) = (path[index].one, path[index].zero);
     let d = depth as f64;
-    let mut next_one = path[depth].weight;
     let mut total = 0.0;
-    for i in (0..depth).rev() {
-        let fi = i as f64;
-        if one != 0.0 {
-            let w = next_one * (d + 1.0) / ((fi + 1.0) * one);
+    if one != 0.0 {
+        let scale = (d + 1.0) / one;
+        let back = zero / (d + 1.0);
+        let mut next_one = path[depth].weight;
+        for i in (0..depth).rev() {
+            let fi = i as f64;
+            let w = next_one * scale * inv[i + 1];
             total += w;
-            next_one = path[i].weight - w * zero * ((d - fi) / (d + 1.0));
-        } else if zero != 0.0 {
-            total += (path[i].weight / zero) / ((d - fi) / (d + 1.0));
+            next_one = path[i].weight - w * back * (d - fi);
+        }
+    } else if zero != 0.0 {
+        let scale = (d + 1.0) / zero;
+        for i in (0..depth).rev() {
+            total += path[i].weight * scale * inv[depth - i];
         }
     }
     total
