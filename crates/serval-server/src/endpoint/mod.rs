@@ -93,6 +93,9 @@ pub struct Context {
     pub protocol: Protocol,
     /// The client asked for the prediction's explanation (per-feature contributions).
     pub explain: bool,
+    /// The most values a request may carry (`--max-values`): an explanation is refused before it
+    /// is computed when it would hold more.
+    pub max_values: usize,
 }
 
 impl Context {
@@ -103,6 +106,7 @@ impl Context {
             timeout,
             protocol,
             explain: false,
+            max_values: usize::MAX,
         }
     }
 }
@@ -271,6 +275,7 @@ pub async fn run(endpoint: &Endpoint, input: Input, ctx: Context) -> Result<Outp
         }
     }
     let mut unfinished = Unfinished(Some(endpoint), start, ctx.protocol);
+    let explain = ctx.explain;
     let result =
         match tokio::time::timeout_at(ctx.deadline, execute(endpoint, input, ctx, sampled)).await {
             Ok(result) => result,
@@ -279,11 +284,11 @@ pub async fn run(endpoint: &Endpoint, input: Input, ctx: Context) -> Result<Outp
     unfinished.0 = None;
     let took = start.elapsed();
     if let Some(metrics) = &endpoint.metrics {
-        metrics.finished(
-            took,
-            ctx.protocol,
-            result.as_ref().map(|_| ()).map_err(Failure::from),
-        );
+        let outcome = result.as_ref().map(|_| ()).map_err(Failure::from);
+        if explain {
+            metrics.explained(ctx.protocol, outcome.as_ref().map_err(|f| f.kind).err());
+        }
+        metrics.finished(took, ctx.protocol, outcome);
     }
     let executed = result?;
     if let Some(monitor) = monitor {

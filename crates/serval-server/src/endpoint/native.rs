@@ -85,14 +85,15 @@ impl NativeModel {
         }
     }
 
-    /// Each row's contributions (TreeSHAP): inline for a few rows, else on a blocking thread.
+    /// Each row's contributions (TreeSHAP): inline for a few rows, else on a blocking thread;
+    /// refused before it is computed when it would hold more than `max_values` values.
     async fn explain(
         &self,
         url: &str,
         inputs: Vec<NamedTensor>,
-        deadline: Instant,
-        timeout: std::time::Duration,
+        ctx: &super::Context,
     ) -> Result<NamedTensor, Error> {
+        let (deadline, timeout) = (ctx.deadline, ctx.timeout);
         let Some(engine) = &self.explainer else {
             return Err(Error::BadRequest(format!(
                 "endpoint '{url}' does not explain its predictions: {} models are not explained \
@@ -104,6 +105,20 @@ impl NativeModel {
             .first()
             .and_then(|i| i.tensor.shape().first().copied())
             .unwrap_or(1);
+        // Features + 1 per output (a class of a multiclass model, else one) per row.
+        let outputs = match &self.metadata.task {
+            serval_engine::Task::Classification { labels } if labels.len() > 2 => labels.len(),
+            _ => 1,
+        };
+        let width = self.metadata.num_features().unwrap_or(0) + 1;
+        let values = rows.saturating_mul(outputs).saturating_mul(width);
+        if values > ctx.max_values {
+            return Err(Error::BadRequest(format!(
+                "the explanation of {rows} rows would hold {values} values, more than the server \
+                 allows ({}, --max-values): explain fewer rows at a time",
+                ctx.max_values
+            )));
+        }
         let explained = if rows <= TREE_INLINE_ROWS {
             engine.explain(&inputs)
         } else {
@@ -372,9 +387,7 @@ pub async fn run(
             let explained = if ctx.explain {
                 let rows = inputs.clone();
                 let outputs = infer(inputs).await?;
-                let contributions = model
-                    .explain(&endpoint.url, rows, ctx.deadline, ctx.timeout)
-                    .await?;
+                let contributions = model.explain(&endpoint.url, rows, &ctx).await?;
                 return explained_body(meta, &outputs, contributions);
             } else {
                 inputs
@@ -413,9 +426,7 @@ pub async fn run(
             let rows = ctx.explain.then(|| inputs.clone());
             let mut outputs = infer(inputs).await?;
             if let Some(rows) = rows {
-                let contributions = model
-                    .explain(&endpoint.url, rows, ctx.deadline, ctx.timeout)
-                    .await?;
+                let contributions = model.explain(&endpoint.url, rows, &ctx).await?;
                 outputs.push(NamedOutput {
                     name: contributions.name,
                     value: OutputValue::Tensor(contributions.tensor),

@@ -131,6 +131,8 @@ pub struct Metrics {
     batch_rows: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     batch_depth: Family<EndpointLabels, Gauge>,
     batch_rejected: Family<EndpointLabels, Counter>,
+    /// Requests that asked for an explanation, by outcome (also in `requests`).
+    explained: Family<OutcomeLabels, Counter>,
     /// clearml variable families by metric name.
     variables: Mutex<HashMap<String, Arc<Variable>>>,
     /// The console's per-endpoint counters and history.
@@ -149,6 +151,7 @@ impl Default for Metrics {
             batch_rows: Family::new_with_constructor(batch_histogram),
             batch_depth: Family::default(),
             batch_rejected: Family::default(),
+            explained: Family::default(),
             variables: Mutex::new(HashMap::new()),
             live: Live::default(),
         }
@@ -262,6 +265,11 @@ impl Metrics {
             "Requests refused because a batched endpoint's queue was full (429)",
             self.batch_rejected.clone(),
         );
+        registry.register(
+            "serval_explained_requests",
+            "Requests that asked for an explanation (contributions), by outcome; also counted in serval_requests_total",
+            self.explained.clone(),
+        );
         extra(&mut registry);
         process::process_metrics(&mut registry);
         for (name, variable) in lock(&self.variables).iter() {
@@ -311,6 +319,19 @@ impl EndpointMetrics {
             }
         }
         self.live.record(took, protocol, outcome);
+    }
+
+    /// Counts a request that asked for an explanation (`failed`: its error's kind).
+    pub fn explained(&self, protocol: Protocol, failed: Option<&str>) {
+        self.metrics
+            .explained
+            .get_or_create(&OutcomeLabels {
+                endpoint: self.labels.endpoint.clone(),
+                version: self.labels.version.clone(),
+                protocol: protocol.label(),
+                outcome: failed.unwrap_or("ok").to_string(),
+            })
+            .inc();
     }
 
     /// Records a stage's time (`stage` indexes [`STAGES`]).

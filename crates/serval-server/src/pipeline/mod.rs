@@ -279,6 +279,7 @@ impl Admitted<'_> {
         decoder: D,
     ) -> Result<Served<D::Extra>, Error> {
         let mut ctx = Context::new(self.protocol, timeout);
+        ctx.max_values = self.door.limits.max_values;
         let budget = Budget {
             body_limit: self.door.limits.body_limit,
             max_values: self.door.limits.max_values,

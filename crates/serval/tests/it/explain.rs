@@ -52,7 +52,11 @@ out["refused"] = {
     "bad_flag": post("/serve/xgb?explain=maybe", {"instances": [[5.1, 3.5, 1.4, 0.2]]}),
     "bad_parameter": post("/v2/models/xgb/infer", {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}], "parameters": {"explain": "yes"}}),
     "plain": post("/serve/xgb", {"instances": [[5.1, 3.5, 1.4, 0.2]]}),
+    # 30 rows × 3 classes × 5 = 450 values: more than --max-values 400 allows, refused before.
+    "too_many": post("/serve/xgb?explain=true", {"instances": [[5.1, 3.5, 1.4, 0.2]] * 30}),
 }
+with urllib.request.urlopen(base + "/metrics") as r:
+    out["metrics"] = r.read().decode()
 print(json.dumps(out))
 "#;
 
@@ -104,7 +108,7 @@ fn explanations_agree_across_protocols_and_refusals_say_why() {
         "python",
         &home.write("python/preprocess.py", crate::PREPROCESS),
     );
-    let server = Server::start(&home);
+    let server = Server::start_with(&home, &["--max-values", "400"]);
     let out = crate::python_script(PROTOCOLS, &[&server.base, &server.grpc]);
     let out: Value = serde_json::from_str(&out).unwrap();
 
@@ -193,4 +197,21 @@ fn explanations_agree_across_protocols_and_refusals_say_why() {
         refused["plain"][1].get("contributions").is_none(),
         "not asked, not given"
     );
+    assert_eq!(refused["too_many"][0], 400);
+    let detail = refused["too_many"][1]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("450 values") && detail.contains("--max-values"),
+        "{detail}"
+    );
+    // Explained requests are counted on their own, by protocol and outcome.
+    let metrics = out["metrics"].as_str().unwrap();
+    for line in [
+        "serval_explained_requests_total{endpoint=\"xgb\",version=\"\",protocol=\"clearml\",outcome=\"ok\"} 1",
+        "serval_explained_requests_total{endpoint=\"xgb\",version=\"\",protocol=\"v2_rest\",outcome=\"ok\"} 2",
+        "serval_explained_requests_total{endpoint=\"xgb\",version=\"\",protocol=\"v2_grpc\",outcome=\"ok\"} 1",
+        "serval_explained_requests_total{endpoint=\"xgb\",version=\"\",protocol=\"clearml\",outcome=\"bad_request\"} 1",
+        "serval_explained_requests_total{endpoint=\"onnx\",version=\"\",protocol=\"clearml\",outcome=\"bad_request\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
 }
