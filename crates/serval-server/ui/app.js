@@ -382,8 +382,20 @@
     const exampleNote = h('div', { class: 'muted' });
     const result = h('div', { id: 'try-result', 'data-testid': 'try-result' });
     const send = h('button', { id: 'try-send', type: 'submit' }, 'Send');
-    const form = h('form', { class: 'try', onsubmit: (e) => { e.preventDefault(); tryIt(path.value, body.value, result); } },
-      h('label', {}, 'POST ', path), exampleNote, body, h('div', {}, send), result);
+    // Tree models explain their predictions: ?explain=true adds "contributions" to the reply.
+    const explain = h('input', { id: 'try-explain', type: 'checkbox' });
+    const why = h('div', { class: 'why', 'data-testid': 'why' });
+    let features = null;
+    const form = h('form', {
+      class: 'try',
+      onsubmit: async (e) => {
+        e.preventDefault();
+        why.replaceChildren();
+        const reply = await tryIt(path.value + (explain.checked ? '?explain=true' : ''), body.value, result);
+        if (reply && reply.contributions) why.replaceChildren(...explanation(reply, features));
+      },
+    }, h('label', {}, 'POST ', path), exampleNote, body,
+      h('div', {}, send, ' ', h('label', {}, explain, ' explain the prediction')), result, why);
     let prefilled = false;
     // Changes (admin keys): shown when the page may make them.
     let modelId = null;
@@ -458,6 +470,7 @@
           exampleNote.textContent = data.example.note;
           body.value = data.example.body ? pretty(data.example.body) : '{}';
         }
+        features = data.metadata ? data.metadata.feature_names : null;
         metadata.replaceChildren(...(data.metadata ? [
           h('p', { class: 'muted' }, 'platform ' + data.metadata.platform),
           tensorTable('inputs', data.metadata.inputs), tensorTable('outputs', data.metadata.outputs),
@@ -527,9 +540,41 @@
         h('div', {}, badge(String(response.status), response.ok ? 'loaded' : 'failed'),
           ' in ', h('b', { 'data-testid': 'latency' }, took.toFixed(1) + ' ms')),
         h('pre', { 'data-testid': 'reply', 'data-status': response.status }, shown));
+      try { return JSON.parse(reply); } catch (_) { return null; }
     } catch (err) {
       result.replaceChildren(h('div', { class: 'error' }, 'request failed: ' + err.message));
+      return null;
     }
+  }
+
+  // The first row's contributions as bars, largest first: for a classifier, those of the class
+  // it predicted. XGBoost nests classes ([rows][classes][features + 1]); LightGBM puts them side
+  // by side ([rows][classes × (features + 1)]); the bias is last in each.
+  function explanation(reply, names) {
+    const row = reply.contributions[0];
+    let values = row;
+    let cls = null;
+    if (reply.probabilities && reply.probabilities[0].length > 2) {
+      const p = reply.probabilities[0];
+      cls = p.indexOf(Math.max(...p));
+      values = Array.isArray(row[0]) ? row[cls] : row.slice(cls * (row.length / p.length), (cls + 1) * (row.length / p.length));
+    } else if (Array.isArray(row[0])) {
+      values = row[0];
+    }
+    const bias = values[values.length - 1];
+    const items = values.slice(0, -1).map((v, i) => ({ name: names && names[i] ? names[i] : 'feature ' + i, v }))
+      .sort((a, b) => Math.abs(b.v) - Math.abs(a.v));
+    const largest = Math.max(...items.map((it) => Math.abs(it.v)), 1e-12);
+    return [
+      h('h4', {}, 'Why: contributions to the first row\'s ' + (cls === null ? 'margin' : 'margin for class ' + cls) + ' (TreeSHAP)'),
+      h('div', { class: 'bars', 'data-testid': 'contributions' }, ...items.map((it) => {
+        const bar = h('span', { class: 'bar ' + (it.v >= 0 ? 'up' : 'down') });
+        bar.style.width = (50 * Math.abs(it.v) / largest).toFixed(1) + '%';
+        return h('div', { class: 'contribution', 'data-feature': it.name, 'data-value': String(it.v) },
+          h('span', { class: 'name' }, it.name), h('span', { class: 'track' }, bar), h('span', { class: 'n' }, fmt.num(it.v, 4)));
+      })),
+      h('p', { class: 'muted' }, 'bias (expected margin) ' + fmt.num(bias, 4) + '; the bias and the contributions sum to the margin.'),
+    ];
   }
 
   // ---- routing and refresh -------------------------------------------------------------------

@@ -155,6 +155,20 @@ try {
   check(maxDiff < 1e-5, `try it: probabilities match XGBoost's own within 1e-5 (max diff ${maxDiff})`);
   const latency = await page.locator('[data-testid=latency]').innerText();
   check(/^[0-9.]+ ms$/.test(latency), `try it shows the latency (${latency})`);
+  // Explained: the contributions of the predicted class as bars, largest first.
+  await page.check('#try-explain');
+  await page.evaluate(() => document.querySelector('#try-result').replaceChildren());
+  await page.click('#try-send');
+  const bars = page.locator('[data-testid=contributions] .contribution');
+  await bars.first().waitFor(WAIT);
+  check(await bars.count() === 4, 'try it with "explain" draws one bar per feature (4)');
+  const magnitudes = [];
+  for (let i = 0; i < 4; i++) magnitudes.push(Math.abs(Number(await bars.nth(i).getAttribute('data-value'))));
+  check(magnitudes.every((m, i) => i === 0 || magnitudes[i - 1] >= m), `the bars are sorted by magnitude (${magnitudes.join(', ')})`);
+  check((await bars.first().locator('.bar').boundingBox()).width > 0, 'the largest contribution has a visible bar');
+  const why = await page.locator('[data-testid=why]').innerText();
+  check(why.includes(`class ${expected.label}`), `the chart explains the predicted class (${expected.label})`);
+  await page.uncheck('#try-explain');
   await page.screenshot({ path: join(artifacts, 'endpoint.png'), fullPage: true });
 
   // ---- the failed endpoint's page ----

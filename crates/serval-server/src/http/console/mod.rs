@@ -31,7 +31,7 @@ use example::example;
 
 use crate::metrics::VariableView;
 use crate::metrics::live::{RecentError, Series, Summary};
-use crate::pipeline::TensorMeta;
+use crate::pipeline::{Endpoint, Runner, TensorMeta};
 use crate::state::AppState;
 use crate::table::{RoutingTable, Slot};
 
@@ -492,6 +492,21 @@ async fn overview(
     .into_response()
 }
 
+/// The names of a native model's feature columns (stored in the model, else the endpoint's
+/// `--input-name`s), for the explanation chart; `None` when unknown.
+fn feature_names(endpoint: &Endpoint) -> Option<Vec<String>> {
+    let Runner::Native(model) = &endpoint.runner else {
+        return None;
+    };
+    let width = model.metadata().num_features()?;
+    model
+        .metadata()
+        .feature_names
+        .clone()
+        .or_else(|| Some(endpoint.input_names.clone()))
+        .filter(|names| names.len() == width)
+}
+
 #[derive(Serialize)]
 struct TensorInfo {
     name: String,
@@ -626,6 +641,7 @@ async fn endpoint_at(
             "outputs": tensors(&s.signature.outputs),
             "input_names": s.input_names,
             "output_names": s.output_names,
+            "feature_names": feature_names(s),
         })),
         "configured": configured.map(|e| json!({
             "engine": e.engine.as_str(),
