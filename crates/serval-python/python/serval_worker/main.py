@@ -466,6 +466,9 @@ class Worker:
         token = CURRENT_REQUEST.set(rid)
         try:
             out = protocol.decode(msg.get("outputs"), blobs)
+            # The model's explanation, when the request asked for one (?explain=true).
+            if msg.get("contributions") is not None:
+                state["contributions"] = protocol.decode(msg["contributions"], blobs)
             await self.finish(rid, out, state, fn, stats, timings, "native")
         except (Exception, SystemExit) as error:
             self.fail(rid, error)

@@ -103,11 +103,21 @@ pub struct Continuation {
 }
 
 impl Continuation {
-    /// Hands the model's outputs (`value` with tensor markers into `blobs`) to `postprocess`.
-    pub async fn post(mut self, outputs: Value, blobs: Vec<Vec<u8>>) -> Result<Outcome, PyError> {
+    /// Hands the model's outputs (`value` with tensor markers into `blobs`) to `postprocess`,
+    /// with the model's explanation when one was asked for.
+    pub async fn post(
+        mut self,
+        outputs: Value,
+        contributions: Option<Value>,
+        blobs: Vec<Vec<u8>>,
+    ) -> Result<Outcome, PyError> {
         self.done = true;
         let mut request = Frame::new(json!({"op": "post", "id": self.id}));
         request.header["outputs"] = outputs;
+        // The model's explanation, for `postprocess` as `state["contributions"]`.
+        if let Some(contributions) = contributions {
+            request.header["contributions"] = contributions;
+        }
         request.blobs = blobs;
         let reply = exchange(&self.shared, &self.conn, self.id, &request, self.deadline)
             .await

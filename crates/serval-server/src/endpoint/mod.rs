@@ -339,10 +339,15 @@ async fn execute(
         }
         Input::Body(_) => None,
     };
-    if explain && !matches!(endpoint.runner, Runner::Native(_)) {
+    if explain
+        && !matches!(
+            endpoint.runner,
+            Runner::Native(_) | Runner::PythonNative { .. }
+        )
+    {
         return Err(Error::BadRequest(format!(
             "endpoint '{}' does not explain its predictions: contributions come from XGBoost and \
-             LightGBM models that serval runs itself (engine xgboost or lightgbm, no preprocess code)",
+             LightGBM models that serval runs itself",
             endpoint.url
         )));
     }

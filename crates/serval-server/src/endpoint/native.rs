@@ -87,7 +87,7 @@ impl NativeModel {
 
     /// Each row's contributions (TreeSHAP): inline for a few rows, else on a blocking thread;
     /// refused before it is computed when it would hold more than `max_values` values.
-    async fn explain(
+    pub(super) async fn explain(
         &self,
         url: &str,
         inputs: Vec<NamedTensor>,

@@ -77,6 +77,7 @@ pub(super) async fn run(
         }
         Step::Pre { data, blobs, next } => {
             let mut out_blobs = Vec::new();
+            let mut contributions = None;
             let value = match between {
                 Some(Between::Native(model)) => {
                     let meta = model.metadata();
@@ -86,6 +87,7 @@ pub(super) async fn run(
                     } else {
                         preprocessed_inputs(data, &blobs, meta, &endpoint.input_names)?
                     };
+                    let rows = ctx.explain.then(|| inputs.clone());
                     let mut outputs = model
                         .infer(
                             &endpoint.url,
@@ -95,6 +97,11 @@ pub(super) async fn run(
                             ctx.timeout,
                         )
                         .await?;
+                    if let Some(rows) = rows {
+                        let explained = model.explain(&endpoint.url, rows, &ctx).await?;
+                        contributions =
+                            Some(frame::tensor_marker(&explained.tensor, &mut out_blobs));
+                    }
                     if triton && !endpoint.output_names.is_empty() {
                         // The requested outputs (`--output-name`), in their order.
                         outputs = endpoint
@@ -129,7 +136,9 @@ pub(super) async fn run(
                 }
                 None => return Err(Error::Internal("nothing runs between the stages".into())),
             };
-            next.post(value, out_blobs).await.map_err(python_error)?
+            next.post(value, contributions, out_blobs)
+                .await
+                .map_err(python_error)?
         }
     };
     if let Some(metrics) = &endpoint.metrics {

@@ -55,6 +55,10 @@ out["refused"] = {
     # 30 rows × 3 classes × 5 = 450 values: more than --max-values 400 allows, refused before.
     "too_many": post("/serve/xgb?explain=true", {"instances": [[5.1, 3.5, 1.4, 0.2]] * 30}),
 }
+out["python"] = {
+    "explained": post("/serve/lgbm-python?explain=true", {"row": rows[1]}),
+    "plain": post("/serve/lgbm-python", {"row": rows[1]}),
+}
 with urllib.request.urlopen(base + "/metrics") as r:
     out["metrics"] = r.read().decode()
 print(json.dumps(out))
@@ -108,6 +112,28 @@ fn explanations_agree_across_protocols_and_refusals_say_why() {
         "python",
         &home.write("python/preprocess.py", crate::PREPROCESS),
     );
+    // Python code around a native model: postprocess gets the explanation in its state.
+    let code = home.write(
+        "lgbm-python/preprocess.py",
+        "class Preprocess:\n\
+         \x20   def preprocess(self, body, state, collect_custom_statistics_fn=None):\n\
+         \x20       return [body['row']]\n\
+         \x20   def postprocess(self, data, state, collect_custom_statistics_fn=None):\n\
+         \x20       why = state.get('contributions')\n\
+         \x20       return {'explained': None if why is None else why.tolist()}\n",
+    );
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "lightgbm",
+        "--endpoint",
+        "lgbm-python",
+        "--model-id",
+        &lgbm,
+        "--preprocess",
+        code.to_str().unwrap(),
+    ]);
     let server = Server::start_with(&home, &["--max-values", "400"]);
     let out = crate::python_script(PROTOCOLS, &[&server.base, &server.grpc]);
     let out: Value = serde_json::from_str(&out).unwrap();
@@ -196,6 +222,17 @@ fn explanations_agree_across_protocols_and_refusals_say_why() {
     assert!(
         refused["plain"][1].get("contributions").is_none(),
         "not asked, not given"
+    );
+    // The Python endpoint's postprocess saw the same contributions as the native endpoint gives.
+    let python = &out["python"];
+    assert_eq!(python["explained"][0], 200, "{}", python["explained"][1]);
+    let seen = flat(&python["explained"][1]["explained"]);
+    let native = flat(&out["lgbm"]["clearml"][1]["contributions"]);
+    assert_eq!(seen, native[15..30].to_vec(), "row 2's contributions");
+    assert_eq!(
+        python["plain"][1]["explained"],
+        Value::Null,
+        "not asked: not in the state"
     );
     assert_eq!(refused["too_many"][0], 400);
     let detail = refused["too_many"][1]["detail"].as_str().unwrap();
