@@ -268,10 +268,13 @@ class Serval:
         """``serval audit``: ``since`` a time ago (``"1h"``) or an RFC 3339 time."""
         return self._request("GET", "/audit", query=[("since", since), ("limit", limit)])
 
-    def infer(self, endpoint: str, body: Json, version: Optional[str] = None) -> Json:
-        """A request to clearml's route ``/serve/<endpoint>[/<version>]`` (the key must allow it)."""
+    def infer(self, endpoint: str, body: Json, version: Optional[str] = None, explain: bool = False) -> Json:
+        """A request to clearml's route ``/serve/<endpoint>[/<version>]`` (the key must allow it).
+        ``explain=True`` asks a tree model for its TreeSHAP contributions (``"contributions"`` in
+        the reply)."""
         segments = ["serve", endpoint] + ([version] if version else [])
-        return self._request("POST", self._path(*segments), body, api=False)
+        query = [("explain", "true")] if explain else None
+        return self._request("POST", self._path(*segments), body, query=query, api=False)
 
 
 def _io(input_size, input_type, input_name, output_size, output_type, output_name) -> Dict[str, Any]:

@@ -614,6 +614,8 @@ assert metric["variables"]["x0"]["buckets"] == [0.0, 1.0, 5.0], metric
 until("the endpoint", lambda: follower.infer("iris", body, version="1")["from"] == "v1")
 until("the auto-update rule", lambda: "y" in follower.infer("auto", body, version="1"))
 until("the canary", lambda: follower.infer("live", body)["from"] == "v1")
+# Asking for an explanation reaches postprocess (state["contributions"]); the reply is its own.
+assert s.infer("iris", body, version="1", explain=True)["from"] == "v1"
 # New weights: every request goes to version 2 now.
 s.canary(endpoint="live", weights=[0, 1], input_endpoints=["iris/1", "iris/2"])
 until("the new weights", lambda: all(follower.infer("live", body)["from"] == "v2" for _ in range(5)))
