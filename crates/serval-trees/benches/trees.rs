@@ -1,6 +1,6 @@
 //! Single-row latency and 1,000-row throughput of the native tree evaluators and of their
-//! TreeSHAP explanations, on the fixture models. Compare with `bench/python_predict.py` and
-//! `bench/python_explain.py` (the libraries' own, one thread).
+//! TreeSHAP explanations, on the fixture models. Compare with `bench/python_predict.py` (and its
+//! `--explain`): the libraries' own, one thread.
 //! Run: `cargo bench -p serval-trees --bench trees` (explanations only: `-- explain`)
 
 use std::path::Path;
