@@ -129,9 +129,23 @@ pub fn tree_shap<T: Copy + Default + Into<f64>, I: Copy>(
         let node = &forest.nodes[frame.node as usize];
         if node.flags & LEAF != 0 {
             let value: f64 = node.value.into();
+            // For an element the row does not follow (one = 0), the unwound sum is the same
+            // sum over the path divided by its zero fraction: computed once per leaf.
+            let mut cold_sum = None;
             for i in 1..=depth {
-                let w = unwound_sum(path, depth, i, inv);
                 let el = path[i];
+                let w = if el.one != 0.0 {
+                    unwound_sum(path, depth, i, inv)
+                } else if el.zero != 0.0 {
+                    *cold_sum.get_or_insert_with(|| {
+                        let d1 = depth as f64 + 1.0;
+                        (0..depth)
+                            .map(|k| path[k].weight * d1 * inv[depth - k])
+                            .sum::<f64>()
+                    }) / el.zero
+                } else {
+                    0.0
+                };
                 phi[el.feature] += w * (el.one - el.zero) * value * scale;
             }
             continue;
