@@ -9,6 +9,7 @@
 mod forest;
 pub mod lightgbm;
 mod shap;
+mod task;
 mod ubjson;
 pub mod xgboost;
 
@@ -18,32 +19,20 @@ use serval_engine::{
 };
 
 pub use lightgbm::LgbModel;
+pub use task::TreeTask;
 pub use xgboost::XgbModel;
 
-/// What a tree model's objective means for replies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TreeTask {
-    Regression,
-    /// One probability per row (of class 1).
-    Binary,
-    /// One probability per class and row.
-    Multiclass,
-    /// Raw scores (ranking, margins).
-    Raw,
-}
-
-impl TreeTask {
-    fn engine_task(self, groups: usize) -> Task {
-        match self {
-            TreeTask::Binary => Task::Classification {
-                labels: class_labels(2),
-            },
-            TreeTask::Multiclass => Task::Classification {
-                labels: class_labels(groups),
-            },
-            TreeTask::Regression => Task::Regression,
-            TreeTask::Raw => Task::RawScore,
-        }
+/// What a tree model's task is as the engine contract says it.
+fn engine_task(task: TreeTask, groups: usize) -> Task {
+    match task {
+        TreeTask::Binary => Task::Classification {
+            labels: class_labels(2),
+        },
+        TreeTask::Multiclass => Task::Classification {
+            labels: class_labels(groups),
+        },
+        TreeTask::Regression => Task::Regression,
+        TreeTask::Raw => Task::RawScore,
     }
 }
 
@@ -219,7 +208,7 @@ pub struct XgboostEngine {
 impl XgboostEngine {
     pub fn load(bytes: &[u8]) -> Result<Self> {
         let model = XgbModel::load(bytes).map_err(EngineError::Load)?;
-        let task = model.task.engine_task(model.num_groups);
+        let task = engine_task(model.task, model.num_groups);
         let metadata = metadata(
             format!("xgboost ({}, {})", model.format, model.objective),
             model.num_features,
@@ -279,7 +268,7 @@ pub struct LightgbmEngine {
 impl LightgbmEngine {
     pub fn load(bytes: &[u8]) -> Result<Self> {
         let model = LgbModel::load(bytes).map_err(EngineError::Load)?;
-        let task = model.task.engine_task(model.num_groups);
+        let task = engine_task(model.task, model.num_groups);
         let metadata = metadata(
             format!(
                 "lightgbm (text, {})",

@@ -8,10 +8,10 @@
 
 use std::collections::HashMap;
 
-use crate::TreeTask;
 use crate::forest::{
     CATEGORICAL, DEFAULT_LEFT, Forest, MISSING_NAN, MISSING_ZERO, Node, NodeBuilder,
 };
+use crate::task::TreeTask;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LgbLink {

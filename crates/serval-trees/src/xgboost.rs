@@ -9,8 +9,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::TreeTask;
 use crate::forest::{CATEGORICAL, DEFAULT_LEFT, Forest, Node, NodeBuilder};
+use crate::task::TreeTask;
 
 /// How raw margins become predictions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
