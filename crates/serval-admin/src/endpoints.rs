@@ -307,6 +307,10 @@ pub struct CanarySpec {
     pub input_endpoints: Vec<String>,
     #[serde(default)]
     pub input_endpoint_prefix: Option<String>,
+    /// `header:NAME`, `query:NAME` or `field:NAME`: the same key always goes to the same target
+    /// while the weights stay (requests without the key get the random split).
+    #[serde(default)]
+    pub sticky: Option<String>,
 }
 
 /// Adds or replaces the canary `name`.
@@ -363,10 +367,14 @@ pub fn put_canary(
             CanaryTarget::Prefix(prefix.to_string())
         }
     };
+    if let Some(sticky) = &spec.sticky {
+        serval_store::Sticky::parse(sticky).map_err(invalid)?;
+    }
     let canary = Canary {
         name: name.clone(),
         weights: spec.weights.clone(),
         target,
+        sticky: spec.sticky.clone(),
     };
     let (mut overwritten, mut no_match, mut shadows) = (false, false, false);
     let mut missing = Vec::new();

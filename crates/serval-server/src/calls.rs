@@ -26,6 +26,20 @@ struct CallBody(Value);
 impl Decode for CallBody {
     type Extra = ();
 
+    /// A body field (calls have no headers or query).
+    async fn sticky_key(
+        &mut self,
+        source: &serval_store::Sticky,
+        _budget: &Budget,
+        memory: Reservation,
+    ) -> Result<(Option<Vec<u8>>, Reservation), Error> {
+        let key = match source {
+            serval_store::Sticky::Field(field) => crate::pipeline::field_key(&self.0, field),
+            _ => None,
+        };
+        Ok((key, memory))
+    }
+
     async fn decode(
         self,
         _: &Arc<Endpoint>,

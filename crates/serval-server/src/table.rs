@@ -84,6 +84,28 @@ pub struct CanaryRoute {
     pub targets: Vec<String>,
     /// Cumulative, ending at 1.0.
     pub cumulative: Vec<f64>,
+    /// Where a request's key comes from (a sticky canary), and each target's weight and hash
+    /// for the keyed pick.
+    pub sticky: Option<serval_store::Sticky>,
+    shares: Vec<f64>,
+    hashes: Vec<u64>,
+}
+
+/// A 64-bit hash that is the same on every server (FNV-1a, then a mix).
+fn stable_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(h)
+}
+
+/// splitmix64's finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl CanaryRoute {
@@ -125,10 +147,42 @@ impl CanaryRoute {
         if let Some(last) = cumulative.last_mut() {
             *last = 1.0;
         }
+        let sticky = canary
+            .sticky
+            .as_deref()
+            .and_then(|s| serval_store::Sticky::parse(s).ok());
         Some(CanaryRoute {
+            hashes: pairs
+                .iter()
+                .map(|(u, _)| stable_hash(u.as_bytes()))
+                .collect(),
+            shares: pairs.iter().map(|(_, w)| w / total).collect(),
             targets: pairs.into_iter().map(|(u, _)| u).collect(),
             cumulative,
+            sticky,
         })
+    }
+
+    /// The target of a request whose key is `key`: weighted rendezvous hashing (the highest
+    /// `share / -ln(u)` with `u` uniform from the key and the target's url wins), so a key keeps
+    /// its target while the weights stay, each target gets its share of keys, and a weight change
+    /// moves only keys to the targets that gained or from those that lost.
+    pub fn pick_key(&self, key: &[u8]) -> &str {
+        let key = stable_hash(key);
+        let mut best = (f64::NEG_INFINITY, 0);
+        for (i, (share, hash)) in self.shares.iter().zip(&self.hashes).enumerate() {
+            if *share <= 0.0 {
+                continue;
+            }
+            let h = mix(key ^ hash);
+            // In (0, 1): never 0, so the logarithm is finite and negative.
+            let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let score = share / -u.ln();
+            if score > best.0 {
+                best = (score, i);
+            }
+        }
+        &self.targets[best.1]
     }
 
     /// Picks a target for a uniform random number in [0, 1).
@@ -196,6 +250,18 @@ impl RoutingTable {
         }
     }
 
+    /// Where the request's key comes from, if `name` (and `version`) is a sticky canary.
+    pub fn sticky(&self, name: &str, version: Option<&str>) -> Option<&serval_store::Sticky> {
+        if self.canaries.is_empty() {
+            return None;
+        }
+        let route = match version {
+            None => self.canaries.get(name),
+            Some(_) => self.canaries.get(&endpoint_url(name, version)),
+        }?;
+        route.sticky.as_ref()
+    }
+
     /// Finds what answers `/serve/{name}[/{version}]` (and the V2 model `name`, version
     /// `version`): a canary of that url first (as clearml-serving), then the endpoint, then —
     /// unversioned only — the highest version.
@@ -204,6 +270,17 @@ impl RoutingTable {
         name: &str,
         version: Option<&str>,
         random: f64,
+    ) -> Result<Arc<Endpoint>, Error> {
+        self.resolve_keyed(name, version, random, None)
+    }
+
+    /// [`RoutingTable::resolve`], a sticky canary picking by `key` when the request has one.
+    pub fn resolve_keyed(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        random: f64,
+        key: Option<&[u8]>,
     ) -> Result<Arc<Endpoint>, Error> {
         let not_found = || Error::NotFound {
             name: name.to_string(),
@@ -224,7 +301,10 @@ impl RoutingTable {
             self.canaries.get(url)
         };
         let target = match canary {
-            Some(route) => route.pick(random),
+            Some(route) => match key {
+                Some(key) if route.sticky.is_some() => route.pick_key(key),
+                _ => route.pick(random),
+            },
             None if self.slots.contains_key(url) => url,
             None if version.is_none() => self.latest.get(name).ok_or_else(not_found)?,
             None => return Err(not_found()),
@@ -312,7 +392,69 @@ mod tests {
             name: "c".into(),
             weights: weights.to_vec(),
             target,
+            sticky: None,
         }
+    }
+
+    /// Sticky splits: 10,000 keys land within 2 points of the weights, a key always lands on the
+    /// same target, and moving the weights from 25/75 to 50/50 moves only keys from the side that
+    /// lost weight.
+    #[test]
+    fn sticky_keys_split_by_weight_stay_put_and_move_only_when_they_must() {
+        let sticky = |weights: &[f64]| {
+            let mut c = canary(
+                weights,
+                CanaryTarget::Endpoints(vec!["a".into(), "b".into()]),
+            );
+            c.sticky = Some("header:x-user-id".into());
+            CanaryRoute::resolve(&c, &["a", "b"]).unwrap()
+        };
+        let before = sticky(&[0.25, 0.75]);
+        assert_eq!(
+            before.sticky,
+            Some(serval_store::Sticky::Header("x-user-id".into()))
+        );
+        let keys: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
+        let on_a = keys
+            .iter()
+            .filter(|k| before.pick_key(k.as_bytes()) == "a")
+            .count();
+        assert!(
+            (2_300..=2_700).contains(&on_a),
+            "{on_a} of 10,000 keys on the 25 % target"
+        );
+        for key in keys.iter().take(10) {
+            let first = before.pick_key(key.as_bytes());
+            assert!((0..1_000).all(|_| before.pick_key(key.as_bytes()) == first));
+        }
+        let after = sticky(&[0.5, 0.5]);
+        let mut moved = 0;
+        for key in &keys {
+            let (was, now) = (
+                before.pick_key(key.as_bytes()),
+                after.pick_key(key.as_bytes()),
+            );
+            if was == "a" {
+                assert_eq!(now, "a", "key {key} left the target that gained weight");
+            }
+            moved += usize::from(was != now);
+        }
+        let on_a_after = keys
+            .iter()
+            .filter(|k| after.pick_key(k.as_bytes()) == "a")
+            .count();
+        assert!(
+            (4_800..=5_200).contains(&on_a_after),
+            "{on_a_after} on a at 50/50"
+        );
+        assert_eq!(
+            moved,
+            on_a_after - on_a,
+            "only the keys that had to move moved"
+        );
+        // A weight of zero gets no key.
+        let none = sticky(&[0.0, 1.0]);
+        assert!(keys.iter().all(|k| none.pick_key(k.as_bytes()) == "b"));
     }
 
     #[test]

@@ -340,7 +340,8 @@
       h('div', {}, h('b', {}, '/serve/' + c.url), ' → ', targets),
       c.routes.length ? bar : h('div', { class: 'error' }, 'no target of this canary is serving'),
       h('div', { class: 'muted', 'data-testid': 'weights' }, 'weights ' + c.weights.join(' / ') + ' → ' +
-        c.routes.map((r) => `${r.url} ${(100 * r.share).toFixed(1)} %`).join(', ')),
+        c.routes.map((r) => `${r.url} ${(100 * r.share).toFixed(1)} %`).join(', ') +
+        (c.sticky ? ` · sticky by ${c.sticky.replace(':', ' ')}` : '')),
       canChange ? weightsForm(c) : null);
   }
 
@@ -357,7 +358,7 @@
         const weights = inputs.map((i) => Number(i.value));
         const target = c.prefix ? { input_endpoint_prefix: c.prefix } : { input_endpoints: c.targets };
         act(`Set the weights of canary /serve/${c.url} to ${weights.join(' / ')}?`,
-          'PUT', servicePath('canaries', c.url), { weights, ...target });
+          'PUT', servicePath('canaries', c.url), { weights, ...target, sticky: c.sticky || null });
       },
     }, 'new weights ', ...inputs, ' ', h('button', { type: 'submit', 'data-testid': 'save-weights' }, 'Save weights'));
   }

@@ -341,7 +341,8 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
     }
 
     let rows = tx.query(
-        "SELECT name, weights, endpoints, endpoint_prefix FROM canaries WHERE service_id = $1",
+        "SELECT name, weights, endpoints, endpoint_prefix, sticky FROM canaries
+         WHERE service_id = $1",
         &[id.into()],
     )?;
     for mut r in rows {
@@ -359,6 +360,7 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
             name: name.clone(),
             weights: from_json(&r.text(1)?, "canary weights")?,
             target,
+            sticky: r.opt_text(4)?,
         };
         config.canaries.insert(name, canary);
     }
@@ -561,14 +563,15 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
                 CanaryTarget::Prefix(p) => (None, Some(p.clone())),
             };
             tx.execute(
-                "INSERT INTO canaries (service_id, name, weights, endpoints, endpoint_prefix)
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO canaries (service_id, name, weights, endpoints, endpoint_prefix, sticky)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
                     id.into(),
                     name.into(),
                     to_json(&c.weights)?.into(),
                     list.into(),
                     prefix.into(),
+                    (&c.sticky).into(),
                 ],
             )?;
             Ok(())

@@ -255,6 +255,51 @@ pub struct Canary {
     pub name: String,
     pub weights: Vec<f64>,
     pub target: CanaryTarget,
+    /// Where a request's key comes from (`header:NAME`, `query:NAME`, `field:NAME`; see
+    /// [`Sticky`]): the same key always gets the same target while the weights stay. `None`:
+    /// a random split per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<String>,
+}
+
+/// Where a sticky canary reads a request's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// An HTTP header (gRPC: a metadata entry), by lowercase name.
+    Header(String),
+    /// A top-level field of a JSON object body (clearml `/serve`, `send_request`).
+    Field(String),
+    /// A query-string parameter (`/serve/...?uid=...`).
+    Query(String),
+}
+
+impl Sticky {
+    /// `header:NAME`, `field:NAME` or `query:NAME`.
+    pub fn parse(text: &str) -> Result<Sticky, String> {
+        let (kind, name) = text.split_once(':').unwrap_or((text, ""));
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(format!(
+                "--sticky '{text}' must be header:NAME, field:NAME or query:NAME"
+            ));
+        }
+        match kind.trim() {
+            "header" => {
+                let valid = name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !valid {
+                    return Err(format!("--sticky '{text}': '{name}' is not a header name"));
+                }
+                Ok(Sticky::Header(name.to_ascii_lowercase()))
+            }
+            "field" => Ok(Sticky::Field(name.to_string())),
+            "query" => Ok(Sticky::Query(name.to_string())),
+            _ => Err(format!(
+                "--sticky '{text}' must be header:NAME, field:NAME or query:NAME"
+            )),
+        }
+    }
 }
 
 /// An auto-update rule: serve the newest models of the registry that match as `endpoint/<v>`.

@@ -132,6 +132,7 @@ fn config_round_trips_and_revision_counts_changes(target: &Target) {
                     name: "c".into(),
                     weights: vec![0.1, 0.9],
                     target: CanaryTarget::Prefix("m/".into()),
+                    sticky: None,
                 },
             );
             c.metrics.insert(
@@ -469,6 +470,7 @@ fn populate(store: &dyn Store) -> Service {
                     name: "c".into(),
                     weights: vec![0.25, 0.75],
                     target: CanaryTarget::Endpoints(vec!["m/1".into(), "b/2".into()]),
+                    sticky: Some("header:x-user-id".into()),
                 },
             );
             c.auto_update.insert("b".into(), rule("iris"));

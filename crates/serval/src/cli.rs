@@ -570,6 +570,12 @@ pub struct CanaryArgs {
     /// Target every endpoint starting with this prefix, newest version first
     #[arg(long)]
     pub input_endpoint_prefix: Option<String>,
+    /// Keep each user on one target: the request's key from `header:NAME`, `query:NAME` or
+    /// `field:NAME` (a top-level field of a JSON body) always goes to the same target while the
+    /// weights stay, and changing them moves only the keys that must move; requests without the
+    /// key get the random split
+    #[arg(long, value_name = "SOURCE")]
+    pub sticky: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -217,12 +217,16 @@ class Serval:
         weights: Sequence[float],
         input_endpoints: Optional[Sequence[str]] = None,
         input_endpoint_prefix: Optional[str] = None,
+        sticky: Optional[str] = None,
     ) -> Json:
-        """``serval model canary``: adds or replaces (new weights) the canary ``endpoint``."""
+        """``serval model canary``: adds or replaces (new weights) the canary ``endpoint``;
+        ``sticky="header:X-User-Id"`` (or ``query:NAME``, ``field:NAME``) keeps each key on one
+        target."""
         body = {
             "weights": [float(w) for w in weights],
             "input_endpoints": list(input_endpoints or []),
             "input_endpoint_prefix": input_endpoint_prefix,
+            "sticky": sticky,
         }
         return self._write("PUT", self._svc("canaries", endpoint), body)
 

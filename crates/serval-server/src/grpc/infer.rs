@@ -84,7 +84,11 @@ async fn infer(
     let head = infer_request(&message).map_err(|e| admitted.refuse(e))?;
     let name = head.model_name.clone();
     let version = (!head.model_version.is_empty()).then(|| head.model_version.clone());
-    let decoder = InferMessage { message, head };
+    let decoder = InferMessage {
+        message,
+        head,
+        headers,
+    };
     let served = admitted
         .serve(&name, version.as_deref(), timeout, memory, decoder)
         .await?;
@@ -181,14 +185,34 @@ async fn read_message(
 }
 
 /// A message whose head was read: checked against the budget, then decoded.
-struct InferMessage {
+struct InferMessage<'a> {
     message: Bytes,
     head: InferHead,
+    /// The call's metadata (a sticky canary's key may be in it).
+    headers: &'a HeaderMap,
 }
 
-impl Decode for InferMessage {
+impl Decode for InferMessage<'_> {
     /// The request's id, for the reply.
     type Extra = String;
+
+    /// A metadata entry (a body field or query is REST's: gRPC calls fall back to the split).
+    async fn sticky_key(
+        &mut self,
+        source: &serval_store::Sticky,
+        _budget: &Budget,
+        memory: Reservation,
+    ) -> Result<(Option<Vec<u8>>, Reservation), Error> {
+        let key = match source {
+            serval_store::Sticky::Header(name) => self
+                .headers
+                .get(name.as_str())
+                .map(|v| v.as_bytes().to_vec())
+                .filter(|v| !v.is_empty()),
+            _ => None,
+        };
+        Ok((key, memory))
+    }
 
     async fn decode(
         self,

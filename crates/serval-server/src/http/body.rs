@@ -15,12 +15,15 @@ use crate::wire::encoding::{UNDECODABLE, decompress};
 pub struct RestRequest {
     pub headers: HeaderMap,
     pub body: Body,
+    /// The URI's query string, if any.
+    pub query: Option<String>,
 }
 
 impl From<Request> for RestRequest {
     fn from(request: Request) -> Self {
         let (parts, body) = request.into_parts();
         RestRequest {
+            query: parts.uri.query().map(str::to_string),
             headers: parts.headers,
             body,
         }
@@ -28,6 +31,24 @@ impl From<Request> for RestRequest {
 }
 
 impl RestRequest {
+    /// A sticky canary's key from a header or the query (`None` for a body field, or when the
+    /// request has none).
+    pub fn sticky_key(&self, source: &serval_store::Sticky) -> Option<Vec<u8>> {
+        use serval_store::Sticky;
+        match source {
+            Sticky::Header(name) => self
+                .headers
+                .get(name.as_str())
+                .map(|v| v.as_bytes().to_vec())
+                .filter(|v| !v.is_empty()),
+            Sticky::Query(name) => url::form_urlencoded::parse(self.query.as_deref()?.as_bytes())
+                .find(|(k, _)| k == name.as_str())
+                .map(|(_, v)| v.into_owned().into_bytes())
+                .filter(|v| !v.is_empty()),
+            Sticky::Field(_) => None,
+        }
+    }
+
     /// The `Authorization` header, for the front door.
     pub fn credential(&self) -> Credential<'_> {
         Credential::Header(

@@ -344,6 +344,29 @@ impl Decode for ClearmlBody {
     fn explain(&self) -> Result<bool, Error> {
         self.1.clone().map_err(Error::BadRequest)
     }
+
+    async fn sticky_key(
+        &mut self,
+        source: &serval_store::Sticky,
+        budget: &Budget,
+        memory: Reservation,
+    ) -> Result<(Option<Vec<u8>>, Reservation), Error> {
+        let serval_store::Sticky::Field(field) = source else {
+            return Ok((self.0.sticky_key(source), memory));
+        };
+        // The body is read now (and charged), and put back for `decode`, which reads it from
+        // memory (and charges it again: a field-keyed canary's requests count twice).
+        let body = std::mem::take(&mut self.0.body);
+        let (bytes, memory) =
+            crate::http::body::read(&self.0.headers, body, budget.body_limit, memory).await?;
+        let key = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|body| crate::pipeline::field_key(&body, field));
+        self.0.headers.remove(header::CONTENT_ENCODING);
+        self.0.headers.remove(header::CONTENT_LENGTH);
+        self.0.body = axum::body::Body::from(bytes);
+        Ok((key, memory))
+    }
 }
 
 /// `?explain=true` (or `1`): add the prediction's contributions to the reply.

@@ -204,6 +204,16 @@ struct ReplyAs {
 impl Decode for V2Body {
     type Extra = ReplyAs;
 
+    /// A header or the query (a body field is clearml's: V2 requests fall back to the split).
+    async fn sticky_key(
+        &mut self,
+        source: &serval_store::Sticky,
+        _budget: &Budget,
+        memory: Reservation,
+    ) -> Result<(Option<Vec<u8>>, Reservation), Error> {
+        Ok((self.0.sticky_key(source), memory))
+    }
+
     async fn decode(
         self,
         endpoint: &Arc<Endpoint>,

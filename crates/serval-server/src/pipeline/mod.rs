@@ -103,6 +103,27 @@ pub trait Decode: Send + Sized {
     fn explain(&self) -> Result<bool, Error> {
         Ok(false)
     }
+
+    /// The request's key for a sticky canary, read where `source` says; `None`: the request has
+    /// none (it gets the random split). A body field is read here: the body, charged to
+    /// `memory`, is kept for `decode`. Asked only of requests to sticky canaries.
+    fn sticky_key(
+        &mut self,
+        _source: &serval_store::Sticky,
+        _budget: &Budget,
+        memory: Reservation,
+    ) -> impl Future<Output = Result<(Option<Vec<u8>>, Reservation), Error>> + Send {
+        std::future::ready(Ok((None, memory)))
+    }
+}
+
+/// A body's top-level field as a sticky key: a string's text, any other value's JSON.
+pub fn field_key(body: &serde_json::Value, field: &str) -> Option<Vec<u8>> {
+    match body.as_object()?.get(field)? {
+        serde_json::Value::String(text) => Some(text.as_bytes().to_vec()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string().into_bytes()),
+    }
 }
 
 /// `parameters.explain` of a V2 request: absent is false; anything but a boolean is refused.
@@ -276,7 +297,7 @@ impl Admitted<'_> {
         version: Option<&str>,
         timeout: Duration,
         memory: Reservation,
-        decoder: D,
+        mut decoder: D,
     ) -> Result<Served<D::Extra>, Error> {
         let mut ctx = Context::new(self.protocol, timeout);
         ctx.max_values = self.door.limits.max_values;
@@ -295,11 +316,24 @@ impl Admitted<'_> {
             Ok(asked) => asked,
             Err(error) => return Err(self.refuse(error)),
         };
-        let resolved = self
-            .door
-            .table
-            .load()
-            .resolve(name, version, fastrand::f64());
+        // A sticky canary picks by the request's key (read before anything else of it).
+        let sticky = self.door.table.load().sticky(name, version).cloned();
+        let (key, memory) = match sticky {
+            None => (None, memory),
+            Some(source) => {
+                let read = decoder.sticky_key(&source, &budget, memory);
+                match tokio::time::timeout_at(ctx.deadline, read).await {
+                    Ok(Ok(read)) => read,
+                    Ok(Err(error)) => return Err(self.refuse(error)),
+                    Err(_) => return Err(self.refuse(Error::Timeout(timeout))),
+                }
+            }
+        };
+        let resolved =
+            self.door
+                .table
+                .load()
+                .resolve_keyed(name, version, fastrand::f64(), key.as_deref());
         let endpoint = match resolved {
             Ok(endpoint) => endpoint,
             Err(error) => {

@@ -306,6 +306,7 @@ async fn canary_splits_follow_the_weights() {
                     "test_model_xgb".into(),
                     "test_model_lgbm/1".into(),
                 ]),
+                sticky: None,
             },
         );
     });

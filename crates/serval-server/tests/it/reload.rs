@@ -121,6 +121,7 @@ async fn prefix_canaries_follow_new_versions() {
                 name: "lgbm".into(),
                 weights: vec![1.0, 0.0],
                 target: CanaryTarget::Prefix("test_model_lgbm/".into()),
+                sticky: None,
             },
         );
     });

@@ -437,6 +437,7 @@ async fn repository_index_and_canaries() {
                 name: "lgbm_canary".into(),
                 weights: vec![0.5, 0.5],
                 target: serval_store::CanaryTarget::Prefix("test_model_lgbm/".into()),
+                sticky: None,
             },
         );
     });

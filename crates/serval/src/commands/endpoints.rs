@@ -126,6 +126,7 @@ pub fn canary(ctx: &Context, args: &CanaryArgs) -> Result<()> {
         weights: args.weights.clone(),
         input_endpoints: args.input_endpoints.clone(),
         input_endpoint_prefix: args.input_endpoint_prefix.clone(),
+        sticky: args.sticky.clone(),
     };
     let written = ctx.deployment().put_canary(&service.id, &name, &spec)?;
     show(&written);

@@ -23,6 +23,7 @@ mod rolling;
 mod scale_out;
 mod serve;
 mod sklearn_linear;
+mod sticky;
 mod triton;
 mod v2_clients;
 

@@ -306,6 +306,7 @@ fn canaries(table: &RoutingTable, visible: &Visible) -> Vec<Value> {
                 "targets": targets,
                 "prefix": prefix,
                 "routes": routes,
+                "sticky": canary.sticky,
             })
         })
         .collect()
