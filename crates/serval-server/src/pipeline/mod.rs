@@ -316,24 +316,29 @@ impl Admitted<'_> {
             Ok(asked) => asked,
             Err(error) => return Err(self.refuse(error)),
         };
-        // A sticky canary picks by the request's key (read before anything else of it).
-        let sticky = self.door.table.load().sticky(name, version).cloned();
-        let (key, memory) = match sticky {
-            None => (None, memory),
-            Some(source) => {
+        // One look at the table: resolved at once, unless a sticky canary needs the request's
+        // key first (read before anything else of it; the table is looked at again after).
+        let first = {
+            let table = self.door.table.load();
+            match table.sticky(name, version) {
+                None => Ok(table.resolve(name, version, fastrand::f64())),
+                Some(source) => Err(source.clone()),
+            }
+        };
+        let (resolved, memory) = match first {
+            Ok(resolved) => (resolved, memory),
+            Err(source) => {
                 let read = decoder.sticky_key(&source, &budget, memory);
-                match tokio::time::timeout_at(ctx.deadline, read).await {
+                let (key, memory) = match tokio::time::timeout_at(ctx.deadline, read).await {
                     Ok(Ok(read)) => read,
                     Ok(Err(error)) => return Err(self.refuse(error)),
                     Err(_) => return Err(self.refuse(Error::Timeout(timeout))),
-                }
+                };
+                let table = self.door.table.load();
+                let resolved = table.resolve_keyed(name, version, fastrand::f64(), key.as_deref());
+                (resolved, memory)
             }
         };
-        let resolved =
-            self.door
-                .table
-                .load()
-                .resolve_keyed(name, version, fastrand::f64(), key.as_deref());
         let endpoint = match resolved {
             Ok(endpoint) => endpoint,
             Err(error) => {
