@@ -359,9 +359,8 @@ impl Decode for ClearmlBody {
         let body = std::mem::take(&mut self.0.body);
         let (bytes, memory) =
             crate::http::body::read(&self.0.headers, body, budget.body_limit, memory).await?;
-        let key = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|body| crate::pipeline::field_key(&body, field));
+        // The one field, without a tree of the whole body (which nothing has charged for).
+        let key = crate::wire::json::field_key(&bytes, field);
         self.0.headers.remove(header::CONTENT_ENCODING);
         self.0.headers.remove(header::CONTENT_LENGTH);
         self.0.body = axum::body::Body::from(bytes);

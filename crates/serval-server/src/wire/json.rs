@@ -1,5 +1,6 @@
 //! Scans of JSON text that run before it is parsed: a request's size in values is known, and
-//! refused past its value cap or charged to its memory reservation, before it becomes a tree.
+//! refused past its value cap or charged to its memory reservation, before it becomes a tree;
+//! and one top-level field read without building the tree (a sticky canary's key).
 
 use crate::error::Error;
 use crate::memory::{POOLED_FROM, Reservation};
@@ -105,6 +106,92 @@ pub fn charge_values(
     )
 }
 
+/// A JSON object's top-level field `field` as a sticky key, read without building a tree (every
+/// other value is skipped as it is read): a string's text, a number's or boolean's JSON text.
+/// `None` when the text is not an object, or the field is absent, null, a list or an object.
+pub fn field_key(json: &[u8], field: &str) -> Option<Vec<u8>> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct Object<'a>(&'a str);
+
+    impl<'de> DeserializeSeed<'de> for Object<'_> {
+        type Value = Option<Vec<u8>>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Object<'_> {
+        type Value = Option<Vec<u8>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<String>()? {
+                if found.is_none() && key == self.0 {
+                    found = map.next_value::<KeyValue>()?.0;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    /// A scalar's key text; lists and objects are skipped and give none.
+    struct KeyValue(Option<Vec<u8>>);
+
+    impl<'de> serde::Deserialize<'de> for KeyValue {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(KeyVisitor)
+        }
+    }
+
+    struct KeyVisitor;
+
+    impl<'de> Visitor<'de> for KeyVisitor {
+        type Value = KeyValue;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a value")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<KeyValue, E> {
+            Ok(KeyValue(Some(v.as_bytes().to_vec())))
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<KeyValue, E> {
+            Ok(KeyValue(Some(v.to_string().into_bytes())))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<KeyValue, E> {
+            Ok(KeyValue(Some(
+                serde_json::Number::from(v).to_string().into_bytes(),
+            )))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<KeyValue, E> {
+            Ok(KeyValue(Some(
+                serde_json::Number::from(v).to_string().into_bytes(),
+            )))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<KeyValue, E> {
+            let text = serde_json::Number::from_f64(v).map(|n| n.to_string().into_bytes());
+            Ok(KeyValue(text))
+        }
+        fn visit_unit<E>(self) -> Result<KeyValue, E> {
+            Ok(KeyValue(None))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<KeyValue, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(KeyValue(None))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeyValue, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(KeyValue(None))
+        }
+    }
+
+    let mut reader = serde_json::Deserializer::from_slice(json);
+    Object(field).deserialize(&mut reader).ok().flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +243,32 @@ mod tests {
         let mut memory = Reservation::new(pool, 100 << 20);
         charge_values(many.as_bytes(), 64, 1 << 20, &mut memory).unwrap();
         assert_eq!(memory.charged(), 200_000 * 64);
+    }
+
+    #[test]
+    fn a_sticky_field_is_read_without_the_tree() {
+        let body = br#"{"rows": [[1, 2], {"deep": [3]}], "user_id": "u-7", "n": 42, "f": 1.5}"#;
+        assert_eq!(field_key(body, "user_id"), Some(b"u-7".to_vec()));
+        assert_eq!(field_key(body, "n"), Some(b"42".to_vec()));
+        assert_eq!(field_key(body, "f"), Some(b"1.5".to_vec()));
+        assert_eq!(field_key(body, "rows"), None);
+        assert_eq!(field_key(body, "missing"), None);
+        assert_eq!(field_key(br#"{"user_id": null}"#, "user_id"), None);
+        assert_eq!(field_key(b"[1, 2]", "user_id"), None);
+        assert_eq!(field_key(b"not json", "user_id"), None);
+        // Deep nesting is skipped without recursion (serde_json ignores values iteratively).
+        let nest = |n| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let deep = format!(r#"{{"x": {}, "user_id": "a"}}"#, nest(100_000));
+        assert_eq!(field_key(deep.as_bytes(), "user_id"), Some(b"a".to_vec()));
+        let deep = format!(r#"{{"user_id": {}}}"#, nest(100_000));
+        assert_eq!(field_key(deep.as_bytes(), "user_id"), None);
+        // The same text as a tree's value gives (send_request bodies are trees).
+        let tree: serde_json::Value = serde_json::from_slice(body).unwrap();
+        for field in ["user_id", "n", "f"] {
+            assert_eq!(
+                crate::pipeline::field_key(&tree, field),
+                field_key(body, field)
+            );
+        }
     }
 }
