@@ -34,7 +34,7 @@ impl Decode for CallBody {
         memory: Reservation,
     ) -> Result<(Option<Vec<u8>>, Reservation), Error> {
         let key = match source {
-            serval_store::Sticky::Field(field) => crate::pipeline::field_key(&self.0, field),
+            serval_store::Sticky::Field(field) => crate::wire::json::tree_field_key(&self.0, field),
             _ => None,
         };
         Ok((key, memory))

@@ -117,17 +117,6 @@ pub trait Decode: Send + Sized {
     }
 }
 
-/// A body tree's top-level field as a sticky key, as `wire::json::field_key` reads it from text:
-/// a string's text, a number's or boolean's JSON; none for null, lists and objects.
-pub fn field_key(body: &serde_json::Value, field: &str) -> Option<Vec<u8>> {
-    use serde_json::Value;
-    match body.as_object()?.get(field)? {
-        Value::String(text) => Some(text.as_bytes().to_vec()),
-        value @ (Value::Number(_) | Value::Bool(_)) => Some(value.to_string().into_bytes()),
-        Value::Null | Value::Array(_) | Value::Object(_) => None,
-    }
-}
-
 /// `parameters.explain` of a V2 request: absent is false; anything but a boolean is refused.
 fn explain_parameter(input: &Input) -> Result<bool, Error> {
     let Input::Tensors { parameters, .. } = input else {
