@@ -16,6 +16,7 @@ pub mod keys;
 pub mod metrics;
 pub mod registry;
 pub mod services;
+pub mod shadows;
 
 use serde::{Deserialize, Serialize};
 use serval_store::{Change, StoreError};

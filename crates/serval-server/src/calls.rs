@@ -2,6 +2,8 @@
 //! the front door as an internal caller (no key, no server-wide bound: the request that made the
 //! call holds its place already), bounded by the calling request's deadline.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use std::sync::Weak;
@@ -11,6 +13,7 @@ use serval_python::{CallFuture, Calls, PoolId};
 use tokio::time::Instant;
 
 use crate::pipeline::Protocol;
+use crate::pipeline::shadow::{Replay, cut};
 use crate::pipeline::{
     Budget, Credential, Decode, Decoded, Door, Endpoint, Error, Input, Payload, Reservation,
 };
@@ -40,6 +43,14 @@ impl Decode for CallBody {
         Ok((key, memory))
     }
 
+    async fn replay(
+        &mut self,
+        _budget: &Budget,
+        memory: Reservation,
+    ) -> Result<(Option<Arc<dyn Replay>>, Reservation), Error> {
+        Ok((Some(Arc::new(KeptCall(self.0.clone()))), memory))
+    }
+
     async fn decode(
         self,
         _: &Arc<Endpoint>,
@@ -51,6 +62,31 @@ impl Decode for CallBody {
             extra: (),
             memory,
         })
+    }
+}
+
+/// A call's body kept for a shadow's copy.
+struct KeptCall(Value);
+
+impl Replay for KeptCall {
+    fn decode<'a>(
+        &'a self,
+        _: &'a Arc<Endpoint>,
+        _: &'a Budget,
+        memory: Reservation,
+    ) -> Pin<Box<dyn Future<Output = Result<(Input, Reservation), Error>> + Send + 'a>> {
+        Box::pin(std::future::ready(Ok((
+            Input::Body(Payload::Json(self.0.clone())),
+            memory,
+        ))))
+    }
+
+    fn size(&self) -> usize {
+        1024
+    }
+
+    fn text(&self, limit: usize) -> String {
+        cut(self.0.to_string(), limit)
     }
 }
 

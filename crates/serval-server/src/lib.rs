@@ -134,6 +134,7 @@ pub async fn run(
     let shutdown_timeout = config.shutdown_timeout;
     let config_tls = config.tls.is_some();
     let state = AppState::new(config, store, instance);
+    crate::pipeline::shadow::start(&state.door);
     on_listening(Listening {
         http: addr,
         grpc: grpc_addr,

@@ -145,11 +145,29 @@ fn instance_status(state: &AppState) -> InstanceStatus {
     }
 }
 
-/// Writes this instance's status (blocking store call off the runtime).
+/// Writes this instance's status and adds its new shadow counts to the fleet's statistics
+/// (blocking store calls off the runtime; counts a failed write took are kept for the next).
 pub async fn heartbeat(state: &AppState) {
     let status = instance_status(state);
     let store = state.store.clone();
-    let result = tokio::task::spawn_blocking(move || store.put_instance(&status)).await;
+    let now = now_ms();
+    let rows = state
+        .door
+        .shadows
+        .book
+        .take_pending(serval_store::StatsRow::bucket_of(now));
+    let door = state.door.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        store.put_instance(&status)?;
+        if !rows.is_empty()
+            && let Err(error) = store.add_stats(&status.service_id, &status.id, &rows)
+        {
+            door.shadows.book.restore(rows);
+            return Err(error);
+        }
+        Ok(())
+    })
+    .await;
     if let Ok(Err(e)) = result {
         let serving = state.door.table().revision;
         state

@@ -219,6 +219,16 @@ pub struct RoutingTable {
     pub api_keys: Vec<serval_store::ApiKey>,
     /// The service and configuration the table was built from (the console shows it).
     pub snapshot: Option<Arc<serval_store::Snapshot>>,
+    /// Endpoint url → where copies of its requests go (shadows whose two endpoints exist).
+    pub shadows: HashMap<String, Vec<ShadowRoute>>,
+}
+
+/// A shadow in the table: a copy of a fraction of an endpoint's requests goes to `url`.
+#[derive(Debug, Clone)]
+pub struct ShadowRoute {
+    pub url: String,
+    pub fraction: f64,
+    pub tolerance: f64,
 }
 
 impl RoutingTable {
@@ -247,7 +257,43 @@ impl RoutingTable {
             latest,
             api_keys: Vec::new(),
             snapshot: None,
+            shadows: HashMap::new(),
         }
+    }
+
+    /// Adds the shadows whose endpoint and target are both in the table.
+    pub fn with_shadows<'a>(
+        mut self,
+        shadows: impl IntoIterator<Item = &'a serval_store::Shadow>,
+    ) -> Self {
+        for shadow in shadows {
+            if self.slots.contains_key(&shadow.endpoint) && self.slots.contains_key(&shadow.target)
+            {
+                self.shadows
+                    .entry(shadow.endpoint.clone())
+                    .or_default()
+                    .push(ShadowRoute {
+                        url: shadow.target.clone(),
+                        fraction: shadow.fraction,
+                        tolerance: shadow.tolerance,
+                    });
+            }
+        }
+        self
+    }
+
+    /// The shadows of endpoint `url` that sample this request (each draws its own number).
+    pub fn sample_shadows(&self, url: &str) -> Vec<ShadowRoute> {
+        if self.shadows.is_empty() {
+            return Vec::new();
+        }
+        self.shadows.get(url).map_or_else(Vec::new, |routes| {
+            routes
+                .iter()
+                .filter(|r| fastrand::f64() < r.fraction)
+                .cloned()
+                .collect()
+        })
     }
 
     /// Where the request's key comes from, if `name` (and `version`) is a sticky canary.

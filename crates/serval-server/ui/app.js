@@ -204,6 +204,7 @@
     const instances = h('tbody');
     const endpoints = h('tbody');
     const canaries = h('div', { class: 'canaries', 'data-testid': 'canaries' });
+    const shadows = h('div', { class: 'shadows', 'data-testid': 'shadows' });
     const autos = h('tbody');
     const changes = h('tbody');
     const changesSection = h('section', { hidden: true }, h('h2', {}, 'Recent changes'),
@@ -228,6 +229,7 @@
         note,
         chartBox),
       h('section', {}, h('h2', {}, 'Canaries'), canaries),
+      h('section', {}, h('h2', {}, 'Shadows'), shadows),
       h('section', {}, h('h2', {}, 'Auto-update rules'),
         h('table', { class: 'grid', 'data-testid': 'auto-update' },
           h('thead', {}, h('tr', {}, ['endpoint', 'engine', 'models', 'max versions', 'serving'].map((c) => h('th', {}, c)))),
@@ -284,6 +286,9 @@
           canaries.replaceChildren(...(data.canaries.length ? data.canaries.map(canaryView)
             : [h('p', { class: 'muted' }, 'No canary endpoints (serval model canary).')]));
         }
+
+        shadows.replaceChildren(...(data.shadows.length ? data.shadows.map(shadowView)
+          : [h('p', { class: 'muted' }, 'No shadows (serval model shadow).')]));
 
         autos.replaceChildren(...data.auto_update.map((r) => h('tr', { 'data-endpoint': r.endpoint },
           h('td', {}, r.endpoint),
@@ -343,6 +348,49 @@
         c.routes.map((r) => `${r.url} ${(100 * r.share).toFixed(1)} %`).join(', ') +
         (c.sticky ? ` · sticky by ${c.sticky.replace(':', ' ')}` : '')),
       canChange ? weightsForm(c) : null);
+  }
+
+  // A shadow pair: how often the target agreed over this server's last ten minutes, both
+  // latencies, agreement by minute, and the largest recent disagreements with their inputs.
+  function shadowView(p) {
+    const s = p.stats;
+    const w = s ? s.window : null;
+    const seconds = (v) => (v === null || v === undefined ? null : v * 1000);
+    const minutes = s ? s.minutes.map(([at, c]) => {
+      const compared = c.agreed + c.disagreed;
+      const share = compared ? c.agreed / compared : null;
+      const cell = h('span', {
+        class: 'minute', 'data-agreement': share === null ? '' : share.toFixed(4),
+        title: `${fmt.time(at)}: ${compared ? fmt.pct(share) + ' of ' + compared : 'nothing compared'}`,
+      });
+      cell.style.background = share === null ? '#e5e7eb' : share >= 0.99 ? '#16a34a' : share >= 0.9 ? '#f59e0b' : '#dc2626';
+      return cell;
+    }) : [];
+    return h('div', { class: 'shadow', 'data-endpoint': p.endpoint, 'data-target': p.target },
+      h('div', {}, h('b', {}, '/serve/' + p.endpoint), ' → copies to ', h('a', { href: endpointHref(p.target) }, p.target),
+        h('span', { class: 'muted' }, ` · ${fmt.pct(p.fraction)} of requests · tolerance ${p.tolerance}`),
+        p.active ? null : h('span', { class: 'error' }, ' · inactive: one of the two endpoints is not served')),
+      h('div', { class: 'cards' },
+        h('div', { class: 'card' }, h('div', { class: 'muted' }, 'agreement (10 min)'),
+          h('div', { class: 'big', 'data-testid': 'agreement' }, s && s.agreement !== null ? fmt.pct(s.agreement) : '–')),
+        h('div', { class: 'card' }, h('div', { class: 'muted' }, 'compared · disagreed'),
+          h('div', { class: 'big', 'data-testid': 'compared' }, w ? `${w.agreed + w.disagreed} · ${w.disagreed}` : '–')),
+        h('div', { class: 'card' }, h('div', { class: 'muted' }, 'target errors · dropped'),
+          h('div', { class: 'big' }, w ? `${w.errors} · ${w.dropped}` : '–')),
+        h('div', { class: 'card' }, h('div', { class: 'muted' }, 'p50 / p99: endpoint vs target'),
+          h('div', { 'data-testid': 'latency' }, s ? `${fmt.ms(seconds(s.primary_p50))} / ${fmt.ms(seconds(s.primary_p99))}` : '–',
+            h('br'), s ? `${fmt.ms(seconds(s.shadow_p50))} / ${fmt.ms(seconds(s.shadow_p99))}` : '–'))),
+      minutes.length ? h('div', { class: 'minutes', 'data-testid': 'minutes' }, ...minutes) : null,
+      s && s.worst.length ? h('table', { class: 'grid', 'data-testid': 'disagreements' },
+        h('thead', {}, h('tr', {}, ['time', 'difference', 'where', 'request', 'endpoint answered', 'target answered'].map((c) => h('th', {}, c)))),
+        h('tbody', {}, ...s.worst.map((d) => h('tr', {},
+          h('td', {}, fmt.time(d.time_ms)),
+          h('td', { class: 'n' }, Number.isFinite(d.difference) ? d.difference.toPrecision(3) : '∞'),
+          h('td', {}, d.detail),
+          h('td', {}, h('code', {}, d.input)),
+          h('td', {}, h('code', {}, d.primary)),
+          h('td', {}, h('code', {}, d.shadow))))))
+        : null);
   }
 
   // New weights for a canary (admin keys): one number per weight, saved after a confirmation.

@@ -127,8 +127,24 @@ pub trait Store: Send + Sync {
     /// Instances of a service, newest heartbeat first.
     fn instances(&self, service_id: &str) -> Result<Vec<InstanceStatus>>;
 
-    /// Removes an instance (on shutdown).
+    /// Removes an instance (on shutdown). Its statistics stay: they are the fleet's.
     fn remove_instance(&self, id: &str) -> Result<()>;
+
+    /// Adds instance `instance_id`'s counters to the fleet's statistics of service `service_id`
+    /// (one transaction that waits for no other writer: each server writes only its own rows).
+    /// The same row key adds up. The same transaction folds this instance's rows older than an
+    /// hour into hourly buckets and deletes every row of the service older than 30 days.
+    fn add_stats(&self, service_id: &str, instance_id: &str, rows: &[StatsRow]) -> Result<()>;
+
+    /// The fleet's statistics of `kind` about `endpoint` in buckets starting at or after
+    /// `since_ms`, summed over instances: one row per target and bucket, oldest first.
+    fn stats(
+        &self,
+        service_id: &str,
+        kind: &str,
+        endpoint: &str,
+        since_ms: i64,
+    ) -> Result<Vec<StatsRow>>;
 
     /// A feed that pushes committed revision changes (PostgreSQL `LISTEN/NOTIFY`), or `None` if
     /// the store can only be polled (SQLite).

@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use crate::{
     AuditEntry, AutoUpdateRule, Canary, CanaryTarget, Change, ChangeFeed, ConfigEdit, Dump,
     DumpService, Endpoint, InstanceStatus, MetricRule, Model, ModelQuery, NewModel, NewService,
-    Result, Service, ServiceConfig, ServiceSettings, Snapshot, Store, StoreError, new_id, now_ms,
+    Result, Service, ServiceConfig, ServiceSettings, Shadow, Snapshot, StatsRow, Store, StoreError,
+    new_id, now_ms,
 };
 
 /// One SQL value, as both backends bind and read it. (The module is private: these items are
@@ -390,6 +391,24 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
     }
 
     let rows = tx.query(
+        "SELECT endpoint, target, fraction, tolerance, created_ms FROM shadows
+         WHERE service_id = $1",
+        &[id.into()],
+    )?;
+    for mut r in rows {
+        let shadow = Shadow {
+            endpoint: r.text(0)?,
+            target: r.text(1)?,
+            fraction: r.opt_real(2)?.unwrap_or(1.0),
+            tolerance: r.opt_real(3)?.unwrap_or(Shadow::DEFAULT_TOLERANCE),
+            created_ms: r.int(4)?,
+        };
+        config
+            .shadows
+            .insert(Shadow::key(&shadow.endpoint, &shadow.target), shadow);
+    }
+
+    let rows = tx.query(
         "SELECT endpoint, log_frequency, variables FROM metric_rules WHERE service_id = $1",
         &[id.into()],
     )?;
@@ -493,6 +512,112 @@ fn write_diff<V: PartialEq>(
             }
             None => write(tx, key, value)?,
         }
+    }
+    Ok(())
+}
+
+/// Statistics rows older than this are folded into hourly buckets.
+const STATS_FINE_MS: i64 = StatsRow::FINE_MS;
+/// Statistics rows older than this are deleted.
+const STATS_KEPT_MS: i64 = 30 * 24 * 3_600_000;
+
+/// Adds `row`'s counts to the stored row of the same key (or stores it).
+fn add_stats_row(
+    tx: &mut dyn Tx,
+    service_id: &str,
+    instance_id: &str,
+    row: &StatsRow,
+) -> Result<()> {
+    let key = [
+        Value::from(service_id),
+        Value::from(row.kind.as_str()),
+        Value::from(row.endpoint.as_str()),
+        Value::from(row.target.as_str()),
+        Value::from(row.bucket_ms),
+        Value::from(instance_id),
+    ];
+    let stored = tx.query(
+        "SELECT counts FROM stats WHERE service_id = $1 AND kind = $2 AND endpoint = $3
+             AND target = $4 AND bucket_ms = $5 AND instance_id = $6",
+        &key,
+    )?;
+    let mut sum = row.clone();
+    if let Some(mut stored) = stored.into_iter().next() {
+        let counts: BTreeMap<String, u64> = from_json(&stored.text(0)?, "stats counts")?;
+        sum.merge(&counts);
+        tx.execute(
+            "DELETE FROM stats WHERE service_id = $1 AND kind = $2 AND endpoint = $3
+                 AND target = $4 AND bucket_ms = $5 AND instance_id = $6",
+            &key,
+        )?;
+    }
+    let mut params = key.to_vec();
+    params.push(to_json(&sum.counts)?.into());
+    tx.execute(
+        "INSERT INTO stats (service_id, kind, endpoint, target, bucket_ms, instance_id, counts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &params,
+    )?;
+    Ok(())
+}
+
+/// Folds `instance_id`'s rows older than an hour into hourly buckets; deletes the service's rows
+/// older than 30 days.
+fn compact_stats(tx: &mut dyn Tx, service_id: &str, instance_id: &str, now_ms: i64) -> Result<()> {
+    tx.execute(
+        "DELETE FROM stats WHERE service_id = $1 AND bucket_ms < $2",
+        &[service_id.into(), (now_ms - STATS_KEPT_MS).into()],
+    )?;
+    let old = tx.query(
+        "SELECT kind, endpoint, target, bucket_ms, counts FROM stats
+         WHERE instance_id = $1 AND service_id = $2 AND bucket_ms < $3",
+        &[
+            instance_id.into(),
+            service_id.into(),
+            (now_ms - STATS_FINE_MS).into(),
+        ],
+    )?;
+    let mut hourly: Vec<StatsRow> = Vec::new();
+    for mut r in old {
+        let bucket_ms = r.int(3)?;
+        if bucket_ms % STATS_FINE_MS == 0 {
+            continue;
+        }
+        let row = StatsRow {
+            kind: r.text(0)?,
+            endpoint: r.text(1)?,
+            target: r.text(2)?,
+            bucket_ms,
+            counts: from_json(&r.text(4)?, "stats counts")?,
+        };
+        tx.execute(
+            "DELETE FROM stats WHERE service_id = $1 AND kind = $2 AND endpoint = $3
+                 AND target = $4 AND bucket_ms = $5 AND instance_id = $6",
+            &[
+                service_id.into(),
+                row.kind.as_str().into(),
+                row.endpoint.as_str().into(),
+                row.target.as_str().into(),
+                bucket_ms.into(),
+                instance_id.into(),
+            ],
+        )?;
+        let hour = bucket_ms - bucket_ms.rem_euclid(STATS_FINE_MS);
+        match hourly.iter_mut().find(|h| {
+            h.bucket_ms == hour
+                && h.kind == row.kind
+                && h.endpoint == row.endpoint
+                && h.target == row.target
+        }) {
+            Some(h) => h.merge(&row.counts),
+            None => hourly.push(StatsRow {
+                bucket_ms: hour,
+                ..row
+            }),
+        }
+    }
+    for row in &hourly {
+        add_stats_row(tx, service_id, instance_id, row)?;
     }
     Ok(())
 }
@@ -606,6 +731,34 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
             Ok(())
         },
         |tx, endpoint| delete_keyed(tx, "auto_update_rules", "endpoint", id, endpoint),
+    )?;
+    write_diff(
+        tx,
+        &old.shadows,
+        &new.shadows,
+        |tx, _, s| {
+            tx.execute(
+                "INSERT INTO shadows (service_id, endpoint, target, fraction, tolerance, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    id.into(),
+                    (&s.endpoint).into(),
+                    (&s.target).into(),
+                    s.fraction.into(),
+                    s.tolerance.into(),
+                    s.created_ms.into(),
+                ],
+            )?;
+            Ok(())
+        },
+        |tx, key| {
+            let (endpoint, target) = key.split_once(' ').unwrap_or((key, ""));
+            tx.execute(
+                "DELETE FROM shadows WHERE service_id = $1 AND endpoint = $2 AND target = $3",
+                &[id.into(), endpoint.into(), target.into()],
+            )?;
+            Ok(())
+        },
     )?;
     write_diff(
         tx,
@@ -987,6 +1140,60 @@ impl<B: Backend> Store for SqlStore<B> {
         self.backend.write_independent(&mut |tx| {
             tx.execute("DELETE FROM instances WHERE id = $1", &[id.into()])?;
             Ok(())
+        })
+    }
+
+    fn add_stats(&self, service_id: &str, instance_id: &str, rows: &[StatsRow]) -> Result<()> {
+        let now = crate::now_ms();
+        self.backend.write_independent(&mut |tx| {
+            for row in rows {
+                add_stats_row(tx, service_id, instance_id, row)?;
+            }
+            compact_stats(tx, service_id, instance_id, now)
+        })
+    }
+
+    fn stats(
+        &self,
+        service_id: &str,
+        kind: &str,
+        endpoint: &str,
+        since_ms: i64,
+    ) -> Result<Vec<StatsRow>> {
+        self.read(|tx| {
+            let rows = tx.query(
+                "SELECT target, bucket_ms, counts FROM stats
+                 WHERE service_id = $1 AND kind = $2 AND endpoint = $3 AND bucket_ms >= $4
+                 ORDER BY bucket_ms, target",
+                &[
+                    service_id.into(),
+                    kind.into(),
+                    endpoint.into(),
+                    since_ms.into(),
+                ],
+            )?;
+            let mut summed: Vec<StatsRow> = Vec::new();
+            for mut r in rows {
+                let target = r.text(0)?;
+                let bucket_ms = r.int(1)?;
+                let counts: BTreeMap<String, u64> = from_json(&r.text(2)?, "stats counts")?;
+                match summed
+                    .iter_mut()
+                    .rev()
+                    .take_while(|s| s.bucket_ms == bucket_ms)
+                    .find(|s| s.target == target)
+                {
+                    Some(row) => row.merge(&counts),
+                    None => summed.push(StatsRow {
+                        kind: kind.to_string(),
+                        endpoint: endpoint.to_string(),
+                        target,
+                        bucket_ms,
+                        counts,
+                    }),
+                }
+            }
+            Ok(summed)
         })
     }
 

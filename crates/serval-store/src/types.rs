@@ -62,6 +62,9 @@ pub struct ServiceConfig {
     /// API keys for inference (`serval auth`), by name; enforced by `serve --require-auth`.
     #[serde(default)]
     pub api_keys: BTreeMap<String, ApiKey>,
+    /// Shadows by [`Shadow::key`] (`endpoint target`).
+    #[serde(default)]
+    pub shadows: BTreeMap<String, Shadow>,
 }
 
 impl ServiceConfig {
@@ -260,6 +263,80 @@ pub struct Canary {
     /// a random split per request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky: Option<String>,
+}
+
+/// A shadow: after `endpoint` answered a request, a copy of it goes to `target` (for a fraction
+/// of requests, off the request path) and the two answers are compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Shadow {
+    /// The endpoint url whose requests are copied.
+    pub endpoint: String,
+    /// The endpoint url the copies go to.
+    pub target: String,
+    /// The fraction of `endpoint`'s requests copied, in (0, 1].
+    pub fraction: f64,
+    /// Two numbers agree when they differ by at most this much relative to the larger one.
+    pub tolerance: f64,
+    pub created_ms: i64,
+}
+
+impl Shadow {
+    /// The tolerance when none is given: one part in a million.
+    pub const DEFAULT_TOLERANCE: f64 = 1e-6;
+
+    /// The key of the shadow from `endpoint` to `target` in [`ServiceConfig::shadows`] (urls
+    /// hold no spaces).
+    pub fn key(endpoint: &str, target: &str) -> String {
+        format!("{endpoint} {target}")
+    }
+}
+
+/// Counters one server adds up for one subject over one time bucket (see [`Store::add_stats`]),
+/// or their sum over servers.
+///
+/// [`Store::add_stats`]: crate::Store::add_stats
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsRow {
+    /// What the counters are about: `shadow` (a shadow pair).
+    pub kind: String,
+    pub endpoint: String,
+    /// The shadow's target (`""` for a row about one endpoint).
+    pub target: String,
+    /// The bucket's start, epoch milliseconds.
+    pub bucket_ms: i64,
+    /// Counter name → count.
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl StatsRow {
+    /// Width of a bucket written by servers (they add their counts every couple of seconds).
+    pub const BUCKET_MS: i64 = 1_000;
+    /// Buckets older than this are folded into hourly ones (see `Store::add_stats`).
+    pub const FINE_MS: i64 = 3_600_000;
+
+    /// The start of the bucket holding `ms`, when the bucket is written now.
+    pub fn bucket_of(ms: i64) -> i64 {
+        ms - ms.rem_euclid(Self::BUCKET_MS)
+    }
+
+    /// The first bucket to read for counts since `since_ms`: the one holding it (an hourly
+    /// one when `since_ms` is more than an hour before `now_ms`).
+    pub fn first_bucket(since_ms: i64, now_ms: i64) -> i64 {
+        let width = if now_ms - since_ms >= Self::FINE_MS {
+            Self::FINE_MS
+        } else {
+            Self::BUCKET_MS
+        };
+        since_ms - since_ms.rem_euclid(width)
+    }
+
+    /// Adds `other`'s counts to this row's.
+    pub fn merge(&mut self, other: &BTreeMap<String, u64>) {
+        for (name, count) in other {
+            let sum = self.counts.entry(name.clone()).or_default();
+            *sum = sum.saturating_add(*count);
+        }
+    }
 }
 
 /// Where a sticky canary reads a request's key.

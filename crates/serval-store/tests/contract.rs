@@ -65,6 +65,7 @@ on_both_backends!(
     export_then_import_reproduces_the_store,
     reopening_keeps_data_and_schema,
     writes_are_audited_and_stale_revisions_refused,
+    fleet_statistics_add_up_across_instances_and_fold_into_hours,
 );
 
 fn service(store: &dyn Store) -> Service {
@@ -474,6 +475,16 @@ fn populate(store: &dyn Store) -> Service {
                 },
             );
             c.auto_update.insert("b".into(), rule("iris"));
+            c.shadows.insert(
+                serval_store::Shadow::key("m/1", "b/2"),
+                serval_store::Shadow {
+                    endpoint: "m/1".into(),
+                    target: "b/2".into(),
+                    fraction: 0.25,
+                    tolerance: 1e-3,
+                    created_ms: 11,
+                },
+            );
             c.metrics.insert(
                 "m/1".into(),
                 MetricRule {
@@ -569,6 +580,88 @@ fn export_then_import_reproduces_the_store(target: &Target) {
         assert!(err.to_string().contains("nothing was imported"), "{err}");
         assert_eq!(dest.list_services().unwrap().len(), 1);
     }
+}
+
+fn fleet_statistics_add_up_across_instances_and_fold_into_hours(target: &Target) {
+    use serval_store::StatsRow;
+    let store = &*target.open();
+    let svc = populate(store);
+    let revision = store.revision(&svc.id).unwrap();
+    let row = |target: &str, bucket_ms: i64, counts: &[(&str, u64)]| StatsRow {
+        kind: "shadow".into(),
+        endpoint: "m/1".into(),
+        target: target.into(),
+        bucket_ms,
+        counts: counts.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+    };
+    let now = serval_store::now_ms();
+    let recent = now - now.rem_euclid(10_000) - 60_000;
+    store
+        .add_stats(
+            &svc.id,
+            "i1",
+            &[
+                row("b/2", recent, &[("compared", 3), ("agreed", 2)]),
+                row("c/1", recent, &[("compared", 1)]),
+            ],
+        )
+        .unwrap();
+    // The same key adds up; another instance's rows are summed by readers.
+    store
+        .add_stats(&svc.id, "i1", &[row("b/2", recent, &[("compared", 1)])])
+        .unwrap();
+    store
+        .add_stats(
+            &svc.id,
+            "i2",
+            &[
+                row("b/2", recent, &[("compared", 10), ("dropped", 1)]),
+                row("b/2", recent + 10_000, &[("compared", 5)]),
+            ],
+        )
+        .unwrap();
+    let rows = store.stats(&svc.id, "shadow", "m/1", recent).unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            row(
+                "b/2",
+                recent,
+                &[("agreed", 2), ("compared", 14), ("dropped", 1)]
+            ),
+            row("c/1", recent, &[("compared", 1)]),
+            row("b/2", recent + 10_000, &[("compared", 5)]),
+        ]
+    );
+    assert!(
+        store
+            .stats(&svc.id, "shadow", "m/1", recent + 20_000)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.stats(&svc.id, "shadow", "b/2", 0).unwrap().is_empty());
+    // Rows older than an hour become hourly; older than 30 days go.
+    let hour = 3_600_000;
+    let old = now - now.rem_euclid(hour) - 3 * hour;
+    store
+        .add_stats(
+            &svc.id,
+            "i3",
+            &[
+                row("b/2", old + 10_000, &[("compared", 1)]),
+                row("b/2", old + 20_000, &[("compared", 2)]),
+                row("b/2", now - 40 * 24 * hour, &[("compared", 100)]),
+            ],
+        )
+        .unwrap();
+    let rows = store.stats(&svc.id, "shadow", "m/1", 0).unwrap();
+    assert_eq!(rows[0], row("b/2", old, &[("compared", 3)]));
+    let total: u64 = rows.iter().map(|r| r.counts["compared"]).sum();
+    assert_eq!(total, 3 + 14 + 1 + 5);
+    // Statistics are not configuration.
+    assert_eq!(store.revision(&svc.id).unwrap(), revision);
+    store.remove_instance("i2").unwrap();
+    assert_eq!(store.stats(&svc.id, "shadow", "m/1", 0).unwrap(), rows);
 }
 
 fn reopening_keeps_data_and_schema(target: &Target) {

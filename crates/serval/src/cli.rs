@@ -470,6 +470,9 @@ pub enum ModelCommand {
     Upload(ModelUploadArgs),
     /// Add or replace a canary endpoint that splits traffic between endpoints
     Canary(CanaryArgs),
+    /// Copy a fraction of an endpoint's requests to another endpoint and compare the answers
+    /// (`shadow remove`, `shadow report`)
+    Shadow(ShadowArgs),
     /// Serve the newest matching registry models as versions of an endpoint
     AutoUpdate(AutoUpdateArgs),
     /// Mark a registered model as published
@@ -576,6 +579,60 @@ pub struct CanaryArgs {
     /// key get the random split
     #[arg(long, value_name = "SOURCE")]
     pub sticky: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ShadowArgs {
+    #[command(subcommand)]
+    pub command: Option<ShadowCommand>,
+    #[command(flatten)]
+    pub add: ShadowAddArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShadowAddArgs {
+    /// Endpoint (name or name/version) whose requests are copied
+    #[arg(long, required = true)]
+    pub endpoint: Option<String>,
+    /// Endpoint the copies go to, after --endpoint answered (its answers are only compared)
+    #[arg(long, required = true)]
+    pub target: Option<String>,
+    /// Fraction of --endpoint's requests copied, in (0, 1]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub fraction: f64,
+    /// Two numbers agree when they differ by at most this much relative to the larger one
+    /// (classifiers: when their labels are equal)
+    #[arg(long, default_value_t = serval_store::Shadow::DEFAULT_TOLERANCE, allow_negative_numbers = true)]
+    pub tolerance: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShadowCommand {
+    /// Stop copying an endpoint's requests (to --target, or to every target)
+    Remove(ShadowRemoveArgs),
+    /// How often each target agreed with the endpoint, over every server
+    Report(ShadowReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ShadowRemoveArgs {
+    /// Endpoint whose shadow is removed
+    #[arg(long)]
+    pub endpoint: String,
+    /// Only the shadow to this endpoint (default: all of --endpoint's shadows)
+    #[arg(long)]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShadowReportArgs {
+    /// Endpoint whose shadows are reported
+    #[arg(long)]
+    pub endpoint: String,
+    /// Only the last part of the history, e.g. 10m or 1h (default: since each shadow was added)
+    #[arg(long)]
+    pub window: Option<String>,
 }
 
 #[derive(Debug, Args)]

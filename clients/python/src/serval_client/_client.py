@@ -230,6 +230,27 @@ class Serval:
         }
         return self._write("PUT", self._svc("canaries", endpoint), body)
 
+    def shadow(
+        self,
+        endpoint: str,
+        target: str,
+        fraction: float = 1.0,
+        tolerance: float = 1e-6,
+    ) -> Json:
+        """``serval model shadow``: copies ``fraction`` of ``endpoint``'s requests to ``target``
+        after ``endpoint`` answered, and compares the answers."""
+        body = {"endpoint": endpoint, "target": target, "fraction": float(fraction), "tolerance": float(tolerance)}
+        return self._write("PUT", self._svc("shadows"), body)
+
+    def remove_shadow(self, endpoint: str, target: Optional[str] = None) -> Json:
+        """``serval model shadow remove``: every shadow of ``endpoint``, or only the one to ``target``."""
+        return self._write("DELETE", self._svc("shadows"), query=[("endpoint", endpoint), ("target", target)])
+
+    def shadow_report(self, endpoint: str, window: Optional[str] = None) -> List[Json]:
+        """``serval model shadow report --json``: per target, how often it agreed with ``endpoint``
+        over every server (``window="10m"``: only the last ten minutes)."""
+        return self._request("GET", self._svc("shadows", "report"), query=[("endpoint", endpoint), ("window", window)])
+
     def auto_update(
         self,
         endpoint: str,

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use super::{call_timeout, status, trailers_only};
 use crate::offload;
+use crate::pipeline::shadow::{Replay, cut};
 use crate::pipeline::{
     Budget, Credential, Decode, Decoded, Endpoint, Error, Input, Output, Protocol, Reservation,
 };
@@ -214,6 +215,19 @@ impl Decode for InferMessage<'_> {
         Ok((key, memory))
     }
 
+    async fn replay(
+        &mut self,
+        _budget: &Budget,
+        memory: Reservation,
+    ) -> Result<(Option<Arc<dyn Replay>>, Reservation), Error> {
+        let kept = KeptMessage {
+            message: self.message.clone(),
+            head: self.head.clone(),
+            headers: HeaderMap::new(),
+        };
+        Ok((Some(Arc::new(kept)), memory))
+    }
+
     async fn decode(
         self,
         endpoint: &Arc<Endpoint>,
@@ -261,6 +275,79 @@ impl Decode for InferMessage<'_> {
             })
         };
         offload::if_large(needs, "decoding", decode).await
+    }
+}
+
+/// A `ModelInfer` message kept for a shadow's copy.
+struct KeptMessage {
+    message: Bytes,
+    head: InferHead,
+    /// None: a copy is routed already.
+    headers: HeaderMap,
+}
+
+/// Messages up to this size are shown decoded with a disagreement.
+const SHOWN_DECODED: usize = 64 << 10;
+
+impl Replay for KeptMessage {
+    fn decode<'a>(
+        &'a self,
+        endpoint: &'a Arc<Endpoint>,
+        budget: &'a Budget,
+        memory: Reservation,
+    ) -> Pin<Box<dyn std::future::Future<Output = Result<(Input, Reservation), Error>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let message = InferMessage {
+                message: self.message.clone(),
+                head: self.head.clone(),
+                headers: &self.headers,
+            };
+            let decoded = message.decode(endpoint, budget, memory).await?;
+            Ok((decoded.input, decoded.memory))
+        })
+    }
+
+    fn size(&self) -> usize {
+        self.message.len()
+    }
+
+    fn text(&self, limit: usize) -> String {
+        if self.message.len() > SHOWN_DECODED {
+            return format!("(a ModelInferRequest of {} bytes)", self.message.len());
+        }
+        let Ok(request) = ModelInferRequest::decode(self.message.clone()) else {
+            return "(a ModelInferRequest that cannot be decoded)".to_string();
+        };
+        let inputs: serde_json::Map<String, serde_json::Value> = request
+            .inputs
+            .iter()
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    serde_json::json!({"datatype": i.datatype, "shape": i.shape}),
+                )
+            })
+            .collect();
+        // A small message: what decoding it holds is small too.
+        let mut memory = Reservation::new(crate::pipeline::MemoryPool::new(usize::MAX), usize::MAX);
+        let text = match crate::wire::grpc::request(request, usize::MAX, &mut memory) {
+            Ok(decoded) => serde_json::Value::Object(
+                decoded
+                    .inputs
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.name.clone(),
+                            serde_json::Value::Array(t.data.json_values()),
+                        )
+                    })
+                    .collect(),
+            )
+            .to_string(),
+            Err(_) => serde_json::Value::Object(inputs).to_string(),
+        };
+        cut(text, limit)
     }
 }
 

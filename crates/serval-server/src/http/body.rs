@@ -30,6 +30,29 @@ impl From<Request> for RestRequest {
     }
 }
 
+/// A REST request whose body was read, kept to be decoded again (a shadow's copy).
+pub struct KeptRequest {
+    pub headers: HeaderMap,
+    pub query: Option<String>,
+    pub bytes: Bytes,
+}
+
+impl KeptRequest {
+    /// The request again, its body from memory.
+    pub fn request(&self) -> RestRequest {
+        RestRequest {
+            headers: self.headers.clone(),
+            body: Body::from(self.bytes.clone()),
+            query: self.query.clone(),
+        }
+    }
+
+    /// The body as text, for a person (at most `limit` bytes).
+    pub fn text(&self, limit: usize) -> String {
+        crate::pipeline::shadow::cut(String::from_utf8_lossy(&self.bytes).into_owned(), limit)
+    }
+}
+
 impl RestRequest {
     /// A sticky canary's key from a header or the query (`None` for a body field, or when the
     /// request has none).
@@ -56,6 +79,36 @@ impl RestRequest {
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok()),
         )
+    }
+
+    /// Reads (and decodes) the body now, within `limit` bytes charged to `memory`, and puts it
+    /// back for the decoder, which reads it from memory (and charges it again); gives the bytes.
+    pub async fn keep(
+        &mut self,
+        limit: usize,
+        memory: Reservation,
+    ) -> Result<(Bytes, Reservation), Error> {
+        let body = std::mem::take(&mut self.body);
+        let (bytes, memory) = read(&self.headers, body, limit, memory).await?;
+        self.headers.remove(header::CONTENT_ENCODING);
+        self.headers.remove(header::CONTENT_LENGTH);
+        self.body = Body::from(bytes.clone());
+        Ok((bytes, memory))
+    }
+
+    /// The request kept, its body read (for a shadow's copy).
+    pub async fn kept(
+        &mut self,
+        limit: usize,
+        memory: Reservation,
+    ) -> Result<(KeptRequest, Reservation), Error> {
+        let (bytes, memory) = self.keep(limit, memory).await?;
+        let kept = KeptRequest {
+            headers: self.headers.clone(),
+            query: self.query.clone(),
+            bytes,
+        };
+        Ok((kept, memory))
     }
 
     /// The body, read and decoded within `limit` bytes and charged to `memory`.

@@ -5,6 +5,8 @@
 //! arrays — clearml rejects arrays); a form-urlencoded body that is a JSON object or list (what
 //! `curl -d` sends) is JSON too; other content types are raw bytes; an empty body is `null`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Json;
@@ -17,9 +19,10 @@ use serval_core::rows::{self, Parsed};
 use serval_engine::ModelMetadata;
 use serval_store::names::endpoint_url;
 
-use crate::http::body::RestRequest;
+use crate::http::body::{KeptRequest, RestRequest};
 use crate::http::reply::{challenge_or_retry, streamed_json};
 use crate::offload;
+use crate::pipeline::shadow::Replay;
 use crate::pipeline::{
     Budget, Decode, Decoded, Endpoint, Error, Input, Output, Payload, Protocol, Reservation, Runner,
 };
@@ -354,17 +357,46 @@ impl Decode for ClearmlBody {
         let serval_store::Sticky::Field(field) = source else {
             return Ok((self.0.sticky_key(source), memory));
         };
-        // The body is read now (and charged), and put back for `decode`, which reads it from
-        // memory (and charges it again: a field-keyed canary's requests count twice).
-        let body = std::mem::take(&mut self.0.body);
-        let (bytes, memory) =
-            crate::http::body::read(&self.0.headers, body, budget.body_limit, memory).await?;
+        // The body is read now (and charged), and put back for `decode` (a field-keyed canary's
+        // requests count twice).
+        let (bytes, memory) = self.0.keep(budget.body_limit, memory).await?;
         // The one field, without a tree of the whole body (which nothing has charged for).
-        let key = crate::wire::json::field_key(&bytes, field);
-        self.0.headers.remove(header::CONTENT_ENCODING);
-        self.0.headers.remove(header::CONTENT_LENGTH);
-        self.0.body = axum::body::Body::from(bytes);
-        Ok((key, memory))
+        Ok((crate::wire::json::field_key(&bytes, field), memory))
+    }
+
+    async fn replay(
+        &mut self,
+        budget: &Budget,
+        memory: Reservation,
+    ) -> Result<(Option<Arc<dyn Replay>>, Reservation), Error> {
+        let (kept, memory) = self.0.kept(budget.body_limit, memory).await?;
+        Ok((Some(Arc::new(KeptBody(kept))), memory))
+    }
+}
+
+/// A `/serve` request kept for a shadow's copy.
+struct KeptBody(KeptRequest);
+
+impl Replay for KeptBody {
+    fn decode<'a>(
+        &'a self,
+        endpoint: &'a Arc<Endpoint>,
+        budget: &'a Budget,
+        memory: Reservation,
+    ) -> Pin<Box<dyn Future<Output = Result<(Input, Reservation), Error>> + Send + 'a>> {
+        Box::pin(async move {
+            let body = ClearmlBody(self.0.request(), Ok(false));
+            let (payload, memory) = body.payload(Some(endpoint), budget, memory).await?;
+            Ok((Input::Body(payload), memory))
+        })
+    }
+
+    fn size(&self) -> usize {
+        self.0.bytes.len()
+    }
+
+    fn text(&self, limit: usize) -> String {
+        self.0.text(limit)
     }
 }
 

@@ -90,6 +90,7 @@ pub async fn metrics(
     let health = state.store_health.clone();
     let in_flight = state.door.in_flight();
     let memory = state.door.memory().used();
+    let door = state.door.clone();
     let text = tokio::task::spawn_blocking(move || {
         let text = metrics.encode(|registry| {
             let gauge: Gauge = Gauge::default();
@@ -108,6 +109,7 @@ pub async fn metrics(
             );
             table_metrics(registry, &table);
             store_metrics(registry, &health);
+            door.shadows.book.register(registry);
         });
         match key {
             Some(key) if key.endpoints.is_some() => only_endpoints_of(&text, &key, &table),

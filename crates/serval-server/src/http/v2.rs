@@ -14,10 +14,11 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::http::body::{self, RestRequest};
+use crate::http::body::{self, KeptRequest, RestRequest};
 use crate::http::reply::{challenge_or_retry, streamed_json};
 use crate::models::{EXTENSIONS, IndexItem, ModelMetadata, index, is_ready, metadata};
 use crate::offload;
+use crate::pipeline::shadow::Replay;
 use crate::pipeline::{
     Budget, Decode, Decoded, Endpoint, Error, Input, Output, Protocol, Reservation,
 };
@@ -214,6 +215,15 @@ impl Decode for V2Body {
         Ok((self.0.sticky_key(source), memory))
     }
 
+    async fn replay(
+        &mut self,
+        budget: &Budget,
+        memory: Reservation,
+    ) -> Result<(Option<Arc<dyn Replay>>, Reservation), Error> {
+        let (kept, memory) = self.0.kept(budget.body_limit, memory).await?;
+        Ok((Some(Arc::new(KeptV2(kept))), memory))
+    }
+
     async fn decode(
         self,
         endpoint: &Arc<Endpoint>,
@@ -253,6 +263,35 @@ impl Decode for V2Body {
             extra,
             memory,
         })
+    }
+}
+
+/// A V2 REST request kept for a shadow's copy.
+struct KeptV2(KeptRequest);
+
+impl Replay for KeptV2 {
+    fn decode<'a>(
+        &'a self,
+        endpoint: &'a Arc<Endpoint>,
+        budget: &'a Budget,
+        memory: Reservation,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(Input, Reservation), Error>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let decoded = V2Body(self.0.request())
+                .decode(endpoint, budget, memory)
+                .await?;
+            Ok((decoded.input, decoded.memory))
+        })
+    }
+
+    fn size(&self) -> usize {
+        self.0.bytes.len()
+    }
+
+    fn text(&self, limit: usize) -> String {
+        self.0.text(limit)
     }
 }
 

@@ -531,7 +531,8 @@ impl Loader {
             self.evict(limit, &slots);
         }
         let canaries: Vec<_> = snapshot.config.canaries.values().collect();
-        let mut table = RoutingTable::new(snapshot.service.revision, slots, &canaries);
+        let mut table = RoutingTable::new(snapshot.service.revision, slots, &canaries)
+            .with_shadows(snapshot.config.shadows.values());
         table.api_keys = snapshot.config.api_keys.values().cloned().collect();
         table.snapshot = Some(Arc::new(snapshot.clone()));
         table

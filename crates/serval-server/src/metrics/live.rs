@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::histogram::{BUCKETS, DURATION_BUCKETS, DurationHistogram};
+use super::histogram::{BUCKETS, DurationHistogram, quantile};
 use super::{Protocol, lock};
 
 /// How often the history takes a sample.
@@ -147,31 +147,6 @@ impl Window {
     fn quantile_ms(&self, q: f64) -> Option<f64> {
         quantile(&self.buckets, q).map(|s| s * 1000.0)
     }
-}
-
-/// A quantile from per-bucket counts (bounds of [`DURATION_BUCKETS`], then +Inf), interpolated
-/// linearly inside its bucket as Prometheus' `histogram_quantile` does; a quantile in the +Inf
-/// bucket is the highest finite bound.
-fn quantile(buckets: &[u64; BUCKETS], q: f64) -> Option<f64> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = q.clamp(0.0, 1.0) * total as f64;
-    let mut below = 0u64;
-    for (i, count) in buckets.iter().enumerate() {
-        let upto = below + count;
-        if *count > 0 && upto as f64 >= rank {
-            let Some(upper) = DURATION_BUCKETS.get(i) else {
-                return DURATION_BUCKETS.last().copied();
-            };
-            let lower = if i == 0 { 0.0 } else { DURATION_BUCKETS[i - 1] };
-            let within = ((rank - below as f64) / *count as f64).clamp(0.0, 1.0);
-            return Some(lower + (upper - lower) * within);
-        }
-        below = upto;
-    }
-    DURATION_BUCKETS.last().copied()
 }
 
 /// An endpoint's numbers over a recent window.

@@ -23,6 +23,7 @@ mod clearml;
 mod histogram;
 pub mod live;
 mod process;
+pub mod shadow;
 
 use clearml::Variable;
 pub use clearml::{Monitor, VariableView, family_name, rule_for};

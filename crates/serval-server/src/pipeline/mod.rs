@@ -16,6 +16,9 @@
 //! under the endpoint, always labelled by protocol. Errors are [`Error`]s; each adapter maps them
 //! to its own codes in one place.
 
+mod compare;
+pub mod shadow;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +73,9 @@ pub enum Credential<'a> {
     /// A call from an endpoint's own Python code (`send_request`), inside a request that was
     /// admitted already: no key, no server-wide bound.
     Internal,
+    /// A shadow's copy of a request that was answered already: no key, no server-wide bound
+    /// (the shadow worker bounds its copies), and never copied again.
+    Shadow,
 }
 
 /// How an adapter turns its request into the pipeline's [`Input`], once the endpoint is known.
@@ -115,6 +121,19 @@ pub trait Decode: Send + Sized {
     ) -> impl Future<Output = Result<(Option<Vec<u8>>, Reservation), Error>> + Send {
         std::future::ready(Ok((None, memory)))
     }
+
+    /// The request kept for a shadow's copy (decoded again for the shadow's target after this
+    /// request was answered); `None`: the adapter cannot copy it. A body not read yet is read
+    /// here (charged to `memory`) and put back for `decode`. Asked only of requests a shadow
+    /// sampled.
+    fn replay(
+        &mut self,
+        _budget: &Budget,
+        memory: Reservation,
+    ) -> impl Future<Output = Result<(Option<Arc<dyn shadow::Replay>>, Reservation), Error>> + Send
+    {
+        std::future::ready(Ok((None, memory)))
+    }
 }
 
 /// `parameters.explain` of a V2 request: absent is false; anything but a boolean is refused.
@@ -156,6 +175,8 @@ pub struct Door {
     memory: Arc<MemoryPool>,
     limits: Limits,
     metrics: Option<Arc<Metrics>>,
+    /// Copies of requests to shadow targets, and what they found.
+    pub shadows: shadow::Shadows,
 }
 
 impl Door {
@@ -166,6 +187,7 @@ impl Door {
             memory: MemoryPool::new(limits.max_memory_in_flight),
             limits,
             metrics,
+            shadows: shadow::Shadows::new(limits.request_timeout),
         }
     }
 
@@ -224,7 +246,7 @@ impl Door {
         credential: Credential<'_>,
     ) -> Result<Admitted<'_>, Error> {
         let (permit, key) = match credential {
-            Credential::Internal => (None, None),
+            Credential::Internal | Credential::Shadow => (None, None),
             Credential::Header(authorization) => {
                 let Ok(permit) = self.admission.try_acquire() else {
                     let error = Error::Overloaded(format!(
@@ -243,6 +265,7 @@ impl Door {
             door: self,
             protocol,
             key,
+            copied: !matches!(credential, Credential::Shadow),
             _permit: permit,
         })
     }
@@ -262,10 +285,25 @@ pub struct Admitted<'a> {
     protocol: Protocol,
     /// The caller's key when keys are required.
     key: Option<ApiKey>,
+    /// Shadows may copy the request (not a copy itself).
+    copied: bool,
     _permit: Option<SemaphorePermit<'a>>,
 }
 
 impl Admitted<'_> {
+    /// A resolution and, when it found an endpoint, the shadows that sample this request.
+    fn resolved(
+        &self,
+        table: &RoutingTable,
+        resolved: Result<Arc<Endpoint>, Error>,
+    ) -> (Result<Arc<Endpoint>, Error>, Vec<crate::table::ShadowRoute>) {
+        let copies = match (&resolved, self.copied) {
+            (Ok(endpoint), true) => table.sample_shadows(&endpoint.url),
+            _ => Vec::new(),
+        };
+        (resolved, copies)
+    }
+
     /// Counts an error the adapter found before it could name an endpoint (a gRPC message that
     /// cannot be read, say), and gives it back.
     pub fn refuse(&self, error: Error) -> Error {
@@ -312,11 +350,11 @@ impl Admitted<'_> {
         let first = {
             let table = self.door.table.load();
             match table.sticky(name, version) {
-                None => Ok(table.resolve(name, version, fastrand::f64())),
+                None => Ok(self.resolved(&table, table.resolve(name, version, fastrand::f64()))),
                 Some(source) => Err(source.clone()),
             }
         };
-        let (resolved, memory) = match first {
+        let ((resolved, copies), memory) = match first {
             Ok(resolved) => (resolved, memory),
             Err(source) => {
                 let read = decoder.sticky_key(&source, &budget, memory);
@@ -327,7 +365,7 @@ impl Admitted<'_> {
                 };
                 let table = self.door.table.load();
                 let resolved = table.resolve_keyed(name, version, fastrand::f64(), key.as_deref());
-                (resolved, memory)
+                (self.resolved(&table, resolved), memory)
             }
         };
         let endpoint = match resolved {
@@ -350,6 +388,19 @@ impl Admitted<'_> {
             error
         };
         let permit = endpoint.admission.admit(&endpoint.url).map_err(failed)?;
+        let copies = if copies.is_empty() {
+            copies
+        } else {
+            self.door.shadows.room(&endpoint.url, copies)
+        };
+        let (replay, memory) = if copies.is_empty() {
+            (None, memory)
+        } else {
+            tokio::time::timeout_at(ctx.deadline, decoder.replay(&budget, memory))
+                .await
+                .unwrap_or(Err(Error::Timeout(timeout)))
+                .map_err(failed)?
+        };
         let decoded =
             tokio::time::timeout_at(ctx.deadline, decoder.decode(&endpoint, &budget, memory))
                 .await
@@ -362,8 +413,20 @@ impl Admitted<'_> {
         ctx.explain = asked || explain_parameter(&input).map_err(failed)?;
         let output = crate::endpoint::run(&endpoint, input, ctx).await;
         drop(permit);
+        let output = output?;
+        if let Some(replay) = replay {
+            let left = ctx.deadline.saturating_duration_since(Instant::now());
+            self.door.shadows.offer(
+                &endpoint.url,
+                copies,
+                self.protocol,
+                replay,
+                compare::Copy::of(&output),
+                timeout.saturating_sub(left),
+            );
+        }
         Ok(Served {
-            output: output?,
+            output,
             endpoint,
             extra,
             memory,

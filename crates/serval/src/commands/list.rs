@@ -23,6 +23,8 @@ struct ModelListView<'a> {
     endpoints: Vec<EndpointView>,
     auto_update: Vec<AutoUpdateView<'a>>,
     canaries: Vec<&'a Canary>,
+    /// Shadows: a fraction of `endpoint`'s requests copied to `target` and compared.
+    shadows: Vec<&'a serval_store::Shadow>,
     /// Running `serval serve` instances and the state of every endpoint in each.
     instances: Vec<serval_store::InstanceStatus>,
 }
@@ -163,6 +165,7 @@ pub fn list(ctx: &Context) -> Result<()> {
                 })
                 .collect(),
             canaries: config.canaries.values().collect(),
+            shadows: config.shadows.values().collect(),
             instances,
         });
     }
@@ -242,6 +245,29 @@ pub fn list(ctx: &Context) -> Result<()> {
             };
             let weights: Vec<String> = c.weights.iter().map(|w| w.to_string()).collect();
             t.add_row(vec![c.name.clone(), weights.join(", "), targets]);
+        }
+        print_table(&t);
+    }
+    println!();
+    println!("Shadows:");
+    if config.shadows.is_empty() {
+        println!("  (none)");
+    } else {
+        let mut t = table(&["endpoint", "target", "fraction", "tolerance"]);
+        for s in config.shadows.values() {
+            let known = |u: &str| {
+                if is_known_endpoint(config, u) {
+                    u.to_string()
+                } else {
+                    format!("{u} (missing)")
+                }
+            };
+            t.add_row(vec![
+                known(&s.endpoint),
+                known(&s.target),
+                s.fraction.to_string(),
+                s.tolerance.to_string(),
+            ]);
         }
         print_table(&t);
     }

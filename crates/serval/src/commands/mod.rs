@@ -8,5 +8,6 @@ pub mod predict;
 pub mod registry;
 pub mod serve;
 pub mod service;
+pub mod shadow;
 pub mod store;
 pub mod triton_repo;

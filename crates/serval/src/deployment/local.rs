@@ -10,11 +10,12 @@ use serval_admin::keys::{KeySpec, KeyView, NewKey};
 use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
 use serval_admin::registry::{ModelSpec, TagChange};
 use serval_admin::services::{ServiceSpec, SettingsPatch};
+use serval_admin::shadows::{ShadowReport, ShadowSpec};
 use serval_admin::{Caller, Written};
 use serval_artifacts::ArtifactStore;
 use serval_store::{
     AutoUpdateRule, Canary, CodeKind, CodeRef, InstanceStatus, MetricRule, Model, ModelQuery,
-    Service, ServiceSettings, Snapshot, Store,
+    Service, ServiceSettings, Shadow, Snapshot, Store,
 };
 
 use super::Deployment;
@@ -145,6 +146,46 @@ impl Deployment for Local {
             service,
             name,
             spec,
+        )?)
+    }
+
+    fn put_shadow(&self, service: &str, spec: &ShadowSpec) -> Result<Written<Shadow>> {
+        Ok(serval_admin::shadows::put(
+            self.store(),
+            &self.caller,
+            service,
+            spec,
+            serval_store::now_ms(),
+        )?)
+    }
+
+    fn remove_shadow(
+        &self,
+        service: &str,
+        endpoint: &str,
+        target: Option<&str>,
+    ) -> Result<Written<Vec<Shadow>>> {
+        Ok(serval_admin::shadows::remove(
+            self.store(),
+            &self.caller,
+            service,
+            endpoint,
+            target,
+        )?)
+    }
+
+    fn shadow_report(
+        &self,
+        service: &str,
+        endpoint: &str,
+        window_ms: Option<i64>,
+    ) -> Result<Vec<ShadowReport>> {
+        Ok(serval_admin::shadows::report(
+            self.store(),
+            service,
+            endpoint,
+            window_ms,
+            serval_store::now_ms(),
         )?)
     }
 

@@ -16,9 +16,10 @@ use serval_admin::keys::{KeySpec, KeyView, NewKey};
 use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
 use serval_admin::registry::{ModelSpec, TagChange};
 use serval_admin::services::{ServiceSpec, SettingsPatch};
+use serval_admin::shadows::{ShadowReport, ShadowSpec};
 use serval_store::{
     AutoUpdateRule, Canary, CodeKind, CodeRef, InstanceStatus, MetricRule, Model, ModelQuery,
-    Service, ServiceSettings, Snapshot,
+    Service, ServiceSettings, Shadow, Snapshot,
 };
 
 pub use local::Local;
@@ -65,6 +66,20 @@ pub trait Deployment {
         endpoint: &str,
         variables: &[String],
     ) -> Result<Written<MetricsRemoved>>;
+    fn put_shadow(&self, service: &str, spec: &ShadowSpec) -> Result<Written<Shadow>>;
+    fn remove_shadow(
+        &self,
+        service: &str,
+        endpoint: &str,
+        target: Option<&str>,
+    ) -> Result<Written<Vec<Shadow>>>;
+    /// `endpoint`'s shadows compared over the last `window_ms` (`None`: since each was added).
+    fn shadow_report(
+        &self,
+        service: &str,
+        endpoint: &str,
+        window_ms: Option<i64>,
+    ) -> Result<Vec<ShadowReport>>;
     fn create_key(&self, service: &str, spec: &KeySpec) -> Result<Written<NewKey>>;
     fn revoke_key(&self, service: &str, name: &str) -> Result<Written<String>>;
     fn register_model(&self, spec: &ModelSpec) -> Result<Written<Model>>;

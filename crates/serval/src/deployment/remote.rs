@@ -15,9 +15,10 @@ use serval_admin::keys::{KeySpec, KeyView, NewKey};
 use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
 use serval_admin::registry::{ModelSpec, TagChange};
 use serval_admin::services::{ServiceSpec, SettingsPatch};
+use serval_admin::shadows::{ShadowReport, ShadowSpec};
 use serval_store::{
     AutoUpdateRule, Canary, CodeKind, CodeRef, InstanceStatus, MetricRule, Model, ModelQuery,
-    Service, ServiceConfig, ServiceSettings, Snapshot, StoreError,
+    Service, ServiceConfig, ServiceSettings, Shadow, Snapshot, StoreError,
 };
 
 use super::Deployment;
@@ -266,6 +267,37 @@ impl Deployment for Remote {
 
     fn put_canary(&self, service: &str, name: &str, spec: &CanarySpec) -> Result<Written<Canary>> {
         self.send(Method::PUT, &["services", service, "canaries", name], spec)
+    }
+
+    fn put_shadow(&self, service: &str, spec: &ShadowSpec) -> Result<Written<Shadow>> {
+        self.send(Method::PUT, &["services", service, "shadows"], spec)
+    }
+
+    fn remove_shadow(
+        &self,
+        service: &str,
+        endpoint: &str,
+        target: Option<&str>,
+    ) -> Result<Written<Vec<Shadow>>> {
+        let mut query = vec![("endpoint", endpoint.to_string())];
+        query.extend(target.map(|t| ("target", t.to_string())));
+        self.call(
+            Method::DELETE,
+            &["services", service, "shadows"],
+            &query,
+            Send::None,
+        )
+    }
+
+    fn shadow_report(
+        &self,
+        service: &str,
+        endpoint: &str,
+        window_ms: Option<i64>,
+    ) -> Result<Vec<ShadowReport>> {
+        let mut query = vec![("endpoint", endpoint.to_string())];
+        query.extend(window_ms.map(|w| ("window", format!("{w}ms"))));
+        self.get(&["services", service, "shadows", "report"], &query)
     }
 
     fn put_auto_update(

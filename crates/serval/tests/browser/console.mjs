@@ -122,6 +122,18 @@ try {
   check(true, 'the request rate of iris/1 is above zero: ' + await row('iris/1').locator('[data-testid=rate]').innerText());
   check((await row('iris/1').locator('[data-testid=p50]').innerText()).endsWith('ms'), 'p50 latency is shown');
 
+  // ---- the shadow pair: iris/1's requests copied to iris/2 and compared ----
+  const shadow = page.locator('[data-testid=shadows] .shadow[data-endpoint="iris/1"][data-target="iris/2"]');
+  await shadow.waitFor(WAIT);
+  await page.waitForFunction(() => {
+    const cell = document.querySelector('.shadow[data-endpoint="iris/1"] [data-testid=compared]');
+    return cell && Number(cell.textContent.split(' ')[0]) >= 6;
+  }, null, WAIT);
+  const agreement = await shadow.locator('[data-testid=agreement]').innerText();
+  check(/^[0-9.]+ %$/.test(agreement), `the shadow's agreement is shown (${agreement})`);
+  check((await shadow.locator('[data-testid=latency]').innerText()).includes('ms'), 'both latencies are shown side by side');
+  check(await shadow.locator('[data-testid=minutes] .minute').count() >= 1, 'agreement by minute is drawn');
+
   // ---- a CLI change shows up by itself ----
   execFileSync(env('CONSOLE_SERVAL'), ['model', 'add', '--engine', 'lightgbm', '--endpoint', 'iris', '--version', '3', '--model-id', env('CONSOLE_MODEL')],
     { env: { PATH: process.env.PATH, SERVAL_HOME: env('CONSOLE_HOME') }, stdio: 'pipe' });

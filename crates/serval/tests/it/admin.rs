@@ -503,6 +503,25 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
                 "0.5",
             ],
             vec!["config", "--metric-log-freq", "0.25"],
+            vec![
+                "model",
+                "shadow",
+                "--endpoint",
+                "iris",
+                "--target",
+                "iris/2",
+                "--fraction",
+                "0.5",
+            ],
+            vec![
+                "model",
+                "shadow",
+                "report",
+                "--endpoint",
+                "iris",
+                "--window",
+                "5m",
+            ],
             vec!["model", "publish", &model_id],
             vec!["model", "tag", &model_id, "--add", "prod"],
             vec!["metrics", "list"],
@@ -517,6 +536,7 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
         }
         seen.push(cli.ok(&["model", "remove", "--endpoint", "live"]));
         seen.push(cli.ok(&["metrics", "remove", "--endpoint", "iris"]));
+        seen.push(cli.ok(&["model", "shadow", "remove", "--endpoint", "iris"]));
         // Errors: the same line, the same exit code.
         for args in [
             vec!["model", "add", "--engine", "lightgbm", "--endpoint", "nope"],
@@ -533,6 +553,9 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
                 "b",
             ],
             vec!["model", "info", "0123456789abcdef0123456789abcdef"],
+            vec!["model", "shadow", "--endpoint", "iris", "--target", "iris"],
+            vec!["model", "shadow", "remove", "--endpoint", "iris"],
+            vec!["model", "shadow", "report", "--endpoint", "iris"],
         ] {
             let out = cli.run(&args);
             seen.push(format!(
@@ -633,6 +656,18 @@ def gone():
     return False
 
 until("the removal", gone)
+# A shadow: the second server's copies are counted in the report the first one reads (the
+# fleet's numbers, through the store). Versions 1 and 2 answer with different "from"s.
+pair = s.shadow("iris/1", "iris/2")
+assert pair["target"] == "iris/2" and pair["fraction"] == 1.0, pair
+
+def copied():
+    follower.infer("iris", body, version="1")
+    report = s.shadow_report("iris/1")
+    return report[0]["compared"] >= 3 and report[0]["agreement"] == 0.0
+
+until("copies counted over the fleet", copied)
+assert [r["target"] for r in s.remove_shadow("iris/1")] == ["iris/2"]
 try:
     Serval(admin_url, infer_key).endpoints.add(engine="lightgbm", endpoint="x", model_id=model_id)
     sys.exit("an inference key changed an endpoint")
@@ -698,6 +733,8 @@ fn the_python_client_deploys_and_a_second_server_follows() {
             "metrics.add",
             "canary.put",
             "endpoint.remove",
+            "shadow.put",
+            "shadow.remove",
         ]
     );
 }

@@ -108,6 +108,15 @@ fn demo(home: &Home) -> String {
         "iris/1",
         "iris/2",
     ]);
+    // Copies of iris/1's requests go to iris/2 (another library's model of the same data).
+    home.ok(&[
+        "model",
+        "shadow",
+        "--endpoint",
+        "iris/1",
+        "--target",
+        "iris/2",
+    ]);
     home.ok(&[
         "metrics",
         "add",

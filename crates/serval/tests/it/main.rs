@@ -22,6 +22,7 @@ mod python_faults;
 mod rolling;
 mod scale_out;
 mod serve;
+mod shadow;
 mod sklearn_linear;
 mod sticky;
 mod triton;

@@ -126,6 +126,15 @@ impl Server {
 
     /// POSTs a body with the given headers.
     pub fn post_with(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
+        let (status, text) = self.post_text(path, headers, body);
+        match status {
+            0 => (0, Value::String(text)),
+            _ => (status, serde_json::from_str(&text).unwrap_or(Value::Null)),
+        }
+    }
+
+    /// POSTs a body with the given headers; the reply's text as it came (status 0: the error).
+    pub fn post_text(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
         let mut request = self.agent.post(format!("{}{path}", self.base));
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -133,13 +142,9 @@ impl Server {
         match request.send(body) {
             Ok(mut r) => (
                 r.status().as_u16(),
-                r.body_mut()
-                    .read_to_string()
-                    .ok()
-                    .and_then(|t| serde_json::from_str(&t).ok())
-                    .unwrap_or(Value::Null),
+                r.body_mut().read_to_string().unwrap_or_default(),
             ),
-            Err(e) => (0, Value::String(e.to_string())),
+            Err(e) => (0, e.to_string()),
         }
     }
 

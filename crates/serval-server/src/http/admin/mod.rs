@@ -19,6 +19,7 @@
 
 mod registry;
 mod service;
+mod shadows;
 
 use axum::Json;
 use axum::body::Body;
@@ -74,6 +75,12 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
         ))
         .routes(routes!(service::list_canaries))
         .routes(routes!(service::put_canary, service::remove_canary))
+        .routes(routes!(
+            shadows::list_shadows,
+            shadows::put_shadow,
+            shadows::remove_shadow
+        ))
+        .routes(routes!(shadows::shadow_report))
         .routes(routes!(service::list_rules))
         .routes(routes!(service::put_auto_update, service::remove_rule))
         .routes(routes!(service::list_metrics))

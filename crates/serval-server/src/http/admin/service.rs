@@ -24,7 +24,7 @@ use crate::state::AppState;
 #[into_params(parameter_in = Path)]
 pub struct ServicePath {
     /// The service's id (`serval list`).
-    service: String,
+    pub service: String,
 }
 
 /// `{service}` and a name under it.

@@ -312,6 +312,40 @@ fn canaries(table: &RoutingTable, visible: &Visible) -> Vec<Value> {
         .collect()
 }
 
+/// The configured shadows with what this server's copies found (the last ten minutes, the
+/// largest recent disagreements).
+fn shadows(state: &AppState, table: &RoutingTable, visible: &Visible) -> Vec<Value> {
+    let Some(snapshot) = table.snapshot.as_deref() else {
+        return Vec::new();
+    };
+    let mut found = state.door.shadows.book.view(now_ms());
+    snapshot
+        .config
+        .shadows
+        .values()
+        .filter(|s| visible.allows(&s.endpoint) && visible.allows(&s.target))
+        .map(|shadow| {
+            let active = table
+                .shadows
+                .get(&shadow.endpoint)
+                .is_some_and(|routes| routes.iter().any(|r| r.url == shadow.target));
+            let stats = found
+                .iter()
+                .position(|v| v.endpoint == shadow.endpoint && v.target == shadow.target)
+                .map(|at| found.swap_remove(at));
+            json!({
+                "endpoint": shadow.endpoint,
+                "target": shadow.target,
+                "fraction": shadow.fraction,
+                "tolerance": shadow.tolerance,
+                "created_ms": shadow.created_ms,
+                "active": active,
+                "stats": stats,
+            })
+        })
+        .collect()
+}
+
 fn auto_update(table: &RoutingTable, visible: &Visible) -> Vec<Value> {
     let Some(snapshot) = table.snapshot.as_deref() else {
         return Vec::new();
@@ -487,6 +521,7 @@ async fn overview(
         "instances": instances,
         "endpoints": endpoints,
         "canaries": canaries(&table, &visible),
+        "shadows": shadows(&state, &table, &visible),
         "auto_update": auto_update(&table, &visible),
         "recent_changes": changes,
     }))
