@@ -266,7 +266,9 @@ pub fn remove(
             "static endpoint"
         } else if config.auto_update.remove(&key).is_some() {
             "model monitoring endpoint"
-        } else if config.canaries.remove(&key).is_some() {
+        } else if config.canaries.contains_key(&key) {
+            refuse_driven(config, &key)?;
+            config.canaries.remove(&key);
             "model canary endpoint"
         } else {
             return Err(StoreError::NotFound(format!(
@@ -294,6 +296,17 @@ pub fn remove(
     );
     written.warnings = dangling;
     Ok(written)
+}
+
+/// A canary a rollout drives (not ended) is changed only by the rollout.
+fn refuse_driven(config: &serval_store::ServiceConfig, canary: &str) -> Result<()> {
+    match config.rollouts.get(canary) {
+        Some(rollout) if !rollout.state.is_final() => Err(invalid(format!(
+            "canary '{canary}' is driven by a rollout ({}): abort it first (serval model rollout abort --endpoint {canary})",
+            rollout.state.as_str()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A canary to add or replace (`PUT .../canaries/{endpoint}`, `serval model canary`): one weight
@@ -403,6 +416,7 @@ pub fn put_canary(
                         .any(|b| format!("{b}/").starts_with(prefix.as_str()));
             }
         }
+        refuse_driven(config, &name)?;
         shadows = config.endpoints.contains_key(&name);
         overwritten = config
             .canaries

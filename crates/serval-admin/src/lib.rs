@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod keys;
 pub mod metrics;
 pub mod registry;
+pub mod rollouts;
 pub mod services;
 pub mod shadows;
 
@@ -77,6 +78,17 @@ pub struct Written<T> {
 }
 
 impl<T> Written<T> {
+    /// The same write with its result turned into another view.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Written<U> {
+        Written {
+            result: f(self.result),
+            revision: self.revision,
+            created: self.created,
+            warnings: self.warnings,
+            notes: self.notes,
+        }
+    }
+
     fn new(result: T, revision: Option<u64>) -> Written<T> {
         Written {
             result,

@@ -2,8 +2,6 @@
 //! the front door as an internal caller (no key, no server-wide bound: the request that made the
 //! call holds its place already), bounded by the calling request's deadline.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use std::sync::Weak;
@@ -13,7 +11,7 @@ use serval_python::{CallFuture, Calls, PoolId};
 use tokio::time::Instant;
 
 use crate::pipeline::Protocol;
-use crate::pipeline::shadow::{Replay, cut};
+use crate::pipeline::shadow::{Replay, Replayed, cut};
 use crate::pipeline::{
     Budget, Credential, Decode, Decoded, Door, Endpoint, Error, Input, Payload, Reservation,
 };
@@ -74,7 +72,7 @@ impl Replay for KeptCall {
         _: &'a Arc<Endpoint>,
         _: &'a Budget,
         memory: Reservation,
-    ) -> Pin<Box<dyn Future<Output = Result<(Input, Reservation), Error>> + Send + 'a>> {
+    ) -> Replayed<'a> {
         Box::pin(std::future::ready(Ok((
             Input::Body(Payload::Json(self.0.clone())),
             memory,

@@ -29,6 +29,7 @@ pub mod metrics;
 mod models;
 mod offload;
 pub mod pipeline;
+mod rollout;
 pub mod state;
 mod store_health;
 mod sync;
@@ -225,6 +226,7 @@ pub async fn run(
         tokio::spawn(sample_live(metrics, stop_rx.clone()));
     }
     tokio::spawn(offload::give_back_after_large_work(stop_rx.clone()));
+    tokio::spawn(rollout::run(state.clone(), stop_rx.clone()));
     let sync_task = tokio::spawn(sync::run(state.clone(), state.loader(), stop_rx));
 
     signals.recv().await;

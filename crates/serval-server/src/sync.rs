@@ -151,14 +151,23 @@ pub async fn heartbeat(state: &AppState) {
     let status = instance_status(state);
     let store = state.store.clone();
     let now = now_ms();
-    let rows = state
-        .door
-        .shadows
-        .book
-        .take_pending(serval_store::StatsRow::bucket_of(now));
+    let bucket = serval_store::StatsRow::bucket_of(now);
+    let rows = state.door.shadows.book.take_pending(bucket);
+    // The requests of rollouts' new endpoints (counted on every server, judged by one).
+    let watched = crate::rollout::endpoints(state);
+    let endpoint_rows = match &state.metrics {
+        Some(metrics) if !watched.is_empty() => {
+            let urls: Vec<&str> = watched.iter().map(String::as_str).collect();
+            metrics.live.fleet_rows(&urls, bucket)
+        }
+        _ => Vec::new(),
+    };
     let door = state.door.clone();
     let result = tokio::task::spawn_blocking(move || {
         store.put_instance(&status)?;
+        if !endpoint_rows.is_empty() {
+            store.add_stats(&status.service_id, &status.id, &endpoint_rows)?;
+        }
         if !rows.is_empty()
             && let Err(error) = store.add_stats(&status.service_id, &status.id, &rows)
         {

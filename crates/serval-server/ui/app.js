@@ -205,6 +205,7 @@
     const endpoints = h('tbody');
     const canaries = h('div', { class: 'canaries', 'data-testid': 'canaries' });
     const shadows = h('div', { class: 'shadows', 'data-testid': 'shadows' });
+    const rollouts = h('div', { class: 'rollouts', 'data-testid': 'rollouts' });
     const autos = h('tbody');
     const changes = h('tbody');
     const changesSection = h('section', { hidden: true }, h('h2', {}, 'Recent changes'),
@@ -230,6 +231,7 @@
         chartBox),
       h('section', {}, h('h2', {}, 'Canaries'), canaries),
       h('section', {}, h('h2', {}, 'Shadows'), shadows),
+      h('section', {}, h('h2', {}, 'Rollouts'), rollouts),
       h('section', {}, h('h2', {}, 'Auto-update rules'),
         h('table', { class: 'grid', 'data-testid': 'auto-update' },
           h('thead', {}, h('tr', {}, ['endpoint', 'engine', 'models', 'max versions', 'serving'].map((c) => h('th', {}, c)))),
@@ -289,6 +291,9 @@
 
         shadows.replaceChildren(...(data.shadows.length ? data.shadows.map(shadowView)
           : [h('p', { class: 'muted' }, 'No shadows (serval model shadow).')]));
+
+        rollouts.replaceChildren(...(data.rollouts.length ? data.rollouts.map(rolloutView)
+          : [h('p', { class: 'muted' }, 'No rollouts (serval model rollout).')]));
 
         autos.replaceChildren(...data.auto_update.map((r) => h('tr', { 'data-endpoint': r.endpoint },
           h('td', {}, r.endpoint),
@@ -391,6 +396,23 @@
           h('td', {}, h('code', {}, d.primary)),
           h('td', {}, h('code', {}, d.shadow))))))
         : null);
+  }
+
+  // A rollout: its steps (the current one marked), the weights now, and every event.
+  function rolloutView(r) {
+    const steps = r.steps.map((pct, i) => h('span', {
+      class: 'chip step' + (i + 1 === r.step ? ' current' : i + 1 < r.step ? ' done' : ''),
+      'data-step': String(i + 1),
+    }, `${pct} %`));
+    return h('div', { class: 'rollout', 'data-canary': r.canary, 'data-state': r.state },
+      h('div', {}, h('b', {}, '/serve/' + r.canary), ` · ${r.from} → ${r.to} · `, badge(r.state),
+        h('span', { class: 'muted' }, ` · every ${Math.round(r.interval_ms / 1000)} s`)),
+      h('div', { 'data-testid': 'steps' }, h('span', { class: 'muted' }, 'steps '), ...steps,
+        h('span', { class: 'muted' }, ` · weights now ${r.from} ${r.weights[0]} / ${r.to} ${r.weights[1]}`)),
+      h('table', { class: 'grid', 'data-testid': 'events' },
+        h('thead', {}, h('tr', {}, ['time', 'event', 'detail'].map((c) => h('th', {}, c)))),
+        h('tbody', {}, ...r.events.slice().reverse().map((e) => h('tr', { 'data-kind': e.kind },
+          h('td', {}, fmt.time(e.time_ms)), h('td', {}, e.kind), h('td', {}, e.detail))))));
   }
 
   // New weights for a canary (admin keys): one number per weight, saved after a confirmation.

@@ -136,6 +136,19 @@ pub trait Store: Send + Sync {
     /// hour into hourly buckets and deletes every row of the service older than 30 days.
     fn add_stats(&self, service_id: &str, instance_id: &str, rows: &[StatsRow]) -> Result<()>;
 
+    /// Takes or renews the lease `name` of service `service_id` for `holder` until `now_ms +
+    /// ttl_ms`, unless another holder's lease has not expired (one transaction that waits for
+    /// no writer of the service). The answer: whether `holder` holds it now, and the previous
+    /// holder when it changed hands.
+    fn lease(
+        &self,
+        service_id: &str,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<Lease>;
+
     /// The fleet's statistics of `kind` about `endpoint` in buckets starting at or after
     /// `since_ms`, summed over instances: one row per target and bucket, oldest first.
     fn stats(

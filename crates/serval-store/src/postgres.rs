@@ -29,7 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0004_triton_grpc_compression.sql"),
     include_str!("../migrations/postgres/0005_admin.sql"),
     include_str!("../migrations/postgres/0006_sticky_canaries.sql"),
-    include_str!("../migrations/postgres/0007_shadows.sql"),
+    include_str!("../migrations/postgres/0007_progressive_delivery.sql"),
 ];
 
 /// The advisory lock every write transaction (and migration) takes: "serval" in ASCII.

@@ -11,9 +11,9 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     AuditEntry, AutoUpdateRule, Canary, CanaryTarget, Change, ChangeFeed, ConfigEdit, Dump,
-    DumpService, Endpoint, InstanceStatus, MetricRule, Model, ModelQuery, NewModel, NewService,
-    Result, Service, ServiceConfig, ServiceSettings, Shadow, Snapshot, StatsRow, Store, StoreError,
-    new_id, now_ms,
+    DumpService, Endpoint, InstanceStatus, Lease, MetricRule, Model, ModelQuery, NewModel,
+    NewService, Result, Rollout, Service, ServiceConfig, ServiceSettings, Shadow, Snapshot,
+    StatsRow, Store, StoreError, new_id, now_ms,
 };
 
 /// One SQL value, as both backends bind and read it. (The module is private: these items are
@@ -409,6 +409,16 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
     }
 
     let rows = tx.query(
+        "SELECT canary, record FROM rollouts WHERE service_id = $1",
+        &[id.into()],
+    )?;
+    for mut r in rows {
+        let canary = r.text(0)?;
+        let rollout: Rollout = from_json(&r.text(1)?, "rollout")?;
+        config.rollouts.insert(canary, rollout);
+    }
+
+    let rows = tx.query(
         "SELECT endpoint, log_frequency, variables FROM metric_rules WHERE service_id = $1",
         &[id.into()],
     )?;
@@ -759,6 +769,19 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
             )?;
             Ok(())
         },
+    )?;
+    write_diff(
+        tx,
+        &old.rollouts,
+        &new.rollouts,
+        |tx, canary, r| {
+            tx.execute(
+                "INSERT INTO rollouts (service_id, canary, record) VALUES ($1, $2, $3)",
+                &[id.into(), canary.into(), to_json(r)?.into()],
+            )?;
+            Ok(())
+        },
+        |tx, canary| delete_keyed(tx, "rollouts", "canary", id, canary),
     )?;
     write_diff(
         tx,
@@ -1151,6 +1174,62 @@ impl<B: Backend> Store for SqlStore<B> {
             }
             compact_stats(tx, service_id, instance_id, now)
         })
+    }
+
+    fn lease(
+        &self,
+        service_id: &str,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<Lease> {
+        let mut lease = Lease {
+            held: false,
+            taken_from: None,
+        };
+        self.backend.write_independent(&mut |tx| {
+            let current = tx
+                .query(
+                    "SELECT holder, until_ms FROM leases WHERE service_id = $1 AND name = $2",
+                    &[service_id.into(), name.into()],
+                )?
+                .into_iter()
+                .next();
+            let previous = match current {
+                Some(mut row) => {
+                    let (owner, until) = (row.text(0)?, row.int(1)?);
+                    if owner != holder && until > now_ms {
+                        lease = Lease {
+                            held: false,
+                            taken_from: None,
+                        };
+                        return Ok(());
+                    }
+                    tx.execute(
+                        "DELETE FROM leases WHERE service_id = $1 AND name = $2",
+                        &[service_id.into(), name.into()],
+                    )?;
+                    (owner != holder).then_some(owner)
+                }
+                None => None,
+            };
+            tx.execute(
+                "INSERT INTO leases (service_id, name, holder, until_ms) VALUES ($1, $2, $3, $4)",
+                &[
+                    service_id.into(),
+                    name.into(),
+                    holder.into(),
+                    (now_ms + ttl_ms).into(),
+                ],
+            )?;
+            lease = Lease {
+                held: true,
+                taken_from: previous,
+            };
+            Ok(())
+        })?;
+        Ok(lease)
     }
 
     fn stats(

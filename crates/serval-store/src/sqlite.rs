@@ -24,7 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0008_triton_grpc_compression.sql"),
     include_str!("../migrations/sqlite/0009_admin.sql"),
     include_str!("../migrations/sqlite/0010_sticky_canaries.sql"),
-    include_str!("../migrations/sqlite/0011_shadows.sql"),
+    include_str!("../migrations/sqlite/0011_progressive_delivery.sql"),
 ];
 
 /// How long a writer waits for another one before giving up.

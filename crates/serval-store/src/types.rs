@@ -65,6 +65,9 @@ pub struct ServiceConfig {
     /// Shadows by [`Shadow::key`] (`endpoint target`).
     #[serde(default)]
     pub shadows: BTreeMap<String, Shadow>,
+    /// Rollouts by the canary they drive.
+    #[serde(default)]
+    pub rollouts: BTreeMap<String, Rollout>,
 }
 
 impl ServiceConfig {
@@ -289,6 +292,122 @@ impl Shadow {
     pub fn key(endpoint: &str, target: &str) -> String {
         format!("{endpoint} {target}")
     }
+}
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutState {
+    /// The new endpoint gets shadow traffic only, until it agrees enough.
+    Shadow,
+    /// Steps advance while the SLOs hold.
+    Running,
+    Paused,
+    /// Done: the new endpoint has all the traffic.
+    Promoted,
+    /// An SLO was breached: the old endpoint has all the traffic again.
+    RolledBack,
+    /// Stopped by a person: the old endpoint has all the traffic again.
+    Aborted,
+}
+
+impl RolloutState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Shadow => "shadow",
+            RolloutState::Running => "running",
+            RolloutState::Paused => "paused",
+            RolloutState::Promoted => "promoted",
+            RolloutState::RolledBack => "rolled_back",
+            RolloutState::Aborted => "aborted",
+        }
+    }
+
+    /// Whether a server drives it (shadow or running).
+    pub fn is_active(self) -> bool {
+        matches!(self, RolloutState::Shadow | RolloutState::Running)
+    }
+
+    /// Whether it has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RolloutState::Promoted | RolloutState::RolledBack | RolloutState::Aborted
+        )
+    }
+}
+
+/// Something that happened to a rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RolloutEvent {
+    /// Epoch milliseconds.
+    pub time_ms: i64,
+    /// `started`, `shadow_passed`, `step`, `promoted`, `rolled_back`, `paused`, `resumed`,
+    /// `aborted`, `leader_changed`.
+    pub kind: String,
+    pub detail: String,
+}
+
+/// A rollout: canary `canary`'s weights moved from endpoint `from` to endpoint `to` step by
+/// step, each step held for `interval_ms` and taken only while the SLOs hold over it (the
+/// fleet's numbers), rolled back at once when one is breached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Rollout {
+    pub canary: String,
+    pub from: String,
+    pub to: String,
+    /// Percent of the traffic to `to` at each step, increasing, the last 100.
+    pub steps: Vec<f64>,
+    pub interval_ms: i64,
+    pub max_error_ratio: Option<f64>,
+    pub max_p99_ms: Option<f64>,
+    /// The shadow phase: `to` must agree this often with `from`...
+    pub min_agreement: Option<f64>,
+    /// ...over this long before it gets any real request.
+    pub shadow_first_ms: Option<i64>,
+    /// Requests `to` must have answered in a step before its SLOs are judged.
+    pub min_requests: u64,
+    pub state: RolloutState,
+    /// The current step (index into `steps`; `None` before the first: the shadow phase).
+    pub step: Option<usize>,
+    /// When the current step (or the shadow phase, or the resumed step) started.
+    pub step_started_ms: i64,
+    /// The state a pause interrupted (resumed to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_in: Option<RolloutState>,
+    pub created_ms: i64,
+    pub events: Vec<RolloutEvent>,
+}
+
+impl Rollout {
+    /// The canary's weights `[from, to]` at the current step.
+    pub fn weights(&self) -> [f64; 2] {
+        match (self.state, self.step) {
+            (RolloutState::RolledBack | RolloutState::Aborted, _) | (_, None) => [100.0, 0.0],
+            (RolloutState::Promoted, _) => [0.0, 100.0],
+            (_, Some(step)) => {
+                let to = self.steps.get(step).copied().unwrap_or(100.0);
+                [100.0 - to, to]
+            }
+        }
+    }
+
+    /// Records an event now.
+    pub fn event(&mut self, time_ms: i64, kind: &str, detail: impl Into<String>) {
+        self.events.push(RolloutEvent {
+            time_ms,
+            kind: kind.to_string(),
+            detail: detail.into(),
+        });
+    }
+}
+
+/// The answer of [`crate::Store::lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub held: bool,
+    /// Who held it before, when it changed hands now (an expired holder).
+    pub taken_from: Option<String>,
 }
 
 /// Counters one server adds up for one subject over one time bucket (see [`Store::add_stats`]),

@@ -66,6 +66,7 @@ on_both_backends!(
     reopening_keeps_data_and_schema,
     writes_are_audited_and_stale_revisions_refused,
     fleet_statistics_add_up_across_instances_and_fold_into_hours,
+    a_lease_has_one_holder_until_it_expires,
 );
 
 fn service(store: &dyn Store) -> Service {
@@ -485,6 +486,31 @@ fn populate(store: &dyn Store) -> Service {
                     created_ms: 11,
                 },
             );
+            c.rollouts.insert(
+                "c".into(),
+                serval_store::Rollout {
+                    canary: "c".into(),
+                    from: "m/1".into(),
+                    to: "b/2".into(),
+                    steps: vec![5.0, 100.0],
+                    interval_ms: 60_000,
+                    max_error_ratio: Some(0.01),
+                    max_p99_ms: None,
+                    min_agreement: None,
+                    shadow_first_ms: None,
+                    min_requests: 10,
+                    state: serval_store::RolloutState::Running,
+                    step: Some(0),
+                    step_started_ms: 12,
+                    paused_in: None,
+                    created_ms: 12,
+                    events: vec![serval_store::RolloutEvent {
+                        time_ms: 12,
+                        kind: "started".into(),
+                        detail: "m/1 → b/2".into(),
+                    }],
+                },
+            );
             c.metrics.insert(
                 "m/1".into(),
                 MetricRule {
@@ -662,6 +688,28 @@ fn fleet_statistics_add_up_across_instances_and_fold_into_hours(target: &Target)
     assert_eq!(store.revision(&svc.id).unwrap(), revision);
     store.remove_instance("i2").unwrap();
     assert_eq!(store.stats(&svc.id, "shadow", "m/1", 0).unwrap(), rows);
+}
+
+fn a_lease_has_one_holder_until_it_expires(target: &Target) {
+    let store = &*target.open();
+    let svc = service(store);
+    let take = |holder: &str, now: i64| {
+        store
+            .lease(&svc.id, "rollout/c", holder, 1_000, now)
+            .unwrap()
+    };
+    let first = take("a", 10_000);
+    assert!(first.held && first.taken_from.is_none());
+    assert!(!take("b", 10_500).held, "a holds it until 11,000");
+    let renewed = take("a", 10_900);
+    assert!(renewed.held && renewed.taken_from.is_none());
+    assert!(!take("b", 11_800).held, "renewed until 11,900");
+    let taken = take("b", 12_000);
+    assert!(taken.held);
+    assert_eq!(taken.taken_from.as_deref(), Some("a"));
+    assert!(!take("a", 12_100).held);
+    // Leases are not configuration.
+    assert_eq!(store.revision(&svc.id).unwrap(), 1);
 }
 
 fn reopening_keeps_data_and_schema(target: &Target) {

@@ -473,6 +473,9 @@ pub enum ModelCommand {
     /// Copy a fraction of an endpoint's requests to another endpoint and compare the answers
     /// (`shadow remove`, `shadow report`)
     Shadow(ShadowArgs),
+    /// Move a canary's traffic from one endpoint to another step by step while the SLOs hold
+    /// (`rollout status | pause | resume | abort`)
+    Rollout(RolloutArgs),
     /// Serve the newest matching registry models as versions of an endpoint
     AutoUpdate(AutoUpdateArgs),
     /// Mark a registered model as published
@@ -633,6 +636,68 @@ pub struct ShadowReportArgs {
     /// Only the last part of the history, e.g. 10m or 1h (default: since each shadow was added)
     #[arg(long)]
     pub window: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct RolloutArgs {
+    #[command(subcommand)]
+    pub command: Option<RolloutCommand>,
+    #[command(flatten)]
+    pub start: RolloutStartArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutStartArgs {
+    /// The canary whose weights are driven (created 100/0 if it does not exist)
+    #[arg(long, required = true)]
+    pub endpoint: Option<String>,
+    /// Endpoint that has the traffic now
+    #[arg(long, required = true)]
+    pub from: Option<String>,
+    /// Endpoint that gets it, step by step
+    #[arg(long, required = true)]
+    pub to: Option<String>,
+    /// Percent of the traffic to --to at each step, ending at 100
+    #[arg(long, value_delimiter = ',', default_value = "5,25,50,100")]
+    pub steps: Vec<f64>,
+    /// How long each step is held before the next, e.g. 60s or 5m
+    #[arg(long, default_value = "60s")]
+    pub interval: String,
+    /// Roll back when more than this fraction of --to's requests fail (e.g. 0.01)
+    #[arg(long)]
+    pub max_error_ratio: Option<f64>,
+    /// Roll back when --to's p99 latency is above this (milliseconds)
+    #[arg(long)]
+    pub max_p99_ms: Option<f64>,
+    /// A shadow phase first: --to must agree with --from this often (e.g. 0.99)...
+    #[arg(long, requires = "shadow_first")]
+    pub min_agreement: Option<f64>,
+    /// ...over this long (e.g. 5m) before it gets any real request
+    #[arg(long, requires = "min_agreement")]
+    pub shadow_first: Option<String>,
+    /// Requests --to must answer in a step before it is judged
+    #[arg(long, default_value_t = 10)]
+    pub min_requests: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Where the rollout is: state, step, weights, events
+    Status(RolloutNameArgs),
+    /// Hold the rollout at its step
+    Pause(RolloutNameArgs),
+    /// Go on from the step it was paused at (its interval starts again)
+    Resume(RolloutNameArgs),
+    /// Stop the rollout: all traffic back to --from
+    Abort(RolloutNameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutNameArgs {
+    /// The canary the rollout drives
+    #[arg(long)]
+    pub endpoint: String,
 }
 
 #[derive(Debug, Args)]

@@ -19,7 +19,8 @@ use clap::{CommandFactory, Parser};
 
 use cli::{AuthCommand, Cli, Command, MetricsCommand, ModelCommand, StoreCommand};
 use commands::{
-    auth, endpoints, list, metrics, predict, registry, serve, service, shadow, store, triton_repo,
+    auth, endpoints, list, metrics, predict, registry, rollout, serve, service, shadow, store,
+    triton_repo,
 };
 use context::Context;
 
@@ -47,6 +48,7 @@ fn run(cli: &Cli) -> Result<()> {
             ModelCommand::Remove(args) => endpoints::remove(&ctx, args),
             ModelCommand::Canary(args) => endpoints::canary(&ctx, args),
             ModelCommand::Shadow(args) => shadow::shadow(&ctx, args),
+            ModelCommand::Rollout(args) => rollout::rollout(&ctx, args),
             ModelCommand::AutoUpdate(args) => endpoints::auto_update(&ctx, args),
             ModelCommand::Upload(args) => registry::upload(&ctx, args),
             ModelCommand::Publish(args) => registry::publish(&ctx, args),

@@ -251,6 +251,50 @@ class Serval:
         over every server (``window="10m"``: only the last ten minutes)."""
         return self._request("GET", self._svc("shadows", "report"), query=[("endpoint", endpoint), ("window", window)])
 
+    def rollout(
+        self,
+        endpoint: str,
+        from_: str,
+        to: str,
+        steps: Sequence[float] = (5, 25, 50, 100),
+        interval: str = "60s",
+        max_error_ratio: Optional[float] = None,
+        max_p99_ms: Optional[float] = None,
+        min_agreement: Optional[float] = None,
+        shadow_first: Optional[str] = None,
+        min_requests: int = 10,
+    ) -> Json:
+        """``serval model rollout``: moves canary ``endpoint``'s traffic from ``from_`` to ``to``
+        step by step while the SLOs hold; returns the status."""
+        body = {
+            "from": from_,
+            "to": to,
+            "steps": [float(s) for s in steps],
+            "interval": interval,
+            "max_error_ratio": max_error_ratio,
+            "max_p99_ms": max_p99_ms,
+            "min_agreement": min_agreement,
+            "shadow_first": shadow_first,
+            "min_requests": min_requests,
+        }
+        return self._write("PUT", self._svc("rollouts", endpoint), body)
+
+    def rollout_status(self, endpoint: str) -> Json:
+        """``serval model rollout status --json``: state, step, weights, events."""
+        return self._request("GET", self._svc("rollouts", endpoint))
+
+    def rollout_pause(self, endpoint: str) -> Json:
+        """``serval model rollout pause``."""
+        return self._write("POST", self._svc("rollouts", endpoint, "pause"))
+
+    def rollout_resume(self, endpoint: str) -> Json:
+        """``serval model rollout resume``."""
+        return self._write("POST", self._svc("rollouts", endpoint, "resume"))
+
+    def rollout_abort(self, endpoint: str) -> Json:
+        """``serval model rollout abort``: all traffic back to the old endpoint."""
+        return self._write("POST", self._svc("rollouts", endpoint, "abort"))
+
     def auto_update(
         self,
         endpoint: str,

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use super::{call_timeout, status, trailers_only};
 use crate::offload;
-use crate::pipeline::shadow::{Replay, cut};
+use crate::pipeline::shadow::{Replay, Replayed, cut};
 use crate::pipeline::{
     Budget, Credential, Decode, Decoded, Endpoint, Error, Input, Output, Protocol, Reservation,
 };
@@ -295,8 +295,7 @@ impl Replay for KeptMessage {
         endpoint: &'a Arc<Endpoint>,
         budget: &'a Budget,
         memory: Reservation,
-    ) -> Pin<Box<dyn std::future::Future<Output = Result<(Input, Reservation), Error>> + Send + 'a>>
-    {
+    ) -> Replayed<'a> {
         Box::pin(async move {
             let message = InferMessage {
                 message: self.message.clone(),

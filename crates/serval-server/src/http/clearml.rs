@@ -5,8 +5,6 @@
 //! arrays — clearml rejects arrays); a form-urlencoded body that is a JSON object or list (what
 //! `curl -d` sends) is JSON too; other content types are raw bytes; an empty body is `null`.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Json;
@@ -22,7 +20,7 @@ use serval_store::names::endpoint_url;
 use crate::http::body::{KeptRequest, RestRequest};
 use crate::http::reply::{challenge_or_retry, streamed_json};
 use crate::offload;
-use crate::pipeline::shadow::Replay;
+use crate::pipeline::shadow::{Replay, Replayed};
 use crate::pipeline::{
     Budget, Decode, Decoded, Endpoint, Error, Input, Output, Payload, Protocol, Reservation, Runner,
 };
@@ -383,7 +381,7 @@ impl Replay for KeptBody {
         endpoint: &'a Arc<Endpoint>,
         budget: &'a Budget,
         memory: Reservation,
-    ) -> Pin<Box<dyn Future<Output = Result<(Input, Reservation), Error>> + Send + 'a>> {
+    ) -> Replayed<'a> {
         Box::pin(async move {
             let body = ClearmlBody(self.0.request(), Ok(false));
             let (payload, memory) = body.payload(Some(endpoint), budget, memory).await?;

@@ -18,7 +18,7 @@ use crate::http::body::{self, KeptRequest, RestRequest};
 use crate::http::reply::{challenge_or_retry, streamed_json};
 use crate::models::{EXTENSIONS, IndexItem, ModelMetadata, index, is_ready, metadata};
 use crate::offload;
-use crate::pipeline::shadow::Replay;
+use crate::pipeline::shadow::{Replay, Replayed};
 use crate::pipeline::{
     Budget, Decode, Decoded, Endpoint, Error, Input, Output, Protocol, Reservation,
 };
@@ -275,9 +275,7 @@ impl Replay for KeptV2 {
         endpoint: &'a Arc<Endpoint>,
         budget: &'a Budget,
         memory: Reservation,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<(Input, Reservation), Error>> + Send + 'a>,
-    > {
+    ) -> Replayed<'a> {
         Box::pin(async move {
             let decoded = V2Body(self.0.request())
                 .decode(endpoint, budget, memory)

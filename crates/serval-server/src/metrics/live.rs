@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::histogram::{BUCKETS, DurationHistogram, quantile};
+use super::histogram::{BUCKETS, DURATION_BUCKETS, DurationHistogram, quantile};
 use super::{Protocol, lock};
 
 /// How often the history takes a sample.
@@ -180,6 +180,8 @@ pub struct Series {
 pub struct Live {
     stats: Mutex<HashMap<String, Arc<LiveStats>>>,
     history: Mutex<HashMap<String, VecDeque<Sample>>>,
+    /// What [`Live::fleet_rows`] reported last, by url.
+    reported: Mutex<HashMap<String, Sample>>,
 }
 
 impl Live {
@@ -194,6 +196,48 @@ impl Live {
 
     fn get(&self, url: &str) -> Option<Arc<LiveStats>> {
         lock(&self.stats).get(url).cloned()
+    }
+
+    /// The requests `urls` answered since the last call, as rows of the fleet's statistics
+    /// (kind `endpoint`, bucket `bucket_ms`): `requests`, `errors` and the latency buckets
+    /// `ms_le_<bound>` (milliseconds; `ms_le_inf` last). A url's first call only notes where it
+    /// starts.
+    pub fn fleet_rows(&self, urls: &[&str], bucket_ms: i64) -> Vec<serval_store::StatsRow> {
+        let mut reported = lock(&self.reported);
+        reported.retain(|url, _| urls.contains(&url.as_str()));
+        let mut rows = Vec::new();
+        for url in urls {
+            let Some(stats) = self.get(url) else {
+                continue;
+            };
+            let now = stats.sample(bucket_ms);
+            let Some(before) = reported.insert(url.to_string(), now) else {
+                continue;
+            };
+            let window = now.since(&before);
+            let requests = window.ok + window.errors;
+            if requests == 0 {
+                continue;
+            }
+            let mut counts = std::collections::BTreeMap::new();
+            counts.insert("requests".to_string(), requests);
+            counts.insert("errors".to_string(), window.errors);
+            for (i, count) in window.buckets.iter().enumerate().filter(|(_, c)| **c > 0) {
+                let name = match DURATION_BUCKETS.get(i) {
+                    Some(bound) => format!("ms_le_{}", (bound * 1e7).round() / 1e4),
+                    None => "ms_le_inf".to_string(),
+                };
+                counts.insert(name, *count);
+            }
+            rows.push(serval_store::StatsRow {
+                kind: "endpoint".to_string(),
+                endpoint: url.to_string(),
+                target: String::new(),
+                bucket_ms,
+                counts,
+            });
+        }
+        rows
     }
 
     /// Takes a sample of every endpoint (called every [`SAMPLE_EVERY`]). Urls no loaded endpoint

@@ -104,6 +104,12 @@ impl Protocol {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    canary: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     endpoint: String,
     version: String,
@@ -134,6 +140,8 @@ pub struct Metrics {
     batch_rejected: Family<EndpointLabels, Counter>,
     /// Requests that asked for an explanation, by outcome (also in `requests`).
     explained: Family<OutcomeLabels, Counter>,
+    /// Rollout events this server recorded (it drove the rollout), by canary and kind.
+    rollout_events: Family<RolloutLabels, Counter>,
     /// clearml variable families by metric name.
     variables: Mutex<HashMap<String, Arc<Variable>>>,
     /// The console's per-endpoint counters and history.
@@ -153,6 +161,7 @@ impl Default for Metrics {
             batch_depth: Family::default(),
             batch_rejected: Family::default(),
             explained: Family::default(),
+            rollout_events: Family::default(),
             variables: Mutex::new(HashMap::new()),
             live: Live::default(),
         }
@@ -214,6 +223,16 @@ impl Metrics {
         }
     }
 
+    /// An event of the rollout of `canary` this server recorded (`step`, `promoted`, …).
+    pub fn rollout_event(&self, canary: &str, kind: &str) {
+        self.rollout_events
+            .get_or_create(&RolloutLabels {
+                canary: canary.to_string(),
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
     pub fn reloaded(&self) {
         self.reloads.inc();
     }
@@ -270,6 +289,11 @@ impl Metrics {
             "serval_explained_requests",
             "Requests that asked for an explanation (contributions), by outcome; also counted in serval_requests_total",
             self.explained.clone(),
+        );
+        registry.register(
+            "serval_rollout_events",
+            "Rollout events (step, promoted, rolled_back, shadow_passed, leader_changed) this server recorded while it drove the rollout, by canary and kind",
+            self.rollout_events.clone(),
         );
         extra(&mut registry);
         process::process_metrics(&mut registry);

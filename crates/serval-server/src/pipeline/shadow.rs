@@ -34,6 +34,10 @@ pub const CONCURRENT: usize = 8;
 /// Longest text of a request or answer kept with a disagreement.
 const TEXT_LIMIT: usize = 2_000;
 
+/// What [`Replay::decode`] gives: the input for the other endpoint, and the reservation.
+pub type Replayed<'a> =
+    Pin<Box<dyn Future<Output = Result<(Input, Reservation), Error>> + Send + 'a>>;
+
 /// A request kept so that it can be decoded again, for another endpoint.
 pub trait Replay: Send + Sync {
     /// The request decoded for `endpoint`, within `budget`, charging `memory`.
@@ -42,7 +46,7 @@ pub trait Replay: Send + Sync {
         endpoint: &'a Arc<Endpoint>,
         budget: &'a Budget,
         memory: Reservation,
-    ) -> Pin<Box<dyn Future<Output = Result<(Input, Reservation), Error>> + Send + 'a>>;
+    ) -> Replayed<'a>;
 
     /// Bytes the kept request holds.
     fn size(&self) -> usize;
@@ -191,7 +195,7 @@ async fn run(door: Weak<Door>, job: Job) {
     let served = match door.admit(job.protocol, Credential::Shadow) {
         Ok(admitted) => {
             let memory = admitted.reservation();
-            let replayed = Replayed(job.replay.clone());
+            let replayed = Copied(job.replay.clone());
             admitted
                 .serve(name, version, shadows.timeout, memory, replayed)
                 .await
@@ -242,9 +246,9 @@ async fn run(door: Weak<Door>, job: Job) {
 
 /// A kept request as the decoder of its copy. The copy never asks for an explanation: the
 /// answers are compared without one.
-struct Replayed(Arc<dyn Replay>);
+struct Copied(Arc<dyn Replay>);
 
-impl Decode for Replayed {
+impl Decode for Copied {
     type Extra = ();
 
     async fn decode(

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// Top to bottom. Modules on one line are peers: they may not import each other.
 const LAYERS: &[&[&str]] = &[
     &["http", "grpc", "sync", "triton_repo"],
+    &["rollout"],
     &["conn"],
     &["state"],
     &["calls"],

@@ -25,6 +25,8 @@ struct ModelListView<'a> {
     canaries: Vec<&'a Canary>,
     /// Shadows: a fraction of `endpoint`'s requests copied to `target` and compared.
     shadows: Vec<&'a serval_store::Shadow>,
+    /// Rollouts, as `model rollout status` shows them.
+    rollouts: Vec<serval_admin::rollouts::RolloutStatus>,
     /// Running `serval serve` instances and the state of every endpoint in each.
     instances: Vec<serval_store::InstanceStatus>,
 }
@@ -166,6 +168,11 @@ pub fn list(ctx: &Context) -> Result<()> {
                 .collect(),
             canaries: config.canaries.values().collect(),
             shadows: config.shadows.values().collect(),
+            rollouts: config
+                .rollouts
+                .values()
+                .map(serval_admin::rollouts::RolloutStatus::of)
+                .collect(),
             instances,
         });
     }
@@ -267,6 +274,38 @@ pub fn list(ctx: &Context) -> Result<()> {
                 known(&s.target),
                 s.fraction.to_string(),
                 s.tolerance.to_string(),
+            ]);
+        }
+        print_table(&t);
+    }
+    println!();
+    println!("Rollouts:");
+    if config.rollouts.is_empty() {
+        println!("  (none)");
+    } else {
+        let mut t = table(&[
+            "canary",
+            "from",
+            "to",
+            "state",
+            "step",
+            "weights",
+            "last event",
+        ]);
+        for r in config.rollouts.values() {
+            let status = serval_admin::rollouts::RolloutStatus::of(r);
+            let last = r
+                .events
+                .last()
+                .map_or(String::new(), |e| format!("{}: {}", e.kind, e.detail));
+            t.add_row(vec![
+                r.canary.clone(),
+                r.from.clone(),
+                r.to.clone(),
+                status.state.clone(),
+                format!("{}/{}", status.step, r.steps.len()),
+                format!("{} / {}", status.weights[0], status.weights[1]),
+                last,
             ]);
         }
         print_table(&t);

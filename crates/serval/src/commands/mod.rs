@@ -6,6 +6,7 @@ pub mod list;
 pub mod metrics;
 pub mod predict;
 pub mod registry;
+pub mod rollout;
 pub mod serve;
 pub mod service;
 pub mod shadow;

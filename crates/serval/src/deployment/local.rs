@@ -9,6 +9,7 @@ use serval_admin::endpoints::{AutoUpdateSpec, CanarySpec, EndpointSpec, Endpoint
 use serval_admin::keys::{KeySpec, KeyView, NewKey};
 use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
 use serval_admin::registry::{ModelSpec, TagChange};
+use serval_admin::rollouts::{Command as RolloutAction, RolloutSpec, RolloutStatus};
 use serval_admin::services::{ServiceSpec, SettingsPatch};
 use serval_admin::shadows::{ShadowReport, ShadowSpec};
 use serval_admin::{Caller, Written};
@@ -186,6 +187,48 @@ impl Deployment for Local {
             endpoint,
             window_ms,
             serval_store::now_ms(),
+        )?)
+    }
+
+    fn start_rollout(
+        &self,
+        service: &str,
+        canary: &str,
+        spec: &RolloutSpec,
+    ) -> Result<Written<RolloutStatus>> {
+        let written = serval_admin::rollouts::start(
+            self.store(),
+            &self.caller,
+            service,
+            canary,
+            spec,
+            serval_store::now_ms(),
+        )?;
+        Ok(written.map(|r| RolloutStatus::of(&r)))
+    }
+
+    fn rollout_action(
+        &self,
+        service: &str,
+        canary: &str,
+        action: RolloutAction,
+    ) -> Result<Written<RolloutStatus>> {
+        let written = serval_admin::rollouts::command(
+            self.store(),
+            &self.caller,
+            service,
+            canary,
+            action,
+            serval_store::now_ms(),
+        )?;
+        Ok(written.map(|r| RolloutStatus::of(&r)))
+    }
+
+    fn rollout_status(&self, service: &str, canary: &str) -> Result<RolloutStatus> {
+        Ok(serval_admin::rollouts::status(
+            self.store(),
+            service,
+            canary,
         )?)
     }
 

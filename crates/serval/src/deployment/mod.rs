@@ -15,6 +15,7 @@ use serval_admin::endpoints::{AutoUpdateSpec, CanarySpec, EndpointSpec, Endpoint
 use serval_admin::keys::{KeySpec, KeyView, NewKey};
 use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
 use serval_admin::registry::{ModelSpec, TagChange};
+use serval_admin::rollouts::{Command as RolloutAction, RolloutSpec, RolloutStatus};
 use serval_admin::services::{ServiceSpec, SettingsPatch};
 use serval_admin::shadows::{ShadowReport, ShadowSpec};
 use serval_store::{
@@ -80,6 +81,19 @@ pub trait Deployment {
         endpoint: &str,
         window_ms: Option<i64>,
     ) -> Result<Vec<ShadowReport>>;
+    fn start_rollout(
+        &self,
+        service: &str,
+        canary: &str,
+        spec: &RolloutSpec,
+    ) -> Result<Written<RolloutStatus>>;
+    fn rollout_action(
+        &self,
+        service: &str,
+        canary: &str,
+        action: RolloutAction,
+    ) -> Result<Written<RolloutStatus>>;
+    fn rollout_status(&self, service: &str, canary: &str) -> Result<RolloutStatus>;
     fn create_key(&self, service: &str, spec: &KeySpec) -> Result<Written<NewKey>>;
     fn revoke_key(&self, service: &str, name: &str) -> Result<Written<String>>;
     fn register_model(&self, spec: &ModelSpec) -> Result<Written<Model>>;

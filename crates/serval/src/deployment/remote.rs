@@ -14,6 +14,7 @@ use serval_admin::endpoints::{AutoUpdateSpec, CanarySpec, EndpointSpec, Endpoint
 use serval_admin::keys::{KeySpec, KeyView, NewKey};
 use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
 use serval_admin::registry::{ModelSpec, TagChange};
+use serval_admin::rollouts::{Command as RolloutAction, RolloutSpec, RolloutStatus};
 use serval_admin::services::{ServiceSpec, SettingsPatch};
 use serval_admin::shadows::{ShadowReport, ShadowSpec};
 use serval_store::{
@@ -298,6 +299,42 @@ impl Deployment for Remote {
         let mut query = vec![("endpoint", endpoint.to_string())];
         query.extend(window_ms.map(|w| ("window", format!("{w}ms"))));
         self.get(&["services", service, "shadows", "report"], &query)
+    }
+
+    fn start_rollout(
+        &self,
+        service: &str,
+        canary: &str,
+        spec: &RolloutSpec,
+    ) -> Result<Written<RolloutStatus>> {
+        self.send(
+            Method::PUT,
+            &["services", service, "rollouts", canary],
+            spec,
+        )
+    }
+
+    fn rollout_action(
+        &self,
+        service: &str,
+        canary: &str,
+        action: RolloutAction,
+    ) -> Result<Written<RolloutStatus>> {
+        let verb = match action {
+            RolloutAction::Pause => "pause",
+            RolloutAction::Resume => "resume",
+            RolloutAction::Abort => "abort",
+        };
+        self.call(
+            Method::POST,
+            &["services", service, "rollouts", canary, verb],
+            &[],
+            Send::None,
+        )
+    }
+
+    fn rollout_status(&self, service: &str, canary: &str) -> Result<RolloutStatus> {
+        self.get(&["services", service, "rollouts", canary], &[])
     }
 
     fn put_auto_update(

@@ -96,6 +96,15 @@ try {
   const weights = await canary.locator('[data-testid=weights]').innerText();
   check(weights.includes('0.25 / 0.75') && weights.includes('iris/2 75.0 %'), `the weights are written out: ${weights}`);
 
+  // The rollout: its steps with the current one marked, and its events.
+  const rollout = page.locator('.rollout[data-canary="iris_roll"]');
+  await rollout.waitFor(WAIT);
+  check(await rollout.getAttribute('data-state') === 'running', 'the rollout is shown running');
+  check(await rollout.locator('.chip.step').count() === 3, 'the rollout shows its three steps');
+  check(await rollout.locator('.chip.step.current').getAttribute('data-step') === '1', 'the first step is marked current');
+  const rolloutEvents = await rollout.locator('[data-testid=events] tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.kind));
+  check(rolloutEvents.includes('started') && rolloutEvents.includes('step'), `the rollout's events are listed (${rolloutEvents.join(', ')})`);
+
   // Auto-update: the rule and the version it serves.
   const rule = page.locator('[data-testid=auto-update] tr[data-endpoint="auto_iris"]');
   await rule.locator('[data-testid=versions] a', { hasText: 'v1' }).waitFor(WAIT);

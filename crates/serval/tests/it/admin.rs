@@ -424,7 +424,11 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
         }
         text = text.replace(&home.path().display().to_string(), "<home>");
         let times = regex::Regex::new(r#""(\w+_ms)": \d+"#).unwrap();
-        times.replace_all(&text, "\"$1\": 0").to_string()
+        let text = times.replace_all(&text, "\"$1\": 0").to_string();
+        let stamps = regex::Regex::new(r#""time": "[^"]*""#).unwrap();
+        stamps
+            .replace_all(&text, "\"time\": \"<time>\"")
+            .to_string()
     };
     let mut outputs: Vec<Vec<String>> = Vec::new();
     for (cli, home, service) in [(&local, &local, &ids[0]), (&remote, &served, &ids[1])] {
@@ -556,6 +560,8 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
             vec!["model", "shadow", "--endpoint", "iris", "--target", "iris"],
             vec!["model", "shadow", "remove", "--endpoint", "iris"],
             vec!["model", "shadow", "report", "--endpoint", "iris"],
+            vec!["model", "rollout", "status", "--endpoint", "nope"],
+            vec!["model", "rollout", "resume", "--endpoint", "roll"],
         ] {
             let out = cli.run(&args);
             seen.push(format!(
@@ -668,6 +674,13 @@ def copied():
 
 until("copies counted over the fleet", copied)
 assert [r["target"] for r in s.remove_shadow("iris/1")] == ["iris/2"]
+# A rollout from Python: started at its first step, paused, aborted (all traffic back).
+started = s.rollout("roll", "iris/1", "iris/2", steps=[10, 100], interval="1h")
+assert started["state"] == "running" and started["weights"] == [90.0, 10.0], started
+assert s.rollout_pause("roll")["state"] == "paused"
+assert s.rollout_status("roll")["events"][-1]["kind"] == "paused"
+aborted = s.rollout_abort("roll")
+assert aborted["state"] == "aborted" and aborted["weights"] == [100.0, 0.0], aborted
 try:
     Serval(admin_url, infer_key).endpoints.add(engine="lightgbm", endpoint="x", model_id=model_id)
     sys.exit("an inference key changed an endpoint")
@@ -735,6 +748,9 @@ fn the_python_client_deploys_and_a_second_server_follows() {
             "endpoint.remove",
             "shadow.put",
             "shadow.remove",
+            "rollout.start",
+            "rollout.pause",
+            "rollout.abort",
         ]
     );
 }

@@ -117,6 +117,21 @@ fn demo(home: &Home) -> String {
         "--target",
         "iris/2",
     ]);
+    // A rollout at its first step (an hour per step: it stays there while the page looks).
+    home.ok(&[
+        "model",
+        "rollout",
+        "--endpoint",
+        "iris_roll",
+        "--from",
+        "iris/1",
+        "--to",
+        "iris/2",
+        "--steps",
+        "10,50,100",
+        "--interval",
+        "1h",
+    ]);
     home.ok(&[
         "metrics",
         "add",

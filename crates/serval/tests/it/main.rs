@@ -20,6 +20,7 @@ mod monitoring;
 mod predict;
 mod python_faults;
 mod rolling;
+mod rollout;
 mod scale_out;
 mod serve;
 mod shadow;

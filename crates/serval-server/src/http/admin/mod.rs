@@ -18,6 +18,7 @@
 //!   `sha256` must match.
 
 mod registry;
+mod rollouts;
 mod service;
 mod shadows;
 
@@ -81,6 +82,8 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
             shadows::remove_shadow
         ))
         .routes(routes!(shadows::shadow_report))
+        .routes(routes!(rollouts::rollout_status, rollouts::start_rollout))
+        .routes(routes!(rollouts::rollout_action))
         .routes(routes!(service::list_rules))
         .routes(routes!(service::put_auto_update, service::remove_rule))
         .routes(routes!(service::list_metrics))

@@ -346,6 +346,20 @@ fn shadows(state: &AppState, table: &RoutingTable, visible: &Visible) -> Vec<Val
         .collect()
 }
 
+/// The rollouts the key may see (the canary and both endpoints in scope), as their status.
+fn rollouts(table: &RoutingTable, visible: &Visible) -> Vec<Value> {
+    let Some(snapshot) = table.snapshot.as_deref() else {
+        return Vec::new();
+    };
+    snapshot
+        .config
+        .rollouts
+        .values()
+        .filter(|r| visible.allows(&r.canary) && visible.allows(&r.from) && visible.allows(&r.to))
+        .map(|r| json!(serval_admin::rollouts::RolloutStatus::of(r)))
+        .collect()
+}
+
 fn auto_update(table: &RoutingTable, visible: &Visible) -> Vec<Value> {
     let Some(snapshot) = table.snapshot.as_deref() else {
         return Vec::new();
@@ -522,6 +536,7 @@ async fn overview(
         "endpoints": endpoints,
         "canaries": canaries(&table, &visible),
         "shadows": shadows(&state, &table, &visible),
+        "rollouts": rollouts(&table, &visible),
         "auto_update": auto_update(&table, &visible),
         "recent_changes": changes,
     }))

@@ -22,3 +22,18 @@ CREATE TABLE stats (
     PRIMARY KEY (service_id, kind, endpoint, target, bucket_ms, instance_id)
 );
 CREATE INDEX stats_by_instance ON stats(instance_id, bucket_ms);
+
+CREATE TABLE rollouts (
+    service_id TEXT NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    canary     TEXT NOT NULL,
+    record     TEXT NOT NULL,
+    PRIMARY KEY (service_id, canary)
+);
+
+CREATE TABLE leases (
+    service_id TEXT NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    holder     TEXT NOT NULL,
+    until_ms   BIGINT NOT NULL,
+    PRIMARY KEY (service_id, name)
+);
