@@ -96,6 +96,32 @@ for name in ["none", "slow", "native"]:
     base = base or (rps, p99)
     print(f"  {name:7s} {rps:9.0f} req/s ({rps / base[0]:.2f}x)  p50 {p50} us  p99 {p99} us ({p99 / base[1]:.2f}x)  non-2xx {bad}")
 EOF
+echo
+echo "the endpoint's own request durations over every run, from each server's /metrics"
+echo "(serval_request_duration_seconds{endpoint=\"iris\"}: admission to answer, without the client):"
+for name in "${SERVERS[@]}"; do
+  curl -s "${URLS[$name]}/metrics" | python3 -c '
+import sys
+buckets = []
+for line in sys.stdin:
+    if line.startswith("serval_request_duration_seconds_bucket{") and "endpoint=\"iris\"" in line:
+        le = line.split("le=\"")[1].split("\"")[0]
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+buckets.sort()
+total = buckets[-1][1]
+def quantile(q):
+    rank, below, lower = q * total, 0.0, 0.0
+    for bound, cumulative in buckets:
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = (rank - below) / max(cumulative - below, 1)
+            return lower + (bound - lower) * inside
+        below, lower = cumulative, bound
+    return lower
+print(f"  {sys.argv[1]:7s} {int(total):>9} requests  p50 {quantile(0.5) * 1e6:6.0f} us  p99 {quantile(0.99) * 1e6:6.0f} us  p99.9 {quantile(0.999) * 1e6:6.0f} us")
+' "$name"
+done
 for name in slow native; do
   echo "shadow counts of '$name' (its /metrics):"
   curl -s "${URLS[$name]}/metrics" | grep '^serval_shadow_requests_total' | sed 's/^/  /'

@@ -220,15 +220,18 @@ pub struct RoutingTable {
     /// The service and configuration the table was built from (the console shows it).
     pub snapshot: Option<Arc<serval_store::Snapshot>>,
     /// Endpoint url → where copies of its requests go (shadows whose two endpoints exist).
-    pub shadows: HashMap<String, Vec<ShadowRoute>>,
+    pub shadows: HashMap<String, Vec<Arc<ShadowRoute>>>,
 }
 
 /// A shadow in the table: a copy of a fraction of an endpoint's requests goes to `url`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ShadowRoute {
     pub url: String,
     pub fraction: f64,
     pub tolerance: f64,
+    /// The pair's count of dropped copies, fetched on the first drop: later drops only add
+    /// to it (no lock on the request path when the queue is full).
+    pub dropped: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 impl RoutingTable {
@@ -272,18 +275,19 @@ impl RoutingTable {
                 self.shadows
                     .entry(shadow.endpoint.clone())
                     .or_default()
-                    .push(ShadowRoute {
+                    .push(Arc::new(ShadowRoute {
                         url: shadow.target.clone(),
                         fraction: shadow.fraction,
                         tolerance: shadow.tolerance,
-                    });
+                        dropped: std::sync::OnceLock::new(),
+                    }));
             }
         }
         self
     }
 
     /// The shadows of endpoint `url` that sample this request (each draws its own number).
-    pub fn sample_shadows(&self, url: &str) -> Vec<ShadowRoute> {
+    pub fn sample_shadows(&self, url: &str) -> Vec<Arc<ShadowRoute>> {
         if self.shadows.is_empty() {
             return Vec::new();
         }

@@ -10,9 +10,10 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
-/// Upper bounds (seconds) of request and stage durations: 0.1 ms to 60 s; then +Inf.
+/// Upper bounds (seconds) of request and stage durations: 10 µs to 60 s; then +Inf. (A native
+/// model's single-row request takes 20–100 µs: the first bounds tell those apart.)
 pub const DURATION_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0, 60.0,
 ];
 /// Buckets: one per bound of [`DURATION_BUCKETS`], then +Inf.
@@ -123,16 +124,16 @@ mod tests {
     #[test]
     fn observations_land_in_their_bucket_and_encode_cumulatively() {
         let h = DurationHistogram::default();
-        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(60));
         h.observe(Duration::from_micros(100));
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(100));
         let b = h.buckets();
-        assert_eq!(b[0], 2, "≤ 0.1 ms (the bound is inclusive)");
-        assert_eq!(b[5], 1, "≤ 5 ms");
+        assert_eq!(b[3], 2, "(50 µs, 0.1 ms] (the bound is inclusive)");
+        assert_eq!(b[8], 1, "≤ 5 ms");
         assert_eq!(b[BUCKETS - 1], 1, "+Inf");
         assert_eq!(h.count(), 4);
-        assert!((h.sum_seconds() - 100.00315).abs() < 1e-9);
+        assert!((h.sum_seconds() - 100.00316).abs() < 1e-9);
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register("d", "durations", h.clone());
         let mut text = String::new();

@@ -102,19 +102,23 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, outcome: Outcome) {
+    fn add(&mut self, outcome: Outcome, n: u64) {
         match outcome {
-            Outcome::Agree => self.agreed += 1,
-            Outcome::Disagree => self.disagreed += 1,
-            Outcome::Error => self.errors += 1,
-            Outcome::Dropped => self.dropped += 1,
+            Outcome::Agree => self.agreed += n,
+            Outcome::Disagree => self.disagreed += n,
+            Outcome::Error => self.errors += n,
+            Outcome::Dropped => self.dropped += n,
         }
     }
 }
 
 struct Pair {
-    /// `serval_shadow_requests_total` by outcome ([`Outcome::index`]).
+    /// `serval_shadow_requests_total` by outcome ([`Outcome::index`]). Dropped copies are
+    /// counted only there, by the request path without a lock; [`Pair::fold_dropped`] brings
+    /// them into the rest.
     requests: [Counter; 4],
+    /// The dropped count already folded into `pending` and `minutes`.
+    dropped_folded: u64,
     /// Counters not yet added to the store's statistics.
     pending: BTreeMap<String, u64>,
     /// Counts by minute (epoch ms of the minute's start), oldest first.
@@ -197,18 +201,26 @@ impl Pair {
     /// Counts one outcome: Prometheus, the store's pending counts, the minute.
     fn count(&mut self, outcome: Outcome, now_ms: i64) {
         self.requests[outcome.index()].inc();
+        if outcome == Outcome::Dropped {
+            self.dropped_folded += 1;
+        }
+        self.add(outcome, 1, now_ms);
+    }
+
+    /// Adds `n` of `outcome` to the store's pending counts and the minute of `now_ms`.
+    fn add(&mut self, outcome: Outcome, n: u64, now_ms: i64) {
         match self.pending.get_mut(outcome.counter()) {
-            Some(n) => *n += 1,
+            Some(sum) => *sum += n,
             None => {
-                self.pending.insert(outcome.counter().to_string(), 1);
+                self.pending.insert(outcome.counter().to_string(), n);
             }
         }
         let minute = minute_of(now_ms);
         match self.minutes.back_mut() {
-            Some((at, counts)) if *at == minute => counts.add(outcome),
+            Some((at, counts)) if *at == minute => counts.add(outcome, n),
             _ => {
                 let mut counts = Counts::default();
-                counts.add(outcome);
+                counts.add(outcome, n);
                 self.minutes.push_back((minute, counts));
             }
         }
@@ -217,6 +229,17 @@ impl Pair {
             self.minutes.pop_front();
         }
         self.worst.retain(|d| d.time_ms >= oldest);
+    }
+
+    /// Brings the copies dropped since the last fold (counted by the request path) into the
+    /// pending counts and the current minute.
+    fn fold_dropped(&mut self, now_ms: i64) {
+        let total = self.requests[Outcome::Dropped.index()].get();
+        let new = total.saturating_sub(self.dropped_folded);
+        if new > 0 {
+            self.dropped_folded = total;
+            self.add(Outcome::Dropped, new, now_ms);
+        }
     }
 }
 
@@ -240,6 +263,7 @@ impl ShadowBook {
             });
             let pair = Pair {
                 requests,
+                dropped_folded: 0,
                 pending: BTreeMap::new(),
                 minutes: VecDeque::new(),
                 worst: Vec::new(),
@@ -267,12 +291,11 @@ impl ShadowBook {
             .clone()
     }
 
-    /// A copy not sent: the queue was full (cheap: no label is built once the pair exists).
-    pub fn dropped(&self, endpoint: &str, target: &str) {
-        let now = serval_store::now_ms();
+    /// The counter of copies of `endpoint` → `target` not sent (the queue was full): the request
+    /// path adds to it without a lock.
+    pub fn dropped_counter(&self, endpoint: &str, target: &str) -> Counter {
         let mut pairs = lock(&self.pairs);
-        let pair = self.pair(&mut pairs, endpoint, target);
-        pair.count(Outcome::Dropped, now);
+        self.pair(&mut pairs, endpoint, target).requests[Outcome::Dropped.index()].clone()
     }
 
     /// Records one copy of `endpoint`'s request to `target`, at `now_ms`.
@@ -321,6 +344,11 @@ impl ShadowBook {
     /// are taken (give them back with [`ShadowBook::restore`] if the write fails).
     pub fn take_pending(&self, bucket_ms: i64) -> Vec<StatsRow> {
         let mut pairs = lock(&self.pairs);
+        let now = serval_store::now_ms();
+        pairs
+            .values_mut()
+            .flat_map(|targets| targets.values_mut())
+            .for_each(|pair| pair.fold_dropped(now));
         pairs
             .iter_mut()
             .flat_map(|(endpoint, targets)| targets.iter_mut().map(move |(t, p)| (endpoint, t, p)))
@@ -349,7 +377,11 @@ impl ShadowBook {
     /// Every pair this server has seen, for the console.
     pub fn view(&self, now_ms: i64) -> Vec<PairView> {
         let oldest = minute_of(now_ms) - (MINUTES as i64 - 1) * 60_000;
-        let pairs = lock(&self.pairs);
+        let mut pairs = lock(&self.pairs);
+        pairs
+            .values_mut()
+            .flat_map(|targets| targets.values_mut())
+            .for_each(|pair| pair.fold_dropped(now_ms));
         let mut views: Vec<PairView> = pairs
             .iter()
             .flat_map(|(endpoint, targets)| targets.iter().map(move |(t, p)| (endpoint, t, p)))
@@ -438,7 +470,7 @@ mod tests {
         let now = serval_store::now_ms();
         book.record("e", "t", seen(Outcome::Agree, Some(0.0), now), now);
         book.record("e", "t", seen(Outcome::Disagree, Some(0.5), now), now);
-        book.dropped("e", "t");
+        book.dropped_counter("e", "t").inc();
         let rows = book.take_pending(now);
         assert_eq!(rows.len(), 1);
         let counts = &rows[0].counts;

@@ -23,7 +23,10 @@ use super::compare::{Copy, compare};
 use super::{Budget, Credential, Decode, Decoded, Door, Endpoint, Error, Input, Reservation};
 use crate::metrics::Protocol;
 use crate::metrics::shadow::{Disagreement, Observation, Outcome, ShadowBook};
-use crate::table::ShadowRoute as Target;
+use crate::table::ShadowRoute;
+
+/// Where a copy goes.
+type Target = Arc<ShadowRoute>;
 
 /// Jobs waiting for the worker.
 const QUEUE: usize = 256;
@@ -94,10 +97,18 @@ impl Shadows {
             || self.queued_bytes.load(Ordering::Acquire) >= QUEUED_BYTES;
         if full {
             for target in targets.drain(..) {
-                self.book.dropped(endpoint, &target.url);
+                self.dropped(endpoint, &target);
             }
         }
         targets
+    }
+
+    /// Counts a copy not made (lock-free once the route knows its counter).
+    fn dropped(&self, endpoint: &str, target: &ShadowRoute) {
+        target
+            .dropped
+            .get_or_init(|| self.book.dropped_counter(endpoint, &target.url))
+            .inc();
     }
 
     /// Offers the copies of a request `endpoint` answered (in `primary_took`) to the queue;
@@ -121,7 +132,7 @@ impl Shadows {
                 })
                 .is_ok();
             if !fits {
-                self.book.dropped(endpoint, &target.url);
+                self.dropped(endpoint, &target);
                 continue;
             }
             let job = Job {
@@ -138,7 +149,7 @@ impl Shadows {
             ) = self.sender.try_send(job)
             {
                 self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
-                self.book.dropped(endpoint, &job.target.url);
+                self.dropped(endpoint, &job.target);
             }
         }
     }
