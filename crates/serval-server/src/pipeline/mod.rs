@@ -296,7 +296,10 @@ impl Admitted<'_> {
         &self,
         table: &RoutingTable,
         resolved: Result<Arc<Endpoint>, Error>,
-    ) -> (Result<Arc<Endpoint>, Error>, Vec<Arc<crate::table::ShadowRoute>>) {
+    ) -> (
+        Result<Arc<Endpoint>, Error>,
+        Vec<Arc<crate::table::ShadowRoute>>,
+    ) {
         let copies = match (&resolved, self.copied) {
             (Ok(endpoint), true) => table.sample_shadows(&endpoint.url),
             _ => Vec::new(),
