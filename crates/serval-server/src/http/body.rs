@@ -2,9 +2,16 @@
 //! `Content-Encoding: gzip|x-gzip|deflate` decoding with the limit applied to the decoded size,
 //! and the memory reservation charged for both (a declared length before it is read).
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
 
 use crate::offload;
 use crate::pipeline::{Credential, Error, Reservation};
@@ -17,6 +24,86 @@ pub struct RestRequest {
     pub body: Body,
     /// The URI's query string, if any.
     pub query: Option<String>,
+}
+
+/// Whether a request's body was read to its end, for a refusal's answer: a connection whose
+/// request body was left unread cannot carry another request, and the server closes it — the
+/// answer says so (`Connection: close`), so a client's pool does not send the next request into
+/// a closed connection.
+#[derive(Clone)]
+pub struct BodyWatch {
+    declared: bool,
+    finished: Arc<AtomicBool>,
+}
+
+impl BodyWatch {
+    /// Watches `request`'s body (replacing it with one that reports its end).
+    pub fn of(request: &mut Request) -> BodyWatch {
+        let watch = BodyWatch {
+            declared: declares_body(request.headers()),
+            finished: Arc::default(),
+        };
+        let inner = std::mem::take(request.body_mut());
+        *request.body_mut() = Body::new(Watched {
+            inner,
+            finished: watch.finished.clone(),
+        });
+        watch
+    }
+
+    /// `response`, with `Connection: close` when the request had a body that was not read.
+    pub fn answer(&self, mut response: Response) -> Response {
+        if self.declared && !self.finished.load(Ordering::Acquire) {
+            close(&mut response);
+        }
+        response
+    }
+}
+
+/// Whether the headers announce a body (a length above zero, or chunks).
+pub fn declares_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+/// Marks `response` as the connection's last.
+pub fn close(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
+/// A body that records when it has been read to its end.
+struct Watched {
+    inner: Body,
+    finished: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.finished.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl From<Request> for RestRequest {

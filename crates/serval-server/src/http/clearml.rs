@@ -17,7 +17,7 @@ use serval_core::rows::{self, Parsed};
 use serval_engine::ModelMetadata;
 use serval_store::names::endpoint_url;
 
-use crate::http::body::{KeptRequest, RestRequest};
+use crate::http::body::{BodyWatch, KeptRequest, RestRequest};
 use crate::http::reply::{challenge_or_retry, streamed_json};
 use crate::offload;
 use crate::pipeline::shadow::{Replay, Replayed};
@@ -419,6 +419,19 @@ async fn serve(
     state: AppState,
     name: String,
     version: Option<String>,
+    mut request: Request,
+) -> Response {
+    let watch = BodyWatch::of(&mut request);
+    match answer(state, name, version, request).await {
+        Ok(response) => response,
+        Err(error) => watch.answer(error.into_response()),
+    }
+}
+
+async fn answer(
+    state: AppState,
+    name: String,
+    version: Option<String>,
     request: Request,
 ) -> Result<Response, ClearmlError> {
     let version = version.filter(|v| !v.is_empty());
@@ -468,7 +481,7 @@ pub async fn unversioned(
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
     request: Request,
-) -> Result<Response, ClearmlError> {
+) -> Response {
     serve(state, name, version_query(query.as_deref()), request).await
 }
 
@@ -476,7 +489,7 @@ pub async fn versioned(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
     request: Request,
-) -> Result<Response, ClearmlError> {
+) -> Response {
     serve(state, name, Some(version), request).await
 }
 

@@ -24,11 +24,16 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    fn answer(self, error: Error) -> Response {
-        match self {
+    /// The refusal of `request` (never read: `Connection: close` if it has a body).
+    fn answer(self, error: Error, request: &Request) -> Response {
+        let mut response = match self {
             Dialect::V2 => V2Error(error).into_response(),
             Dialect::Detail => ClearmlError(error).into_response(),
+        };
+        if crate::http::body::declares_body(request.headers()) {
+            crate::http::body::close(&mut response);
         }
+        response
     }
 }
 
@@ -60,7 +65,7 @@ async fn any_key(
             request.extensions_mut().insert(auth::Caller(key));
             next.run(request).await
         }
-        Err(error) => dialect.answer(error),
+        Err(error) => dialect.answer(error, &request),
     }
 }
 
@@ -83,6 +88,6 @@ async fn model_key(
         });
     match allowed {
         Ok(()) => next.run(request).await,
-        Err(error) => Dialect::V2.answer(error),
+        Err(error) => Dialect::V2.answer(error, &request),
     }
 }

@@ -181,7 +181,7 @@ async fn infer(
     State(state): State<AppState>,
     Path(model): Path<String>,
     request: Request,
-) -> Result<Response, V2Error> {
+) -> Response {
     run_infer(state, model, None, request).await
 }
 
@@ -189,7 +189,7 @@ async fn versioned_infer(
     State(state): State<AppState>,
     Path((model, version)): Path<(String, String)>,
     request: Request,
-) -> Result<Response, V2Error> {
+) -> Response {
     run_infer(state, model, Some(version), request).await
 }
 
@@ -294,6 +294,19 @@ impl Replay for KeptV2 {
 }
 
 async fn run_infer(
+    state: AppState,
+    model: String,
+    version: Option<String>,
+    mut request: Request,
+) -> Response {
+    let watch = body::BodyWatch::of(&mut request);
+    match infer_request(state, model, version, request).await {
+        Ok(response) => response,
+        Err(error) => watch.answer(error.into_response()),
+    }
+}
+
+async fn infer_request(
     state: AppState,
     model: String,
     version: Option<String>,

@@ -175,3 +175,88 @@ print(" ".join(sorted(m.name for m in index.models)))
     let error = home.fail(&["auth", "revoke", "ci"]);
     assert!(error.contains("no API key named 'ci'"), "{error}");
 }
+
+/// One HTTP/1.1 exchange on `stream`: the answer's head, lower-cased (the body is read by its
+/// length and dropped).
+fn exchange(stream: &mut std::net::TcpStream, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    stream.write_all(request).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "the server closed early"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    head
+}
+
+/// A request refused before its body was read leaves that body in the connection, which the
+/// server then closes: the answer says `Connection: close`, so a client's pool does not send its
+/// next request into a closed connection. Refusals of requests without a body, or after the body
+/// was read, keep the connection.
+#[test]
+fn a_refusal_that_leaves_the_body_unread_closes_the_connection_and_says_so() {
+    let home = Home::new();
+    home.service("close");
+    let model = home.upload("iris", "lgbm_multi_iris.txt", &[]);
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "lightgbm",
+        "--endpoint",
+        "iris",
+        "--model-id",
+        &model,
+    ]);
+    let key = home.ok(&["auth", "create-key", "--name", "ci"]);
+    let key = key.trim();
+    let server = Server::start_with(&home, &["--require-auth"]);
+    let address = server.base.trim_start_matches("http://").to_string();
+    let connect = || std::net::TcpStream::connect(&address).unwrap();
+    let post = |path: &str, key: Option<&str>, body: &str| {
+        let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    };
+    let closes = |head: &str| head.contains("\r\nconnection: close\r\n");
+    for (path, what) in [
+        ("/serve/iris", "clearml"),
+        ("/v2/models/iris/infer", "V2 REST"),
+        ("/v2/repository/index", "a guarded route"),
+        ("/api/v1/services", "the admin API"),
+    ] {
+        let head = exchange(&mut connect(), &post(path, None, IRIS));
+        assert!(head.starts_with("http/1.1 401"), "{what}: {head}");
+        assert!(closes(&head), "{what}: {head}");
+    }
+    // Without a body, a refusal keeps the connection: the next request on it is answered.
+    let mut stream = connect();
+    let head = exchange(&mut stream, &post("/serve/iris", None, ""));
+    assert!(head.starts_with("http/1.1 401") && !closes(&head), "{head}");
+    // A body read before the refusal (clearml reads it before reporting an unknown endpoint,
+    // and before a model refuses it) keeps it too.
+    let head = exchange(&mut stream, &post("/serve/nope", Some(key), IRIS));
+    assert!(head.starts_with("http/1.1 404") && !closes(&head), "{head}");
+    let head = exchange(
+        &mut stream,
+        &post("/serve/iris", Some(key), r#"{"x0": "a"}"#),
+    );
+    assert!(head.starts_with("http/1.1 422") && !closes(&head), "{head}");
+    let head = exchange(&mut stream, &post("/serve/iris", Some(key), IRIS));
+    assert!(head.starts_with("http/1.1 200") && !closes(&head), "{head}");
+}

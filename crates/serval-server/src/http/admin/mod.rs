@@ -203,10 +203,10 @@ async fn admin_key(State(state): State<AppState>, mut request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match state.door.authenticate(authorization) {
+    let refused = match state.door.authenticate(authorization) {
         Ok(Some(key)) if key.role == Role::Admin => {
             request.extensions_mut().insert(Admin(key));
-            next.run(request).await
+            return next.run(request).await;
         }
         Ok(Some(key)) => forbidden(format!(
             "the API key '{}' has the role '{}': the admin API needs a key created with \
@@ -221,7 +221,13 @@ async fn admin_key(State(state): State<AppState>, mut request: Request, next: Ne
         )
         .into_response(),
         Err(error) => AdminError(StatusCode::UNAUTHORIZED, error.to_string()).into_response(),
+    };
+    // Refused before its body was read: the connection cannot carry another request.
+    let mut refused = refused;
+    if crate::http::body::declares_body(request.headers()) {
+        crate::http::body::close(&mut refused);
     }
+    refused
 }
 
 /// `If-Match: "N"` (or `N`; `*` matches any revision).
