@@ -80,7 +80,7 @@ impl Replay for KeptCall {
     }
 
     fn size(&self) -> usize {
-        1024
+        crate::wire::json::tree_size(&self.0)
     }
 
     fn text(&self, limit: usize) -> String {

@@ -265,7 +265,7 @@ impl Door {
             door: self,
             protocol,
             key,
-            copied: !matches!(credential, Credential::Shadow),
+            copyable: !matches!(credential, Credential::Shadow),
             _permit: permit,
         })
     }
@@ -285,8 +285,8 @@ pub struct Admitted<'a> {
     protocol: Protocol,
     /// The caller's key when keys are required.
     key: Option<ApiKey>,
-    /// Shadows may copy the request (not a copy itself).
-    copied: bool,
+    /// Shadows may copy the request (it is not a copy itself).
+    copyable: bool,
     _permit: Option<SemaphorePermit<'a>>,
 }
 
@@ -300,7 +300,7 @@ impl Admitted<'_> {
         Result<Arc<Endpoint>, Error>,
         Vec<Arc<crate::table::ShadowRoute>>,
     ) {
-        let copies = match (&resolved, self.copied) {
+        let copies = match (&resolved, self.copyable) {
             (Ok(endpoint), true) => table.sample_shadows(&endpoint.url),
             _ => Vec::new(),
         };

@@ -159,8 +159,11 @@ impl Shadows {
 fn answer_size(copy: &Copy) -> usize {
     match copy {
         Copy::Json(text) => text.len(),
-        Copy::Tree(_) => 1024,
-        Copy::Tensors(tensors) => tensors.iter().map(|t| t.data.len() * 8 + 64).sum(),
+        Copy::Tree(value) => crate::wire::json::tree_size(value),
+        Copy::Tensors(tensors) => tensors
+            .iter()
+            .map(|t| t.data.le_size() + t.name.len() + 64)
+            .sum(),
     }
 }
 

@@ -9,6 +9,29 @@ use crate::memory::{POOLED_FROM, Reservation};
 /// bytes, and as much again for the lists and maps holding it as they grow.
 pub const TREE_VALUE_BYTES: usize = 64;
 
+/// Roughly what a JSON tree holds in memory: [`TREE_VALUE_BYTES`] per value (containers
+/// included) plus its strings' and keys' bytes. Walked without recursion.
+pub fn tree_size(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    let mut size = 0usize;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        size = size.saturating_add(TREE_VALUE_BYTES);
+        match v {
+            Value::String(text) => size = size.saturating_add(text.len()),
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => {
+                for (key, item) in map {
+                    size = size.saturating_add(key.len());
+                    stack.push(item);
+                }
+            }
+            _ => {}
+        }
+    }
+    size
+}
+
 /// What a JSON text holds, counted without parsing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counted {
@@ -211,6 +234,20 @@ mod tests {
         (0..=text.len())
             .find(|max| check_values(text.as_bytes(), *max).is_ok())
             .unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn a_tree_is_sized_by_its_values_and_strings_without_recursion() {
+        let small = serde_json::json!({"ab": [1, "xyz"]});
+        // The object, the list, the number, the string; "ab" and "xyz".
+        assert_eq!(tree_size(&small), 4 * TREE_VALUE_BYTES + 2 + 3);
+        let big = serde_json::json!({"y": vec!["x".repeat(1000); 1000]});
+        assert!(tree_size(&big) > 1_000_000);
+        let mut deep = serde_json::json!(1);
+        for _ in 0..1_000 {
+            deep = serde_json::json!([deep]);
+        }
+        assert_eq!(tree_size(&deep), 1_001 * TREE_VALUE_BYTES);
     }
 
     #[test]
