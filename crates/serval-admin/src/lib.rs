@@ -14,6 +14,7 @@ pub mod audit;
 pub mod endpoints;
 pub mod keys;
 pub mod metrics;
+pub mod payload_logs;
 pub mod registry;
 pub mod rollouts;
 pub mod services;

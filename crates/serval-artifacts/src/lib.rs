@@ -280,10 +280,29 @@ pub async fn upload(
     // The URI as the user wrote it (`azure://` stays `azure://`).
     let target_uri = join_uri(destination, &sha, name);
 
+    write_object(&*store, &location, src, &target_uri, &|done| {
+        progress(size + done)
+    })
+    .await?;
+    Ok(StoredArtifact {
+        uri: target_uri,
+        sha256: sha,
+        size,
+    })
+}
+
+/// Streams a local file to `location` in chunks, reporting the bytes sent.
+async fn write_object(
+    store: &dyn object_store::ObjectStore,
+    location: &ObjectPath,
+    src: &Path,
+    target_uri: &str,
+    progress: Progress<'_>,
+) -> Result<()> {
     let upload = store
-        .put_multipart(&location)
+        .put_multipart(location)
         .await
-        .map_err(|e| storage_error(&target_uri, e))?;
+        .map_err(|e| storage_error(target_uri, e))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 * CHUNK);
     let file = File::open(src).map_err(|e| io_error("file", src, e))?;
     let mut reader = BufReader::with_capacity(CHUNK, file);
@@ -301,21 +320,25 @@ pub async fn upload(
             break;
         }
         if let Err(e) = writer.wait_for_capacity(4).await {
-            return Err(storage_error(&target_uri, e));
+            return Err(storage_error(target_uri, e));
         }
         writer.write(&buf[..n]);
         done += n as u64;
-        progress(size + done);
+        progress(done);
     }
     writer
         .finish()
         .await
-        .map_err(|e| storage_error(&target_uri, e))?;
-    Ok(StoredArtifact {
-        uri: target_uri,
-        sha256: sha,
-        size,
-    })
+        .map_err(|e| storage_error(target_uri, e))?;
+    Ok(())
+}
+
+/// Copies a local file to the object at `uri` (replacing it), as it is: no hash, no folder of
+/// its own (payload log files, whose names are unique).
+pub async fn put_file(uri: &str, src: &Path) -> Result<()> {
+    let url = parse_uri(uri)?;
+    let (store, location) = object_store_for(&url)?;
+    write_object(&*store, &location, src, uri, &|_| {}).await
 }
 
 fn join_uri(base: &str, sha: &str, name: &str) -> String {

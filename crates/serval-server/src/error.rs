@@ -108,6 +108,25 @@ impl Error {
         }
     }
 
+    /// The HTTP status the Open Inference Protocol answers with (V2 REST; payload logs record
+    /// it for gRPC requests too). clearml's `/serve` differs for invalid input (422).
+    pub fn http_status(&self) -> u16 {
+        use Error as E;
+        match self {
+            E::NotFound { .. } => 404,
+            E::Unauthenticated(_) => 401,
+            E::Forbidden(_) => 403,
+            E::BadRequest(_) | E::InvalidJson { .. } | E::InvalidInput(_) | E::Cancelled => 400,
+            E::UserCode { invalid: true, .. } => 422,
+            E::TooLarge(_) | E::TooManyValues(_) | E::OverBudget { .. } => 413,
+            E::Timeout(_) => 504,
+            E::Overloaded(_) => 429,
+            E::Unavailable { .. } => 503,
+            E::UserCode { .. } | E::Worker(_) | E::Internal(_) => 500,
+            E::Upstream(_) => 502,
+        }
+    }
+
     /// A failure of the server or the model rather than of the request (logged).
     pub fn is_server_error(&self) -> bool {
         matches!(

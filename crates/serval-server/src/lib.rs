@@ -136,6 +136,10 @@ pub async fn run(
     let config_tls = config.tls.is_some();
     let state = AppState::new(config, store, instance);
     crate::pipeline::shadow::start(&state.door);
+    state.door.payloads.configure(
+        state.config.cache_dir.join("payload-spool"),
+        &state.instance.id,
+    );
     on_listening(Listening {
         http: addr,
         grpc: grpc_addr,
@@ -267,6 +271,14 @@ pub async fn run(
         );
     }
     let _ = sync_task.await;
+    // Every record accepted is written before the process ends; uploads get what is left of
+    // the shutdown budget (at least a few seconds), then wait in the spool for the next start.
+    let door = state.door.clone();
+    let deadline = std::time::Instant::now()
+        + shutdown_timeout
+            .saturating_sub(started.elapsed())
+            .max(std::time::Duration::from_secs(5));
+    let _ = tokio::task::spawn_blocking(move || door.payloads.close(deadline)).await;
     let store = state.store.clone();
     let id = state.instance.id.clone();
     let _ = tokio::task::spawn_blocking(move || store.remove_instance(&id)).await;

@@ -104,6 +104,8 @@ pub async fn sync_once(state: &AppState, loader: &Arc<Loader>) -> Result<u64, Sy
         Ok::<_, SyncError>(loader.build(&snapshot, &previous))
     })
     .await??;
+    let mut table = table;
+    table.logs = state.door.payloads.routes(&table);
     let revision = table.revision;
     state.door.swap(Arc::new(table));
     Ok(revision)

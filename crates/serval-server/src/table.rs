@@ -221,6 +221,23 @@ pub struct RoutingTable {
     pub snapshot: Option<Arc<serval_store::Snapshot>>,
     /// Endpoint url → where copies of its requests go (shadows whose two endpoints exist).
     pub shadows: HashMap<String, Vec<Arc<ShadowRoute>>>,
+    /// Endpoint url → its payload log.
+    pub logs: HashMap<String, Arc<LogRoute>>,
+}
+
+/// A payload log in the table: a sampled fraction of an endpoint's requests is written to
+/// `target`'s files.
+#[derive(Debug)]
+pub struct LogRoute {
+    pub sample: f64,
+    pub target: Arc<serval_monitor::Target>,
+    /// The files' input and output columns: `inputs` input columns, then outputs.
+    pub schema: serval_monitor::Schema,
+    pub inputs: usize,
+    /// The columns hold a native model's tensors (else the body and reply as text).
+    pub tensors: bool,
+    /// What became of the endpoint's records.
+    pub tally: Arc<serval_monitor::Tally>,
 }
 
 /// A shadow in the table: a copy of a fraction of an endpoint's requests goes to `url`.
@@ -261,7 +278,18 @@ impl RoutingTable {
             api_keys: Vec::new(),
             snapshot: None,
             shadows: HashMap::new(),
+            logs: HashMap::new(),
         }
+    }
+
+    /// The payload log of endpoint `url` if it samples this request (one random number when
+    /// the endpoint has a log, nothing when the service has none).
+    pub fn sample_log(&self, url: &str) -> Option<Arc<LogRoute>> {
+        if self.logs.is_empty() {
+            return None;
+        }
+        let route = self.logs.get(url)?;
+        (fastrand::f64() < route.sample).then(|| route.clone())
     }
 
     /// Adds the shadows whose endpoint and target are both in the table.

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use crate::{
     AuditEntry, AutoUpdateRule, Canary, CanaryTarget, Change, ChangeFeed, ConfigEdit, Dump,
     DumpService, Endpoint, InstanceStatus, Lease, MetricRule, Model, ModelQuery, NewModel,
-    NewService, Result, Rollout, Service, ServiceConfig, ServiceSettings, Shadow, Snapshot,
-    StatsRow, Store, StoreError, new_id, now_ms,
+    NewService, PayloadLog, Result, Rollout, Service, ServiceConfig, ServiceSettings, Shadow,
+    Snapshot, StatsRow, Store, StoreError, new_id, now_ms,
 };
 
 /// One SQL value, as both backends bind and read it. (The module is private: these items are
@@ -409,6 +409,16 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
     }
 
     let rows = tx.query(
+        "SELECT endpoint, record FROM payload_logs WHERE service_id = $1",
+        &[id.into()],
+    )?;
+    for mut r in rows {
+        let endpoint = r.text(0)?;
+        let log: PayloadLog = from_json(&r.text(1)?, "payload log")?;
+        config.payload_logs.insert(endpoint, log);
+    }
+
+    let rows = tx.query(
         "SELECT canary, record FROM rollouts WHERE service_id = $1",
         &[id.into()],
     )?;
@@ -769,6 +779,19 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
             )?;
             Ok(())
         },
+    )?;
+    write_diff(
+        tx,
+        &old.payload_logs,
+        &new.payload_logs,
+        |tx, endpoint, log| {
+            tx.execute(
+                "INSERT INTO payload_logs (service_id, endpoint, record) VALUES ($1, $2, $3)",
+                &[id.into(), endpoint.into(), to_json(log)?.into()],
+            )?;
+            Ok(())
+        },
+        |tx, endpoint| delete_keyed(tx, "payload_logs", "endpoint", id, endpoint),
     )?;
     write_diff(
         tx,

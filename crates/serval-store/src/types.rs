@@ -68,6 +68,9 @@ pub struct ServiceConfig {
     /// Rollouts by the canary they drive.
     #[serde(default)]
     pub rollouts: BTreeMap<String, Rollout>,
+    /// Payload logs by endpoint url or `prefix*`.
+    #[serde(default)]
+    pub payload_logs: BTreeMap<String, PayloadLog>,
 }
 
 impl ServiceConfig {
@@ -291,6 +294,39 @@ impl Shadow {
     /// hold no spaces).
     pub fn key(endpoint: &str, target: &str) -> String {
         format!("{endpoint} {target}")
+    }
+}
+
+/// A payload log: a sampled fraction of the requests of the endpoints `endpoint` names (a url,
+/// or `prefix*`) written as Parquet files under `destination`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PayloadLog {
+    /// An endpoint url, or a prefix of urls ending in `*`.
+    pub endpoint: String,
+    /// The fraction of requests logged, in (0, 1].
+    pub sample: f64,
+    /// `file:///folder`, `s3://bucket/prefix`, `gs://…`, `azure://…`.
+    pub destination: String,
+    /// A file is closed once it holds about this many MiB.
+    pub max_file_mb: u64,
+    /// A file is closed once it is this old.
+    pub max_file_seconds: u64,
+    pub created_ms: i64,
+}
+
+impl PayloadLog {
+    pub const DEFAULT_MAX_FILE_MB: u64 = 64;
+    pub const DEFAULT_MAX_FILE_SECONDS: u64 = 300;
+
+    /// Whether it logs requests of endpoint `url`: the url itself or one of its versions
+    /// (`name` logs `name/2`), or every url with the prefix before a final `*`.
+    pub fn matches(&self, url: &str) -> bool {
+        match self.endpoint.strip_suffix('*') {
+            Some(prefix) => url.starts_with(prefix),
+            None => url
+                .strip_prefix(self.endpoint.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+        }
     }
 }
 

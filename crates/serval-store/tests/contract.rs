@@ -486,6 +486,17 @@ fn populate(store: &dyn Store) -> Service {
                     created_ms: 11,
                 },
             );
+            c.payload_logs.insert(
+                "m*".into(),
+                serval_store::PayloadLog {
+                    endpoint: "m*".into(),
+                    sample: 0.25,
+                    destination: "s3://bucket/logs".into(),
+                    max_file_mb: 64,
+                    max_file_seconds: 300,
+                    created_ms: 13,
+                },
+            );
             c.rollouts.insert(
                 "c".into(),
                 serval_store::Rollout {

@@ -77,6 +77,9 @@ pub enum Command {
     /// Manage metric logging of endpoints
     #[command(subcommand)]
     Metrics(MetricsCommand),
+    /// Log a sample of an endpoint's requests and predictions as Parquet files
+    #[command(subcommand)]
+    Logging(LoggingCommand),
     /// Run a model file locally through a native engine and print the reply as JSON
     Predict(PredictArgs),
     /// API keys for inference (enforced by `serve --require-auth`)
@@ -770,6 +773,44 @@ pub struct RegistryArgs {
     /// Only published models
     #[arg(long)]
     pub published: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LoggingCommand {
+    /// Log a sampled fraction of an endpoint's requests (every protocol) with their
+    /// predictions, as Parquet files under a destination (replaces the endpoint's log)
+    Add(LoggingAddArgs),
+    /// Stop logging an endpoint's requests (files already written stay)
+    Remove(LoggingRemoveArgs),
+    /// List payload logs
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct LoggingAddArgs {
+    /// Endpoint url (name — with its versions — or name/version), or a prefix ending with `*`
+    #[arg(long)]
+    pub endpoint: String,
+    /// Fraction of requests to log, in (0, 1]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub sample: f64,
+    /// Where files go: file:///folder, s3://bucket/prefix, gs://bucket/prefix or
+    /// azure://container/prefix (credentials from the servers' environment)
+    #[arg(long)]
+    pub destination: String,
+    /// Close a file once it holds about this many MiB
+    #[arg(long, default_value_t = serval_store::PayloadLog::DEFAULT_MAX_FILE_MB)]
+    pub max_file_mb: u64,
+    /// Close a file once it is this many seconds old
+    #[arg(long, default_value_t = serval_store::PayloadLog::DEFAULT_MAX_FILE_SECONDS)]
+    pub max_file_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LoggingRemoveArgs {
+    /// Endpoint url or prefix, as the log was added
+    #[arg(long)]
+    pub endpoint: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,10 +17,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
-use cli::{AuthCommand, Cli, Command, MetricsCommand, ModelCommand, StoreCommand};
+use cli::{AuthCommand, Cli, Command, LoggingCommand, MetricsCommand, ModelCommand, StoreCommand};
 use commands::{
-    auth, endpoints, list, metrics, predict, registry, rollout, serve, service, shadow, store,
-    triton_repo,
+    auth, endpoints, list, logging, metrics, predict, registry, rollout, serve, service, shadow,
+    store, triton_repo,
 };
 use context::Context;
 
@@ -60,6 +60,11 @@ fn run(cli: &Cli) -> Result<()> {
             MetricsCommand::Add(args) => metrics::add(&ctx, args),
             MetricsCommand::Remove(args) => metrics::remove(&ctx, args),
             MetricsCommand::List => metrics::list(&ctx),
+        },
+        Command::Logging(cmd) => match cmd {
+            LoggingCommand::Add(args) => logging::add(&ctx, args),
+            LoggingCommand::Remove(args) => logging::remove(&ctx, args),
+            LoggingCommand::List => logging::list(&ctx),
         },
         Command::Auth(cmd) => match cmd {
             AuthCommand::CreateKey(args) => auth::create_key(&ctx, args),

@@ -251,6 +251,34 @@ class Serval:
         over every server (``window="10m"``: only the last ten minutes)."""
         return self._request("GET", self._svc("shadows", "report"), query=[("endpoint", endpoint), ("window", window)])
 
+    def payload_log(
+        self,
+        endpoint: str,
+        destination: str,
+        sample: float = 1.0,
+        max_file_mb: int = 64,
+        max_file_seconds: int = 300,
+    ) -> Json:
+        """``serval logging add``: every server writes ``sample`` of ``endpoint``'s requests
+        (a url, its versions, or ``prefix*``) with their predictions as Parquet files under
+        ``destination`` (``file:///folder``, ``s3://…``, ``gs://…``, ``azure://…``)."""
+        body = {
+            "endpoint": endpoint,
+            "destination": destination,
+            "sample": float(sample),
+            "max_file_mb": int(max_file_mb),
+            "max_file_seconds": int(max_file_seconds),
+        }
+        return self._write("PUT", self._svc("logging"), body)
+
+    def payload_logs(self) -> List[Json]:
+        """``serval logging list --json``: the service's payload logs."""
+        return self._request("GET", self._svc("logging"))
+
+    def remove_payload_log(self, endpoint: str) -> Json:
+        """``serval logging remove``: stop logging ``endpoint`` (as it was added)."""
+        return self._write("DELETE", self._svc("logging"), query=[("endpoint", endpoint)])
+
     def rollout(
         self,
         endpoint: str,

@@ -84,6 +84,14 @@ impl Output {
     }
 }
 
+/// A sampled request's model inputs and outputs as the native model took and made them, for
+/// its payload log (left empty by endpoints that run in Python).
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub inputs: Vec<NamedTensor>,
+    pub outputs: Vec<serval_engine::NamedOutput>,
+}
+
 /// Per request: when it must be done by and where it came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Context {
@@ -251,7 +259,13 @@ const STAGE_INFERENCE: usize = 2;
 /// Serves one decoded request on a resolved endpoint (its admission already taken) within
 /// `ctx.deadline`, recording its metrics: outcome and duration always, clearml variables when the
 /// request is sampled.
-pub async fn run(endpoint: &Endpoint, input: Input, ctx: Context) -> Result<Output, Error> {
+/// `capture`, when given, receives a native model's inputs and outputs.
+pub async fn run(
+    endpoint: &Endpoint,
+    input: Input,
+    ctx: Context,
+    capture: Option<&mut Captured>,
+) -> Result<Output, Error> {
     let start = Instant::now();
     // Only a sampled request keeps the monitor (and pays for its reference count).
     let monitor = match &*endpoint.monitor.load() {
@@ -276,11 +290,15 @@ pub async fn run(endpoint: &Endpoint, input: Input, ctx: Context) -> Result<Outp
     }
     let mut unfinished = Unfinished(Some(endpoint), start, ctx.protocol);
     let explain = ctx.explain;
-    let result =
-        match tokio::time::timeout_at(ctx.deadline, execute(endpoint, input, ctx, sampled)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout(ctx.timeout)),
-        };
+    let result = match tokio::time::timeout_at(
+        ctx.deadline,
+        execute(endpoint, input, ctx, sampled, capture),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout(ctx.timeout)),
+    };
     unfinished.0 = None;
     let took = start.elapsed();
     if let Some(metrics) = &endpoint.metrics {
@@ -317,6 +335,7 @@ async fn execute(
     input: Input,
     ctx: Context,
     sampled: bool,
+    capture: Option<&mut Captured>,
 ) -> Result<Executed, Error> {
     let explain = ctx.explain;
     let requested = match &input {
@@ -353,7 +372,7 @@ async fn execute(
     }
     let executed = match &endpoint.runner {
         Runner::Native(model) => Executed {
-            output: native::run(endpoint, model, input, ctx).await?,
+            output: native::run(endpoint, model, input, ctx, capture).await?,
             stats: None,
         },
         Runner::Python(pool) => python::run(endpoint, pool, None, input, ctx, sampled).await?,

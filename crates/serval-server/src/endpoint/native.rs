@@ -355,6 +355,7 @@ pub async fn run(
     model: &NativeModel,
     input: Input,
     ctx: super::Context,
+    mut capture: Option<&mut super::Captured>,
 ) -> Result<Output, Error> {
     let infer = |inputs| {
         model.infer(
@@ -384,15 +385,24 @@ pub async fn run(
                     request_to_inputs(&body, meta, &endpoint.input_names)?
                 }
             };
+            if let Some(capture) = capture.as_deref_mut() {
+                capture.inputs = inputs.clone();
+            }
             let explained = if ctx.explain {
                 let rows = inputs.clone();
                 let outputs = infer(inputs).await?;
+                if let Some(capture) = capture {
+                    capture.outputs = outputs.clone();
+                }
                 let contributions = model.explain(&endpoint.url, rows, &ctx).await?;
                 return explained_body(meta, &outputs, contributions);
             } else {
                 inputs
             };
             let outputs = infer(explained).await?;
+            if let Some(capture) = capture {
+                capture.outputs = outputs.clone();
+            }
             if endpoint.kind == EngineKind::Triton {
                 // The requested outputs by name (`--output-name`; all when none is named).
                 let wanted: Vec<_> = outputs
@@ -424,7 +434,13 @@ pub async fn run(
                 .map(InferTensor::into_engine)
                 .collect::<Result<Vec<_>, _>>()?;
             let rows = ctx.explain.then(|| inputs.clone());
+            if let Some(capture) = capture.as_deref_mut() {
+                capture.inputs = inputs.clone();
+            }
             let mut outputs = infer(inputs).await?;
+            if let Some(capture) = capture {
+                capture.outputs = outputs.clone();
+            }
             if let Some(rows) = rows {
                 let contributions = model.explain(&endpoint.url, rows, &ctx).await?;
                 outputs.push(NamedOutput {

@@ -197,6 +197,10 @@ impl Decode for InferMessage<'_> {
     /// The request's id, for the reply.
     type Extra = String;
 
+    fn request_id(id: &String) -> Option<String> {
+        (!id.is_empty()).then(|| id.clone())
+    }
+
     /// A metadata entry (a body field or query is REST's: gRPC calls fall back to the split).
     async fn sticky_key(
         &mut self,

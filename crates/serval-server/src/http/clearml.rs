@@ -322,6 +322,14 @@ impl ClearmlBody {
 impl Decode for ClearmlBody {
     type Extra = ();
 
+    /// clearml answers input the model refuses with 422 (FastAPI's validation status).
+    fn status(error: &Error) -> u16 {
+        match error {
+            Error::InvalidJson { .. } | Error::InvalidInput(_) => 422,
+            other => other.http_status(),
+        }
+    }
+
     async fn decode(
         self,
         endpoint: &Arc<Endpoint>,

@@ -110,6 +110,7 @@ pub async fn metrics(
             table_metrics(registry, &table);
             store_metrics(registry, &health);
             door.shadows.book.register(registry);
+            door.payloads.register(registry);
         });
         match key {
             Some(key) if key.endpoints.is_some() => only_endpoints_of(&text, &key, &table),

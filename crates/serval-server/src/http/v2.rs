@@ -34,26 +34,9 @@ impl From<Error> for V2Error {
     }
 }
 
-/// The V2 status of each error, in one place.
+/// The V2 status of each error ([`Error::http_status`]).
 pub fn status(error: &Error) -> StatusCode {
-    use Error as E;
-    match error {
-        E::NotFound { .. } => StatusCode::NOT_FOUND,
-        E::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        E::Forbidden(_) => StatusCode::FORBIDDEN,
-        E::BadRequest(_) | E::InvalidJson { .. } | E::InvalidInput(_) | E::Cancelled => {
-            StatusCode::BAD_REQUEST
-        }
-        E::UserCode { invalid: true, .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        E::TooLarge(_) | E::TooManyValues(_) | E::OverBudget { .. } => {
-            StatusCode::PAYLOAD_TOO_LARGE
-        }
-        E::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        E::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
-        E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        E::UserCode { .. } | E::Worker(_) | E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        E::Upstream(_) => StatusCode::BAD_GATEWAY,
-    }
+    StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl IntoResponse for V2Error {
@@ -204,6 +187,10 @@ struct ReplyAs {
 
 impl Decode for V2Body {
     type Extra = ReplyAs;
+
+    fn request_id(extra: &ReplyAs) -> Option<String> {
+        extra.id.clone()
+    }
 
     /// A header or the query (a body field is clearml's: V2 requests fall back to the split).
     async fn sticky_key(

@@ -17,6 +17,7 @@
 //! to its own codes in one place.
 
 mod compare;
+pub mod payload;
 pub mod shadow;
 
 use std::future::Future;
@@ -122,6 +123,16 @@ pub trait Decode: Send + Sized {
         std::future::ready(Ok((None, memory)))
     }
 
+    /// The id the client gave its request (V2's `id`), for the payload log; `None`: one is made.
+    fn request_id(_extra: &Self::Extra) -> Option<String> {
+        None
+    }
+
+    /// The HTTP status the adapter answers `error` with (for the payload log).
+    fn status(error: &Error) -> u16 {
+        error.http_status()
+    }
+
     /// The request kept for a shadow's copy (decoded again for the shadow's target after this
     /// request was answered); `None`: the adapter cannot copy it. A body not read yet is read
     /// here (charged to `memory`) and put back for `decode`. Asked only of requests a shadow
@@ -148,6 +159,15 @@ fn explain_parameter(input: &Input) -> Result<bool, Error> {
             "parameters.explain must be true or false, not {other}"
         ))),
     }
+}
+
+/// What resolving a request found.
+struct Resolved {
+    endpoint: Result<Arc<Endpoint>, Error>,
+    /// The shadows that copy it.
+    copies: Vec<Arc<crate::table::ShadowRoute>>,
+    /// The payload log that logs it.
+    log: Option<Arc<crate::table::LogRoute>>,
 }
 
 /// What a [`Decode`] made of its request.
@@ -177,6 +197,8 @@ pub struct Door {
     metrics: Option<Arc<Metrics>>,
     /// Copies of requests to shadow targets, and what they found.
     pub shadows: shadow::Shadows,
+    /// Sampled requests written to payload logs.
+    pub payloads: payload::PayloadLogs,
 }
 
 impl Door {
@@ -188,6 +210,7 @@ impl Door {
             limits,
             metrics,
             shadows: shadow::Shadows::new(limits.request_timeout),
+            payloads: payload::PayloadLogs::default(),
         }
     }
 
@@ -291,20 +314,21 @@ pub struct Admitted<'a> {
 }
 
 impl Admitted<'_> {
-    /// A resolution and, when it found an endpoint, the shadows that sample this request.
-    fn resolved(
-        &self,
-        table: &RoutingTable,
-        resolved: Result<Arc<Endpoint>, Error>,
-    ) -> (
-        Result<Arc<Endpoint>, Error>,
-        Vec<Arc<crate::table::ShadowRoute>>,
-    ) {
-        let copies = match (&resolved, self.copyable) {
-            (Ok(endpoint), true) => table.sample_shadows(&endpoint.url),
-            _ => Vec::new(),
+    /// A resolution and, when it found an endpoint, the shadows and the payload log that
+    /// sample this request (a shadow's copy is neither copied nor logged).
+    fn resolved(&self, table: &RoutingTable, resolved: Result<Arc<Endpoint>, Error>) -> Resolved {
+        let (copies, log) = match (&resolved, self.copyable) {
+            (Ok(endpoint), true) => (
+                table.sample_shadows(&endpoint.url),
+                table.sample_log(&endpoint.url),
+            ),
+            _ => (Vec::new(), None),
         };
-        (resolved, copies)
+        Resolved {
+            endpoint: resolved,
+            copies,
+            log,
+        }
     }
 
     /// Counts an error the adapter found before it could name an endpoint (a gRPC message that
@@ -357,7 +381,14 @@ impl Admitted<'_> {
                 Some(source) => Err(source.clone()),
             }
         };
-        let ((resolved, copies), memory) = match first {
+        let (
+            Resolved {
+                endpoint: resolved,
+                copies,
+                log,
+            },
+            memory,
+        ) = match first {
             Ok(resolved) => (resolved, memory),
             Err(source) => {
                 let read = decoder.sticky_key(&source, &budget, memory);
@@ -414,7 +445,33 @@ impl Admitted<'_> {
             memory,
         } = decoded.map_err(failed)?;
         ctx.explain = asked || explain_parameter(&input).map_err(failed)?;
-        let output = crate::endpoint::run(&endpoint, input, ctx).await;
+        let output = match &log {
+            None => crate::endpoint::run(&endpoint, input, ctx, None).await,
+            Some(route) => {
+                let arrived = ctx.deadline.checked_sub(timeout).unwrap_or(ctx.deadline);
+                let mut captured = crate::endpoint::Captured::default();
+                let body = if route.tensors {
+                    serval_monitor::Value::Null
+                } else {
+                    payload::body_text(&input)
+                };
+                let capture = route.tensors.then_some(&mut captured);
+                let output = crate::endpoint::run(&endpoint, input, ctx, capture).await;
+                let answered = payload::Answered {
+                    endpoint: &endpoint,
+                    protocol: self.protocol.label(),
+                    request_id: D::request_id(&extra),
+                    arrived: arrived.into_std(),
+                    body,
+                    captured,
+                    output: output.as_ref().map_err(D::status),
+                };
+                self.door
+                    .payloads
+                    .offer(route, payload::record(route, answered));
+                output
+            }
+        };
         drop(permit);
         let output = output?;
         if let Some(replay) = replay {

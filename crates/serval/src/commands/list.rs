@@ -25,6 +25,7 @@ struct ModelListView<'a> {
     canaries: Vec<&'a Canary>,
     /// Shadows: a fraction of `endpoint`'s requests copied to `target` and compared.
     shadows: Vec<&'a serval_store::Shadow>,
+    payload_logs: Vec<&'a serval_store::PayloadLog>,
     /// Rollouts, as `model rollout status` shows them.
     rollouts: Vec<serval_admin::rollouts::RolloutStatus>,
     /// Running `serval serve` instances and the state of every endpoint in each.
@@ -168,6 +169,7 @@ pub fn list(ctx: &Context) -> Result<()> {
                 .collect(),
             canaries: config.canaries.values().collect(),
             shadows: config.shadows.values().collect(),
+            payload_logs: config.payload_logs.values().collect(),
             rollouts: config
                 .rollouts
                 .values()
@@ -254,6 +256,13 @@ pub fn list(ctx: &Context) -> Result<()> {
             t.add_row(vec![c.name.clone(), weights.join(", "), targets]);
         }
         print_table(&t);
+    }
+    if !config.payload_logs.is_empty() {
+        println!();
+        println!("Payload logs:");
+        print_table(&crate::commands::logging::logs_table(
+            config.payload_logs.values(),
+        ));
     }
     println!();
     println!("Shadows:");

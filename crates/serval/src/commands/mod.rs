@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod endpoints;
 pub mod list;
+pub mod logging;
 pub mod metrics;
 pub mod predict;
 pub mod registry;

@@ -8,6 +8,7 @@ use serval_admin::audit::AuditView;
 use serval_admin::endpoints::{AutoUpdateSpec, CanarySpec, EndpointSpec, EndpointView, Removed};
 use serval_admin::keys::{KeySpec, KeyView, NewKey};
 use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
+use serval_admin::payload_logs::LogSpec;
 use serval_admin::registry::{ModelSpec, TagChange};
 use serval_admin::rollouts::{Command as RolloutAction, RolloutSpec, RolloutStatus};
 use serval_admin::services::{ServiceSpec, SettingsPatch};
@@ -16,7 +17,7 @@ use serval_admin::{Caller, Written};
 use serval_artifacts::ArtifactStore;
 use serval_store::{
     AutoUpdateRule, Canary, CodeKind, CodeRef, InstanceStatus, MetricRule, Model, ModelQuery,
-    Service, ServiceSettings, Shadow, Snapshot, Store,
+    PayloadLog, Service, ServiceSettings, Shadow, Snapshot, Store,
 };
 
 use super::Deployment;
@@ -147,6 +148,25 @@ impl Deployment for Local {
             service,
             name,
             spec,
+        )?)
+    }
+
+    fn put_payload_log(&self, service: &str, spec: &LogSpec) -> Result<Written<PayloadLog>> {
+        Ok(serval_admin::payload_logs::put(
+            self.store(),
+            &self.caller,
+            service,
+            spec,
+            serval_store::now_ms(),
+        )?)
+    }
+
+    fn remove_payload_log(&self, service: &str, endpoint: &str) -> Result<Written<PayloadLog>> {
+        Ok(serval_admin::payload_logs::remove(
+            self.store(),
+            &self.caller,
+            service,
+            endpoint,
         )?)
     }
 

@@ -14,13 +14,14 @@ use serval_admin::audit::AuditView;
 use serval_admin::endpoints::{AutoUpdateSpec, CanarySpec, EndpointSpec, EndpointView, Removed};
 use serval_admin::keys::{KeySpec, KeyView, NewKey};
 use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
+use serval_admin::payload_logs::LogSpec;
 use serval_admin::registry::{ModelSpec, TagChange};
 use serval_admin::rollouts::{Command as RolloutAction, RolloutSpec, RolloutStatus};
 use serval_admin::services::{ServiceSpec, SettingsPatch};
 use serval_admin::shadows::{ShadowReport, ShadowSpec};
 use serval_store::{
     AutoUpdateRule, Canary, CodeKind, CodeRef, InstanceStatus, MetricRule, Model, ModelQuery,
-    Service, ServiceSettings, Shadow, Snapshot,
+    PayloadLog, Service, ServiceSettings, Shadow, Snapshot,
 };
 
 pub use local::Local;
@@ -67,6 +68,8 @@ pub trait Deployment {
         endpoint: &str,
         variables: &[String],
     ) -> Result<Written<MetricsRemoved>>;
+    fn put_payload_log(&self, service: &str, spec: &LogSpec) -> Result<Written<PayloadLog>>;
+    fn remove_payload_log(&self, service: &str, endpoint: &str) -> Result<Written<PayloadLog>>;
     fn put_shadow(&self, service: &str, spec: &ShadowSpec) -> Result<Written<Shadow>>;
     fn remove_shadow(
         &self,

@@ -13,13 +13,14 @@ use serval_admin::audit::AuditView;
 use serval_admin::endpoints::{AutoUpdateSpec, CanarySpec, EndpointSpec, EndpointView, Removed};
 use serval_admin::keys::{KeySpec, KeyView, NewKey};
 use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
+use serval_admin::payload_logs::LogSpec;
 use serval_admin::registry::{ModelSpec, TagChange};
 use serval_admin::rollouts::{Command as RolloutAction, RolloutSpec, RolloutStatus};
 use serval_admin::services::{ServiceSpec, SettingsPatch};
 use serval_admin::shadows::{ShadowReport, ShadowSpec};
 use serval_store::{
     AutoUpdateRule, Canary, CodeKind, CodeRef, InstanceStatus, MetricRule, Model, ModelQuery,
-    Service, ServiceConfig, ServiceSettings, Shadow, Snapshot, StoreError,
+    PayloadLog, Service, ServiceConfig, ServiceSettings, Shadow, Snapshot, StoreError,
 };
 
 use super::Deployment;
@@ -268,6 +269,19 @@ impl Deployment for Remote {
 
     fn put_canary(&self, service: &str, name: &str, spec: &CanarySpec) -> Result<Written<Canary>> {
         self.send(Method::PUT, &["services", service, "canaries", name], spec)
+    }
+
+    fn put_payload_log(&self, service: &str, spec: &LogSpec) -> Result<Written<PayloadLog>> {
+        self.send(Method::PUT, &["services", service, "logging"], spec)
+    }
+
+    fn remove_payload_log(&self, service: &str, endpoint: &str) -> Result<Written<PayloadLog>> {
+        self.call(
+            Method::DELETE,
+            &["services", service, "logging"],
+            &[("endpoint", endpoint.to_string())],
+            Send::None,
+        )
     }
 
     fn put_shadow(&self, service: &str, spec: &ShadowSpec) -> Result<Written<Shadow>> {

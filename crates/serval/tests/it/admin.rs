@@ -526,6 +526,17 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
                 "--window",
                 "5m",
             ],
+            vec![
+                "logging",
+                "add",
+                "--endpoint",
+                "ir*",
+                "--sample",
+                "0.5",
+                "--destination",
+                "s3://bucket/logs",
+            ],
+            vec!["logging", "list"],
             vec!["model", "publish", &model_id],
             vec!["model", "tag", &model_id, "--add", "prod"],
             vec!["metrics", "list"],
@@ -541,6 +552,7 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
         seen.push(cli.ok(&["model", "remove", "--endpoint", "live"]));
         seen.push(cli.ok(&["metrics", "remove", "--endpoint", "iris"]));
         seen.push(cli.ok(&["model", "shadow", "remove", "--endpoint", "iris"]));
+        seen.push(cli.ok(&["logging", "remove", "--endpoint", "ir*"]));
         // Errors: the same line, the same exit code.
         for args in [
             vec!["model", "add", "--engine", "lightgbm", "--endpoint", "nope"],
@@ -560,6 +572,15 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
             vec!["model", "shadow", "--endpoint", "iris", "--target", "iris"],
             vec!["model", "shadow", "remove", "--endpoint", "iris"],
             vec!["model", "shadow", "report", "--endpoint", "iris"],
+            vec!["logging", "remove", "--endpoint", "iris"],
+            vec![
+                "logging",
+                "add",
+                "--endpoint",
+                "iris",
+                "--destination",
+                "file://relative",
+            ],
             vec!["model", "rollout", "status", "--endpoint", "nope"],
             vec!["model", "rollout", "resume", "--endpoint", "roll"],
         ] {
@@ -662,6 +683,12 @@ def gone():
     return False
 
 until("the removal", gone)
+# A payload log: added, listed, removed (what it writes: tests/it/payload_logs.rs).
+log = s.payload_log("iris", "s3://bucket/logs", sample=0.5, max_file_seconds=60)
+assert (log["endpoint"], log["sample"], log["max_file_mb"]) == ("iris", 0.5, 64), log
+assert [l["destination"] for l in s.payload_logs()] == ["s3://bucket/logs"]
+assert s.remove_payload_log("iris")["endpoint"] == "iris"
+assert s.payload_logs() == []
 # A shadow: the second server's copies are counted in the report the first one reads (the
 # fleet's numbers, through the store). Versions 1 and 2 answer with different "from"s.
 pair = s.shadow("iris/1", "iris/2")
@@ -746,6 +773,8 @@ fn the_python_client_deploys_and_a_second_server_follows() {
             "metrics.add",
             "canary.put",
             "endpoint.remove",
+            "logging.put",
+            "logging.remove",
             "shadow.put",
             "shadow.remove",
             "rollout.start",

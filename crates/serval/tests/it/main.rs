@@ -17,6 +17,7 @@ mod explain;
 mod hardening;
 mod hostile;
 mod monitoring;
+mod payload_logs;
 mod predict;
 mod python_faults;
 mod rolling;

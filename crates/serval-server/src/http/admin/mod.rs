@@ -17,6 +17,7 @@
 //!   (`--artifacts` / `SERVAL_ARTIFACTS`, else the server's home), hashed on the way; a given
 //!   `sha256` must match.
 
+mod logging;
 mod registry;
 mod rollouts;
 mod service;
@@ -82,6 +83,11 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
             shadows::remove_shadow
         ))
         .routes(routes!(shadows::shadow_report))
+        .routes(routes!(
+            logging::list_logs,
+            logging::put_log,
+            logging::remove_log
+        ))
         .routes(routes!(rollouts::rollout_status, rollouts::start_rollout))
         .routes(routes!(rollouts::rollout_action))
         .routes(routes!(service::list_rules))
