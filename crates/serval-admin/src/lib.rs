@@ -11,6 +11,7 @@
 //! first and arrive here as references.
 
 pub mod audit;
+pub mod drift;
 pub mod endpoints;
 pub mod keys;
 pub mod metrics;

@@ -1,7 +1,8 @@
-//! Model monitoring: payload logs. A sampled request's inputs and outputs become one row of a
+//! Model monitoring: payload logs, and reading drift reference data ([`data`]). A sampled request's inputs and outputs become one row of a
 //! Parquet file ([`file`]), written off the request path by one thread per server through a
 //! bounded buffer ([`writer`]), locally or to object storage.
 
+pub mod data;
 pub mod file;
 pub mod record;
 pub mod writer;

@@ -206,5 +206,52 @@ fn recording_alone(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, request_through_the_router, recording_alone);
+/// Drift statistics of one request: a row of 30 features counted in ten bins each (the issue's
+/// target: at most 2 µs), and a batch of 100 rows.
+fn drift_statistics(c: &mut Criterion) {
+    use serval_engine::{NamedTensor, Tensor, TensorData};
+    use serval_server::pipeline::Observer;
+    use serval_server::pipeline::drift::LiveDrift;
+    use serval_store::{DriftReference, FeatureReference, ReferenceBins};
+    let names: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
+    let reference = DriftReference {
+        endpoint: "wide".into(),
+        window_seconds: 600,
+        features: names
+            .iter()
+            .map(|name| FeatureReference {
+                name: name.clone(),
+                bins: ReferenceBins::Numeric {
+                    edges: (1..10).map(|e| f64::from(e) / 10.0).collect(),
+                    proportions: vec![0.1; 10],
+                },
+            })
+            .collect(),
+        rows: 1_000,
+        source: "bench".into(),
+        created_ms: 1,
+    };
+    let drift = LiveDrift::new("wide", &reference, &names);
+    let batch = |rows: usize| {
+        let data = (0..rows * 30).map(|_| fastrand::f32()).collect();
+        vec![NamedTensor {
+            name: "input".into(),
+            tensor: Tensor::new(vec![rows, 30], TensorData::F32(data)).unwrap(),
+        }]
+    };
+    let (one, hundred) = (batch(1), batch(100));
+    let mut group = c.benchmark_group("drift");
+    group.bench_function("1 row x 30 features", |b| b.iter(|| drift.observe(&one)));
+    group.bench_function("100 rows x 30 features", |b| {
+        b.iter(|| drift.observe(&hundred))
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    request_through_the_router,
+    recording_alone,
+    drift_statistics
+);
 criterion_main!(benches);

@@ -106,6 +106,13 @@ pub async fn sync_once(state: &AppState, loader: &Arc<Loader>) -> Result<u64, Sy
     .await??;
     let mut table = table;
     table.logs = state.door.payloads.routes(&table);
+    table.drifts = state
+        .door
+        .drifts
+        .routes(&table)
+        .into_iter()
+        .map(|(url, drift)| (url, drift as Arc<dyn crate::endpoint::Observer>))
+        .collect();
     let revision = table.revision;
     state.door.swap(Arc::new(table));
     Ok(revision)
@@ -147,7 +154,7 @@ fn instance_status(state: &AppState) -> InstanceStatus {
     }
 }
 
-/// Writes this instance's status and adds its new shadow counts to the fleet's statistics
+/// Writes this instance's status and adds its new shadow and drift counts to the fleet's statistics
 /// (blocking store calls off the runtime; counts a failed write took are kept for the next).
 pub async fn heartbeat(state: &AppState) {
     let status = instance_status(state);
@@ -155,6 +162,14 @@ pub async fn heartbeat(state: &AppState) {
     let now = now_ms();
     let bucket = serval_store::StatsRow::bucket_of(now);
     let rows = state.door.shadows.book.take_pending(bucket);
+    // What every endpoint's drift statistics counted since the last heartbeat.
+    let (drifts, drift_rows): (Vec<_>, Vec<_>) = state
+        .door
+        .drifts
+        .unsent(bucket)
+        .into_iter()
+        .map(|(drift, row, next)| ((drift, next), row))
+        .unzip();
     // The requests of rollouts' new endpoints (counted on every server, judged by one).
     let watched = crate::rollout::endpoints(state);
     let endpoint_rows = match &state.metrics {
@@ -175,6 +190,11 @@ pub async fn heartbeat(state: &AppState) {
         {
             door.shadows.book.restore(rows);
             return Err(error);
+        }
+        // Marked sent only once written (else counted again by the next heartbeat).
+        if !drift_rows.is_empty() {
+            store.add_stats(&status.service_id, &status.id, &drift_rows)?;
+            crate::pipeline::drift::Drifts::sent(drifts);
         }
         Ok(())
     })

@@ -223,6 +223,8 @@ pub struct RoutingTable {
     pub shadows: HashMap<String, Vec<Arc<ShadowRoute>>>,
     /// Endpoint url → its payload log.
     pub logs: HashMap<String, Arc<LogRoute>>,
+    /// Endpoint url → the drift statistics its inputs feed.
+    pub drifts: HashMap<String, Arc<dyn crate::endpoint::Observer>>,
 }
 
 /// A payload log in the table: a sampled fraction of an endpoint's requests is written to
@@ -279,7 +281,16 @@ impl RoutingTable {
             snapshot: None,
             shadows: HashMap::new(),
             logs: HashMap::new(),
+            drifts: HashMap::new(),
         }
+    }
+
+    /// The drift statistics of endpoint `url`, if it has a reference.
+    pub fn drift(&self, url: &str) -> Option<Arc<dyn crate::endpoint::Observer>> {
+        if self.drifts.is_empty() {
+            return None;
+        }
+        self.drifts.get(url).cloned()
     }
 
     /// The payload log of endpoint `url` if it samples this request (one random number when

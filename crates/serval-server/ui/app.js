@@ -205,6 +205,7 @@
     const endpoints = h('tbody');
     const canaries = h('div', { class: 'canaries', 'data-testid': 'canaries' });
     const shadows = h('div', { class: 'shadows', 'data-testid': 'shadows' });
+    const drift = h('div', { class: 'drifts', 'data-testid': 'drift' });
     const rollouts = h('div', { class: 'rollouts', 'data-testid': 'rollouts' });
     const autos = h('tbody');
     const changes = h('tbody');
@@ -231,6 +232,7 @@
         chartBox),
       h('section', {}, h('h2', {}, 'Canaries'), canaries),
       h('section', {}, h('h2', {}, 'Shadows'), shadows),
+      h('section', {}, h('h2', {}, 'Drift'), drift),
       h('section', {}, h('h2', {}, 'Rollouts'), rollouts),
       h('section', {}, h('h2', {}, 'Auto-update rules'),
         h('table', { class: 'grid', 'data-testid': 'auto-update' },
@@ -291,6 +293,9 @@
 
         shadows.replaceChildren(...(data.shadows.length ? data.shadows.map(shadowView)
           : [h('p', { class: 'muted' }, 'No shadows (serval model shadow).')]));
+
+        drift.replaceChildren(...(data.drift.length ? data.drift.map(driftView)
+          : [h('p', { class: 'muted' }, 'No drift references (serval monitor reference).')]));
 
         rollouts.replaceChildren(...(data.rollouts.length ? data.rollouts.map(rolloutView)
           : [h('p', { class: 'muted' }, 'No rollouts (serval model rollout).')]));
@@ -357,6 +362,35 @@
 
   // A shadow pair: how often the target agreed over this server's last ten minutes, both
   // latencies, agreement by minute, and the largest recent disagreements with their inputs.
+  // One endpoint's drift: per feature, the reference's and the live window's share of each bin
+  // side by side, and the statistics coloured by the PSI's rule of thumb.
+  function driftView(d) {
+    const bars = (f) => {
+      const top = Math.max(0.001, ...f.reference, ...f.live);
+      return h('div', { class: 'bins', 'data-testid': 'bins' }, ...f.bins.map((label, i) => {
+        const bar = (value, kind) => {
+          const b = h('span', { class: 'bar ' + kind, title: `${kind} ${label}: ${fmt.pct(value)}` });
+          b.style.height = `${Math.round((value / top) * 48)}px`;
+          return b;
+        };
+        return h('span', { class: 'bin', title: label }, bar(f.reference[i], 'reference'), bar(f.live[i] || 0, 'live'));
+      }));
+    };
+    const number = (v) => (v === null || v === undefined ? '–' : v.toFixed(3));
+    return h('div', { class: 'drift', 'data-endpoint': d.endpoint },
+      h('div', {}, h('b', {}, d.endpoint), h('span', { class: 'muted' },
+        ` · reference ${d.source} · last ${Math.round(d.window_seconds / 60)} min on this server · ${d.rows} rows`),
+        d.missing.length ? h('span', { class: 'error' }, ` · the model has no feature ${d.missing.join(', ')}`) : null),
+      h('table', { class: 'grid' },
+        h('thead', {}, h('tr', {}, ['feature', 'reference ▮ live ▮', 'psi', 'ks / chi²', 'status'].map((c) => h('th', {}, c)))),
+        h('tbody', {}, ...d.features.map((f) => h('tr', { 'data-feature': f.feature, 'data-status': f.status },
+          h('td', {}, f.feature, h('span', { class: 'muted' }, ` (${f.kind})`)),
+          h('td', {}, bars(f)),
+          h('td', { class: 'n', 'data-testid': 'psi' }, number(f.psi)),
+          h('td', { class: 'n' }, number(f.ks ?? f.chi_square)),
+          h('td', {}, badge(f.status, 'drift-' + f.status)))))));
+  }
+
   function shadowView(p) {
     const s = p.stats;
     const w = s ? s.window : null;

@@ -30,7 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0005_admin.sql"),
     include_str!("../migrations/postgres/0006_sticky_canaries.sql"),
     include_str!("../migrations/postgres/0007_progressive_delivery.sql"),
-    include_str!("../migrations/postgres/0008_payload_logs.sql"),
+    include_str!("../migrations/postgres/0008_monitoring.sql"),
 ];
 
 /// The advisory lock every write transaction (and migration) takes: "serval" in ASCII.

@@ -10,10 +10,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    AuditEntry, AutoUpdateRule, Canary, CanaryTarget, Change, ChangeFeed, ConfigEdit, Dump,
-    DumpService, Endpoint, InstanceStatus, Lease, MetricRule, Model, ModelQuery, NewModel,
-    NewService, PayloadLog, Result, Rollout, Service, ServiceConfig, ServiceSettings, Shadow,
-    Snapshot, StatsRow, Store, StoreError, new_id, now_ms,
+    AuditEntry, AutoUpdateRule, Canary, CanaryTarget, Change, ChangeFeed, ConfigEdit,
+    DriftReference, Dump, DumpService, Endpoint, InstanceStatus, Lease, MetricRule, Model,
+    ModelQuery, NewModel, NewService, PayloadLog, Result, Rollout, Service, ServiceConfig,
+    ServiceSettings, Shadow, Snapshot, StatsRow, Store, StoreError, new_id, now_ms,
 };
 
 /// One SQL value, as both backends bind and read it. (The module is private: these items are
@@ -419,6 +419,16 @@ fn read_config(tx: &mut dyn Tx, id: &str) -> Result<ServiceConfig> {
     }
 
     let rows = tx.query(
+        "SELECT endpoint, record FROM drift_references WHERE service_id = $1",
+        &[id.into()],
+    )?;
+    for mut r in rows {
+        let endpoint = r.text(0)?;
+        let reference: DriftReference = from_json(&r.text(1)?, "drift reference")?;
+        config.drift_references.insert(endpoint, reference);
+    }
+
+    let rows = tx.query(
         "SELECT canary, record FROM rollouts WHERE service_id = $1",
         &[id.into()],
     )?;
@@ -792,6 +802,19 @@ fn write_config(tx: &mut dyn Tx, id: &str, old: &ServiceConfig, new: &ServiceCon
             Ok(())
         },
         |tx, endpoint| delete_keyed(tx, "payload_logs", "endpoint", id, endpoint),
+    )?;
+    write_diff(
+        tx,
+        &old.drift_references,
+        &new.drift_references,
+        |tx, endpoint, reference| {
+            tx.execute(
+                "INSERT INTO drift_references (service_id, endpoint, record) VALUES ($1, $2, $3)",
+                &[id.into(), endpoint.into(), to_json(reference)?.into()],
+            )?;
+            Ok(())
+        },
+        |tx, endpoint| delete_keyed(tx, "drift_references", "endpoint", id, endpoint),
     )?;
     write_diff(
         tx,

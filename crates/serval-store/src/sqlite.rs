@@ -25,7 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0009_admin.sql"),
     include_str!("../migrations/sqlite/0010_sticky_canaries.sql"),
     include_str!("../migrations/sqlite/0011_progressive_delivery.sql"),
-    include_str!("../migrations/sqlite/0012_payload_logs.sql"),
+    include_str!("../migrations/sqlite/0012_monitoring.sql"),
 ];
 
 /// How long a writer waits for another one before giving up.

@@ -71,6 +71,9 @@ pub struct ServiceConfig {
     /// Payload logs by endpoint url or `prefix*`.
     #[serde(default)]
     pub payload_logs: BTreeMap<String, PayloadLog>,
+    /// Drift references by endpoint url (or name: all its versions).
+    #[serde(default)]
+    pub drift_references: BTreeMap<String, DriftReference>,
 }
 
 impl ServiceConfig {
@@ -326,6 +329,70 @@ impl PayloadLog {
             None => url
                 .strip_prefix(self.endpoint.as_str())
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+        }
+    }
+}
+
+/// A drift reference: the distribution of each input feature in reference data (training data,
+/// say), which every server compares the inputs of live requests with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DriftReference {
+    /// An endpoint url, or a name (all its versions).
+    pub endpoint: String,
+    /// The live window compared with the reference, in seconds.
+    pub window_seconds: u64,
+    pub features: Vec<FeatureReference>,
+    /// Rows the reference was computed from.
+    pub rows: u64,
+    /// Where the data came from (a file name), for people.
+    pub source: String,
+    pub created_ms: i64,
+}
+
+impl DriftReference {
+    pub const DEFAULT_WINDOW_SECONDS: u64 = 600;
+    pub const DEFAULT_BINS: usize = 10;
+
+    /// Whether it applies to endpoint `url`: the url itself or one of its versions.
+    pub fn matches(&self, url: &str) -> bool {
+        url.strip_prefix(self.endpoint.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+/// One feature of a drift reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FeatureReference {
+    /// The model's feature name (`f0`, `f1`, … for a model without names).
+    pub name: String,
+    #[serde(flatten)]
+    pub bins: ReferenceBins,
+}
+
+/// How a feature's values are counted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReferenceBins {
+    /// Numbers: bin `i` holds values from `edges[i-1]` (inclusive) to `edges[i]` (exclusive);
+    /// the first bin everything below `edges[0]`, the last everything from the last edge.
+    /// `proportions` has one more element than `edges`.
+    Numeric {
+        edges: Vec<f64>,
+        proportions: Vec<f64>,
+    },
+    /// Categories: the reference's most frequent values, then one bin for every other value.
+    /// `proportions` has one more element than `categories`.
+    Categorical {
+        categories: Vec<String>,
+        proportions: Vec<f64>,
+    },
+}
+
+impl ReferenceBins {
+    pub fn proportions(&self) -> &[f64] {
+        match self {
+            ReferenceBins::Numeric { proportions, .. }
+            | ReferenceBins::Categorical { proportions, .. } => proportions,
         }
     }
 }

@@ -497,6 +497,32 @@ fn populate(store: &dyn Store) -> Service {
                     created_ms: 13,
                 },
             );
+            c.drift_references.insert(
+                "m".into(),
+                serval_store::DriftReference {
+                    endpoint: "m".into(),
+                    window_seconds: 600,
+                    features: vec![
+                        serval_store::FeatureReference {
+                            name: "x".into(),
+                            bins: serval_store::ReferenceBins::Numeric {
+                                edges: vec![0.5],
+                                proportions: vec![0.25, 0.75],
+                            },
+                        },
+                        serval_store::FeatureReference {
+                            name: "colour".into(),
+                            bins: serval_store::ReferenceBins::Categorical {
+                                categories: vec!["red".into()],
+                                proportions: vec![0.5, 0.5],
+                            },
+                        },
+                    ],
+                    rows: 4,
+                    source: "ref.csv".into(),
+                    created_ms: 14,
+                },
+            );
             c.rollouts.insert(
                 "c".into(),
                 serval_store::Rollout {

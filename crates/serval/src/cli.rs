@@ -80,6 +80,9 @@ pub enum Command {
     /// Log a sample of an endpoint's requests and predictions as Parquet files
     #[command(subcommand)]
     Logging(LoggingCommand),
+    /// Watch an endpoint's inputs for drift from reference data
+    #[command(subcommand)]
+    Monitor(MonitorCommand),
     /// Run a model file locally through a native engine and print the reply as JSON
     Predict(PredictArgs),
     /// API keys for inference (enforced by `serve --require-auth`)
@@ -773,6 +776,54 @@ pub struct RegistryArgs {
     /// Only published models
     #[arg(long)]
     pub published: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MonitorCommand {
+    /// Store the distribution of each feature of reference data (quantile bins for numbers,
+    /// frequencies for categories) that every server compares the endpoint's live inputs with
+    Reference(MonitorReferenceArgs),
+    /// Show the drift of each feature: the fleet's live window against the reference
+    Drift(MonitorDriftArgs),
+    /// Stop watching an endpoint's drift
+    Remove(MonitorRemoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorReferenceArgs {
+    /// Endpoint url (name — with its versions — or name/version)
+    #[arg(long)]
+    pub endpoint: String,
+    /// Reference data: a .csv file whose header names the model's features (f0, f1, … for a
+    /// model without names), or a .parquet file with one column per feature
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Quantile bins per numeric feature
+    #[arg(long, default_value_t = serval_store::DriftReference::DEFAULT_BINS)]
+    pub bins: usize,
+    /// The live window compared with the reference (e.g. 10m, 1h)
+    #[arg(long, default_value = "10m")]
+    pub window: String,
+    /// Numeric features to count as categories (text columns always are)
+    #[arg(long, num_args = 1..)]
+    pub categorical: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorDriftArgs {
+    /// Endpoint url or name, as its reference was stored
+    #[arg(long)]
+    pub endpoint: String,
+    /// Another window than the reference's (e.g. 1h)
+    #[arg(long)]
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorRemoveArgs {
+    /// Endpoint url or name, as its reference was stored
+    #[arg(long)]
+    pub endpoint: String,
 }
 
 #[derive(Debug, Subcommand)]

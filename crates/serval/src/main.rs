@@ -17,10 +17,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Result;
 use clap::{CommandFactory, Parser};
 
-use cli::{AuthCommand, Cli, Command, LoggingCommand, MetricsCommand, ModelCommand, StoreCommand};
+use cli::{
+    AuthCommand, Cli, Command, LoggingCommand, MetricsCommand, ModelCommand, MonitorCommand,
+    StoreCommand,
+};
 use commands::{
-    auth, endpoints, list, logging, metrics, predict, registry, rollout, serve, service, shadow,
-    store, triton_repo,
+    auth, endpoints, list, logging, metrics, monitor, predict, registry, rollout, serve, service,
+    shadow, store, triton_repo,
 };
 use context::Context;
 
@@ -60,6 +63,11 @@ fn run(cli: &Cli) -> Result<()> {
             MetricsCommand::Add(args) => metrics::add(&ctx, args),
             MetricsCommand::Remove(args) => metrics::remove(&ctx, args),
             MetricsCommand::List => metrics::list(&ctx),
+        },
+        Command::Monitor(cmd) => match cmd {
+            MonitorCommand::Reference(args) => monitor::reference(&ctx, args),
+            MonitorCommand::Drift(args) => monitor::drift(&ctx, args),
+            MonitorCommand::Remove(args) => monitor::remove(&ctx, args),
         },
         Command::Logging(cmd) => match cmd {
             LoggingCommand::Add(args) => logging::add(&ctx, args),

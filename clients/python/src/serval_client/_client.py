@@ -279,6 +279,23 @@ class Serval:
         """``serval logging remove``: stop logging ``endpoint`` (as it was added)."""
         return self._write("DELETE", self._svc("logging"), query=[("endpoint", endpoint)])
 
+    def drift(self, endpoint: str, window: Optional[str] = None) -> Json:
+        """``serval monitor drift --json``: each input feature's live window (summed over every
+        server) against ``endpoint``'s drift reference: ``psi``, ``ks`` or ``chi_square``,
+        ``status``, the bins' ``reference`` and ``live`` proportions."""
+        return self._request("GET", self._svc("drift"), query=[("endpoint", endpoint), ("window", window)])
+
+    def put_drift_reference(self, reference: Json) -> Json:
+        """Stores a drift reference computed elsewhere: ``{"endpoint", "features": [{"name",
+        "kind": "numeric", "edges", "proportions"} | {"name", "kind": "categorical",
+        "categories", "proportions"}], "rows", "source", "window_seconds"}`` (``serval monitor
+        reference`` computes one from a CSV or Parquet file)."""
+        return self._write("PUT", self._svc("drift"), reference)
+
+    def remove_drift_reference(self, endpoint: str) -> Json:
+        """``serval monitor remove``: stop watching ``endpoint``'s drift."""
+        return self._write("DELETE", self._svc("drift"), query=[("endpoint", endpoint)])
+
     def rollout(
         self,
         endpoint: str,

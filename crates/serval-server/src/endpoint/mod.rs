@@ -92,6 +92,19 @@ pub struct Captured {
     pub outputs: Vec<serval_engine::NamedOutput>,
 }
 
+/// What sees a request's native model inputs besides the model (drift statistics).
+pub trait Observer: Send + Sync {
+    fn observe(&self, inputs: &[NamedTensor]);
+}
+
+/// What watches a request on its way through a native model: a payload log's copy of its inputs
+/// and outputs, drift statistics of its inputs.
+#[derive(Default)]
+pub struct Watch<'a> {
+    pub capture: Option<&'a mut Captured>,
+    pub observer: Option<&'a dyn Observer>,
+}
+
 /// Per request: when it must be done by and where it came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Context {
@@ -259,12 +272,12 @@ const STAGE_INFERENCE: usize = 2;
 /// Serves one decoded request on a resolved endpoint (its admission already taken) within
 /// `ctx.deadline`, recording its metrics: outcome and duration always, clearml variables when the
 /// request is sampled.
-/// `capture`, when given, receives a native model's inputs and outputs.
+/// `watch` sees a native model's inputs (and outputs).
 pub async fn run(
     endpoint: &Endpoint,
     input: Input,
     ctx: Context,
-    capture: Option<&mut Captured>,
+    watch: Watch<'_>,
 ) -> Result<Output, Error> {
     let start = Instant::now();
     // Only a sampled request keeps the monitor (and pays for its reference count).
@@ -290,15 +303,13 @@ pub async fn run(
     }
     let mut unfinished = Unfinished(Some(endpoint), start, ctx.protocol);
     let explain = ctx.explain;
-    let result = match tokio::time::timeout_at(
-        ctx.deadline,
-        execute(endpoint, input, ctx, sampled, capture),
-    )
-    .await
-    {
-        Ok(result) => result,
-        Err(_) => Err(Error::Timeout(ctx.timeout)),
-    };
+    let result =
+        match tokio::time::timeout_at(ctx.deadline, execute(endpoint, input, ctx, sampled, watch))
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(ctx.timeout)),
+        };
     unfinished.0 = None;
     let took = start.elapsed();
     if let Some(metrics) = &endpoint.metrics {
@@ -335,7 +346,7 @@ async fn execute(
     input: Input,
     ctx: Context,
     sampled: bool,
-    capture: Option<&mut Captured>,
+    watch: Watch<'_>,
 ) -> Result<Executed, Error> {
     let explain = ctx.explain;
     let requested = match &input {
@@ -372,7 +383,7 @@ async fn execute(
     }
     let executed = match &endpoint.runner {
         Runner::Native(model) => Executed {
-            output: native::run(endpoint, model, input, ctx, capture).await?,
+            output: native::run(endpoint, model, input, ctx, watch).await?,
             stats: None,
         },
         Runner::Python(pool) => python::run(endpoint, pool, None, input, ctx, sampled).await?,

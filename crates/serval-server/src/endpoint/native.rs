@@ -355,8 +355,12 @@ pub async fn run(
     model: &NativeModel,
     input: Input,
     ctx: super::Context,
-    mut capture: Option<&mut super::Captured>,
+    watch: super::Watch<'_>,
 ) -> Result<Output, Error> {
+    let super::Watch {
+        mut capture,
+        observer,
+    } = watch;
     let infer = |inputs| {
         model.infer(
             &endpoint.url,
@@ -385,6 +389,9 @@ pub async fn run(
                     request_to_inputs(&body, meta, &endpoint.input_names)?
                 }
             };
+            if let Some(observer) = observer {
+                observer.observe(&inputs);
+            }
             if let Some(capture) = capture.as_deref_mut() {
                 capture.inputs = inputs.clone();
             }
@@ -434,6 +441,9 @@ pub async fn run(
                 .map(InferTensor::into_engine)
                 .collect::<Result<Vec<_>, _>>()?;
             let rows = ctx.explain.then(|| inputs.clone());
+            if let Some(observer) = observer {
+                observer.observe(&inputs);
+            }
             if let Some(capture) = capture.as_deref_mut() {
                 capture.inputs = inputs.clone();
             }

@@ -111,6 +111,7 @@ pub async fn metrics(
             store_metrics(registry, &health);
             door.shadows.book.register(registry);
             door.payloads.register(registry);
+            door.drifts.register(registry);
         });
         match key {
             Some(key) if key.endpoints.is_some() => only_endpoints_of(&text, &key, &table),

@@ -17,6 +17,7 @@
 //! to its own codes in one place.
 
 mod compare;
+pub mod drift;
 pub mod payload;
 pub mod shadow;
 
@@ -29,7 +30,9 @@ use serval_store::ApiKey;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-pub use crate::endpoint::{Context, Endpoint, Input, Output, Payload, Runner, TensorMeta};
+pub use crate::endpoint::{
+    Context, Endpoint, Input, Observer, Output, Payload, Runner, TensorMeta,
+};
 pub use crate::error::{Error, redact};
 pub use crate::memory::{MemoryPool, Reservation};
 pub use crate::metrics::Protocol;
@@ -168,6 +171,8 @@ struct Resolved {
     copies: Vec<Arc<crate::table::ShadowRoute>>,
     /// The payload log that logs it.
     log: Option<Arc<crate::table::LogRoute>>,
+    /// The drift statistics its inputs feed.
+    drift: Option<Arc<dyn crate::endpoint::Observer>>,
 }
 
 /// What a [`Decode`] made of its request.
@@ -199,6 +204,8 @@ pub struct Door {
     pub shadows: shadow::Shadows,
     /// Sampled requests written to payload logs.
     pub payloads: payload::PayloadLogs,
+    /// Live drift statistics of endpoints with a reference.
+    pub drifts: drift::Drifts,
 }
 
 impl Door {
@@ -211,6 +218,7 @@ impl Door {
             metrics,
             shadows: shadow::Shadows::new(limits.request_timeout),
             payloads: payload::PayloadLogs::default(),
+            drifts: drift::Drifts::default(),
         }
     }
 
@@ -317,17 +325,19 @@ impl Admitted<'_> {
     /// A resolution and, when it found an endpoint, the shadows and the payload log that
     /// sample this request (a shadow's copy is neither copied nor logged).
     fn resolved(&self, table: &RoutingTable, resolved: Result<Arc<Endpoint>, Error>) -> Resolved {
-        let (copies, log) = match (&resolved, self.copyable) {
+        let (copies, log, drift) = match (&resolved, self.copyable) {
             (Ok(endpoint), true) => (
                 table.sample_shadows(&endpoint.url),
                 table.sample_log(&endpoint.url),
+                table.drift(&endpoint.url),
             ),
-            _ => (Vec::new(), None),
+            _ => (Vec::new(), None, None),
         };
         Resolved {
             endpoint: resolved,
             copies,
             log,
+            drift,
         }
     }
 
@@ -386,6 +396,7 @@ impl Admitted<'_> {
                 endpoint: resolved,
                 copies,
                 log,
+                drift,
             },
             memory,
         ) = match first {
@@ -445,8 +456,15 @@ impl Admitted<'_> {
             memory,
         } = decoded.map_err(failed)?;
         ctx.explain = asked || explain_parameter(&input).map_err(failed)?;
+        let observer = drift.as_deref();
         let output = match &log {
-            None => crate::endpoint::run(&endpoint, input, ctx, None).await,
+            None => {
+                let watch = crate::endpoint::Watch {
+                    capture: None,
+                    observer,
+                };
+                crate::endpoint::run(&endpoint, input, ctx, watch).await
+            }
             Some(route) => {
                 let arrived = ctx.deadline.checked_sub(timeout).unwrap_or(ctx.deadline);
                 let mut captured = crate::endpoint::Captured::default();
@@ -455,8 +473,11 @@ impl Admitted<'_> {
                 } else {
                     payload::body_text(&input)
                 };
-                let capture = route.tensors.then_some(&mut captured);
-                let output = crate::endpoint::run(&endpoint, input, ctx, capture).await;
+                let watch = crate::endpoint::Watch {
+                    capture: route.tensors.then_some(&mut captured),
+                    observer,
+                };
+                let output = crate::endpoint::run(&endpoint, input, ctx, watch).await;
                 let answered = payload::Answered {
                     endpoint: &endpoint,
                     protocol: self.protocol.label(),

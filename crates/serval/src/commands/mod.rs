@@ -5,6 +5,7 @@ pub mod endpoints;
 pub mod list;
 pub mod logging;
 pub mod metrics;
+pub mod monitor;
 pub mod predict;
 pub mod registry;
 pub mod rollout;

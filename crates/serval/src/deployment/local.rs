@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use serval_admin::audit::AuditView;
+use serval_admin::drift::{DriftReport, ReferenceSpec};
 use serval_admin::endpoints::{AutoUpdateSpec, CanarySpec, EndpointSpec, EndpointView, Removed};
 use serval_admin::keys::{KeySpec, KeyView, NewKey};
 use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
@@ -16,8 +17,8 @@ use serval_admin::shadows::{ShadowReport, ShadowSpec};
 use serval_admin::{Caller, Written};
 use serval_artifacts::ArtifactStore;
 use serval_store::{
-    AutoUpdateRule, Canary, CodeKind, CodeRef, InstanceStatus, MetricRule, Model, ModelQuery,
-    PayloadLog, Service, ServiceSettings, Shadow, Snapshot, Store,
+    AutoUpdateRule, Canary, CodeKind, CodeRef, DriftReference, InstanceStatus, MetricRule, Model,
+    ModelQuery, PayloadLog, Service, ServiceSettings, Shadow, Snapshot, Store,
 };
 
 use super::Deployment;
@@ -148,6 +149,44 @@ impl Deployment for Local {
             service,
             name,
             spec,
+        )?)
+    }
+
+    fn put_reference(
+        &self,
+        service: &str,
+        spec: &ReferenceSpec,
+    ) -> Result<Written<DriftReference>> {
+        Ok(serval_admin::drift::put_reference(
+            self.store(),
+            &self.caller,
+            service,
+            spec,
+            serval_store::now_ms(),
+        )?)
+    }
+
+    fn remove_reference(&self, service: &str, endpoint: &str) -> Result<Written<DriftReference>> {
+        Ok(serval_admin::drift::remove_reference(
+            self.store(),
+            &self.caller,
+            service,
+            endpoint,
+        )?)
+    }
+
+    fn drift_report(
+        &self,
+        service: &str,
+        endpoint: &str,
+        window_ms: Option<i64>,
+    ) -> Result<DriftReport> {
+        Ok(serval_admin::drift::report(
+            self.store(),
+            service,
+            endpoint,
+            window_ms,
+            serval_store::now_ms(),
         )?)
     }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::Result;
 use serval_admin::Written;
 use serval_admin::audit::AuditView;
+use serval_admin::drift::{DriftReport, ReferenceSpec};
 use serval_admin::endpoints::{AutoUpdateSpec, CanarySpec, EndpointSpec, EndpointView, Removed};
 use serval_admin::keys::{KeySpec, KeyView, NewKey};
 use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
@@ -20,8 +21,8 @@ use serval_admin::rollouts::{Command as RolloutAction, RolloutSpec, RolloutStatu
 use serval_admin::services::{ServiceSpec, SettingsPatch};
 use serval_admin::shadows::{ShadowReport, ShadowSpec};
 use serval_store::{
-    AutoUpdateRule, Canary, CodeKind, CodeRef, InstanceStatus, MetricRule, Model, ModelQuery,
-    PayloadLog, Service, ServiceSettings, Shadow, Snapshot,
+    AutoUpdateRule, Canary, CodeKind, CodeRef, DriftReference, InstanceStatus, MetricRule, Model,
+    ModelQuery, PayloadLog, Service, ServiceSettings, Shadow, Snapshot,
 };
 
 pub use local::Local;
@@ -68,6 +69,16 @@ pub trait Deployment {
         endpoint: &str,
         variables: &[String],
     ) -> Result<Written<MetricsRemoved>>;
+    fn put_reference(&self, service: &str, spec: &ReferenceSpec)
+    -> Result<Written<DriftReference>>;
+    fn remove_reference(&self, service: &str, endpoint: &str) -> Result<Written<DriftReference>>;
+    /// The fleet's drift of `endpoint` over its reference's window (or `window_ms`).
+    fn drift_report(
+        &self,
+        service: &str,
+        endpoint: &str,
+        window_ms: Option<i64>,
+    ) -> Result<DriftReport>;
     fn put_payload_log(&self, service: &str, spec: &LogSpec) -> Result<Written<PayloadLog>>;
     fn remove_payload_log(&self, service: &str, endpoint: &str) -> Result<Written<PayloadLog>>;
     fn put_shadow(&self, service: &str, spec: &ShadowSpec) -> Result<Written<Shadow>>;

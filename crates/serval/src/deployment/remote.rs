@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serval_admin::Written;
 use serval_admin::audit::AuditView;
+use serval_admin::drift::{DriftReport, ReferenceSpec};
 use serval_admin::endpoints::{AutoUpdateSpec, CanarySpec, EndpointSpec, EndpointView, Removed};
 use serval_admin::keys::{KeySpec, KeyView, NewKey};
 use serval_admin::metrics::{MetricsRemoved, MetricsSpec};
@@ -19,8 +20,8 @@ use serval_admin::rollouts::{Command as RolloutAction, RolloutSpec, RolloutStatu
 use serval_admin::services::{ServiceSpec, SettingsPatch};
 use serval_admin::shadows::{ShadowReport, ShadowSpec};
 use serval_store::{
-    AutoUpdateRule, Canary, CodeKind, CodeRef, InstanceStatus, MetricRule, Model, ModelQuery,
-    PayloadLog, Service, ServiceConfig, ServiceSettings, Shadow, Snapshot, StoreError,
+    AutoUpdateRule, Canary, CodeKind, CodeRef, DriftReference, InstanceStatus, MetricRule, Model,
+    ModelQuery, PayloadLog, Service, ServiceConfig, ServiceSettings, Shadow, Snapshot, StoreError,
 };
 
 use super::Deployment;
@@ -269,6 +270,34 @@ impl Deployment for Remote {
 
     fn put_canary(&self, service: &str, name: &str, spec: &CanarySpec) -> Result<Written<Canary>> {
         self.send(Method::PUT, &["services", service, "canaries", name], spec)
+    }
+
+    fn put_reference(
+        &self,
+        service: &str,
+        spec: &ReferenceSpec,
+    ) -> Result<Written<DriftReference>> {
+        self.send(Method::PUT, &["services", service, "drift"], spec)
+    }
+
+    fn remove_reference(&self, service: &str, endpoint: &str) -> Result<Written<DriftReference>> {
+        self.call(
+            Method::DELETE,
+            &["services", service, "drift"],
+            &[("endpoint", endpoint.to_string())],
+            Send::None,
+        )
+    }
+
+    fn drift_report(
+        &self,
+        service: &str,
+        endpoint: &str,
+        window_ms: Option<i64>,
+    ) -> Result<DriftReport> {
+        let mut query = vec![("endpoint", endpoint.to_string())];
+        query.extend(window_ms.map(|w| ("window", format!("{w}ms"))));
+        self.get(&["services", service, "drift"], &query)
     }
 
     fn put_payload_log(&self, service: &str, spec: &LogSpec) -> Result<Written<PayloadLog>> {

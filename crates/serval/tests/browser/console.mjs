@@ -143,6 +143,23 @@ try {
   check((await shadow.locator('[data-testid=latency]').innerText()).includes('ms'), 'both latencies are shown side by side');
   check(await shadow.locator('[data-testid=minutes] .minute').count() >= 1, 'agreement by minute is drawn');
 
+  // ---- drift: iris/1's live inputs (the same row, six times) against its reference ----
+  const drift = page.locator('[data-testid=drift] .drift[data-endpoint="iris/1"]');
+  await drift.waitFor(WAIT);
+  await page.waitForFunction(() => {
+    const cell = document.querySelector('.drift[data-endpoint="iris/1"] tr[data-feature=f0] [data-testid=psi]');
+    return cell && Number.isFinite(Number(cell.textContent));
+  }, null, WAIT);
+  const features = await drift.locator('tbody tr').evaluateAll((rows) => rows.map((r) => [r.dataset.feature, r.dataset.status]));
+  check(features.map((f) => f[0]).join(',') === 'f0,f1,f2,f3', `every feature of the reference is listed (${features.map((f) => f[0])})`);
+  check(features.every((f) => f[1] === 'drift'), `one repeated row drifts from a spread reference on every feature (${features.map((f) => f[1])})`);
+  check(await drift.locator('tr[data-feature=f0] .badge.drift-drift').count() === 1, 'the drift status is coloured');
+  const binBars = drift.locator('tr[data-feature=f0] [data-testid=bins]');
+  check(await binBars.locator('.bar.reference').count() === 10 && await binBars.locator('.bar.live').count() === 10,
+    'the reference and live shares of each of the ten bins are drawn side by side');
+  const liveHeights = await binBars.locator('.bar.live').evaluateAll((bs) => bs.map((b) => parseInt(b.style.height, 10)));
+  check(liveHeights.filter((x) => x > 0).length === 1, `the live share sits in one bin (${liveHeights})`);
+
   // ---- a CLI change shows up by itself ----
   execFileSync(env('CONSOLE_SERVAL'), ['model', 'add', '--engine', 'lightgbm', '--endpoint', 'iris', '--version', '3', '--model-id', env('CONSOLE_MODEL')],
     { env: { PATH: process.env.PATH, SERVAL_HOME: env('CONSOLE_HOME') }, stdio: 'pipe' });

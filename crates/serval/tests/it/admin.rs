@@ -416,6 +416,11 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
     let code = code.to_str().unwrap();
     let model = fixture("lgbm_multi_iris.txt");
     let model = model.to_str().unwrap();
+    let reference = local.write(
+        "reference.csv",
+        "f0,f1,colour\n1,2,red\n2,4,blue\n3,6,red\n",
+    );
+    let reference = reference.to_str().unwrap();
 
     let normalise = |text: &str, home: &Home, service: &str, model_id: Option<&str>| {
         let mut text = text.replace(service, "<service>");
@@ -537,6 +542,17 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
                 "s3://bucket/logs",
             ],
             vec!["logging", "list"],
+            vec![
+                "monitor",
+                "reference",
+                "--endpoint",
+                "iris",
+                "--data",
+                reference,
+                "--bins",
+                "2",
+            ],
+            vec!["monitor", "drift", "--endpoint", "iris"],
             vec!["model", "publish", &model_id],
             vec!["model", "tag", &model_id, "--add", "prod"],
             vec!["metrics", "list"],
@@ -553,6 +569,7 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
         seen.push(cli.ok(&["metrics", "remove", "--endpoint", "iris"]));
         seen.push(cli.ok(&["model", "shadow", "remove", "--endpoint", "iris"]));
         seen.push(cli.ok(&["logging", "remove", "--endpoint", "ir*"]));
+        seen.push(cli.ok(&["monitor", "remove", "--endpoint", "iris"]));
         // Errors: the same line, the same exit code.
         for args in [
             vec!["model", "add", "--engine", "lightgbm", "--endpoint", "nope"],
@@ -573,6 +590,7 @@ fn the_cli_over_the_admin_api_prints_what_it_prints_on_the_store() {
             vec!["model", "shadow", "remove", "--endpoint", "iris"],
             vec!["model", "shadow", "report", "--endpoint", "iris"],
             vec!["logging", "remove", "--endpoint", "iris"],
+            vec!["monitor", "drift", "--endpoint", "iris"],
             vec![
                 "logging",
                 "add",
@@ -689,6 +707,13 @@ assert (log["endpoint"], log["sample"], log["max_file_mb"]) == ("iris", 0.5, 64)
 assert [l["destination"] for l in s.payload_logs()] == ["s3://bucket/logs"]
 assert s.remove_payload_log("iris")["endpoint"] == "iris"
 assert s.payload_logs() == []
+# A drift reference computed elsewhere: stored, reported (no live rows yet), removed.
+ref = s.put_drift_reference({"endpoint": "iris", "rows": 4, "source": "notebook", "features": [
+    {"name": "f0", "kind": "numeric", "edges": [1.5], "proportions": [0.5, 0.5]}]})
+assert (ref["endpoint"], ref["window_seconds"]) == ("iris", 600), ref
+report = s.drift("iris", window="1h")
+assert (report["rows"], report["features"][0]["status"]) == (0, "no_data"), report
+assert s.remove_drift_reference("iris")["source"] == "notebook"
 # A shadow: the second server's copies are counted in the report the first one reads (the
 # fleet's numbers, through the store). Versions 1 and 2 answer with different "from"s.
 pair = s.shadow("iris/1", "iris/2")
@@ -775,6 +800,8 @@ fn the_python_client_deploys_and_a_second_server_follows() {
             "endpoint.remove",
             "logging.put",
             "logging.remove",
+            "drift.reference",
+            "drift.remove",
             "shadow.put",
             "shadow.remove",
             "rollout.start",

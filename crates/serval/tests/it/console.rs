@@ -132,6 +132,27 @@ fn demo(home: &Home) -> String {
         "--interval",
         "1h",
     ]);
+    // A drift reference for iris/1: the requests the page sends (all one row) drift from it.
+    let mut csv = String::from("f0,f1,f2,f3\n");
+    for i in 0..200 {
+        let x = f64::from(i) / 200.0;
+        csv.push_str(&format!(
+            "{},{},{},{}\n",
+            4.5 + 3.0 * x,
+            2.0 + 2.0 * x,
+            1.0 + 5.0 * x,
+            0.1 + 2.0 * x
+        ));
+    }
+    let reference = home.write("reference.csv", &csv);
+    home.ok(&[
+        "monitor",
+        "reference",
+        "--endpoint",
+        "iris/1",
+        "--data",
+        reference.to_str().unwrap(),
+    ]);
     home.ok(&[
         "metrics",
         "add",

@@ -12,6 +12,7 @@ mod cli_service;
 mod concurrency;
 mod console;
 mod deploy;
+mod drift;
 mod examples;
 mod explain;
 mod hardening;

@@ -37,6 +37,11 @@ impl Drop for Prometheus {
     }
 }
 
+/// The alerting rules that ship with the deploy files.
+fn alert_rules() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus/serval-alerts.yml")
+}
+
 impl Prometheus {
     fn start(dir: &Path, target: &str) -> Prometheus {
         let config = dir.join("prometheus.yml");
@@ -44,8 +49,10 @@ impl Prometheus {
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 rule_files:\n  - '{}'\n\
                  scrape_configs:\n  - job_name: serval\n    metrics_path: /metrics\n    \
-                 static_configs:\n      - targets: ['{target}']\n"
+                 static_configs:\n      - targets: ['{target}']\n",
+                alert_rules().display()
             ),
         )
         .unwrap();
@@ -203,6 +210,44 @@ fn prometheus_sees_requests_variables_and_sampling_and_runs_the_dashboard() {
         "legs",
     ]);
 
+    // Drift of reg's inputs against a spread reference (the requests below repeat two rows:
+    // drifted), and a payload log: the dashboard's drift and payload panels and the drift alert.
+    let mut csv = String::from("f0,f1,f2,f3\n");
+    for i in 0..100 {
+        let x = f64::from(i) / 10.0;
+        csv.push_str(&format!("{x},{x},{x},{x}\n"));
+    }
+    let reference = home.write("reference.csv", &csv);
+    home.ok(&[
+        "monitor",
+        "reference",
+        "--endpoint",
+        "reg",
+        "--data",
+        reference.to_str().unwrap(),
+    ]);
+    let logs = format!("file://{}", home.path().join("logs").display());
+    home.ok(&[
+        "logging",
+        "add",
+        "--endpoint",
+        "reg*",
+        "--destination",
+        &logs,
+    ]);
+    let checked =
+        std::process::Command::new(Path::new(&prometheus_binary()).with_file_name("promtool"))
+            .arg("check")
+            .arg("rules")
+            .arg(alert_rules())
+            .output()
+            .expect("promtool (Debian's prometheus package, scripts/setup-prometheus.sh)");
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
     let metrics_port = free_port().to_string();
     let server = Server::start_with(&home, &["--metrics-port", &metrics_port]);
     let target = server.base.trim_start_matches("http://").to_string();
@@ -313,6 +358,25 @@ fn prometheus_sees_requests_variables_and_sampling_and_runs_the_dashboard() {
         text.contains(r#"serval_requests_total{endpoint="half",version="",protocol="clearml",outcome="ok"} 400"#),
         "{text}"
     );
+
+    // The drift alert of deploy/prometheus/serval-alerts.yml sees reg's drifted features (pending
+    // for its five minutes, then firing).
+    wait_until("the ServalFeatureDrift alert", || {
+        let mut response = prometheus
+            .agent
+            .get(format!("{}/api/v1/alerts", prometheus.base))
+            .call()
+            .unwrap();
+        let body: Value =
+            serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+        body["data"]["alerts"].as_array().is_some_and(|alerts| {
+            alerts.iter().any(|a| {
+                a["labels"]["alertname"] == "ServalFeatureDrift"
+                    && a["labels"]["endpoint"] == "reg/1"
+                    && a["labels"]["feature"] == "f0"
+            })
+        })
+    });
 
     // Every query of the dashboard runs and returns data, with Grafana's variables filled in.
     let dashboard: Value = serde_json::from_str(

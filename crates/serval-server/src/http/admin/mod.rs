@@ -17,6 +17,7 @@
 //!   (`--artifacts` / `SERVAL_ARTIFACTS`, else the server's home), hashed on the way; a given
 //!   `sha256` must match.
 
+mod drift;
 mod logging;
 mod registry;
 mod rollouts;
@@ -83,6 +84,11 @@ pub fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::Ope
             shadows::remove_shadow
         ))
         .routes(routes!(shadows::shadow_report))
+        .routes(routes!(
+            drift::drift_report,
+            drift::put_reference,
+            drift::remove_reference
+        ))
         .routes(routes!(
             logging::list_logs,
             logging::put_log,

@@ -536,6 +536,13 @@ async fn overview(
         "endpoints": endpoints,
         "canaries": canaries(&table, &visible),
         "shadows": shadows(&state, &table, &visible),
+        "drift": state
+            .door
+            .drifts
+            .views()
+            .into_iter()
+            .filter(|d| visible.allows(&d.endpoint))
+            .collect::<Vec<_>>(),
         "rollouts": rollouts(&table, &visible),
         "auto_update": auto_update(&table, &visible),
         "recent_changes": changes,
