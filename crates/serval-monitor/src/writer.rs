@@ -652,6 +652,23 @@ mod tests {
         }
     }
 
+    /// A target writing to `dir`, closing files at `max_bytes`; one float column.
+    fn local(dir: &Path, max_bytes: u64) -> (Arc<Target>, Schema) {
+        let target = Arc::new(Target {
+            destination: Destination::parse(&format!("file://{}", dir.display())).unwrap(),
+            rolling: Rolling {
+                max_bytes,
+                max_age: Duration::from_secs(3_600),
+            },
+        });
+        let schema: Schema = vec![Column {
+            name: "in_x".into(),
+            kind: Kind::Floats,
+        }]
+        .into();
+        (target, schema)
+    }
+
     fn files(dir: &Path) -> Vec<PathBuf> {
         let mut found = Vec::new();
         let mut dirs = vec![dir.to_path_buf()];
@@ -674,18 +691,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = tempfile::tempdir().unwrap();
         let writer = PayloadWriter::start(spool.path().to_path_buf(), "instance-1");
-        let target = Arc::new(Target {
-            destination: Destination::parse(&format!("file://{}", dir.path().display())).unwrap(),
-            rolling: Rolling {
-                max_bytes: 64 << 20,
-                max_age: Duration::from_secs(3_600),
-            },
-        });
-        let schema: Schema = vec![Column {
-            name: "in_x".into(),
-            kind: Kind::Floats,
-        }]
-        .into();
+        let (target, schema) = local(dir.path(), 64 << 20);
         let tally = Arc::new(Tally::default());
         let hour = 3_600_000_000;
         for i in 0..100 {
@@ -715,18 +721,7 @@ mod tests {
         let spool = tempfile::tempdir().unwrap();
         let (release, hold) = std::sync::mpsc::channel();
         let writer = PayloadWriter::start_held(spool.path().to_path_buf(), "i", Some(hold));
-        let target = Arc::new(Target {
-            destination: Destination::parse(&format!("file://{}", dir.path().display())).unwrap(),
-            rolling: Rolling {
-                max_bytes: 64 << 20,
-                max_age: Duration::from_secs(3_600),
-            },
-        });
-        let schema: Schema = vec![Column {
-            name: "in_x".into(),
-            kind: Kind::Floats,
-        }]
-        .into();
+        let (target, schema) = local(dir.path(), 64 << 20);
         let tally = Arc::new(Tally::default());
         // Nothing is taken from the buffer: past its 16,384 records every offer returns at once
         // with the record dropped.
@@ -752,18 +747,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = tempfile::tempdir().unwrap();
         let writer = PayloadWriter::start(spool.path().to_path_buf(), "i");
-        let target = Arc::new(Target {
-            destination: Destination::parse(&format!("file://{}", dir.path().display())).unwrap(),
-            rolling: Rolling {
-                max_bytes: 1,
-                max_age: Duration::from_secs(3_600),
-            },
-        });
-        let schema: Schema = vec![Column {
-            name: "in_x".into(),
-            kind: Kind::Floats,
-        }]
-        .into();
+        let (target, schema) = local(dir.path(), 1);
         let tally = Arc::new(Tally::default());
         for _ in 0..5 {
             writer.offer(&target, &schema, &tally, record("a", 1_700_000_000_000_000));

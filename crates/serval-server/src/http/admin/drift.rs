@@ -11,20 +11,9 @@ use serval_store::DriftReference;
 
 use super::service::ServicePath;
 use super::{
-    Admin, AdminError, Answer, Refusals, bad_request, blocking, body, change, id, one, pairs,
+    Admin, Answer, Refusals, blocking, body, change, endpoint_of, id, name_of, one, pairs,
 };
 use crate::state::AppState;
-
-fn name_of(endpoint: &str) -> &str {
-    let endpoint = endpoint.trim_matches('/');
-    endpoint.split_once('/').map_or(endpoint, |(name, _)| name)
-}
-
-fn endpoint_of(pairs: &[(String, String)]) -> Result<String, AdminError> {
-    one(pairs, "endpoint")
-        .filter(|e| !e.trim().is_empty())
-        .ok_or_else(|| bad_request("give the endpoint: ?endpoint=NAME[/VERSION]"))
-}
 
 #[utoipa::path(put, path = "/api/v1/services/{service}/drift", tag = "endpoints",
     params(ServicePath, super::service::IfMatch), request_body = ReferenceSpec,

@@ -11,7 +11,8 @@ use serval_store::PayloadLog;
 
 use super::service::ServicePath;
 use super::{
-    Admin, AdminError, Answer, Refusals, bad_request, blocking, body, change, id, one, pairs, read,
+    Admin, AdminError, Answer, Refusals, bad_request, blocking, body, change, id, name_of, one,
+    pairs, read,
 };
 use crate::state::AppState;
 
@@ -21,7 +22,7 @@ fn may_log(admin: &Admin, endpoint: &str) -> Result<(), AdminError> {
     if endpoint.contains('*') {
         return admin.unlimited("log every endpoint with a prefix");
     }
-    admin.may_change(endpoint.split_once('/').map_or(endpoint, |(name, _)| name))
+    admin.may_change(name_of(endpoint))
 }
 
 #[utoipa::path(get, path = "/api/v1/services/{service}/logging", tag = "endpoints",

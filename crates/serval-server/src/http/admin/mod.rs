@@ -333,6 +333,19 @@ fn all(pairs: &[(String, String)], key: &str) -> Vec<String> {
         .collect()
 }
 
+/// The endpoint name of a url (`name/version` → `name`), as keys are scoped.
+fn name_of(url: &str) -> &str {
+    let url = url.trim_matches('/');
+    url.split_once('/').map_or(url, |(name, _)| name)
+}
+
+/// `?endpoint=` (required).
+fn endpoint_of(pairs: &[(String, String)]) -> Result<String, AdminError> {
+    one(pairs, "endpoint")
+        .filter(|e| !e.trim().is_empty())
+        .ok_or_else(|| bad_request("give the endpoint: ?endpoint=NAME[/VERSION]"))
+}
+
 fn one(pairs: &[(String, String)], key: &str) -> Option<String> {
     pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
 }

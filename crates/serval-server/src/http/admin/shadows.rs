@@ -10,21 +10,10 @@ use serval_admin::shadows::{ShadowReport, ShadowSpec};
 use serval_store::Shadow;
 
 use super::service::ServicePath;
-use super::{Admin, Answer, Refusals, bad_request, blocking, body, change, id, one, pairs, read};
+use super::{
+    Admin, Answer, Refusals, blocking, body, change, endpoint_of, id, name_of, one, pairs, read,
+};
 use crate::state::AppState;
-
-/// The endpoint name of a url (`name/version` → `name`), as keys are scoped.
-fn name_of(url: &str) -> &str {
-    let url = url.trim_matches('/');
-    url.split_once('/').map_or(url, |(name, _)| name)
-}
-
-/// `?endpoint=` (required) of a shadow route.
-fn endpoint_of(pairs: &[(String, String)]) -> Result<String, super::AdminError> {
-    one(pairs, "endpoint")
-        .filter(|e| !e.trim().is_empty())
-        .ok_or_else(|| bad_request("give the endpoint: ?endpoint=NAME[/VERSION]"))
-}
 
 #[utoipa::path(get, path = "/api/v1/services/{service}/shadows", tag = "endpoints",
     params(ServicePath),
