@@ -130,7 +130,7 @@ fn read_parquet(path: &Path) -> Result<Table, MonitorError> {
                     return Err(invalid(
                         path,
                         format!(
-                            "column '{name}' holds {other}: give one column of numbers or texts per feature"
+                            "column '{name}' holds {other}: give one column of numbers or texts per feature (for payload logs, give their folder)"
                         ),
                     ));
                 }
@@ -167,6 +167,189 @@ fn read_parquet(path: &Path) -> Result<Table, MonitorError> {
     Ok(Table { columns, rows })
 }
 
+/// Which rows of payload logs make reference data.
+#[derive(Debug, Clone, Default)]
+pub struct LogRows {
+    /// Only rows of this endpoint (a url, or a name: all its versions).
+    pub endpoint: String,
+    /// Only rows from this time on / before this time (microseconds since the Unix epoch).
+    pub since_us: Option<i64>,
+    pub until_us: Option<i64>,
+    /// The input column (`in_<input>`); needed when the files have several.
+    pub input: Option<String>,
+    /// The features' names, in the order of the input's columns; `None`: `f0`, `f1`, … (the
+    /// names serval gives a model without names), as many as the rows have values.
+    pub names: Option<Vec<String>>,
+}
+
+fn parquet_files(path: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<(), MonitorError> {
+    if path.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(path).map_err(|e| invalid(path, e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            parquet_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn greatest_common_divisor(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Reference data from payload logs (`serval logging`): the rows of one input column of the
+/// requests `rows` selects, split into one column per feature. A request of several rows holds
+/// them row-major; the number of features is the names' count, else the largest that divides
+/// every request's values (single-row requests give it exactly).
+pub fn read_payload_logs(path: &Path, rows: &LogRows) -> Result<Table, MonitorError> {
+    let mut files = Vec::new();
+    parquet_files(path, &mut files)?;
+    files.sort();
+    if files.is_empty() {
+        return Err(invalid(path, "no .parquet files"));
+    }
+    let wanted = |endpoint: &str| {
+        endpoint
+            .strip_prefix(rows.endpoint.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    let mut values: Vec<Vec<f64>> = Vec::new();
+    let mut column_name: Option<String> = None;
+    for file in &files {
+        let reader =
+            SerializedFileReader::new(std::fs::File::open(file).map_err(|e| invalid(file, e))?)
+                .map_err(|e| invalid(file, e))?;
+        let inputs: Vec<String> = reader
+            .metadata()
+            .file_metadata()
+            .schema()
+            .get_fields()
+            .iter()
+            .map(|f| f.name().to_string())
+            .filter(|n| n.starts_with("in_") && n != "in_body")
+            .collect();
+        let input = match (&rows.input, inputs.as_slice()) {
+            (Some(name), _) => {
+                let name = if name.starts_with("in_") {
+                    name.clone()
+                } else {
+                    format!("in_{name}")
+                };
+                if !inputs.contains(&name) {
+                    return Err(invalid(
+                        file,
+                        format!(
+                            "no input column '{name}' (its inputs: {})",
+                            inputs.join(", ")
+                        ),
+                    ));
+                }
+                name
+            }
+            (None, [one]) => one.clone(),
+            (None, []) => {
+                return Err(invalid(
+                    file,
+                    "no input columns of tensors: reference data comes from the payload logs of native models (endpoints with Python code log text)",
+                ));
+            }
+            (None, many) => {
+                return Err(invalid(
+                    file,
+                    format!(
+                        "several input columns ({}): name one with --input",
+                        many.join(", ")
+                    ),
+                ));
+            }
+        };
+        column_name.get_or_insert_with(|| input.clone());
+        for row in reader.get_row_iter(None).map_err(|e| invalid(file, e))? {
+            let row = row.map_err(|e| invalid(file, e))?;
+            let (mut time, mut endpoint, mut list) = (None, None, None);
+            for (name, field) in row.get_column_iter() {
+                match (name.as_str(), field) {
+                    ("time", Field::TimestampMicros(t)) => time = Some(*t),
+                    ("endpoint", Field::Str(e)) => endpoint = Some(e.as_str()),
+                    (n, Field::ListInternal(l)) if *n == input => list = Some(l),
+                    _ => {}
+                }
+            }
+            let (Some(time), Some(endpoint), Some(list)) = (time, endpoint, list) else {
+                continue;
+            };
+            if !wanted(endpoint)
+                || rows.since_us.is_some_and(|s| time < s)
+                || rows.until_us.is_some_and(|u| time >= u)
+            {
+                continue;
+            }
+            values.push(
+                list.elements()
+                    .iter()
+                    .map(|f| match f {
+                        Field::Double(v) => *v,
+                        Field::Long(v) => *v as f64,
+                        Field::Bool(b) => f64::from(u8::from(*b)),
+                        _ => f64::NAN,
+                    })
+                    .collect(),
+            );
+        }
+    }
+    let width = match &rows.names {
+        Some(names) => names.len(),
+        None => values.iter().map(Vec::len).fold(0, greatest_common_divisor),
+    };
+    if values.is_empty() || width == 0 {
+        return Err(invalid(
+            path,
+            format!(
+                "no logged requests of '{}' in that time range",
+                rows.endpoint
+            ),
+        ));
+    }
+    let names = rows
+        .names
+        .clone()
+        .unwrap_or_else(|| (0..width).map(|i| format!("f{i}")).collect());
+    let mut columns: Vec<Vec<f64>> = vec![Vec::new(); width];
+    for request in &values {
+        if request.len() % width != 0 {
+            return Err(invalid(
+                path,
+                format!(
+                    "a request of {} holds {} values, not rows of {width} features",
+                    column_name.as_deref().unwrap_or("?"),
+                    request.len()
+                ),
+            ));
+        }
+        for (i, v) in request.iter().enumerate() {
+            columns[i % width].push(*v);
+        }
+    }
+    let count = columns[0].len();
+    Ok(Table {
+        columns: names
+            .into_iter()
+            .zip(columns)
+            .map(|(n, c)| (n, Column::Numbers(c)))
+            .collect(),
+        rows: count,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +371,64 @@ mod tests {
             panic!("numbers")
         };
         assert!(x2[0].is_nan() && x2[1] == 3.0);
+    }
+
+    #[test]
+    fn payload_logs_give_one_column_per_feature_for_the_endpoint_and_time_range() {
+        use crate::record::{Kind, Record, Value};
+        let dir = tempfile::tempdir().unwrap();
+        let schema: crate::Schema = vec![crate::Column {
+            name: "in_input".into(),
+            kind: Kind::Floats,
+        }]
+        .into();
+        let mut file =
+            crate::file::PayloadFile::create(dir.path().join("a.parquet"), schema).unwrap();
+        let record = |t: i64, endpoint: &str, values: Vec<f64>| Record {
+            time_us: t,
+            endpoint: endpoint.into(),
+            version: None,
+            request_id: "r".into(),
+            protocol: "v2_rest",
+            status: 200,
+            latency_ms: 1.0,
+            values: vec![Value::Floats(values)],
+        };
+        file.push(record(10, "iris/1", vec![1.0, 2.0])).unwrap();
+        file.push(record(20, "iris/2", vec![3.0, 4.0, 5.0, 6.0]))
+            .unwrap();
+        file.push(record(30, "iris/1", vec![7.0, 8.0])).unwrap();
+        file.push(record(20, "other", vec![9.0, 9.0])).unwrap();
+        file.finish().unwrap();
+        let rows = LogRows {
+            endpoint: "iris".into(),
+            until_us: Some(30),
+            ..LogRows::default()
+        };
+        let table = read_payload_logs(dir.path(), &rows).unwrap();
+        assert_eq!(
+            table.rows, 3,
+            "two rows of the two-row request, one of the first"
+        );
+        assert_eq!(
+            table.columns[0],
+            ("f0".into(), Column::Numbers(vec![1.0, 3.0, 5.0]))
+        );
+        assert_eq!(
+            table.columns[1],
+            ("f1".into(), Column::Numbers(vec![2.0, 4.0, 6.0]))
+        );
+        let none = LogRows {
+            endpoint: "iris/2".into(),
+            since_us: Some(25),
+            ..LogRows::default()
+        };
+        assert!(
+            read_payload_logs(dir.path(), &none)
+                .unwrap_err()
+                .to_string()
+                .contains("no logged requests")
+        );
     }
 
     #[test]

@@ -795,9 +795,22 @@ pub struct MonitorReferenceArgs {
     #[arg(long)]
     pub endpoint: String,
     /// Reference data: a .csv file whose header names the model's features (f0, f1, … for a
-    /// model without names), or a .parquet file with one column per feature
+    /// model without names), a .parquet file with one column per feature, or a folder of payload
+    /// logs (`serval logging`; the endpoint's requests, optionally of a time range)
     #[arg(long)]
     pub data: PathBuf,
+    /// Payload logs only: requests from this time on (RFC 3339, e.g. 2026-12-01T00:00:00Z)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Payload logs only: requests before this time (RFC 3339)
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Payload logs only: the input column when the model has several (`input` for `in_input`)
+    #[arg(long)]
+    pub input: Option<String>,
+    /// Payload logs only: the model's feature names, in column order (default f0, f1, …)
+    #[arg(long, value_delimiter = ',')]
+    pub names: Vec<String>,
     /// Quantile bins per numeric feature
     #[arg(long, default_value_t = serval_store::DriftReference::DEFAULT_BINS)]
     pub bins: usize,

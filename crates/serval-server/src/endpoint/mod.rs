@@ -92,9 +92,11 @@ pub struct Captured {
     pub outputs: Vec<serval_engine::NamedOutput>,
 }
 
-/// What sees a request's native model inputs besides the model (drift statistics).
+/// What sees a request's inputs besides the model (drift statistics): a native model's input
+/// tensors, or the JSON body an endpoint's Python code gets.
 pub trait Observer: Send + Sync {
     fn observe(&self, inputs: &[NamedTensor]);
+    fn observe_body(&self, body: &Value);
 }
 
 /// What watches a request on its way through a native model: a payload log's copy of its inputs

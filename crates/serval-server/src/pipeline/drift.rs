@@ -30,8 +30,12 @@ const BUCKETS: u64 = 20;
 /// How one feature is counted.
 enum Binning {
     Edges(Vec<f64>),
-    /// Category values as numbers (a native model's inputs are numbers); the last bin: other.
-    Categories(Vec<f64>),
+    /// Categories as texts (a JSON body's strings) and as numbers (a model's inputs, a body's
+    /// numbers); the last bin: other.
+    Categories {
+        texts: Vec<String>,
+        numbers: Vec<f64>,
+    },
 }
 
 struct Tracked {
@@ -84,12 +88,13 @@ impl LiveDrift {
                 }
                 let binning = match &feature.bins {
                     ReferenceBins::Numeric { edges, .. } => Binning::Edges(edges.clone()),
-                    ReferenceBins::Categorical { categories, .. } => Binning::Categories(
-                        categories
+                    ReferenceBins::Categorical { categories, .. } => Binning::Categories {
+                        texts: categories.clone(),
+                        numbers: categories
                             .iter()
                             .map(|c| c.parse::<f64>().unwrap_or(f64::NAN))
                             .collect(),
-                    ),
+                    },
                 };
                 let tracked = Tracked {
                     column,
@@ -155,14 +160,49 @@ impl LiveDrift {
                 }
                 let bin = match &tracked.binning {
                     Binning::Edges(edges) => bin_of(edges, v),
-                    Binning::Categories(values) => {
-                        values.iter().position(|c| *c == v).unwrap_or(values.len())
-                    }
+                    Binning::Categories { numbers, .. } => numbers
+                        .iter()
+                        .position(|c| *c == v)
+                        .unwrap_or(numbers.len()),
                 };
                 bucket.counts[tracked.offset + bin].fetch_add(1, Ordering::Relaxed);
             }
         }
         bucket.counts[self.bins].fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a JSON body's fields named as the reference's features: numbers, and strings
+    /// for categories (anything else is missing). One row.
+    fn count_fields(&self, body: &serde_json::Map<String, serde_json::Value>) {
+        use serde_json::Value;
+        let bucket = self.bucket(self.epoch());
+        for (tracked, feature) in self.tracked.iter().zip(&self.reference.features) {
+            let bin = match (&tracked.binning, body.get(&feature.name)) {
+                (Binning::Edges(edges), Some(Value::Number(n))) => {
+                    n.as_f64().filter(|v| !v.is_nan()).map(|v| bin_of(edges, v))
+                }
+                (Binning::Categories { numbers, .. }, Some(Value::Number(n))) => {
+                    n.as_f64().map(|v| {
+                        numbers
+                            .iter()
+                            .position(|c| *c == v)
+                            .unwrap_or(numbers.len())
+                    })
+                }
+                (Binning::Categories { texts, .. }, Some(Value::String(s))) => {
+                    Some(texts.iter().position(|c| c == s).unwrap_or(texts.len()))
+                }
+                (Binning::Categories { texts, .. }, Some(Value::Bool(b))) => {
+                    let s = b.to_string();
+                    Some(texts.iter().position(|c| *c == s).unwrap_or(texts.len()))
+                }
+                _ => None,
+            };
+            if let Some(bin) = bin {
+                bucket.counts[tracked.offset + bin].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        bucket.counts[self.bins].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The window's counts (every bin, then the rows).
@@ -248,6 +288,12 @@ impl LiveDrift {
 }
 
 impl Observer for LiveDrift {
+    fn observe_body(&self, body: &serde_json::Value) {
+        if let serde_json::Value::Object(fields) = body {
+            self.count_fields(fields);
+        }
+    }
+
     fn observe(&self, inputs: &[NamedTensor]) {
         let Some(input) = inputs.first() else {
             return;
@@ -268,7 +314,7 @@ impl Observer for LiveDrift {
     }
 }
 
-/// The feature names of an endpoint's model inputs: its metadata's, else `f0`, `f1`, …
+/// The feature names of a native model's input columns: its metadata's, else `f0`, `f1`, …
 fn feature_names(endpoint: &Endpoint) -> Option<Vec<String>> {
     let model = match &endpoint.runner {
         Runner::Native(model) => model,
@@ -287,8 +333,6 @@ fn feature_names(endpoint: &Endpoint) -> Option<Vec<String>> {
 #[derive(Default)]
 pub struct Drifts {
     live: Mutex<HashMap<String, Arc<LiveDrift>>>,
-    /// Endpoints whose reference cannot be watched, reported once.
-    refused: Mutex<Vec<String>>,
 }
 
 impl Drifts {
@@ -315,17 +359,9 @@ impl Drifts {
             else {
                 continue;
             };
-            let Some(names) = feature_names(endpoint) else {
-                let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
-                if !refused.contains(url) {
-                    tracing::warn!(
-                        "drift of '{url}' is not watched: drift statistics count a native model's input features, and '{url}' runs {}",
-                        endpoint.runner.runs()
-                    );
-                    refused.push(url.clone());
-                }
-                continue;
-            };
+            // A native model's input columns, else (Python code) the body's fields by name.
+            let names = feature_names(endpoint)
+                .unwrap_or_else(|| reference.features.iter().map(|f| f.name.clone()).collect());
             let same = live.get(url).filter(|d| {
                 d.reference == *reference
                     && d.tracked

@@ -457,6 +457,13 @@ impl Admitted<'_> {
         } = decoded.map_err(failed)?;
         ctx.explain = asked || explain_parameter(&input).map_err(failed)?;
         let observer = drift.as_deref();
+        // Python code gets the body: its fields are the features (a native model's input
+        // tensor is counted where the model runs).
+        if let (Some(observer), Input::Body(Payload::Json(body))) = (observer, &input)
+            && !matches!(endpoint.runner, Runner::Native(_))
+        {
+            observer.observe_body(body);
+        }
         let output = match &log {
             None => {
                 let watch = crate::endpoint::Watch {

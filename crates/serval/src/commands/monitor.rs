@@ -12,7 +12,37 @@ pub fn reference(ctx: &Context, args: &MonitorReferenceArgs) -> Result<()> {
         bail!("--bins must be from 2 to 100, got {}", args.bins);
     }
     let window_ms = serval_admin::shadows::window(&args.window)?;
-    let data = serval_monitor::data::read(&args.data)?;
+    let data = if args.data.is_dir() {
+        let time = |flag: &str, text: &Option<String>| -> Result<Option<i64>> {
+            let Some(text) = text else { return Ok(None) };
+            let at = humantime::parse_rfc3339_weak(text.trim()).map_err(|_| {
+                anyhow::anyhow!("{flag} '{text}' is not a time such as 2026-12-01T00:00:00Z")
+            })?;
+            let micros = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            Ok(Some(i64::try_from(micros).unwrap_or(i64::MAX)))
+        };
+        let rows = serval_monitor::data::LogRows {
+            endpoint: args.endpoint.trim_matches('/').to_string(),
+            since_us: time("--since", &args.since)?,
+            until_us: time("--until", &args.until)?,
+            input: args.input.clone(),
+            names: (!args.names.is_empty()).then(|| args.names.clone()),
+        };
+        serval_monitor::data::read_payload_logs(&args.data, &rows)?
+    } else {
+        if args.since.is_some()
+            || args.until.is_some()
+            || args.input.is_some()
+            || !args.names.is_empty()
+        {
+            bail!(
+                "--since, --until, --input and --names select rows of payload logs: give --data the logs' folder"
+            );
+        }
+        serval_monitor::data::read(&args.data)?
+    };
     for name in &args.categorical {
         if !data.columns.iter().any(|(n, _)| n == name) {
             bail!(

@@ -194,3 +194,64 @@ fn live_inputs_from_the_reference_are_stable_and_one_shifted_feature_drifts_alon
         server.get("/api/v1/overview").1["drift"] == json!([])
     });
 }
+
+#[test]
+fn an_endpoint_with_python_code_is_watched_on_its_body_fields() {
+    let home = Home::new();
+    home.service("drift-python");
+    let code = home.write(
+        "price/preprocess.py",
+        "class Preprocess:\n    def process(self, data, state, collect_custom_statistics_fn=None):\n        return {'y': data['x'] * 2.0}\n",
+    );
+    home.add_custom("price", &code);
+    // x spread over 0..100, colour half red, half blue.
+    let mut csv = String::from("x,colour\n");
+    for i in 0..1_000 {
+        let colour = if i % 2 == 0 { "red" } else { "blue" };
+        csv.push_str(&format!("{},{colour}\n", (i * 37 % 1_000) as f64 / 10.0));
+    }
+    let data = home.write("reference.csv", &csv);
+    home.ok(&[
+        "monitor",
+        "reference",
+        "--endpoint",
+        "price",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let server = Server::start(&home);
+    wait_until("the drift statistics in the console", || {
+        server.get("/api/v1/overview").1["drift"][0]["endpoint"] == "price"
+    });
+    for i in 0..500 {
+        let colour = if i % 2 == 0 { "blue" } else { "red" };
+        let body = json!({"x": (i * 53 % 500) as f64 / 5.0, "colour": colour});
+        let (status, reply) = server.post("/serve/price", &body.to_string());
+        assert_eq!(status, 200, "{reply}");
+    }
+    let view = server.get("/api/v1/overview").1["drift"][0].clone();
+    assert_eq!(view["rows"], 500, "{view}");
+    assert_eq!(view["missing"], json!([]), "{view}");
+    let psi = |feature: &str| -> f64 {
+        let prefix = format!(
+            r#"serval_feature_drift{{endpoint="price",feature="{feature}",statistic="psi"}} "#
+        );
+        server
+            .get_text("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("no psi of {feature}"))
+    };
+    assert!(psi("x") < 0.1, "x: {}", psi("x"));
+    assert!(psi("colour") < 0.01, "colour: {}", psi("colour"));
+    assert!(server.get_text("/metrics").contains(
+        r#"serval_feature_drift{endpoint="price",feature="colour",statistic="chi_square"}"#
+    ));
+    // Every body red now: the colour drifts, x does not.
+    for i in 0..500 {
+        let body = json!({"x": (i * 53 % 500) as f64 / 5.0, "colour": "red"});
+        assert_eq!(server.post("/serve/price", &body.to_string()).0, 200);
+    }
+    assert!(psi("colour") > 0.25, "colour: {}", psi("colour"));
+    assert!(psi("x") < 0.1, "x: {}", psi("x"));
+}

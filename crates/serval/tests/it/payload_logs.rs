@@ -280,6 +280,32 @@ print(json.dumps(out))
     // Rolled over by age (1 s): several files, none left incomplete.
     let files = walk(&logs);
     assert!(files.len() >= 2, "{files:?}");
+    // The logs make a drift reference: every logged row of iris (one row per request), split
+    // into the model's four features.
+    let logs_dir = logs.display().to_string();
+    let added = home.ok(&[
+        "monitor",
+        "reference",
+        "--endpoint",
+        "iris",
+        "--data",
+        &logs_dir,
+    ]);
+    assert!(
+        added.contains(&format!("4 features from {} rows", rows.len())),
+        "{added}"
+    );
+    let none = home.fail(&[
+        "monitor",
+        "reference",
+        "--endpoint",
+        "iris",
+        "--data",
+        &logs_dir,
+        "--since",
+        "2100-01-01T00:00:00Z",
+    ]);
+    assert!(none.contains("no logged requests of 'iris'"), "{none}");
     assert!(
         files
             .iter()
