@@ -9,6 +9,8 @@
 #
 # Usage: bench/payload.sh [PATH_TO_SERVAL]   (default: target/release/serval)
 #   ROUNDS=5 SECONDS_PER_RUN=5 CONNECTIONS=16 (wrk, 1 thread, 1 s warm-up per run)
+#   ONLY="none stalled": only these servers; STALLED_SAMPLE=0.1: the stalled server's sample
+#   (default 1.0)
 # Needs: wrk.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,7 +66,8 @@ setup() {
     stalled)
       export AWS_ENDPOINT=http://127.0.0.1:$STALL_PORT AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
         AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false
-      "$BIN" logging add --endpoint iris --destination s3://stalled/logs > /dev/null 2>&1
+      "$BIN" logging add --endpoint iris --sample "${STALLED_SAMPLE:-1.0}" \
+        --destination s3://stalled/logs > /dev/null 2>&1
       return 0 ;;
     drift)
       "$BIN" monitor reference --endpoint iris --data "$WORK/reference.csv" > /dev/null 2>&1
@@ -75,14 +78,17 @@ setup() {
     --destination "file://$WORK/logs-$1" > /dev/null 2>&1
 }
 
-SERVERS=(none all quarter stalled drift)
+read -r -a SERVERS <<< "${ONLY:-none all quarter stalled drift}"
 # shellcheck source=bench/lib/alternate.sh
 source "$ROOT/bench/lib/alternate.sh"
 for name in all quarter stalled; do
+  [[ " ${SERVERS[*]} " == *" $name "* ]] || continue
   echo "payload counters of '$name' (its /metrics):"
   curl -s "${URLS[$name]}/metrics" | grep '^serval_payload_' | sed 's/^/  /'
   [[ -d $WORK/logs-$name ]] && echo "  files: $(find "$WORK/logs-$name" -name '*.parquet' | wc -l), $(du -sh "$WORK/logs-$name" | cut -f1)"
   [[ $name == stalled ]] && echo "  spool (waiting for the stalled store): $(du -sh "$WORK/home-stalled/cache/payload-spool" 2>/dev/null | cut -f1)"
 done
-echo "drift gauges of 'drift' (its /metrics):"
-curl -s "${URLS[drift]}/metrics" | grep '^serval_feature_drift.*psi' | sed 's/^/  /'
+if [[ " ${SERVERS[*]} " == *" drift "* ]]; then
+  echo "drift gauges of 'drift' (its /metrics):"
+  curl -s "${URLS[drift]}/metrics" | grep '^serval_feature_drift.*psi' | sed 's/^/  /'
+fi
