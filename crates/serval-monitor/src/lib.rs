@@ -8,7 +8,7 @@ pub mod record;
 pub mod writer;
 
 pub use record::{Column, Kind, Record, Schema, Value};
-pub use writer::{Destination, PayloadWriter, Rolling, Tally, Target};
+pub use writer::{Destination, MAX_RECORD_BYTES, PayloadWriter, Rolling, Tally, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {

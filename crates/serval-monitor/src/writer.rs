@@ -25,6 +25,8 @@ use crate::record::{Record, Schema};
 /// Records the buffer holds at most, and bytes.
 const BUFFER_RECORDS: usize = 16_384;
 const BUFFER_BYTES: usize = 64 << 20;
+/// The largest record the buffer can take (a larger one is dropped before it is copied).
+pub const MAX_RECORD_BYTES: usize = BUFFER_BYTES;
 /// How often the writer takes what the buffer holds (and checks open files' age). It sleeps in
 /// between rather than waiting on the channel: a request's offer then never wakes a thread
 /// (measured: waking the writer for every record cost a third of the throughput at sample 1.0).

@@ -453,8 +453,9 @@ impl Admitted<'_> {
         let Decoded {
             input,
             extra,
-            memory,
+            mut memory,
         } = decoded.map_err(failed)?;
+        let log = log.filter(|route| payload::room(route, &mut memory));
         ctx.explain = asked || explain_parameter(&input).map_err(failed)?;
         let observer = drift.as_deref();
         // Python code gets the body: its fields are the features (a native model's input

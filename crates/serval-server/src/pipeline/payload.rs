@@ -275,6 +275,18 @@ fn value_of(elements: &Elements, kind: Kind) -> Value {
     }
 }
 
+/// Whether a sampled request may be copied for its log: the copy (about what the request was
+/// charged for decoding) is charged to its memory reservation first, and a record larger than
+/// the writer's buffer could ever take is not made. Otherwise the record is dropped and counted.
+pub fn room(route: &LogRoute, memory: &mut crate::memory::Reservation) -> bool {
+    let copy = memory.charged();
+    if copy <= serval_monitor::MAX_RECORD_BYTES && memory.charge(copy).is_ok() {
+        return true;
+    }
+    route.tally.dropped.fetch_add(1, Ordering::Relaxed);
+    false
+}
+
 /// The text columns of a request to an endpoint with Python code.
 pub fn body_text(input: &Input) -> Value {
     match input {

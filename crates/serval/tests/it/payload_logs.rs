@@ -449,3 +449,56 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn a_copy_that_would_exceed_the_request_memory_budget_is_dropped_and_the_request_answered() {
+    let home = Home::new();
+    home.service("logged");
+    let xgb = home.upload("iris-xgb", "xgb_multi_iris.json", &[]);
+    home.ok(&[
+        "model",
+        "add",
+        "--engine",
+        "xgboost",
+        "--endpoint",
+        "iris",
+        "--model-id",
+        &xgb,
+    ]);
+    let logs = format!("file://{}", home.path().join("logs").display());
+    home.ok(&[
+        "logging",
+        "add",
+        "--endpoint",
+        "iris",
+        "--destination",
+        &logs,
+    ]);
+    // 40,000 rows take about 11 MiB to decode: within a 16 MiB budget, but not twice over.
+    let server = Server::start_with(&home, &["--max-request-memory", "16777216"]);
+    let counter = |name: &str| -> Option<f64> {
+        let prefix = format!(r#"serval_payload_{name}_total{{endpoint="iris"}} "#);
+        server
+            .get_text("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+    };
+    wait_until("the payload log in the routing table", || {
+        counter("records").is_some()
+    });
+    let rows = 40_000;
+    let big = json!({"inputs": [{"name": "input", "shape": [rows, 4], "datatype": "FP32",
+        "data": vec![1.0; rows * 4]}]});
+    let (status, reply) = server.post("/v2/models/iris/infer", &big.to_string());
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(counter("dropped"), Some(1.0));
+    assert_eq!(counter("records"), Some(0.0));
+    // A small request is logged as usual.
+    let small = json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+        "data": [1, 2, 3, 4]}]});
+    assert_eq!(
+        server.post("/v2/models/iris/infer", &small.to_string()).0,
+        200
+    );
+    assert_eq!(counter("records"), Some(1.0));
+}
