@@ -6,6 +6,7 @@
 //! [`serval_engine::Engine`] contract: input `[rows, features]`, outputs `label` + `probabilities`
 //! for classifiers and `predictions` otherwise.
 
+mod compact;
 mod forest;
 pub mod lightgbm;
 mod shap;

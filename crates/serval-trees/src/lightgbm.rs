@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use crate::compact::Compact;
 use crate::forest::{
     CATEGORICAL, DEFAULT_LEFT, Forest, MISSING_NAN, MISSING_ZERO, Node, NodeBuilder,
 };
@@ -30,6 +31,8 @@ pub enum LgbLink {
 #[derive(Debug, Clone)]
 pub struct LgbModel {
     pub(crate) forest: Forest<f64>,
+    /// The forest for predictions when all its splits are numerical without zero-as-missing.
+    compact: Option<Compact>,
     /// The output group of each tree (`tree % num_groups`, computed once: a division per tree
     /// and row costs more than the tree's walk).
     groups: Vec<u32>,
@@ -195,8 +198,10 @@ impl LgbModel {
         let groups = (0..forest.num_trees())
             .map(|t| u32::try_from(t % num_groups.max(1)).unwrap_or(0))
             .collect();
+        let compact = Compact::new(&forest, nan_goes_left);
         Ok(LgbModel {
             forest,
+            compact,
             groups,
             num_features,
             num_groups,
@@ -354,10 +359,14 @@ impl LgbModel {
         let g = self.num_groups;
         let mut out = vec![0.0f64; rows * g];
         let groups = &self.groups;
-        self.forest
-            .accumulate(x, rows, self.num_features, go_left, |row, tree, leaf| {
-                out[row * g + groups[tree] as usize] += leaf;
-            });
+        let sink =
+            |row: usize, tree: usize, leaf: f64| out[row * g + groups[tree] as usize] += leaf;
+        match &self.compact {
+            Some(compact) => compact.accumulate(x, rows, self.num_features, sink),
+            None => self
+                .forest
+                .accumulate(x, rows, self.num_features, go_left, sink),
+        }
         if self.average_output {
             let iterations = (self.forest.num_trees() / g) as f64;
             out.iter_mut().for_each(|v| *v /= iterations);
@@ -419,6 +428,18 @@ impl LgbModel {
     }
 }
 
+/// Where a missing value goes at a split that one comparison decides (see [`Compact`]): NaN counts
+/// as 0.0 unless the missing type is NaN, when it takes the default direction.
+fn nan_goes_left(node: &Node<f64>) -> Option<bool> {
+    if node.flags & (CATEGORICAL | MISSING_ZERO) != 0 {
+        None
+    } else if node.flags & MISSING_NAN != 0 {
+        Some(node.flags & DEFAULT_LEFT != 0)
+    } else {
+        Some(0.0 <= node.value)
+    }
+}
+
 /// LightGBM's split decision (see the module docs).
 #[inline(always)]
 fn go_left(forest: &Forest<f64>, node: &Node<f64>, x: f64) -> bool {
@@ -455,8 +476,43 @@ mod tests {
         )
     }
 
+    /// The prediction for `[0, x1]`, checked to be the same through the general walk.
     fn predict(m: &LgbModel, x1: f64) -> f64 {
-        m.predict_raw(&[0.0, x1], 1)[0]
+        let x = [0.0, x1];
+        let got = m.predict_raw(&x, 1)[0];
+        let mut general = 0.0;
+        m.forest
+            .accumulate(&x, 1, 2, go_left, |_, _, leaf| general += leaf);
+        assert_eq!(got, general, "compact and general walks differ at {x1}");
+        got
+    }
+
+    #[test]
+    fn the_compact_walk_takes_numerical_splits_and_settles_missing_values() {
+        // Missing type none, threshold below zero: NaN counts as 0.0 → right.
+        let m = LgbModel::load(
+            model("2", "")
+                .replace("threshold=0.5", "threshold=-0.5")
+                .as_bytes(),
+        )
+        .unwrap();
+        assert!(m.compact.is_some());
+        assert_eq!(predict(&m, f64::NAN), 2.0);
+        assert_eq!(predict(&m, -0.5), 1.0);
+        assert_eq!(predict(&m, 0.0), 2.0);
+        assert_eq!(predict(&m, f64::NEG_INFINITY), 1.0);
+        // Missing type NaN, default left.
+        let m = LgbModel::load(model("10", "").as_bytes()).unwrap();
+        assert!(m.compact.is_some());
+        assert_eq!(predict(&m, f64::NAN), 1.0);
+        assert_eq!(predict(&m, f64::INFINITY), 2.0);
+        // Zero-as-missing needs the general walk.
+        assert!(
+            LgbModel::load(model("4", "").as_bytes())
+                .unwrap()
+                .compact
+                .is_none()
+        );
     }
 
     #[test]
