@@ -10,4 +10,6 @@ pub mod rows;
 
 pub use formats::{Loaded, ModelFormat, load_engine, load_model};
 pub use mapping::{nested, request_to_inputs, shape_and_leaves};
-pub use reply::{ReplyText, outputs_by_name, reply_from_outputs, reply_json, tensor_json};
+pub use reply::{
+    ReplyText, explained_reply_json, outputs_by_name, reply_from_outputs, reply_json, tensor_json,
+};

@@ -258,6 +258,76 @@ pub fn reply_json(meta: &ModelMetadata, outputs: &[NamedOutput]) -> Result<Vec<u
     }
 }
 
+/// The reply of [`reply_json`] with `contributions` beside the prediction: the reply object gains
+/// a `"contributions"` key (nested lists as the tensor's shape; f32 values written as f32, `0.1`
+/// rather than `0.10000000149011612`, as V2 writes them; NaN and infinities `null`).
+pub fn explained_reply_json(
+    meta: &ModelMetadata,
+    outputs: &[NamedOutput],
+    contributions: &Tensor,
+) -> Result<Vec<u8>> {
+    let mut out = reply_json(meta, outputs)?;
+    // Every default reply is an object.
+    if out.first() != Some(&b'{') || out.pop() != Some(b'}') {
+        return Err(EngineError::Internal(
+            "the reply is not a JSON object".into(),
+        ));
+    }
+    if out.len() > 1 {
+        out.push(b',');
+    }
+    out.reserve(24 + 16 * contributions.data().len());
+    out.extend_from_slice(br#""contributions":"#);
+    write_nested(&mut out, contributions);
+    out.push(b'}');
+    Ok(out)
+}
+
+/// A tensor as nested JSON lists of its shape, written without building a tree or recursing.
+fn write_nested(out: &mut Vec<u8>, tensor: &Tensor) {
+    let shape = tensor.shape();
+    let data = tensor.data();
+    let count = data.len();
+    if shape.is_empty() || count == 0 || shape.iter().product::<usize>() != count {
+        // Scalars, empty dimensions, inconsistent shapes: through the tree.
+        let _ = serde_json::to_writer(&mut *out, &tensor_json(tensor));
+        return;
+    }
+    // strides[k]: the elements in one list at depth k (the product of shape[k..]).
+    let mut strides = shape.to_vec();
+    for k in (0..shape.len() - 1).rev() {
+        strides[k] *= strides[k + 1];
+    }
+    for i in 0..count {
+        for stride in &strides {
+            if i % stride == 0 {
+                out.push(b'[');
+            }
+        }
+        let _ = match data {
+            TensorData::F32(v) if v[i].is_finite() => serde_json::to_writer(&mut *out, &v[i]),
+            TensorData::F64(v) if v[i].is_finite() => serde_json::to_writer(&mut *out, &v[i]),
+            TensorData::F32(_) | TensorData::F64(_) => {
+                out.extend_from_slice(b"null");
+                Ok(())
+            }
+            TensorData::I64(v) => serde_json::to_writer(&mut *out, &v[i]),
+            TensorData::I32(v) => serde_json::to_writer(&mut *out, &v[i]),
+            TensorData::Bool(v) => serde_json::to_writer(&mut *out, &v[i]),
+            TensorData::String(v) => serde_json::to_writer(&mut *out, &v[i]),
+        };
+        for stride in strides.iter().rev() {
+            if (i + 1) % stride != 0 {
+                break;
+            }
+            out.push(b']');
+        }
+        if i + 1 < count {
+            out.push(b',');
+        }
+    }
+}
+
 /// A reply too large to hold as text twice, written a chunk at a time from the outputs while it
 /// is sent: the same bytes as [`reply_json`], for the shapes it writes directly.
 #[derive(Debug)]
@@ -323,6 +393,43 @@ mod tests {
             feature_names: names.map(|n| n.into_iter().map(str::to_string).collect()),
             ..ModelMetadata::tabular("test", width, DataType::F32, task)
         }
+    }
+
+    #[test]
+    fn explained_replies_nest_contributions_as_their_shape() {
+        let m = meta(2, None, Task::Regression);
+        let outputs = vec![NamedOutput {
+            name: "predictions".into(),
+            value: OutputValue::Tensor(
+                Tensor::new(vec![2], TensorData::F32(vec![1.5, 2.0])).unwrap(),
+            ),
+        }];
+        let cases = [
+            (
+                vec![2, 3],
+                TensorData::F32(vec![0.1, -0.2, 3.0, 4.0, 5.0, 6.0]),
+            ),
+            (
+                vec![1, 2, 2],
+                TensorData::F32(vec![1.0, f32::NAN, 3.0, 4.0]),
+            ),
+            (vec![2, 1], TensorData::F64(vec![0.1, f64::INFINITY])),
+        ];
+        let texts: Vec<String> = cases
+            .into_iter()
+            .map(|(shape, data)| {
+                let tensor = Tensor::new(shape, data).unwrap();
+                String::from_utf8(explained_reply_json(&m, &outputs, &tensor).unwrap()).unwrap()
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                r#"{"y":[1.5,2.0],"contributions":[[0.1,-0.2,3.0],[4.0,5.0,6.0]]}"#,
+                r#"{"y":[1.5,2.0],"contributions":[[[1.0,null],[3.0,4.0]]]}"#,
+                r#"{"y":[1.5,2.0],"contributions":[[0.1],[null]]}"#,
+            ]
+        );
     }
 
     #[test]

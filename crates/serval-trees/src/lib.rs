@@ -10,6 +10,7 @@ mod compact;
 mod forest;
 pub mod lightgbm;
 mod shap;
+mod shap_tables;
 mod task;
 mod ubjson;
 pub mod xgboost;
@@ -20,6 +21,7 @@ use serval_engine::{
 };
 
 pub use lightgbm::LgbModel;
+pub use shap::Method as ShapMethod;
 pub use task::TreeTask;
 pub use xgboost::XgbModel;
 

@@ -7,11 +7,13 @@
 //! type is NaN). Tree `i` adds to output `i % num_tree_per_iteration`; sums are f64.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use crate::compact::Compact;
 use crate::forest::{
     CATEGORICAL, DEFAULT_LEFT, Forest, MISSING_NAN, MISSING_ZERO, Node, NodeBuilder,
 };
+use crate::shap::{Explainer, Method as ShapMethod};
 use crate::task::TreeTask;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -33,6 +35,8 @@ pub struct LgbModel {
     pub(crate) forest: Forest<f64>,
     /// The forest for predictions when all its splits are numerical without zero-as-missing.
     compact: Option<Compact>,
+    /// Computed on the first explanation.
+    explainer: OnceLock<Result<Explainer, String>>,
     /// The output group of each tree (`tree % num_groups`, computed once: a division per tree
     /// and row costs more than the tree's walk).
     groups: Vec<u32>,
@@ -202,6 +206,7 @@ impl LgbModel {
         Ok(LgbModel {
             forest,
             compact,
+            explainer: OnceLock::new(),
             groups,
             num_features,
             num_groups,
@@ -379,21 +384,43 @@ impl LgbModel {
     /// output's block ends with its bias, the trees' expected values). Refused (with why) for
     /// models that cannot be explained.
     pub fn explain(&self, x: &[f64], rows: usize) -> Result<(Vec<f64>, Vec<usize>), String> {
-        crate::shap::check(&self.forest)?;
+        self.explain_with(x, rows, ShapMethod::Fastest)
+    }
+
+    /// [`LgbModel::explain`] by the given method (the same values).
+    pub fn explain_with(
+        &self,
+        x: &[f64],
+        rows: usize,
+        method: ShapMethod,
+    ) -> Result<(Vec<f64>, Vec<usize>), String> {
         if self.average_output {
             return Err("random forest models (average_output) are not explained".to_string());
         }
+        let explainer = self
+            .explainer
+            .get_or_init(|| Explainer::new(&self.forest))
+            .as_ref()
+            .map_err(Clone::clone)?;
         let (f, g) = (self.num_features, self.num_groups);
         let width = f + 1;
-        let expected = crate::shap::expected_values(&self.forest);
         let mut out = vec![0.0f64; rows * g * width];
         let mut scratch = crate::shap::Scratch::default();
         for (r, phi) in out.chunks_mut(g * width).enumerate() {
             let row = &x[r * f..(r + 1) * f];
             for (t, group) in self.groups.iter().enumerate() {
                 let block = &mut phi[*group as usize * width..][..width];
-                block[f] += expected[t];
-                crate::shap::tree_shap(&self.forest, t, row, &go_left, 1.0, &mut scratch, block);
+                block[f] += explainer.expected[t];
+                explainer.add(
+                    &self.forest,
+                    t,
+                    row,
+                    &go_left,
+                    1.0,
+                    method,
+                    &mut scratch,
+                    block,
+                );
             }
         }
         let shape = if g == 1 {

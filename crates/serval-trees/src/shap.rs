@@ -11,6 +11,7 @@
 //! slice, which no other node touches until the parent's subtree is done).
 
 use crate::forest::{Forest, LEAF, Node};
+use crate::shap_tables::Tables;
 
 /// Trees deeper than this are not explained (the path buffer grows with the square of the
 /// depth).
@@ -56,24 +57,66 @@ pub fn expected_values<T: Copy + Default + Into<f64>>(forest: &Forest<T>) -> Vec
         .collect()
 }
 
-/// Scratch space for [`tree_shap`], reused across rows and trees.
+/// How contributions are computed; both give the same exact values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// From per-leaf tables ([`crate::shap_tables`]) when they fit, else path-dependent.
+    Fastest,
+    /// The path-dependent algorithm ([`tree_shap`]) for every row: no tables.
+    PathDependent,
+}
+
+/// What explaining a forest needs beyond the forest, computed once (on a model's first
+/// explanation): the trees' expected values and, when they fit, the leaves' tables.
+#[derive(Debug, Clone)]
+pub struct Explainer {
+    pub expected: Vec<f64>,
+    tables: Option<Tables>,
+}
+
+impl Explainer {
+    /// The explainer of `forest`, or why it cannot be explained.
+    pub fn new<T: Copy + Default + Into<f64>>(forest: &Forest<T>) -> Result<Explainer, String> {
+        check(forest)?;
+        Ok(Explainer {
+            expected: expected_values(forest),
+            tables: Tables::new(forest),
+        })
+    }
+
+    /// Adds `scale` × tree `t`'s contributions for `row` to `phi` (the bias is the caller's).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn add<T: Copy + Default + Into<f64>, I: Copy>(
+        &self,
+        forest: &Forest<T>,
+        t: usize,
+        row: &[I],
+        go_left: &impl Fn(&Forest<T>, &Node<T>, I) -> bool,
+        scale: f64,
+        method: Method,
+        scratch: &mut Scratch,
+        phi: &mut [f64],
+    ) {
+        match (&self.tables, method) {
+            (Some(tables), Method::Fastest) => {
+                tables.add(forest, t, row, go_left, scale, &mut scratch.sides, phi);
+            }
+            _ => tree_shap(forest, t, row, go_left, scale, scratch, phi),
+        }
+    }
+}
+
+/// Scratch space for [`tree_shap`] and the tables, reused across rows and trees; empty at first
+/// ([`tree_shap`] fills `inv` on first use: the tables need none of it).
+#[derive(Default)]
 pub struct Scratch {
+    /// Which way a row goes at each split of a tree (tables).
+    sides: Vec<bool>,
     path: Vec<PathElement>,
     stack: Vec<Frame>,
     /// `1 / k` for every path length `k` (0 for 0): the inner loops multiply instead of divide.
     inv: Vec<f64>,
-}
-
-impl Default for Scratch {
-    fn default() -> Scratch {
-        Scratch {
-            path: Vec::new(),
-            stack: Vec::new(),
-            inv: (0..MAX_DEPTH as usize + 4)
-                .map(|k| if k == 0 { 0.0 } else { 1.0 / k as f64 })
-                .collect(),
-        }
-    }
 }
 
 #[derive(Clone, Copy)]
@@ -101,6 +144,11 @@ pub fn tree_shap<T: Copy + Default + Into<f64>, I: Copy>(
     let root = forest.roots[t];
     if forest.nodes[root as usize].flags & LEAF != 0 {
         return;
+    }
+    if scratch.inv.is_empty() {
+        scratch.inv = (0..MAX_DEPTH as usize + 4)
+            .map(|k| if k == 0 { 0.0 } else { 1.0 / k as f64 })
+            .collect();
     }
     let width = forest.depths[t] as usize + 2;
     // Each level's slice is written before it is read: grown once, never cleared.

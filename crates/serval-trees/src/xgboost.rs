@@ -6,10 +6,13 @@
 //! stored in output space (XGBoost ≥ 2; a vector string such as `"[6.27E-1]"` in 3.x), so the
 //! starting margin is its inverse link: logit for logistic objectives, log for count/gamma/tweedie.
 
+use std::sync::OnceLock;
+
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::forest::{CATEGORICAL, DEFAULT_LEFT, Forest, Node, NodeBuilder};
+use crate::shap::{Explainer, Method as ShapMethod};
 use crate::task::TreeTask;
 
 /// How raw margins become predictions.
@@ -29,6 +32,8 @@ pub enum Link {
 #[derive(Debug, Clone)]
 pub struct XgbModel {
     pub(crate) forest: Forest<f32>,
+    /// Computed on the first explanation.
+    explainer: OnceLock<Result<Explainer, String>>,
     /// Output group (class or target) of every tree.
     tree_group: Vec<u32>,
     /// Per-tree weight (dart); `None` for gbtree.
@@ -308,6 +313,7 @@ impl XgbModel {
         }
         Ok(XgbModel {
             forest,
+            explainer: OnceLock::new(),
             tree_group,
             tree_weight: weights,
             base_margin,
@@ -448,10 +454,23 @@ impl XgbModel {
     /// column is the bias (the base margin and the trees' expected values). Computed in f64 and
     /// given in f32, XGBoost's precision. Refused (with why) for models that cannot be explained.
     pub fn explain(&self, x: &[f32], rows: usize) -> Result<(Vec<f32>, Vec<usize>), String> {
-        crate::shap::check(&self.forest)?;
+        self.explain_with(x, rows, ShapMethod::Fastest)
+    }
+
+    /// [`XgbModel::explain`] by the given method (the same values).
+    pub fn explain_with(
+        &self,
+        x: &[f32],
+        rows: usize,
+        method: ShapMethod,
+    ) -> Result<(Vec<f32>, Vec<usize>), String> {
+        let explainer = self
+            .explainer
+            .get_or_init(|| Explainer::new(&self.forest))
+            .as_ref()
+            .map_err(Clone::clone)?;
         let (f, g) = (self.num_features, self.num_groups);
         let width = f + 1;
-        let expected = crate::shap::expected_values(&self.forest);
         let mut out = Vec::with_capacity(rows * g * width);
         let mut phi = vec![0.0f64; g * width];
         let mut scratch = crate::shap::Scratch::default();
@@ -464,8 +483,17 @@ impl XgbModel {
             for (t, group) in self.tree_group.iter().enumerate() {
                 let scale = self.tree_weight.as_ref().map_or(1.0, |w| f64::from(w[t]));
                 let block = &mut phi[*group as usize * width..][..width];
-                block[f] += expected[t] * scale;
-                crate::shap::tree_shap(&self.forest, t, row, &go_left, scale, &mut scratch, block);
+                block[f] += explainer.expected[t] * scale;
+                explainer.add(
+                    &self.forest,
+                    t,
+                    row,
+                    &go_left,
+                    scale,
+                    method,
+                    &mut scratch,
+                    block,
+                );
             }
             out.extend(phi.iter().map(|v| *v as f32));
         }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serval_core::{ReplyText, reply_json, request_to_inputs};
+use serval_core::{ReplyText, explained_reply_json, reply_json, request_to_inputs};
 
 /// Replies of at least this many elements (about 1 MB of text) are written as they are sent
 /// instead of whole.
@@ -228,29 +228,11 @@ fn explained_body(
     outputs: &[NamedOutput],
     contributions: NamedTensor,
 ) -> Result<Output, Error> {
-    let mut reply: serde_json::Value = serde_json::from_slice(&reply_json(meta, outputs)?)
-        .map_err(|e| Error::Internal(format!("the reply is not JSON: {e}")))?;
-    let tensor = contributions.tensor;
-    let number =
-        |v: f64| serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into);
-    let values: Vec<serde_json::Value> = match tensor.data() {
-        // f32 values written as f32 (`0.1`, not `0.10000000149011612`), as V2 writes them.
-        serval_engine::TensorData::F32(values) => values
-            .iter()
-            .map(|v| number(v.to_string().parse().unwrap_or(f64::NAN)))
-            .collect(),
-        _ => tensor.to_f64()?.into_iter().map(number).collect(),
-    };
-    let nested = serval_engine::tensor::json::nest(tensor.shape(), values);
-    match reply.as_object_mut() {
-        Some(object) => {
-            object.insert(serval_engine::CONTRIBUTIONS.to_string(), nested);
-        }
-        None => {
-            reply = serde_json::json!({"prediction": reply, "contributions": nested});
-        }
-    }
-    Ok(Output::Body(reply))
+    Ok(Output::Json(explained_reply_json(
+        meta,
+        outputs,
+        &contributions.tensor,
+    )?))
 }
 
 /// A model that cannot be explained is the request's problem: 400 naming why.

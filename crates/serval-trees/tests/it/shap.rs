@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
+use serval_trees::ShapMethod;
 use serval_trees::lightgbm::LgbModel;
 use serval_trees::xgboost::XgbModel;
 
@@ -146,10 +147,14 @@ fn contributions_match_the_libraries_and_sum_to_the_margin() {
                         std::fs::read(fixtures().join(model["files"][file].as_str().unwrap()))
                             .unwrap();
                     let xgb = XgbModel::load(&bytes).unwrap();
-                    let (got, got_shape) = xgb.explain(&x, rows).unwrap();
-                    assert_eq!(got_shape, shape(want), "{what} ({file}) shape");
                     let width = xgb.num_features + 1;
-                    assert_xgboost(&format!("{what} ({file})"), &got, &flat(want), width);
+                    for method in [ShapMethod::PathDependent, ShapMethod::Fastest] {
+                        let (got, got_shape) = xgb.explain_with(&x, rows, method).unwrap();
+                        assert_eq!(got_shape, shape(want), "{what} ({file}) shape");
+                        let what = format!("{what} ({file}, {method:?})");
+                        assert_xgboost(&what, &got, &flat(want), width);
+                    }
+                    let (got, _) = xgb.explain(&x, rows).unwrap();
                     // Each output's contributions sum to its margin.
                     let margins = xgb.predict_margin(&x, rows);
                     for (m, block) in margins.iter().zip(got.chunks(width)) {
@@ -168,9 +173,12 @@ fn contributions_match_the_libraries_and_sum_to_the_margin() {
                 .unwrap();
                 let lgbm = LgbModel::load(&text).unwrap();
                 let x: Vec<f64> = x.iter().map(|v| f64::from(*v)).collect();
-                let (got, got_shape) = lgbm.explain(&x, rows).unwrap();
-                assert_eq!(got_shape, shape(want), "{what} shape");
-                assert_lightgbm(&what, &got, &flat(want));
+                for method in [ShapMethod::PathDependent, ShapMethod::Fastest] {
+                    let (got, got_shape) = lgbm.explain_with(&x, rows, method).unwrap();
+                    assert_eq!(got_shape, shape(want), "{what} shape");
+                    assert_lightgbm(&format!("{what} ({method:?})"), &got, &flat(want));
+                }
+                let (got, _) = lgbm.explain(&x, rows).unwrap();
                 let width = lgbm.num_features + 1;
                 let raw = lgbm.predict_raw(&x, rows);
                 for (m, block) in raw.iter().zip(got.chunks(width)) {
@@ -191,9 +199,11 @@ fn contributions_match_the_libraries_and_sum_to_the_margin() {
     let lgbm = LgbModel::load(&std::fs::read(&categorical).unwrap()).unwrap();
     let x = flat(&serde_json::json!({"data": want["rows"]}));
     let rows = x.len() / 3;
-    let (got, got_shape) = lgbm.explain(&x, rows).unwrap();
-    assert_eq!(got_shape, shape(want));
-    assert_lightgbm("categorical", &got, &flat(want));
+    for method in [ShapMethod::PathDependent, ShapMethod::Fastest] {
+        let (got, got_shape) = lgbm.explain_with(&x, rows, method).unwrap();
+        assert_eq!(got_shape, shape(want));
+        assert_lightgbm(&format!("categorical ({method:?})"), &got, &flat(want));
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 
