@@ -154,6 +154,13 @@ pub trait Engine: Send + Sync {
         self.infer(inputs)
     }
 
+    /// Whether [`Engine::explain`] is ready to answer at once: `false` while what explaining needs
+    /// is not computed yet (the first explanation of a tree model tabulates its leaves), so the
+    /// caller runs that one off the async threads.
+    fn explanation_ready(&self) -> bool {
+        true
+    }
+
     /// Each row's prediction explained: per-feature contributions (exact TreeSHAP for tree
     /// models), named `contributions`, laid out as the model's library lays them out. Engines
     /// that cannot explain their model refuse with the reason ([`EngineError::InvalidInput`]).

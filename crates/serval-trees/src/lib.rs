@@ -248,6 +248,10 @@ impl Engine for XgboostEngine {
     }
 
     /// TreeSHAP contributions, FP32 (XGBoost's precision), shaped as `pred_contribs`.
+    fn explanation_ready(&self) -> bool {
+        self.model.explanation_ready()
+    }
+
     fn explain(&self, inputs: &[NamedTensor]) -> Result<NamedTensor> {
         let (input, rows) = input_matrix(inputs, self.model.num_features)?;
         let x = input.to_f32()?;
@@ -311,6 +315,10 @@ impl Engine for LightgbmEngine {
     }
 
     /// TreeSHAP contributions, FP64 (LightGBM's precision), shaped as `pred_contrib`.
+    fn explanation_ready(&self) -> bool {
+        self.model.explanation_ready()
+    }
+
     fn explain(&self, inputs: &[NamedTensor]) -> Result<NamedTensor> {
         let (input, rows) = input_matrix(inputs, self.model.num_features)?;
         let x = input.to_f64()?;

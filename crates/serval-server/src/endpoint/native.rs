@@ -85,7 +85,8 @@ impl NativeModel {
         }
     }
 
-    /// Each row's contributions (TreeSHAP): inline for a few rows, else on a blocking thread;
+    /// Each row's contributions (TreeSHAP): inline for a few rows, else (and for a model's first
+    /// explanation) on a blocking thread;
     /// refused before it is computed when it would hold more than `max_values` values.
     pub(super) async fn explain(
         &self,
@@ -119,7 +120,8 @@ impl NativeModel {
                 ctx.max_values
             )));
         }
-        let explained = if rows <= TREE_INLINE_ROWS {
+        // The first explanation of a model computes its tables: off the async threads.
+        let explained = if rows <= TREE_INLINE_ROWS && engine.explanation_ready() {
             engine.explain(&inputs)
         } else {
             let engine = engine.clone();

@@ -147,6 +147,10 @@ fn contributions_match_the_libraries_and_sum_to_the_margin() {
                         std::fs::read(fixtures().join(model["files"][file].as_str().unwrap()))
                             .unwrap();
                     let xgb = XgbModel::load(&bytes).unwrap();
+                    assert!(
+                        !xgb.explanation_ready(),
+                        "tables wait for the first explanation"
+                    );
                     let width = xgb.num_features + 1;
                     for method in [ShapMethod::PathDependent, ShapMethod::Fastest] {
                         let (got, got_shape) = xgb.explain_with(&x, rows, method).unwrap();
@@ -154,6 +158,7 @@ fn contributions_match_the_libraries_and_sum_to_the_margin() {
                         let what = format!("{what} ({file}, {method:?})");
                         assert_xgboost(&what, &got, &flat(want), width);
                     }
+                    assert!(xgb.explanation_ready());
                     let (got, _) = xgb.explain(&x, rows).unwrap();
                     // Each output's contributions sum to its margin.
                     let margins = xgb.predict_margin(&x, rows);
