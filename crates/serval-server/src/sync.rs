@@ -172,31 +172,44 @@ pub async fn heartbeat(state: &AppState) {
         .unzip();
     // The requests of rollouts' new endpoints (counted on every server, judged by one).
     let watched = crate::rollout::endpoints(state);
-    let endpoint_rows = match &state.metrics {
+    let (endpoint_rows, reported) = match &state.metrics {
         Some(metrics) if !watched.is_empty() => {
             let urls: Vec<&str> = watched.iter().map(String::as_str).collect();
-            metrics.live.fleet_rows(&urls, bucket)
+            let (rows, reported) = metrics.live.fleet_rows(&urls, bucket);
+            (rows, Some((metrics.clone(), reported)))
         }
-        _ => Vec::new(),
+        _ => (Vec::new(), None),
     };
     let door = state.door.clone();
+    // Each part is written on its own; what fails to be written is counted again next time.
     let result = tokio::task::spawn_blocking(move || {
-        store.put_instance(&status)?;
-        if !endpoint_rows.is_empty() {
-            store.add_stats(&status.service_id, &status.id, &endpoint_rows)?;
-        }
-        if !rows.is_empty()
-            && let Err(error) = store.add_stats(&status.service_id, &status.id, &rows)
+        let mut result = store.put_instance(&status);
+        let mut write = |rows: &[serval_store::StatsRow]| {
+            let written = if rows.is_empty() {
+                Ok(())
+            } else {
+                store.add_stats(&status.service_id, &status.id, rows)
+            };
+            let ok = written.is_ok();
+            if let Err(error) = written
+                && result.is_ok()
+            {
+                result = Err(error);
+            }
+            ok
+        };
+        if write(&endpoint_rows)
+            && let Some((metrics, reported)) = reported
         {
-            door.shadows.book.restore(rows);
-            return Err(error);
+            metrics.live.reported(reported);
         }
-        // Marked sent only once written (else counted again by the next heartbeat).
-        if !drift_rows.is_empty() {
-            store.add_stats(&status.service_id, &status.id, &drift_rows)?;
+        if !write(&rows) {
+            door.shadows.book.restore(rows);
+        }
+        if write(&drift_rows) {
             crate::pipeline::drift::Drifts::sent(drifts);
         }
-        Ok(())
+        result
     })
     .await;
     if let Ok(Err(e)) = result {

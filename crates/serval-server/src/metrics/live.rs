@@ -175,6 +175,11 @@ pub struct Series {
     pub p99_ms: Vec<Option<f64>>,
 }
 
+/// The counts [`Live::fleet_rows`] turned into rows, to mark reported once they are written.
+#[derive(Debug)]
+#[must_use = "give it back to Live::reported once the rows are written"]
+pub struct Reported(Vec<(String, Sample)>);
+
 /// Every endpoint's live counters and their sampled history.
 #[derive(Default)]
 pub struct Live {
@@ -198,27 +203,35 @@ impl Live {
         lock(&self.stats).get(url).cloned()
     }
 
-    /// The requests `urls` answered since the last call, as rows of the fleet's statistics
-    /// (kind `endpoint`, bucket `bucket_ms`): `requests`, `errors` and the latency buckets
-    /// `ms_le_<bound>` (milliseconds; `ms_le_inf` last). A url's first call only notes where it
-    /// starts.
-    pub fn fleet_rows(&self, urls: &[&str], bucket_ms: i64) -> Vec<serval_store::StatsRow> {
+    /// The requests `urls` answered since what was last [`Live::reported`], as rows of the fleet's
+    /// statistics (kind `endpoint`, bucket `bucket_ms`): `requests`, `errors` and the latency
+    /// buckets `ms_le_<bound>` (milliseconds; `ms_le_inf` last). A url's first call only notes
+    /// where it starts. Nothing is marked reported until the rows are written and the
+    /// [`Reported`] given back: rows that fail to be written are counted again next time.
+    pub fn fleet_rows(
+        &self,
+        urls: &[&str],
+        bucket_ms: i64,
+    ) -> (Vec<serval_store::StatsRow>, Reported) {
         let mut reported = lock(&self.reported);
         reported.retain(|url, _| urls.contains(&url.as_str()));
         let mut rows = Vec::new();
+        let mut marks = Vec::new();
         for url in urls {
             let Some(stats) = self.get(url) else {
                 continue;
             };
             let now = stats.sample(bucket_ms);
-            let Some(before) = reported.insert(url.to_string(), now) else {
+            let Some(before) = reported.get(*url) else {
+                reported.insert(url.to_string(), now);
                 continue;
             };
-            let window = now.since(&before);
+            let window = now.since(before);
             let requests = window.ok + window.errors;
             if requests == 0 {
                 continue;
             }
+            marks.push((url.to_string(), now));
             let mut counts = std::collections::BTreeMap::new();
             counts.insert("requests".to_string(), requests);
             counts.insert("errors".to_string(), window.errors);
@@ -237,7 +250,18 @@ impl Live {
                 counts,
             });
         }
-        rows
+        (rows, Reported(marks))
+    }
+
+    /// Marks what [`Live::fleet_rows`] gave as written.
+    pub fn reported(&self, written: Reported) {
+        let mut reported = lock(&self.reported);
+        for (url, sample) in written.0 {
+            // A url dropped from the watched set meanwhile stays dropped.
+            if let Some(entry) = reported.get_mut(&url) {
+                *entry = sample;
+            }
+        }
     }
 
     /// Takes a sample of every endpoint (called every [`SAMPLE_EVERY`]). Urls no loaded endpoint
@@ -399,6 +423,39 @@ mod tests {
             live.summary("other", Duration::from_secs(60), 5_000)
                 .is_none()
         );
+    }
+
+    /// Fleet rows are counted from what was last written: rows whose write failed (not given back
+    /// to `reported`) are counted again in the next rows.
+    #[test]
+    fn fleet_rows_not_written_are_counted_again() {
+        let live = Live::default();
+        let stats = live.endpoint("iris/1", &DurationHistogram::default());
+        let requests = |rows: &[serval_store::StatsRow]| {
+            rows.iter()
+                .map(|r| r.counts["requests"])
+                .collect::<Vec<_>>()
+        };
+        // The first call notes where the url starts.
+        let (rows, reported) = live.fleet_rows(&["iris/1"], 0);
+        assert!(rows.is_empty());
+        live.reported(reported);
+        let ok = |n| {
+            for _ in 0..n {
+                stats.record(Duration::from_millis(2), Protocol::Clearml, Ok(()));
+            }
+        };
+        ok(3);
+        let (rows, _failed) = live.fleet_rows(&["iris/1"], 10_000);
+        assert_eq!(requests(&rows), [3]);
+        ok(4);
+        let (rows, written) = live.fleet_rows(&["iris/1"], 20_000);
+        assert_eq!(requests(&rows), [7]);
+        assert_eq!(rows[0].counts["ms_le_2.5"], 7);
+        live.reported(written);
+        ok(1);
+        let (rows, _) = live.fleet_rows(&["iris/1"], 30_000);
+        assert_eq!(requests(&rows), [1]);
     }
 
     #[test]
