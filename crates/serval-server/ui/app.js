@@ -1,6 +1,6 @@
 // serval console: reads /api/v1 every 2 s and draws the overview (#/) and one endpoint's page
-// (#/endpoint/<url>); with an admin key it also changes canary weights, removes endpoints and
-// publishes models through the admin API, each after a confirmation. Plain DOM, text only (no innerHTML: error texts and names come from users);
+// (#/endpoint/<url>); with an admin key it also changes canary weights, pauses, resumes and aborts
+// rollouts, removes endpoints and publishes models through the admin API, each after a confirmation. Plain DOM, text only (no innerHTML: error texts and names come from users);
 // charts by uPlot (vendored). Nothing is loaded from anywhere but this server.
 'use strict';
 (function () {
@@ -446,7 +446,25 @@
       h('table', { class: 'grid', 'data-testid': 'events' },
         h('thead', {}, h('tr', {}, ['time', 'event', 'detail'].map((c) => h('th', {}, c)))),
         h('tbody', {}, ...r.events.slice().reverse().map((e) => h('tr', { 'data-kind': e.kind },
-          h('td', {}, fmt.time(e.time_ms)), h('td', {}, e.kind), h('td', {}, e.detail))))));
+          h('td', {}, fmt.time(e.time_ms)), h('td', {}, e.kind), h('td', {}, e.detail))))),
+      canChange ? rolloutActions(r) : null);
+  }
+
+  // Pause, resume or abort a rollout (admin keys), each after a confirmation: what the server
+  // accepts in the rollout's state (shadow and running pause; paused resumes; not ended aborts).
+  function rolloutActions(r) {
+    const active = r.state === 'shadow' || r.state === 'running';
+    const ended = ['promoted', 'rolled_back', 'aborted'].includes(r.state);
+    const button = (action, question) => h('button', {
+      type: 'button', 'data-testid': 'rollout-' + action,
+      onclick: () => act(question, 'POST', servicePath('rollouts', r.canary, action)),
+    }, action[0].toUpperCase() + action.slice(1));
+    const buttons = [
+      active ? button('pause', `Pause the rollout of /serve/${r.canary}? The weights stay as they are now.`) : null,
+      r.state === 'paused' ? button('resume', `Resume the rollout of /serve/${r.canary}? The current step is measured afresh.`) : null,
+      ended ? null : button('abort', `Abort the rollout of /serve/${r.canary}? ${r.from} gets all the traffic again.`),
+    ].filter(Boolean);
+    return buttons.length ? h('div', { class: 'actions', 'data-testid': 'rollout-actions' }, ...buttons) : null;
   }
 
   // New weights for a canary (admin keys): one number per weight, saved after a confirmation.

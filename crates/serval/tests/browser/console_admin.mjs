@@ -6,8 +6,8 @@
 //   CONSOLE_ARTIFACTS     where screenshots go
 //   SERVAL_BROWSER_MODULES, SERVAL_CHROMIUM.
 // With the inference key the page offers no change and the server refuses one; with the admin
-// key the page changes canary weights, publishes a model and removes an endpoint, each only
-// after its confirmation is accepted. Exits non-zero at the first failed check.
+// key the page changes canary weights, pauses and aborts a rollout, publishes a model and removes
+// an endpoint, each only after its confirmation is accepted. Exits non-zero at the first failed check.
 import { createRequire } from 'node:module';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -123,6 +123,18 @@ try {
   }, null, WAIT);
   check(true, 'the canary now sends everything to iris/2');
   await page.screenshot({ path: join(artifacts, 'admin-weights.png'), fullPage: true });
+
+  // The rollout: paused, then aborted (each asked first); the buttons follow its state.
+  const rollout = () => page.locator('.rollout[data-canary="iris_roll"]');
+  await rollout().locator('[data-testid=rollout-pause]').click();
+  await page.waitForFunction(() => document.querySelector('.rollout[data-canary="iris_roll"]')?.dataset.state === 'paused', null, WAIT);
+  check(questions.at(-1).startsWith('Pause the rollout of /serve/iris_roll'), 'pausing the rollout asked first, then it shows paused');
+  await rollout().locator('[data-testid=rollout-resume]').waitFor(WAIT);
+  check(await rollout().locator('[data-testid=rollout-pause]').count() === 0, 'a paused rollout offers resume, not pause');
+  await rollout().locator('[data-testid=rollout-abort]').click();
+  await page.waitForFunction(() => document.querySelector('.rollout[data-canary="iris_roll"]')?.dataset.state === 'aborted', null, WAIT);
+  check(questions.at(-1).includes('Abort the rollout of /serve/iris_roll'), 'aborting asked first, then it shows aborted');
+  check(await rollout().locator('[data-testid=rollout-actions]').count() === 0, 'an ended rollout offers no action');
 
   // Publish the model of iris/1.
   await page.goto(base + '/ui/#/endpoint/iris/1');

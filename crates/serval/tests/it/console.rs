@@ -220,8 +220,8 @@ fn the_console_shows_every_endpoint_live_in_a_real_browser() {
     println!("screenshots: {}", artifacts.display());
 }
 
-/// With an admin key the page changes canary weights, publishes a model and removes an
-/// endpoint (each after a confirmation, each in the audit trail under the key's name); with an
+/// With an admin key the page changes canary weights, pauses and aborts a rollout, publishes a
+/// model and removes an endpoint (each after a confirmation, each in the audit trail under the key's name); with an
 /// inference key it offers no change and the server refuses one.
 #[test]
 fn the_console_changes_things_with_an_admin_key_only() {
@@ -283,7 +283,16 @@ fn the_console_changes_things_with_an_admin_key_only() {
         .filter(|e| e["key"] == "ops")
         .map(|e| e["operation"].as_str().unwrap())
         .collect();
-    assert_eq!(by_ops, ["canary.put", "model.publish", "endpoint.remove"]);
+    assert_eq!(
+        by_ops,
+        [
+            "canary.put",
+            "rollout.pause",
+            "rollout.abort",
+            "model.publish",
+            "endpoint.remove"
+        ]
+    );
     assert!(!audit.to_string().contains("\"viewer\""));
 }
 
