@@ -13,7 +13,7 @@
 //! The walk visits the same leaves as [`Forest::leaf`] with LightGBM's rule (tests in
 //! `lightgbm.rs` run both).
 
-use crate::forest::{Forest, LEAF as LEAF_FLAG, Node};
+use crate::forest::{Forest, LEAF as LEAF_FLAG, Node, blocked};
 
 /// Set on a child reference that names a leaf (its index in [`Compact::leaves`]).
 const LEAF: u32 = 1 << 31;
@@ -116,17 +116,9 @@ impl Compact {
         width: usize,
         mut sink: impl FnMut(usize, usize, f64),
     ) {
-        const BLOCK: usize = 64;
-        let mut start = 0;
-        while start < rows {
-            let end = (start + BLOCK).min(rows);
-            for (t, root) in self.roots.iter().enumerate() {
-                for r in start..end {
-                    let row = &x[r * width..(r + 1) * width];
-                    sink(r, t, self.leaf(*root, row));
-                }
-            }
-            start = end;
-        }
+        blocked(rows, &self.roots, |r, t, root| {
+            let row = &x[r * width..(r + 1) * width];
+            sink(r, t, self.leaf(root, row));
+        });
     }
 }

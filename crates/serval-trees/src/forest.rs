@@ -230,8 +230,7 @@ impl<T: Copy + Default> Forest<T> {
         node.value
     }
 
-    /// Calls `sink(row, tree, leaf value)` for every row and tree, trees in order for each row,
-    /// rows in blocks so a block's trees stay in cache.
+    /// Calls `sink(row, tree, leaf value)` for every row and tree (see [`blocked`]).
     #[inline]
     pub fn accumulate<I: Copy>(
         &self,
@@ -241,17 +240,26 @@ impl<T: Copy + Default> Forest<T> {
         go_left: impl Fn(&Self, &Node<T>, I) -> bool,
         mut sink: impl FnMut(usize, usize, T),
     ) {
-        const BLOCK: usize = 64;
-        let mut start = 0;
-        while start < rows {
-            let end = (start + BLOCK).min(rows);
-            for (t, root) in self.roots.iter().enumerate() {
-                for r in start..end {
-                    let row = &x[r * width..(r + 1) * width];
-                    sink(r, t, self.leaf(*root, row, &go_left));
-                }
+        blocked(rows, &self.roots, |r, t, root| {
+            let row = &x[r * width..(r + 1) * width];
+            sink(r, t, self.leaf(root, row, &go_left));
+        });
+    }
+}
+
+/// Calls `visit(row, tree, root)` for every row and tree: trees in order for each row, rows in
+/// blocks of 64 so a block's trees stay in cache.
+#[inline(always)]
+pub fn blocked(rows: usize, roots: &[u32], mut visit: impl FnMut(usize, usize, u32)) {
+    const BLOCK: usize = 64;
+    let mut start = 0;
+    while start < rows {
+        let end = (start + BLOCK).min(rows);
+        for (t, root) in roots.iter().enumerate() {
+            for r in start..end {
+                visit(r, t, *root);
             }
-            start = end;
         }
+        start = end;
     }
 }
