@@ -175,6 +175,64 @@ impl Drop for Server {
     }
 }
 
+/// One HTTP/1.1 exchange on its own connection: the reply's head (lowercase) and body.
+fn raw_exchange(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    let split = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete reply head");
+    let head = String::from_utf8_lossy(&reply[..split]).to_lowercase();
+    let mut rest = reply[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        rest = dechunk(&rest);
+    }
+    (head, rest)
+}
+
+/// The data of a chunked body.
+fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line = bytes
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("a chunk size");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&bytes[..line]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&bytes[line + 2..line + 2 + size]);
+        bytes = &bytes[line + 2 + size + 2..];
+    }
+}
+
 #[test]
 fn serve_answers_and_follows_cli_changes() {
     let home = Home::new();
@@ -212,6 +270,26 @@ fn serve_answers_and_follows_cli_changes() {
     let (status, reply) = server.post("/serve/test_model_lgbm/1", IRIS);
     assert_eq!((status, &reply["y"]), (200, &json!([2])));
     assert_eq!(server.post("/serve/missing", IRIS).0, 404);
+    // Replies (above 32 bytes) are compressed for a client that asks (Accept-Encoding), and only
+    // then; a wrong method is still clearml's JSON 405.
+    let lgbm_url = "/serve/test_model_lgbm/1";
+    let gzip = ["Accept-Encoding: gzip"];
+    let (head, body) = raw_exchange(&server, "POST", lgbm_url, &gzip, IRIS);
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let mut text = String::new();
+    let mut inflate = flate2::read::GzDecoder::new(&body[..]);
+    std::io::Read::read_to_string(&mut inflate, &mut text).unwrap();
+    let compressed: Value = serde_json::from_str(&text).unwrap();
+    let (head, body) = raw_exchange(&server, "POST", lgbm_url, &[], IRIS);
+    assert!(!head.contains("content-encoding"), "{head}");
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), compressed);
+    assert_eq!(compressed["y"], json!([2]));
+    let (head, body) = raw_exchange(&server, "GET", "/serve/test_model_xgb", &[], "");
+    assert!(head.starts_with("http/1.1 405"), "{head}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"detail": "Method Not Allowed"})
+    );
 
     // Add a version and a canary while serving; both are picked up.
     home.ok(&[
