@@ -3,7 +3,8 @@
 //! hold one, and at the cap idle ones make room for new clients), and a drain in two steps so
 //! keep-alive clients leave cleanly instead of finding their connection closed under a request:
 //!
-//! 1. [`Phase::Draining`]: stop accepting; existing connections keep being served, every HTTP/1
+//! 1. [`Phase::Draining`]: stop accepting (connections already in the listen backlog are taken,
+//!    not reset); existing connections keep being served, every HTTP/1
 //!    request answered from now on is answered with `Connection: close` ([`CloseWhenDraining`]),
 //!    so each client leaves after its next answer;
 //! 2. [`Phase::Closing`]: what is left gets a graceful shutdown (HTTP/1: close when idle; HTTP/2
@@ -105,8 +106,9 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Closing<F> {
     }
 }
 
-/// Accepts and serves connections until the phase leaves `Serving`, closes the listener (then
-/// reports it on `closed`), and waits for every connection to end (see the module docs).
+/// Accepts and serves connections until the phase leaves `Serving`, serves what is left in the
+/// listen backlog, closes the listener (then reports it on `closed`), and waits for every
+/// connection to end (see the module docs).
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
@@ -119,13 +121,27 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(max));
     let registry = Arc::new(Registry::default());
     let mut refusals = Refusals::default();
+    let mut leaving = false;
     loop {
-        let leaving = async {
-            let _ = phase.wait_for(|p| *p != Phase::Serving).await.map(|_| ());
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = leaving => break,
+        let accepted = if leaving {
+            // Connections the kernel has completed already (the listen backlog) are served too,
+            // answered with `Connection: close`: closing the listener would reset them, and their
+            // clients may have sent a request already. Then the listener closes.
+            match std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await {
+                Poll::Ready(accepted) => accepted,
+                Poll::Pending => break,
+            }
+        } else {
+            let leave = async {
+                let _ = phase.wait_for(|p| *p != Phase::Serving).await.map(|_| ());
+            };
+            tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = leave => {
+                    leaving = true;
+                    continue;
+                }
+            }
         };
         let (stream, _) = match accepted {
             Ok(accepted) => accepted,
@@ -312,4 +328,47 @@ pub fn raise_fd_limit() -> Option<u64> {
         return Some(hard);
     }
     Some(soft)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A client whose connection the kernel completed, its request sent, before the server looks
+    /// again is answered (`Connection: close`) when draining starts — not reset by the listener
+    /// closing under it.
+    #[tokio::test]
+    async fn connections_in_the_backlog_when_draining_starts_are_answered() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(b"GET /x HTTP/1.1\r\nHost: serval\r\n\r\n")
+            .await
+            .unwrap();
+        let (_phase_tx, phase) = watch::channel(Phase::Draining);
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        let app = axum::Router::new().route("/x", axum::routing::get(|| async { "answered" }));
+        let limits = Limits {
+            max_connections: 4,
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            draining: Arc::new(AtomicBool::new(true)),
+        };
+        let server = tokio::spawn(serve(listener, app, limits, phase, closed_tx, None));
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).await.expect("no reset");
+        let reply = String::from_utf8_lossy(&reply).to_lowercase();
+        assert!(reply.starts_with("http/1.1 200"), "{reply}");
+        assert!(
+            reply.contains("connection: close") && reply.ends_with("answered"),
+            "{reply}"
+        );
+        closed.await.unwrap();
+        server.await.unwrap();
+        // The listener is closed: a new client is refused.
+        assert!(tokio::net::TcpStream::connect(address).await.is_err());
+    }
 }
