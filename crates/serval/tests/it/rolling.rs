@@ -56,14 +56,18 @@ fn a_rolling_restart_under_load_fails_no_request() {
 
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let served_by: Arc<Mutex<std::collections::HashMap<String, u64>>> = Arc::default();
+    // When the SIGTERM was sent, and to which server: a failure says how long after it came, and
+    // from where (a rare reset is still unexplained).
+    let terminated: Arc<std::sync::OnceLock<(std::time::Instant, String)>> = Arc::default();
     let load: Vec<_> = (0..4)
         .map(|t| {
-            let (ready, stop, ok, failed, served_by) = (
+            let (ready, stop, ok, failed, served_by, terminated) = (
                 ready.clone(),
                 stop.clone(),
                 ok.clone(),
                 failed.clone(),
                 served_by.clone(),
+                terminated.clone(),
             );
             std::thread::spawn(move || {
                 let mut n = t;
@@ -95,7 +99,19 @@ fn a_rolling_restart_under_load_fails_no_request() {
                             .or_default() += 1;
                     } else {
                         failed.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("failed: {status} {body} from {}", server.base);
+                        let since = terminated.get().map(|(at, old)| {
+                            let which = if *old == server.base {
+                                "the old"
+                            } else {
+                                "another"
+                            };
+                            format!("{:?} after the SIGTERM, from {which} server", at.elapsed())
+                        });
+                        eprintln!(
+                            "failed: {status} {body} from {} ({})",
+                            server.base,
+                            since.unwrap_or_else(|| "before the SIGTERM".into())
+                        );
                     }
                 }
             })
@@ -106,6 +122,7 @@ fn a_rolling_restart_under_load_fails_no_request() {
     // Replace the first server: SIGTERM while it is in rotation and loaded, then a new one joins.
     let old = servers.lock().unwrap()[0].clone();
     let (old_base, old_pid) = (old.base.clone(), old.child.id());
+    let _ = terminated.set((std::time::Instant::now(), old_base.clone()));
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &old_pid.to_string()])
         .status()
