@@ -210,16 +210,7 @@ fn a_refusal_that_leaves_the_body_unread_closes_the_connection_and_says_so() {
     let home = Home::new();
     home.service("close");
     let model = home.upload("iris", "lgbm_multi_iris.txt", &[]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "lightgbm",
-        "--endpoint",
-        "iris",
-        "--model-id",
-        &model,
-    ]);
+    home.add_endpoint("lightgbm", "iris", None, &model);
     let key = home.ok(&["auth", "create-key", "--name", "ci"]);
     let key = key.trim();
     let server = Server::start_with(&home, &["--require-auth"]);

@@ -14,18 +14,7 @@ fn setup() -> (Home, String, String) {
 #[test]
 fn add_endpoints_by_id_and_by_registry_query() {
     let (home, service, model) = setup();
-    let out = home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "iris",
-        "--version",
-        "1",
-        "--model-id",
-        &model,
-    ]);
+    let out = home.add_endpoint("xgboost", "iris", Some("1"), &model);
     assert!(
         out.starts_with("Endpoint 'iris/1' added (engine xgboost"),
         "{out}"
@@ -363,16 +352,7 @@ fn add_refuses_what_cannot_be_served() {
 #[test]
 fn overwrite_warns_and_keeps_one_endpoint() {
     let (home, _service, model) = setup();
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "m",
-        "--model-id",
-        &model,
-    ]);
+    home.add_endpoint("xgboost", "m", None, &model);
     let out = home.run(&[
         "model",
         "add",
@@ -656,16 +636,7 @@ fn auto_update_rules_are_validated_and_stored() {
         &model,
     ]);
     assert!(stderr.contains("served by an auto-update rule"), "{stderr}");
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "s",
-        "--model-id",
-        &model,
-    ]);
+    home.add_endpoint("xgboost", "s", None, &model);
     let stderr = home.fail(&[
         "model",
         "auto-update",
@@ -689,28 +660,8 @@ fn auto_update_rules_are_validated_and_stored() {
 #[test]
 fn remove_follows_clearml_order() {
     let (home, service, model) = setup();
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "x",
-        "--model-id",
-        &model,
-    ]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "x",
-        "--version",
-        "1",
-        "--model-id",
-        &model,
-    ]);
+    home.add_endpoint("xgboost", "x", None, &model);
+    home.add_endpoint("xgboost", "x", Some("1"), &model);
     home.ok(&[
         "model",
         "auto-update",

@@ -8,16 +8,7 @@ fn setup() -> (Home, String) {
     let home = Home::new();
     let service = home.service("demo");
     let model = home.upload("iris", "xgb_multi_iris.json", &[]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "test_model_sklearn",
-        "--model-id",
-        &model,
-    ]);
+    home.add_endpoint("xgboost", "test_model_sklearn", None, &model);
     (home, service)
 }
 

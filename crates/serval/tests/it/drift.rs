@@ -74,18 +74,7 @@ fn live_inputs_from_the_reference_are_stable_and_one_shifted_feature_drifts_alon
     let home = Home::new();
     home.service("drift");
     let xgb = home.upload("iris-xgb", "xgb_multi_iris.json", &[]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "iris",
-        "--version",
-        "1",
-        "--model-id",
-        &xgb,
-    ]);
+    home.add_endpoint("xgboost", "iris", Some("1"), &xgb);
     // The reference: 5,000 rows; the model has no feature names, so f0…f3.
     let mut csv = String::from("f0,f1,f2,f3\n");
     for row in rows(5_000, 1, 9, 0.0) {

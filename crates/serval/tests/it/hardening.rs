@@ -54,16 +54,7 @@ fn amplified_bodies_are_refused_by_what_they_decode_into() {
     let home = Home::new();
     home.service("hardening");
     let model = home.upload("iris", "xgb_multi_iris.json", &[]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "xgb",
-        "--model-id",
-        &model,
-    ]);
+    home.add_endpoint("xgboost", "xgb", None, &model);
     let server = Server::start(&home);
     wait_until("xgb", || {
         server.post("/serve/xgb", crate::serve::IRIS).0 == 200
@@ -132,16 +123,7 @@ fn a_big_body_of_rows_is_read_without_a_tree() {
     let home = Home::new();
     home.service("rows");
     let model = home.upload("cancer", "xgb_bin_breast_cancer.json", &[]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "cancer",
-        "--model-id",
-        &model,
-    ]);
+    home.add_endpoint("xgboost", "cancer", None, &model);
     let server = Server::start(&home);
     let row = |v: &str| format!("[{}]", vec![v; 30].join(","));
     let (a, b) = (row("0.5"), row("100"));
@@ -258,16 +240,7 @@ pub(crate) fn xgb_home() -> Home {
     let home = Home::new();
     home.service("hardening");
     let model = home.upload("iris", "xgb_multi_iris.json", &[]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "xgb",
-        "--model-id",
-        &model,
-    ]);
+    home.add_endpoint("xgboost", "xgb", None, &model);
     home
 }
 
@@ -732,16 +705,7 @@ onnx.save(model, sys.argv[1])
         .and_then(|l| l.strip_prefix("Model created and registered, new Model ID="))
         .unwrap()
         .to_string();
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "onnx",
-        "--endpoint",
-        "slow",
-        "--model-id",
-        &model,
-    ]);
+    home.add_endpoint("onnx", "slow", None, &model);
     let server = Server::start_with(&home, &["--request-timeout", "1"]);
     wait_until("slow", || server.get("/v2/models/slow/ready").0 == 200);
     let rows = 50_000usize;

@@ -138,6 +138,22 @@ impl Home {
         self.upload_path(name, &fixture(file), extra)
     }
 
+    /// `model add --engine ENGINE --endpoint ENDPOINT [--version V] --model-id ID`: its output.
+    pub fn add_endpoint(
+        &self,
+        engine: &str,
+        endpoint: &str,
+        version: Option<&str>,
+        model_id: &str,
+    ) -> String {
+        let mut args = vec!["model", "add", "--engine", engine, "--endpoint", endpoint];
+        if let Some(version) = version {
+            args.extend(["--version", version]);
+        }
+        args.extend(["--model-id", model_id]);
+        self.ok(&args)
+    }
+
     /// `model upload --name NAME --path PATH [extra]`: the new model's id.
     pub fn upload_path(&self, name: &str, path: &Path, extra: &[&str]) -> String {
         let mut args = vec![

@@ -83,18 +83,7 @@ fn a_sample_of_every_protocol_is_logged_as_parquet_with_what_was_sent_and_answer
     let home = Home::new();
     home.service("logged");
     let xgb = home.upload("iris-xgb", "xgb_multi_iris.json", &[]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "iris",
-        "--version",
-        "1",
-        "--model-id",
-        &xgb,
-    ]);
+    home.add_endpoint("xgboost", "iris", Some("1"), &xgb);
     let logs = home.path().join("logs");
     let destination = format!("file://{}", logs.display());
     // Refusals are one line each and write nothing.
@@ -455,16 +444,7 @@ fn a_copy_that_would_exceed_the_request_memory_budget_is_dropped_and_the_request
     let home = Home::new();
     home.service("logged");
     let xgb = home.upload("iris-xgb", "xgb_multi_iris.json", &[]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "iris",
-        "--model-id",
-        &xgb,
-    ]);
+    home.add_endpoint("xgboost", "iris", None, &xgb);
     let logs = format!("file://{}", home.path().join("logs").display());
     home.ok(&[
         "logging",

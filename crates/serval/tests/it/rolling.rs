@@ -18,16 +18,7 @@ fn a_rolling_restart_under_load_fails_no_request() {
     let home = Home::new();
     home.service("rolling");
     let model = home.upload("iris", "lgbm_multi_iris.txt", &[]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "lightgbm",
-        "--endpoint",
-        "iris",
-        "--model-id",
-        &model,
-    ]);
+    home.add_endpoint("lightgbm", "iris", None, &model);
     let flags = ["--drain-delay", "1"];
     let servers: Arc<Mutex<Vec<Arc<Server>>>> = Arc::new(Mutex::new(vec![
         Arc::new(Server::start_with(&home, &flags)),

@@ -378,16 +378,7 @@ fn the_model_cache_evicts_models_no_endpoint_uses() {
     let server = Server::start_with(&home, &["--cache-size", "1"]);
     wait_until("iris", || server.post("/serve/iris", IRIS).0 == 200);
     assert_eq!(cached_blobs(&home), vec![sha(&first)]);
-    cli.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "iris",
-        "--model-id",
-        &second,
-    ]);
+    cli.add_endpoint("xgboost", "iris", None, &second);
     wait_until("the first model evicted, the second kept", || {
         cached_blobs(&home) == vec![sha(&second)]
     });

@@ -239,28 +239,8 @@ fn serve_answers_and_follows_cli_changes() {
     let service = home.service("demo");
     let xgb = home.upload("xgb", "clearml_xgb.json", &[]);
     let lgbm = home.upload("lgbm", "clearml_lgbm.txt", &[]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "test_model_xgb",
-        "--model-id",
-        &xgb,
-    ]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "lightgbm",
-        "--endpoint",
-        "test_model_lgbm",
-        "--version",
-        "1",
-        "--model-id",
-        &lgbm,
-    ]);
+    home.add_endpoint("xgboost", "test_model_xgb", None, &xgb);
+    home.add_endpoint("lightgbm", "test_model_lgbm", Some("1"), &lgbm);
     let server = Server::start(&home);
 
     assert_eq!(
@@ -292,18 +272,7 @@ fn serve_answers_and_follows_cli_changes() {
     );
 
     // Add a version and a canary while serving; both are picked up.
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "test_model_lgbm",
-        "--version",
-        "2",
-        "--model-id",
-        &xgb,
-    ]);
+    home.add_endpoint("xgboost", "test_model_lgbm", Some("2"), &xgb);
     home.ok(&[
         "model",
         "canary",
@@ -383,28 +352,8 @@ fn reload_under_load_fails_no_request() {
     let xgb = home.upload("xgb", "clearml_xgb.json", &[]);
     let lgbm = home.upload("lgbm", "clearml_lgbm.txt", &[]);
     let other = home.upload("other", "lgbm_multi_iris.txt", &[]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "stable",
-        "--model-id",
-        &xgb,
-    ]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "lightgbm",
-        "--endpoint",
-        "stable",
-        "--version",
-        "2",
-        "--model-id",
-        &lgbm,
-    ]);
+    home.add_endpoint("xgboost", "stable", None, &xgb);
+    home.add_endpoint("lightgbm", "stable", Some("2"), &lgbm);
     home.ok(&[
         "model",
         "canary",

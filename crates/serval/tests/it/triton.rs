@@ -236,16 +236,7 @@ fn triton_repo_writes_the_model_repository() {
         &["--aux-config", pbtxt.to_str().unwrap()],
     );
     let trees = home.upload("iris", "xgb_multi_iris.json", &[]);
-    home.ok(&[
-        "model",
-        "add",
-        "--engine",
-        "xgboost",
-        "--endpoint",
-        "iris",
-        "--model-id",
-        &trees,
-    ]);
+    home.add_endpoint("xgboost", "iris", None, &trees);
     let repo = home.path().join("repo");
     std::fs::create_dir_all(repo.join("users_own_model/1")).unwrap();
     home.ok(&["triton-repo", "--out", repo.to_str().unwrap()]);

@@ -11,7 +11,8 @@ use serval_store::DriftReference;
 
 use super::service::ServicePath;
 use super::{
-    Admin, Answer, Refusals, blocking, body, change, endpoint_of, id, name_of, one, pairs,
+    Admin, Answer, Refusals, blocking, body, change, endpoint_and_window, endpoint_of, id, name_of,
+    pairs,
 };
 use crate::state::AppState;
 
@@ -83,11 +84,7 @@ pub async fn drift_report(
     Path(ServicePath { service }): Path<ServicePath>,
     query: RawQuery,
 ) -> Answer {
-    let pairs = pairs(&query);
-    let endpoint = endpoint_of(&pairs)?;
-    let window = one(&pairs, "window")
-        .map(|w| serval_admin::shadows::window(&w))
-        .transpose()?;
+    let (endpoint, window) = endpoint_and_window(&query)?;
     let report = blocking(&state, move |store| {
         serval_admin::drift::report(
             store,

@@ -346,6 +346,15 @@ fn endpoint_of(pairs: &[(String, String)]) -> Result<String, AdminError> {
         .ok_or_else(|| bad_request("give the endpoint: ?endpoint=NAME[/VERSION]"))
 }
 
+/// A report's `?endpoint=` (required) and `&window=` (a duration such as `1h`; milliseconds).
+fn endpoint_and_window(query: &RawQuery) -> Result<(String, Option<i64>), AdminError> {
+    let pairs = pairs(query);
+    let window = one(&pairs, "window")
+        .map(|w| serval_admin::shadows::window(&w))
+        .transpose()?;
+    Ok((endpoint_of(&pairs)?, window))
+}
+
 fn one(pairs: &[(String, String)], key: &str) -> Option<String> {
     pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
 }

@@ -11,7 +11,8 @@ use serval_store::Shadow;
 
 use super::service::ServicePath;
 use super::{
-    Admin, Answer, Refusals, blocking, body, change, endpoint_of, id, name_of, one, pairs, read,
+    Admin, Answer, Refusals, blocking, body, change, endpoint_and_window, endpoint_of, id, name_of,
+    one, pairs, read,
 };
 use crate::state::AppState;
 
@@ -103,11 +104,7 @@ pub async fn shadow_report(
     Path(ServicePath { service }): Path<ServicePath>,
     query: RawQuery,
 ) -> Answer {
-    let pairs = pairs(&query);
-    let endpoint = endpoint_of(&pairs)?;
-    let window = one(&pairs, "window")
-        .map(|w| serval_admin::shadows::window(&w))
-        .transpose()?;
+    let (endpoint, window) = endpoint_and_window(&query)?;
     let reports = blocking(&state, move |store| {
         serval_admin::shadows::report(
             store,
