@@ -122,11 +122,18 @@ pub async fn serve(
     let registry = Arc::new(Registry::default());
     let mut refusals = Refusals::default();
     let mut leaving = false;
+    // While leaving, at most this many more connections are taken (a client connecting as fast
+    // as they are taken cannot keep the listener open).
+    let mut backlog = BACKLOG_MAX;
     loop {
         let accepted = if leaving {
             // Connections the kernel has completed already (the listen backlog) are served too,
             // answered with `Connection: close`: closing the listener would reset them, and their
             // clients may have sent a request already. Then the listener closes.
+            if backlog == 0 {
+                break;
+            }
+            backlog -= 1;
             match std::future::poll_fn(|cx| Poll::Ready(listener.poll_accept(cx))).await {
                 Poll::Ready(accepted) => accepted,
                 Poll::Pending => break,
@@ -206,6 +213,10 @@ pub async fn serve(
     // Every connection holds a slot until it ends.
     let _ = slots.acquire_many(max as u32).await;
 }
+
+/// The most connections taken from the listen backlog once draining starts (Linux's default
+/// `somaxconn`: what can be waiting at that moment).
+const BACKLOG_MAX: usize = 4096;
 
 /// How long the accept loop waits for an evicted connection to give up its slot.
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
