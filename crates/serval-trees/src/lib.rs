@@ -9,6 +9,7 @@
 mod compact;
 mod forest;
 pub mod lightgbm;
+mod quick;
 mod shap;
 mod shap_tables;
 mod task;

@@ -13,6 +13,7 @@ use crate::compact::Compact;
 use crate::forest::{
     CATEGORICAL, DEFAULT_LEFT, Forest, MISSING_NAN, MISSING_ZERO, Node, NodeBuilder,
 };
+use crate::quick::{Quick, Rule};
 use crate::shap::{Explainer, Method as ShapMethod};
 use crate::task::TreeTask;
 
@@ -35,6 +36,8 @@ pub struct LgbModel {
     pub(crate) forest: Forest<f64>,
     /// The forest for predictions when all its splits are numerical without zero-as-missing.
     compact: Option<Compact>,
+    /// The same, scored without walks, when its trees also have at most 64 leaves.
+    quick: Option<Quick<f64>>,
     /// Computed on the first explanation.
     explainer: OnceLock<Result<Explainer, String>>,
     /// The output group of each tree (`tree % num_groups`, computed once: a division per tree
@@ -203,9 +206,11 @@ impl LgbModel {
             .map(|t| u32::try_from(t % num_groups.max(1)).unwrap_or(0))
             .collect();
         let compact = Compact::new(&forest, nan_goes_left);
+        let quick = Quick::new(&forest, num_features, Rule::LessOrEqual, nan_goes_left);
         Ok(LgbModel {
             forest,
             compact,
+            quick,
             explainer: OnceLock::new(),
             groups,
             num_features,
@@ -366,11 +371,13 @@ impl LgbModel {
         let groups = &self.groups;
         let sink =
             |row: usize, tree: usize, leaf: f64| out[row * g + groups[tree] as usize] += leaf;
-        match &self.compact {
-            Some(compact) => compact.accumulate(x, rows, self.num_features, sink),
-            None => self
-                .forest
-                .accumulate(x, rows, self.num_features, go_left, sink),
+        if let Some(quick) = &self.quick {
+            quick.accumulate(x, rows, self.num_features, sink);
+        } else if let Some(compact) = &self.compact {
+            compact.accumulate(x, rows, self.num_features, sink);
+        } else {
+            self.forest
+                .accumulate(x, rows, self.num_features, go_left, sink);
         }
         if self.average_output {
             let iterations = (self.forest.num_trees() / g) as f64;
@@ -498,6 +505,7 @@ fn go_left(forest: &Forest<f64>, node: &Node<f64>, x: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quick::testing::{assert_same_leaves, leaf_table, rows_at_thresholds};
 
     fn model(decision_type: &str, extra: &str) -> String {
         format!(
@@ -509,15 +517,35 @@ mod tests {
         )
     }
 
-    /// The prediction for `[0, x1]`, checked to be the same through the general walk.
+    /// Asserts that the compact walk and the scorer (where they apply; the scorer also where
+    /// the model would not use it) reach the general walk's leaves for every row of `x`.
+    fn same_leaves(m: &LgbModel, x: &[f64], what: &str) {
+        let (width, trees) = (m.num_features, m.forest.num_trees());
+        let rows = x.len() / width;
+        let general = leaf_table(rows, trees, |sink| {
+            m.forest.accumulate(x, rows, width, go_left, sink)
+        });
+        if let Some(compact) = &m.compact {
+            let leaves = leaf_table(rows, trees, |sink| compact.accumulate(x, rows, width, sink));
+            assert_same_leaves(
+                &general,
+                &leaves,
+                x,
+                width,
+                &format!("{what}: compact walk"),
+            );
+        }
+        if let Some(quick) = Quick::build(&m.forest, width, Rule::LessOrEqual, nan_goes_left) {
+            let leaves = leaf_table(rows, trees, |sink| quick.accumulate(x, rows, width, sink));
+            assert_same_leaves(&general, &leaves, x, width, &format!("{what}: scorer"));
+        }
+    }
+
+    /// The prediction for `[0, x1]`, checked to be the same through every walk.
     fn predict(m: &LgbModel, x1: f64) -> f64 {
         let x = [0.0, x1];
-        let got = m.predict_raw(&x, 1)[0];
-        let mut general = 0.0;
-        m.forest
-            .accumulate(&x, 1, 2, go_left, |_, _, leaf| general += leaf);
-        assert_eq!(got, general, "compact and general walks differ at {x1}");
-        got
+        same_leaves(m, &x, &format!("x1 = {x1}"));
+        m.predict_raw(&x, 1)[0]
     }
 
     #[test]
@@ -539,13 +567,38 @@ mod tests {
         assert!(m.compact.is_some());
         assert_eq!(predict(&m, f64::NAN), 1.0);
         assert_eq!(predict(&m, f64::INFINITY), 2.0);
-        // Zero-as-missing needs the general walk.
-        assert!(
-            LgbModel::load(model("4", "").as_bytes())
-                .unwrap()
-                .compact
-                .is_none()
-        );
+        // Zero-as-missing needs the general walk (and so does the scorer).
+        let m = LgbModel::load(model("4", "").as_bytes()).unwrap();
+        assert!(m.compact.is_none());
+        assert!(Quick::build(&m.forest, 2, Rule::LessOrEqual, nan_goes_left).is_none());
+    }
+
+    #[test]
+    fn every_walk_reaches_the_same_leaves_at_and_around_every_threshold() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/public");
+        for file in [
+            "lgbm_reg_diabetes.txt",
+            "lgbm_bin_breast_cancer.txt",
+            "lgbm_multi_iris.txt",
+            "clearml_lgbm.txt",
+        ] {
+            let m = LgbModel::load(&std::fs::read(dir.join(file)).unwrap()).unwrap();
+            // 30 trees of 8 leaves on 24 features are walked (too few splits per feature).
+            let walked = file == "lgbm_bin_breast_cancer.txt";
+            assert_eq!(
+                m.quick.is_none(),
+                walked,
+                "{file}: whether the scorer is used"
+            );
+            let x = rows_at_thresholds(&m.forest, m.num_features, |t| {
+                let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0];
+                [t, t.next_up(), t.next_down()]
+                    .into_iter()
+                    .chain(specials)
+                    .collect()
+            });
+            same_leaves(&m, &x, file);
+        }
     }
 
     #[test]

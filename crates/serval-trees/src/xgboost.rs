@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::forest::{CATEGORICAL, DEFAULT_LEFT, Forest, Node, NodeBuilder};
+use crate::quick::{Quick, Rule};
 use crate::shap::{Explainer, Method as ShapMethod};
 use crate::task::TreeTask;
 
@@ -32,6 +33,8 @@ pub enum Link {
 #[derive(Debug, Clone)]
 pub struct XgbModel {
     pub(crate) forest: Forest<f32>,
+    /// The forest scored without walks, when it allows (numerical splits, small trees).
+    quick: Option<Quick<f32>>,
     /// Computed on the first explanation.
     explainer: OnceLock<Result<Explainer, String>>,
     /// Output group (class or target) of every tree.
@@ -311,8 +314,10 @@ impl XgbModel {
                 names.len()
             ));
         }
+        let quick = Quick::new(&forest, num_features, Rule::Less, nan_goes_left);
         Ok(XgbModel {
             forest,
+            quick,
             explainer: OnceLock::new(),
             tree_group,
             tree_weight: weights,
@@ -433,20 +438,25 @@ impl XgbModel {
         }
         let groups = &self.tree_group;
         match &self.tree_weight {
-            None => {
-                self.forest
-                    .accumulate(x, rows, self.num_features, go_left, |row, tree, leaf| {
-                        out[row * g + groups[tree] as usize] += leaf;
-                    })
-            }
-            Some(weights) => {
-                self.forest
-                    .accumulate(x, rows, self.num_features, go_left, |row, tree, leaf| {
-                        out[row * g + groups[tree] as usize] += leaf * weights[tree];
-                    })
-            }
+            None => self.leaves(x, rows, |row, tree, leaf| {
+                out[row * g + groups[tree] as usize] += leaf;
+            }),
+            Some(weights) => self.leaves(x, rows, |row, tree, leaf| {
+                out[row * g + groups[tree] as usize] += leaf * weights[tree];
+            }),
         }
         out
+    }
+
+    /// Calls `sink(row, tree, leaf value)` for every row and tree, trees in order for each row.
+    #[inline]
+    fn leaves(&self, x: &[f32], rows: usize, sink: impl FnMut(usize, usize, f32)) {
+        match &self.quick {
+            Some(quick) => quick.accumulate(x, rows, self.num_features, sink),
+            None => self
+                .forest
+                .accumulate(x, rows, self.num_features, go_left, sink),
+        }
     }
 
     /// Exact TreeSHAP contributions in margin space, laid out as XGBoost's `pred_contribs`:
@@ -542,6 +552,11 @@ fn go_left(forest: &Forest<f32>, node: &Node<f32>, x: f32) -> bool {
     }
 }
 
+/// Where a missing value goes at a numerical split, for [`Quick`] (`None`: categorical).
+fn nan_goes_left(node: &Node<f32>) -> Option<bool> {
+    (node.flags & CATEGORICAL == 0).then_some(node.flags & DEFAULT_LEFT != 0)
+}
+
 /// In-place softmax in f32 (max-shifted, as XGBoost does).
 pub fn softmax(row: &mut [f32]) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -558,6 +573,42 @@ pub fn softmax(row: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quick::testing::{assert_same_leaves, leaf_table, rows_at_thresholds};
+
+    #[test]
+    fn the_scorer_reaches_the_walks_leaves_at_and_around_every_threshold() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/public");
+        for file in [
+            "xgb_reg_diabetes.json",
+            "xgb_bin_breast_cancer.json",
+            "xgb_multi_iris.json",
+            "clearml_xgb.json",
+        ] {
+            let m = XgbModel::load(&std::fs::read(dir.join(file)).unwrap()).unwrap();
+            // 30 small trees on 26 features are walked (too few splits per feature).
+            let walked = file == "xgb_bin_breast_cancer.json";
+            assert_eq!(
+                m.quick.is_none(),
+                walked,
+                "{file}: whether the scorer is used"
+            );
+            let (width, trees) = (m.num_features, m.forest.num_trees());
+            let x = rows_at_thresholds(&m.forest, width, |t| {
+                let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0];
+                [t, t.next_up(), t.next_down()]
+                    .into_iter()
+                    .chain(specials)
+                    .collect()
+            });
+            let rows = x.len() / width;
+            let general = leaf_table(rows, trees, |sink| {
+                m.forest.accumulate(&x, rows, width, go_left, sink)
+            });
+            let quick = Quick::build(&m.forest, width, Rule::Less, nan_goes_left).unwrap();
+            let leaves = leaf_table(rows, trees, |sink| quick.accumulate(&x, rows, width, sink));
+            assert_same_leaves(&general, &leaves, &x, width, &format!("{file}: scorer"));
+        }
+    }
 
     #[test]
     fn base_scores_parse_in_all_spellings() {
