@@ -50,7 +50,7 @@ pub fn parse_rows(json: &[u8], meta: &ModelMetadata, named: Option<&[String]>) -
     let columns = named.map(|input_names| Columns::of(meta, input_names, width));
     let mut state = State {
         width,
-        values: Values::new(spec.dtype),
+        values: Values::new(spec.dtype, width),
         rows: 0,
         mode: Mode::Empty,
         text: None,
@@ -112,13 +112,14 @@ enum Values {
 }
 
 impl Values {
-    fn new(dtype: DataType) -> Values {
+    /// Room for one row of `width` (one allocation for the common single-row body).
+    fn new(dtype: DataType, width: usize) -> Values {
         match dtype {
-            DataType::F64 => Values::F64(Vec::new()),
-            DataType::I64 => Values::I64(Vec::new()),
-            DataType::I32 => Values::I32(Vec::new()),
-            DataType::Bool => Values::Bool(Vec::new()),
-            DataType::F32 | DataType::String => Values::F32(Vec::new()),
+            DataType::F64 => Values::F64(Vec::with_capacity(width)),
+            DataType::I64 => Values::I64(Vec::with_capacity(width)),
+            DataType::I32 => Values::I32(Vec::with_capacity(width)),
+            DataType::Bool => Values::Bool(Vec::with_capacity(width)),
+            DataType::F32 | DataType::String => Values::F32(Vec::with_capacity(width)),
         }
     }
 
@@ -238,9 +239,9 @@ impl<'de> Visitor<'de> for Body<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let state = self.0;
-        match map.next_key::<std::borrow::Cow<'de, str>>()? {
-            Some(key) if key == "instances" => {}
-            Some(first) if state.columns.is_some() => return named(state, &first, map),
+        match map.next_key::<Key<'de>>()? {
+            Some(Key(key)) if key == "instances" => {}
+            Some(Key(first)) if state.columns.is_some() => return named(state, &first, map),
             _ => return Err(state.stop(Stop::Other)),
         }
         map.next_value_seed(List(state))?;
@@ -288,9 +289,9 @@ fn named<'de, A: MapAccess<'de>>(
     mut map: A,
 ) -> Result<(), A::Error> {
     let width = state.width;
-    let prefix: String = match &state.columns {
-        Some(Columns::Positional) => positional(first).map_or("x", |(p, _)| p).to_string(),
-        _ => String::new(),
+    let prefix = match &state.columns {
+        Some(Columns::Positional) => positional(first).map_or("x", |(p, _)| p),
+        _ => "",
     };
     let column = |columns: &Option<Columns>, key: &str| match columns {
         Some(Columns::Names(names)) => names.iter().position(|n| n == key),
@@ -299,35 +300,58 @@ fn named<'de, A: MapAccess<'de>>(
             .map(|(_, i)| i),
         None => None,
     };
-    let mut row = vec![f64::NAN; width];
-    let mut seen = vec![false; width];
+    // Each column's value, and whether its key came.
+    let mut row = vec![(f64::NAN, false); width];
     let mut count = 0;
     let mut next = column(&state.columns, first);
     loop {
         let Some(c) = next else {
             return Err(state.stop(Stop::Other));
         };
-        if std::mem::replace(&mut seen[c], true) {
+        if std::mem::replace(&mut row[c].1, true) {
             return Err(state.stop(Stop::Other));
         }
         match map.next_value_seed(CellSeed)? {
-            Cell::Number(v) => row[c] = v,
+            Cell::Number(v) => row[c].0 = v,
             Cell::Text(_) => return Err(state.stop(Stop::Other)),
         }
         count += 1;
-        match map.next_key::<std::borrow::Cow<'de, str>>()? {
-            Some(key) => next = column(&state.columns, &key),
+        match map.next_key::<Key<'de>>()? {
+            Some(Key(key)) => next = column(&state.columns, &key),
             None => break,
         }
     }
     if count != width {
         return Err(state.stop(Stop::Other));
     }
-    for v in row {
+    for (v, _) in row {
         state.values.push(v);
     }
     state.mode = Mode::Named;
     Ok(())
+}
+
+/// An object's key, borrowed from the body unless it has escapes (serde's `Cow<str>` is always
+/// a new `String`).
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
 }
 
 /// A list of rows, or one row of scalars.
@@ -595,6 +619,9 @@ mod tests {
             (&plain, &order, r#"{"a": 1, "b": 2}"#, true),
             (&stored, &[], r#"{"petal": 1, "sepal": 2}"#, true),
             (&stored, &order, r#"{"petal": 1, "sepal": 2}"#, true),
+            // Keys with escapes (not borrowed from the body).
+            (&plain, &[], r#"{"x\u0030": 1, "\u00781": 2}"#, true),
+            (&stored, &[], r#"{"pet\u0061l": 1, "sepal": 2}"#, true),
             // Left to the tree path (its answer or its error).
             (&plain, &[], r#"{"x0": 1}"#, false),
             (&plain, &[], r#"{"x0": 1, "x1": 2, "x2": 3}"#, false),

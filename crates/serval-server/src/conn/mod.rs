@@ -59,16 +59,16 @@ pub struct Limits {
 /// when draining starts is answered as before; the client's next request on that connection gets
 /// the header). The router sits in a `RefCell`: a connection's requests are all dispatched from
 /// its own task, one call at a time.
-struct CloseWhenDraining {
-    app: std::cell::RefCell<axum::Router>,
+struct CloseWhenDraining<A> {
+    app: std::cell::RefCell<A>,
     draining: Arc<AtomicBool>,
     activity: Arc<Activity>,
 }
 
-impl hyper::service::Service<Request<hyper::body::Incoming>> for CloseWhenDraining {
+impl<A: App> hyper::service::Service<Request<hyper::body::Incoming>> for CloseWhenDraining<A> {
     type Response = Response;
     type Error = Infallible;
-    type Future = Closing<<axum::Router as tower::Service<Request<hyper::body::Incoming>>>::Future>;
+    type Future = Closing<A::Future>;
 
     fn call(&self, request: Request<hyper::body::Incoming>) -> Self::Future {
         let close = request.version() <= Version::HTTP_11 && self.draining.load(Ordering::Relaxed);
@@ -106,12 +106,38 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Closing<F> {
     }
 }
 
+/// What a connection serves: an axum router, or one with replies compressed when asked
+/// ([`crate::http::App`]).
+pub trait App:
+    tower::Service<
+        Request<hyper::body::Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<A> App for A where
+    A: tower::Service<
+            Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Accepts and serves connections until the phase leaves `Serving`, serves what is left in the
 /// listen backlog, closes the listener (then reports it on `closed`), and waits for every
 /// connection to end (see the module docs).
 pub async fn serve(
     listener: TcpListener,
-    app: axum::Router,
+    app: impl App,
     limits: Limits,
     mut phase: watch::Receiver<Phase>,
     closed: tokio::sync::oneshot::Sender<()>,
@@ -252,9 +278,9 @@ impl Refusals {
 
 /// Serves one connection until it ends: shut down gracefully when the phase is `Closing`, closed
 /// when its clock runs out.
-async fn serve_io<I>(
+async fn serve_io<I, A: App>(
     io: I,
-    app: CloseWhenDraining,
+    app: CloseWhenDraining<A>,
     activity: &Activity,
     limits: &Limits,
     mut phase: watch::Receiver<Phase>,

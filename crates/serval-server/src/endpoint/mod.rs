@@ -383,28 +383,34 @@ async fn execute(
             endpoint.url
         )));
     }
+    // The Python and forwarding runners' futures are boxed: they are several kilobytes (a
+    // native model's is under one), and every request's future is as large as its largest
+    // branch and copied as it is built and boxed. One allocation is nothing beside a round trip
+    // to a worker or an upstream.
     let executed = match &endpoint.runner {
         Runner::Native(model) => Executed {
             output: native::run(endpoint, model, input, ctx, watch).await?,
             stats: None,
         },
-        Runner::Python(pool) => python::run(endpoint, pool, None, input, ctx, sampled).await?,
+        Runner::Python(pool) => {
+            Box::pin(python::run(endpoint, pool, None, input, ctx, sampled)).await?
+        }
         Runner::PythonNative { pool, model } => {
             let between = Some(python::Between::Native(model));
-            python::run(endpoint, pool, between, input, ctx, sampled).await?
+            Box::pin(python::run(endpoint, pool, between, input, ctx, sampled)).await?
         }
         Runner::Forward {
             pool: Some(pool),
             upstream,
         } => {
             let between = Some(python::Between::Forward(upstream));
-            python::run(endpoint, pool, between, input, ctx, sampled).await?
+            Box::pin(python::run(endpoint, pool, between, input, ctx, sampled)).await?
         }
         Runner::Forward {
             pool: None,
             upstream,
         } => Executed {
-            output: forward::run(endpoint, upstream, input, ctx.deadline).await?,
+            output: Box::pin(forward::run(endpoint, upstream, input, ctx.deadline)).await?,
             stats: None,
         },
     };

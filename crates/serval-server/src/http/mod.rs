@@ -16,6 +16,7 @@
 mod admin;
 pub mod body;
 pub mod clearml;
+mod compress;
 pub mod console;
 mod guard;
 pub mod health;
@@ -44,8 +45,11 @@ async fn method_not_allowed() -> (StatusCode, axum::Json<serde_json::Value>) {
     )
 }
 
+/// The whole HTTP surface, replies compressed for the clients that ask.
+pub type App = compress::WhenAsked<Router>;
+
 /// The whole HTTP surface.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState) -> App {
     let inference = Router::new()
         .route("/serve/{endpoint}", post(clearml::unversioned))
         .route("/serve/{endpoint}/", post(clearml::unversioned))
@@ -90,7 +94,7 @@ pub fn router(state: AppState) -> Router {
             metrics = guard::keyed(metrics, &state, guard::Dialect::Detail);
         }
     }
-    Router::new()
+    let router = Router::new()
         .merge(inference)
         .merge(open)
         .merge(models)
@@ -102,8 +106,8 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(tower_http::compression::CompressionLayer::new())
-        .with_state(state)
+        .with_state(state);
+    compress::WhenAsked::new(router)
 }
 
 /// The router of the separate metrics port.
