@@ -389,16 +389,25 @@ impl RoutingTable {
         } else {
             self.canaries.get(url)
         };
-        let target = match canary {
-            Some(route) => match key {
-                Some(key) if route.sticky.is_some() => route.pick_key(key),
-                _ => route.pick(random),
+        // One look-up of the slot in the common case (no canary, the url itself).
+        let (target, slot) = match canary {
+            Some(route) => {
+                let target = match key {
+                    Some(key) if route.sticky.is_some() => route.pick_key(key),
+                    _ => route.pick(random),
+                };
+                (target, self.slots.get(target))
+            }
+            None => match self.slots.get(url) {
+                Some(slot) => (url, Some(slot)),
+                None if version.is_none() => {
+                    let target = self.latest.get(name).ok_or_else(not_found)?;
+                    (target.as_str(), self.slots.get(target))
+                }
+                None => return Err(not_found()),
             },
-            None if self.slots.contains_key(url) => url,
-            None if version.is_none() => self.latest.get(name).ok_or_else(not_found)?,
-            None => return Err(not_found()),
         };
-        let slot = self.slots.get(target).ok_or_else(not_found)?;
+        let slot = slot.ok_or_else(not_found)?;
         slot.serving.clone().ok_or_else(|| Error::Unavailable {
             endpoint: target.to_string(),
             reason: slot

@@ -208,6 +208,57 @@ impl RestRequest {
     }
 }
 
+/// The body's bytes, at most `limit` of them: a body that came in one piece is kept as it came
+/// (no copy, no list of pieces), several pieces are joined.
+async fn collect(mut body: Body, limit: usize) -> Result<Bytes, Error> {
+    use http_body_util::BodyExt;
+    let mut first = Bytes::new();
+    let mut joined: Option<bytes::BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|e| body_error(&e))?.into_data() else {
+            continue; // trailers
+        };
+        total = total.saturating_add(data.len());
+        if total > limit {
+            return Err(Error::TooLarge(limit));
+        }
+        if let Some(joined) = &mut joined {
+            joined.extend_from_slice(&data);
+        } else if first.is_empty() {
+            first = data;
+        } else {
+            let mut both = bytes::BytesMut::with_capacity(total);
+            both.extend_from_slice(&first);
+            both.extend_from_slice(&data);
+            joined = Some(both);
+        }
+    }
+    Ok(joined.map_or(first, bytes::BytesMut::freeze))
+}
+
+/// What a body that failed while being read means for its request.
+fn body_error(error: &axum::Error) -> Error {
+    // The cause is wrapped (axum's errors around the body's): look down the whole chain.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        // The connection ended inside the body (hyper reports an unexpected EOF).
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return Error::Cancelled;
+        }
+        cause = error.source();
+    }
+    Error::BadRequest(UNDECODABLE.to_string())
+}
+
 /// Reads and decodes a request body of at most `limit` bytes (before and after decoding),
 /// charging `memory` for what it holds.
 pub async fn read(
@@ -225,29 +276,7 @@ pub async fn read(
     if let Some(length) = declared {
         memory.charge(length)?;
     }
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // The cause is wrapped (axum's errors around the body's): look down the whole chain.
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(error) = cause {
-            if error.is::<http_body_util::LengthLimitError>() {
-                return Error::TooLarge(limit);
-            }
-            // The connection ended inside the body (hyper reports an unexpected EOF).
-            if let Some(io) = error.downcast_ref::<std::io::Error>()
-                && matches!(
-                    io.kind(),
-                    std::io::ErrorKind::UnexpectedEof
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::ConnectionAborted
-                        | std::io::ErrorKind::BrokenPipe
-                )
-            {
-                return Error::Cancelled;
-            }
-            cause = error.source();
-        }
-        Error::BadRequest(UNDECODABLE.to_string())
-    })?;
+    let raw = collect(body, limit).await?;
     if declared.is_none() {
         memory.charge(raw.len())?;
     }
@@ -270,5 +299,41 @@ pub async fn read(
         other => Err(Error::BadRequest(format!(
             "{UNDECODABLE}: unsupported Content-Encoding '{other}'"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(pieces: &[&'static str]) -> Body {
+        let frames = pieces
+            .iter()
+            .map(|p| Ok::<_, std::io::Error>(Bytes::from_static(p.as_bytes())));
+        Body::from_stream(futures::stream::iter(frames.collect::<Vec<_>>()))
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_whole_within_its_limit() {
+        let one = Bytes::from_static(b"{\"x0\": 1}");
+        let read = collect(Body::from(one.clone()), 100).await.unwrap();
+        assert_eq!(read.as_ptr(), one.as_ptr(), "one piece is not copied");
+        let read = collect(pieces(&["[1, ", "2, ", "3]"]), 100).await.unwrap();
+        assert_eq!(&read[..], b"[1, 2, 3]");
+        assert_eq!(collect(pieces(&[]), 100).await.unwrap().len(), 0);
+        // Exactly the limit is read; one byte more is refused, whether in one piece or later.
+        assert_eq!(
+            collect(pieces(&["12345", "678"]), 8).await.unwrap().len(),
+            8
+        );
+        for body in [pieces(&["123456789"]), pieces(&["12345", "6789"])] {
+            assert!(matches!(collect(body, 8).await, Err(Error::TooLarge(8))));
+        }
+        // A connection that ends inside the body: the client left.
+        let broken = Body::from_stream(futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"[1,")),
+            Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+        ]));
+        assert!(matches!(collect(broken, 100).await, Err(Error::Cancelled)));
     }
 }

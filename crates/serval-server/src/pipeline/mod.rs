@@ -27,9 +27,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serval_store::ApiKey;
-use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use crate::endpoint::{Admission, Place};
 pub use crate::endpoint::{
     Context, Endpoint, Input, Observer, Output, Payload, Runner, TensorMeta,
 };
@@ -196,7 +196,7 @@ pub struct Served<E> {
 /// The front door of one server: the routing table it serves from and the bounds it keeps.
 pub struct Door {
     table: ArcSwap<RoutingTable>,
-    admission: Semaphore,
+    admission: Admission,
     memory: Arc<MemoryPool>,
     limits: Limits,
     metrics: Option<Arc<Metrics>>,
@@ -212,7 +212,7 @@ impl Door {
     pub fn new(limits: Limits, metrics: Option<Arc<Metrics>>) -> Door {
         Door {
             table: ArcSwap::from_pointee(RoutingTable::default()),
-            admission: Semaphore::new(limits.max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
+            admission: Admission::new(limits.max_in_flight),
             memory: MemoryPool::new(limits.max_memory_in_flight),
             limits,
             metrics,
@@ -254,10 +254,7 @@ impl Door {
 
     /// Requests admitted and not finished (the server-wide bound's permits in use).
     pub fn in_flight(&self) -> usize {
-        self.limits
-            .max_in_flight
-            .clamp(1, Semaphore::MAX_PERMITS)
-            .saturating_sub(self.admission.available_permits())
+        self.admission.in_use()
     }
 
     /// The key a credential stands for: `Ok(None)` when keys are not required, else the current
@@ -279,7 +276,7 @@ impl Door {
         let (permit, key) = match credential {
             Credential::Internal | Credential::Shadow => (None, None),
             Credential::Header(authorization) => {
-                let Ok(permit) = self.admission.try_acquire() else {
+                let Some(permit) = self.admission.take() else {
                     let error = Error::Overloaded(format!(
                         "the server has {} requests in flight, its limit (serve --max-in-flight); retry later",
                         self.limits.max_in_flight
@@ -318,7 +315,7 @@ pub struct Admitted<'a> {
     key: Option<ApiKey>,
     /// Shadows may copy the request (it is not a copy itself).
     copyable: bool,
-    _permit: Option<SemaphorePermit<'a>>,
+    _permit: Option<Place<'a>>,
 }
 
 impl Admitted<'_> {
