@@ -209,8 +209,13 @@ impl RestRequest {
 }
 
 /// The body's bytes, at most `limit` of them: a body that came in one piece is kept as it came
-/// (no copy, no list of pieces), several pieces are joined.
-async fn collect(mut body: Body, limit: usize) -> Result<Bytes, Error> {
+/// (no copy, no list of pieces), several pieces are joined. `charge`: a reservation to charge
+/// each piece to as it arrives (a body without a declared length), before it is kept.
+async fn collect(
+    mut body: Body,
+    limit: usize,
+    mut charge: Option<&mut Reservation>,
+) -> Result<Bytes, Error> {
     use http_body_util::BodyExt;
     let mut first = Bytes::new();
     let mut joined: Option<bytes::BytesMut> = None;
@@ -222,6 +227,9 @@ async fn collect(mut body: Body, limit: usize) -> Result<Bytes, Error> {
         total = total.saturating_add(data.len());
         if total > limit {
             return Err(Error::TooLarge(limit));
+        }
+        if let Some(memory) = charge.as_deref_mut() {
+            memory.charge(data.len())?;
         }
         if let Some(joined) = &mut joined {
             joined.extend_from_slice(&data);
@@ -276,10 +284,7 @@ pub async fn read(
     if let Some(length) = declared {
         memory.charge(length)?;
     }
-    let raw = collect(body, limit).await?;
-    if declared.is_none() {
-        memory.charge(raw.len())?;
-    }
+    let raw = collect(body, limit, declared.is_none().then_some(&mut memory)).await?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -316,24 +321,54 @@ mod tests {
     #[tokio::test]
     async fn a_body_is_read_whole_within_its_limit() {
         let one = Bytes::from_static(b"{\"x0\": 1}");
-        let read = collect(Body::from(one.clone()), 100).await.unwrap();
+        let read = collect(Body::from(one.clone()), 100, None).await.unwrap();
         assert_eq!(read.as_ptr(), one.as_ptr(), "one piece is not copied");
-        let read = collect(pieces(&["[1, ", "2, ", "3]"]), 100).await.unwrap();
+        let read = collect(pieces(&["[1, ", "2, ", "3]"]), 100, None)
+            .await
+            .unwrap();
         assert_eq!(&read[..], b"[1, 2, 3]");
-        assert_eq!(collect(pieces(&[]), 100).await.unwrap().len(), 0);
+        assert_eq!(collect(pieces(&[]), 100, None).await.unwrap().len(), 0);
         // Exactly the limit is read; one byte more is refused, whether in one piece or later.
         assert_eq!(
-            collect(pieces(&["12345", "678"]), 8).await.unwrap().len(),
+            collect(pieces(&["12345", "678"]), 8, None)
+                .await
+                .unwrap()
+                .len(),
             8
         );
         for body in [pieces(&["123456789"]), pieces(&["12345", "6789"])] {
-            assert!(matches!(collect(body, 8).await, Err(Error::TooLarge(8))));
+            assert!(matches!(
+                collect(body, 8, None).await,
+                Err(Error::TooLarge(8))
+            ));
         }
         // A connection that ends inside the body: the client left.
         let broken = Body::from_stream(futures::stream::iter(vec![
             Ok(Bytes::from_static(b"[1,")),
             Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
         ]));
-        assert!(matches!(collect(broken, 100).await, Err(Error::Cancelled)));
+        assert!(matches!(
+            collect(broken, 100, None).await,
+            Err(Error::Cancelled)
+        ));
+        // Pieces are charged as they come: past the request's budget the read stops there.
+        let pool = crate::memory::MemoryPool::new(1 << 30);
+        let mut memory = Reservation::new(pool, 6);
+        let over = collect(pieces(&["1234", "5678", "9"]), 100, Some(&mut memory)).await;
+        assert!(
+            matches!(
+                over,
+                Err(Error::OverBudget {
+                    needs: 8,
+                    budget: 6
+                })
+            ),
+            "{over:?}"
+        );
+        let mut memory = Reservation::new(crate::memory::MemoryPool::new(1 << 30), 6);
+        collect(pieces(&["12", "34"]), 100, Some(&mut memory))
+            .await
+            .unwrap();
+        assert_eq!(memory.charged(), 4);
     }
 }
