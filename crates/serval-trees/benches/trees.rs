@@ -1,7 +1,9 @@
 //! Single-row latency and 1,000-row throughput of the native tree evaluators and of their
 //! TreeSHAP explanations, on the fixture models. Compare with `bench/python_predict.py` (and its
 //! `--explain`): the libraries' own, one thread.
-//! Run: `cargo bench -p serval-trees --bench trees` (explanations only: `-- explain`)
+//! Run: `cargo bench -p serval-trees --bench trees` (explanations only: `-- explain`).
+//! `SERVAL_BENCH_MODELS=DIR` adds the iris models of `bench/front_door.sh` (its work folder's
+//! `bench/models`: `xgb_iris.json`, `lgbm_iris.txt`, 100 rounds × 3 classes) as `front_door_*`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -53,12 +55,30 @@ const MODELS: [(&str, &str, &str); 6] = [
 ];
 
 fn bench(c: &mut Criterion) {
-    for (name, file, dataset) in MODELS {
-        let bytes = std::fs::read(fixtures().join(file)).expect("model");
+    let mut models: Vec<(String, std::path::PathBuf, &str)> = MODELS
+        .iter()
+        .map(|(name, file, dataset)| (name.to_string(), fixtures().join(file), *dataset))
+        .collect();
+    if let Some(dir) = std::env::var_os("SERVAL_BENCH_MODELS") {
+        let dir = Path::new(&dir);
+        models.push((
+            "front_door_xgb_iris".into(),
+            dir.join("xgb_iris.json"),
+            "iris",
+        ));
+        models.push((
+            "front_door_lgbm_iris".into(),
+            dir.join("lgbm_iris.txt"),
+            "iris",
+        ));
+    }
+    for (name, file, dataset) in models {
+        let name = name.as_str();
+        let bytes = std::fs::read(&file).expect("model");
         let (one, _) = rows(dataset, 1);
         let (thousand, _) = rows(dataset, 1000);
         let mut group = c.benchmark_group(name);
-        if name.starts_with("xgb") {
+        if name.contains("xgb") {
             let engine = XgboostEngine::load(&bytes).expect("load");
             group.bench_function("single_row", |b| {
                 b.iter(|| engine.predict(std::hint::black_box(&one), 1))
@@ -106,7 +126,7 @@ fn bench(c: &mut Criterion) {
         group.finish();
         // Explanations (TreeSHAP contributions).
         let mut group = c.benchmark_group(format!("{name}/explain"));
-        if name.starts_with("xgb") {
+        if name.contains("xgb") {
             let model = XgboostEngine::load(&bytes).expect("load");
             let model = model.model();
             group.bench_function("single_row", |b| {

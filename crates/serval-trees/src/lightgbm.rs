@@ -13,7 +13,7 @@ use crate::compact::Compact;
 use crate::forest::{
     CATEGORICAL, DEFAULT_LEFT, Forest, MISSING_NAN, MISSING_ZERO, Node, NodeBuilder,
 };
-use crate::quick::{Quick, Rule};
+use crate::quick::{Quick, Rule, add_round_robin};
 use crate::shap::{Explainer, Method as ShapMethod};
 use crate::task::TreeTask;
 
@@ -372,7 +372,9 @@ impl LgbModel {
         let sink =
             |row: usize, tree: usize, leaf: f64| out[row * g + groups[tree] as usize] += leaf;
         if let Some(quick) = &self.quick {
-            quick.accumulate(x, rows, self.num_features, sink);
+            quick.for_each_row(x, rows, self.num_features, |row, leaves| {
+                add_round_robin(leaves, &mut out[row * g..(row + 1) * g]);
+            });
         } else if let Some(compact) = &self.compact {
             compact.accumulate(x, rows, self.num_features, sink);
         } else {
@@ -505,7 +507,7 @@ fn go_left(forest: &Forest<f64>, node: &Node<f64>, x: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quick::testing::{assert_same_leaves, leaf_table, rows_at_thresholds};
+    use crate::quick::testing::{assert_same_leaves, leaf_table, rows_at_thresholds, variants};
 
     fn model(decision_type: &str, extra: &str) -> String {
         format!(
@@ -535,9 +537,24 @@ mod tests {
                 &format!("{what}: compact walk"),
             );
         }
-        if let Some(quick) = Quick::build(&m.forest, width, Rule::LessOrEqual, nan_goes_left) {
+        let built = Quick::build(&m.forest, width, Rule::LessOrEqual, nan_goes_left);
+        for (how, quick) in built.into_iter().flat_map(variants) {
             let leaves = leaf_table(rows, trees, |sink| quick.accumulate(x, rows, width, sink));
-            assert_same_leaves(&general, &leaves, x, width, &format!("{what}: scorer"));
+            let name = format!("{what}: scorer {how}");
+            assert_same_leaves(&general, &leaves, x, width, &name);
+            // Its sums too, to the bit.
+            let scored = LgbModel {
+                quick: Some(quick),
+                ..m.clone()
+            }
+            .predict_raw(x, rows);
+            let walked = LgbModel {
+                quick: None,
+                ..m.clone()
+            }
+            .predict_raw(x, rows);
+            let bits = |v: Vec<f64>| v.into_iter().map(f64::to_bits).collect::<Vec<_>>();
+            assert!(bits(scored) == bits(walked), "{name}: sums differ");
         }
     }
 

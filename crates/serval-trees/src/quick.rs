@@ -11,6 +11,13 @@
 //! branches per tree (depth × load latency); here the work is a few independent loads and ANDs
 //! per false split, which the processor overlaps.
 //!
+//! Two refinements, written here too: the search runs over a feature's *distinct* thresholds
+//! (LightGBM and XGBoost's histogram method bin features, so there are at most a few hundred,
+//! often a few dozen, however many splits), and checkpoint tables hold, for every (or every
+//! few) distinct threshold of a feature, the AND of the masks of all splits below it, per tree.
+//! A value beyond many thresholds then costs one pass over the trees' words (which vectorises)
+//! instead of one update per split. The tables are kept under a budget (`TABLE_BYTES`).
+//!
 //! Used when every split is numerical with its missing-value side settled at load (as for
 //! [`crate::compact`]) and every tree has at most 64 leaves (one `u64` per tree): LightGBM's
 //! default of 31 leaves and XGBoost's default depth of 6 both fit. The sums come out in the same
@@ -72,14 +79,41 @@ struct Split {
     nan_right: bool,
 }
 
+/// A feature that has splits, and where its parts of the scorer's arrays are.
+#[derive(Debug, Clone, Copy)]
+struct Feature {
+    index: u32,
+    /// Its splits: `splits[start..end]`, ascending by threshold.
+    start: u32,
+    end: u32,
+    /// Its distinct thresholds, ascending: `distinct[first..first + count]`; `cuts[first + k]` is
+    /// the end (in `splits`) of the splits whose threshold is at most the k-th.
+    first: u32,
+    count: u32,
+    /// Where its checkpoints start in `table`, in vectors of one word per tree.
+    table: u32,
+}
+
+/// The bytes the checkpoint tables of one forest may take; beyond that the checkpoints thin
+/// out (every second distinct threshold, every fourth, …) or there are none.
+const TABLE_BYTES: usize = 1 << 20;
+
 #[derive(Debug, Clone)]
 pub struct Quick<T> {
     rule: Rule,
-    /// Each feature that has splits: its index and its splits' range of `thresholds` and
-    /// `splits`, ascending by threshold.
-    features: Vec<(u32, u32, u32)>,
-    thresholds: Vec<T>,
+    features: Vec<Feature>,
     splits: Vec<Split>,
+    distinct: Vec<T>,
+    cuts: Vec<u32>,
+    /// Checkpoints: for every `stride`-th distinct threshold of a feature, every tree's word
+    /// after the splits up to it are false (the AND of their masks), so that a value above
+    /// many thresholds costs one pass over the trees instead of one update per split. Empty
+    /// when `stride` is 0.
+    table: Vec<u64>,
+    stride: usize,
+    /// The splits a checkpoint must stand for to be used (one pass over every tree's word
+    /// costs about as much as updating half as many splits one at a time).
+    min_cover: usize,
     /// Tree `t`'s leaves, left to right, start at `leaves[first_leaf[t]]`.
     first_leaf: Vec<u32>,
     leaves: Vec<T>,
@@ -102,6 +136,57 @@ impl<T: Value> Quick<T> {
 
     /// [`Quick::new`] whatever the splits per feature.
     pub fn build(
+        forest: &Forest<T>,
+        width: usize,
+        rule: Rule,
+        nan_left: impl Fn(&Node<T>) -> Option<bool>,
+    ) -> Option<Self> {
+        let mut quick = Self::build_untabled(forest, width, rule, nan_left)?;
+        let trees = quick.first_leaf.len();
+        let widest = quick.features.iter().map(|f| f.count as usize).max();
+        // The smallest stride whose checkpoints fit in the budget.
+        let stride = std::iter::successors(Some(1usize), |s| Some(s * 2))
+            .take_while(|s| widest.is_some_and(|w| *s <= w))
+            .find(|s| quick.checkpoints(*s) * trees * 8 <= TABLE_BYTES);
+        if let Some(stride) = stride {
+            quick.tabulate(stride, trees / 2);
+        }
+        Some(quick)
+    }
+
+    /// How many checkpoints `stride` gives.
+    fn checkpoints(&self, stride: usize) -> usize {
+        self.features
+            .iter()
+            .map(|f| f.count as usize / stride)
+            .sum()
+    }
+
+    /// Fills the checkpoint table, one every `stride` distinct thresholds.
+    fn tabulate(&mut self, stride: usize, min_cover: usize) {
+        let trees = self.first_leaf.len();
+        let mut table = Vec::with_capacity(self.checkpoints(stride) * trees);
+        let mut alive = vec![u64::MAX; trees];
+        for feature in &mut self.features {
+            feature.table = u32::try_from(table.len() / trees.max(1)).unwrap_or(u32::MAX);
+            alive.fill(u64::MAX);
+            let mut next = feature.start as usize;
+            for k in (stride..=feature.count as usize).step_by(stride) {
+                let end = self.cuts[feature.first as usize + k - 1] as usize;
+                for split in &self.splits[next..end] {
+                    alive[split.tree as usize] &= split.mask;
+                }
+                next = end;
+                table.extend_from_slice(&alive);
+            }
+        }
+        self.table = table;
+        self.stride = stride;
+        self.min_cover = min_cover;
+    }
+
+    /// The scorer without checkpoints.
+    fn build_untabled(
         forest: &Forest<T>,
         width: usize,
         rule: Rule,
@@ -168,18 +253,37 @@ impl<T: Value> Quick<T> {
         }
         all.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
         let mut features = Vec::new();
+        let (mut distinct, mut cuts) = (Vec::new(), Vec::new());
         let mut start = 0;
         while start < all.len() {
             let f = all[start].0;
             let end = start + all[start..].partition_point(|s| s.0 == f);
-            features.push((f, u32::try_from(start).ok()?, u32::try_from(end).ok()?));
+            let first = u32::try_from(distinct.len()).ok()?;
+            for i in start..end {
+                if i + 1 == end || all[i + 1].1.total_cmp(&all[i].1).is_ne() {
+                    distinct.push(all[i].1);
+                    cuts.push(u32::try_from(i + 1).ok()?);
+                }
+            }
+            features.push(Feature {
+                index: f,
+                start: u32::try_from(start).ok()?,
+                end: u32::try_from(end).ok()?,
+                first,
+                count: u32::try_from(distinct.len()).ok()? - first,
+                table: 0,
+            });
             start = end;
         }
         Some(Quick {
             rule,
             features,
-            thresholds: all.iter().map(|s| s.1).collect(),
             splits: all.iter().map(|s| s.2).collect(),
+            distinct,
+            cuts,
+            table: Vec::new(),
+            stride: 0,
+            min_cover: 0,
             first_leaf,
             leaves,
         })
@@ -195,37 +299,114 @@ impl<T: Value> Quick<T> {
         width: usize,
         mut sink: impl FnMut(usize, usize, T),
     ) {
-        let mut alive = vec![u64::MAX; self.first_leaf.len()];
+        self.for_each_row(x, rows, width, |r, leaves| {
+            for (t, leaf) in leaves.iter().enumerate() {
+                sink(r, t, *leaf);
+            }
+        });
+    }
+
+    /// Calls `each(row, leaves)` for every row, with the value of the leaf it reaches in every
+    /// tree (in tree order). `x` is `[rows, width]`, row-major.
+    #[inline]
+    pub fn for_each_row(
+        &self,
+        x: &[T],
+        rows: usize,
+        width: usize,
+        mut each: impl FnMut(usize, &[T]),
+    ) {
+        let trees = self.first_leaf.len();
+        let mut alive = vec![u64::MAX; trees];
+        let mut values = vec![T::default(); trees];
         for r in 0..rows {
             let row = &x[r * width..(r + 1) * width];
             if r > 0 {
                 alive.fill(u64::MAX);
             }
-            for &(feature, start, end) in &self.features {
-                let value = row[feature as usize];
-                let (start, end) = (start as usize, end as usize);
-                let splits = &self.splits[start..end];
-                if value.is_nan() {
-                    for split in splits.iter().filter(|s| s.nan_right) {
-                        alive[split.tree as usize] &= split.mask;
-                    }
-                    continue;
-                }
-                let thresholds = &self.thresholds[start..end];
-                let false_ones = match self.rule {
-                    Rule::LessOrEqual => below(thresholds, |t| t < value),
-                    Rule::Less => below(thresholds, |t| t <= value),
-                };
-                for split in &splits[..false_ones] {
-                    alive[split.tree as usize] &= split.mask;
-                }
+            for feature in &self.features {
+                self.rule_out(feature, row[feature.index as usize], &mut alive);
             }
-            for (t, (bits, first)) in alive.iter().zip(&self.first_leaf).enumerate() {
-                sink(
-                    r,
-                    t,
-                    self.leaves[*first as usize + bits.trailing_zeros() as usize],
-                );
+            for ((value, bits), first) in values.iter_mut().zip(&alive).zip(&self.first_leaf) {
+                *value = self.leaves[*first as usize + bits.trailing_zeros() as usize];
+            }
+            each(r, &values);
+        }
+    }
+
+    /// ANDs the masks of the splits of `feature` that `value` does not take to the left into
+    /// their trees' words.
+    #[inline(always)]
+    fn rule_out(&self, feature: &Feature, value: T, alive: &mut [u64]) {
+        let (start, end) = (feature.start as usize, feature.end as usize);
+        if value.is_nan() {
+            for split in self.splits[start..end].iter().filter(|s| s.nan_right) {
+                alive[split.tree as usize] &= split.mask;
+            }
+            return;
+        }
+        let first = feature.first as usize;
+        let distinct = &self.distinct[first..first + feature.count as usize];
+        // How many distinct thresholds the value is beyond: their splits are the false ones.
+        let beyond = match self.rule {
+            Rule::LessOrEqual => below(distinct, |t| t < value),
+            Rule::Less => below(distinct, |t| t <= value),
+        };
+        if beyond == 0 {
+            return;
+        }
+        let false_end = self.cuts[first + beyond - 1] as usize;
+        let mut from = start;
+        if self.stride > 0 && beyond >= self.stride {
+            let checkpoint = beyond / self.stride;
+            let covered = self.cuts[first + checkpoint * self.stride - 1] as usize;
+            if covered - start >= self.min_cover {
+                let trees = alive.len();
+                let at = (feature.table as usize + checkpoint - 1) * trees;
+                for (word, mask) in alive.iter_mut().zip(&self.table[at..at + trees]) {
+                    *word &= mask;
+                }
+                from = covered;
+            }
+        }
+        for split in &self.splits[from..false_end] {
+            alive[split.tree as usize] &= split.mask;
+        }
+    }
+}
+
+/// Adds one row's leaf values (every tree's, in tree order) to its outputs, tree `t` to output
+/// `t % out.len()` (the layout of LightGBM's iterations and of XGBoost's classes), in tree
+/// order as a walk adds them, so the sums are the same to the bit. Up to four outputs are
+/// summed in registers rather than through memory.
+#[inline]
+pub fn add_round_robin<T: Copy + std::ops::AddAssign>(leaves: &[T], out: &mut [T]) {
+    #[inline(always)]
+    fn fixed<T: Copy + std::ops::AddAssign, const G: usize>(leaves: &[T], out: &mut [T]) {
+        let mut sums: [T; G] = std::array::from_fn(|k| out[k]);
+        let chunks = leaves.chunks_exact(G);
+        let rest = chunks.remainder();
+        for chunk in chunks {
+            for k in 0..G {
+                sums[k] += chunk[k];
+            }
+        }
+        for (sum, leaf) in sums.iter_mut().zip(rest) {
+            *sum += *leaf;
+        }
+        out.copy_from_slice(&sums);
+    }
+    match out.len() {
+        0 => {}
+        1 => fixed::<T, 1>(leaves, out),
+        2 => fixed::<T, 2>(leaves, out),
+        3 => fixed::<T, 3>(leaves, out),
+        4 => fixed::<T, 4>(leaves, out),
+        g => {
+            for chunk in leaves.chunks(g) {
+                for (sum, leaf) in out.iter_mut().zip(chunk) {
+                    *sum += *leaf;
+                }
             }
         }
     }
@@ -247,6 +428,22 @@ fn below<T: Copy>(thresholds: &[T], is_below: impl Fn(T) -> bool) -> usize {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::*;
+
+    /// The scorer as built and as it could be: without checkpoints, and with checkpoints at
+    /// every distinct threshold, every second and every third, always used where one applies.
+    pub fn variants<T: Value>(quick: Quick<T>) -> Vec<(String, Quick<T>)> {
+        let mut out = vec![("as built".to_string(), quick.clone())];
+        let mut bare = quick.clone();
+        bare.table.clear();
+        bare.stride = 0;
+        out.push(("without checkpoints".to_string(), bare.clone()));
+        for stride in 1..=3 {
+            let mut tabled = bare.clone();
+            tabled.tabulate(stride, 0);
+            out.push((format!("checkpoints every {stride}"), tabled));
+        }
+        out
+    }
 
     /// Rows of `width` features: per split, a base row (each feature at one of its thresholds,
     /// so that rows go down both sides) with the split's feature set to each of `around(its
@@ -278,6 +475,25 @@ pub(crate) mod testing {
             }
         }
         x
+    }
+
+    #[test]
+    fn round_robin_sums_are_the_walks_sums() {
+        // Values whose sums depend on the order they are added in.
+        let leaves: Vec<f64> = (0..23)
+            .map(|i| 0.1 * f64::from(i) + 1e16 * f64::from(i % 3))
+            .collect();
+        for outputs in 1..=6 {
+            let base: Vec<f64> = (0..outputs).map(|k| 0.3 * k as f64).collect();
+            let mut expected = base.clone();
+            for (t, leaf) in leaves.iter().enumerate() {
+                expected[t % outputs] += leaf;
+            }
+            let mut got = base;
+            add_round_robin(&leaves, &mut got);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&expected), "{outputs} outputs");
+        }
     }
 
     /// Every tree's leaf (`[row * trees + tree]`) as an `accumulate` reports them, in any order.

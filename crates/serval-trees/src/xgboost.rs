@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::forest::{CATEGORICAL, DEFAULT_LEFT, Forest, Node, NodeBuilder};
-use crate::quick::{Quick, Rule};
+use crate::quick::{Quick, Rule, add_round_robin};
 use crate::shap::{Explainer, Method as ShapMethod};
 use crate::task::TreeTask;
 
@@ -39,6 +39,9 @@ pub struct XgbModel {
     explainer: OnceLock<Result<Explainer, String>>,
     /// Output group (class or target) of every tree.
     tree_group: Vec<u32>,
+    /// Whether tree `t` is in group `t % num_groups` (one tree per class per round, unweighted):
+    /// the scorer's sums then go round robin.
+    round_robin: bool,
     /// Per-tree weight (dart); `None` for gbtree.
     tree_weight: Option<Vec<f32>>,
     base_margin: Vec<f32>,
@@ -315,11 +318,14 @@ impl XgbModel {
             ));
         }
         let quick = Quick::new(&forest, num_features, Rule::Less, nan_goes_left);
+        let round_robin = weights.is_none()
+            && (tree_group.iter().enumerate()).all(|(t, g)| *g as usize == t % num_groups);
         Ok(XgbModel {
             forest,
             quick,
             explainer: OnceLock::new(),
             tree_group,
+            round_robin,
             tree_weight: weights,
             base_margin,
             link,
@@ -437,6 +443,12 @@ impl XgbModel {
             out.extend_from_slice(&self.base_margin);
         }
         let groups = &self.tree_group;
+        if let Some(quick) = self.quick.as_ref().filter(|_| self.round_robin) {
+            quick.for_each_row(x, rows, self.num_features, |row, leaves| {
+                add_round_robin(leaves, &mut out[row * g..(row + 1) * g]);
+            });
+            return out;
+        }
         match &self.tree_weight {
             None => self.leaves(x, rows, |row, tree, leaf| {
                 out[row * g + groups[tree] as usize] += leaf;
@@ -573,7 +585,7 @@ pub fn softmax(row: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quick::testing::{assert_same_leaves, leaf_table, rows_at_thresholds};
+    use crate::quick::testing::{assert_same_leaves, leaf_table, rows_at_thresholds, variants};
 
     #[test]
     fn the_scorer_reaches_the_walks_leaves_at_and_around_every_threshold() {
@@ -604,9 +616,26 @@ mod tests {
             let general = leaf_table(rows, trees, |sink| {
                 m.forest.accumulate(&x, rows, width, go_left, sink)
             });
-            let quick = Quick::build(&m.forest, width, Rule::Less, nan_goes_left).unwrap();
-            let leaves = leaf_table(rows, trees, |sink| quick.accumulate(&x, rows, width, sink));
-            assert_same_leaves(&general, &leaves, &x, width, &format!("{file}: scorer"));
+            let built = Quick::build(&m.forest, width, Rule::Less, nan_goes_left).unwrap();
+            for (how, quick) in variants(built) {
+                let leaves =
+                    leaf_table(rows, trees, |sink| quick.accumulate(&x, rows, width, sink));
+                let name = format!("{file}: scorer {how}");
+                assert_same_leaves(&general, &leaves, &x, width, &name);
+                // Its sums too, to the bit.
+                let scored = XgbModel {
+                    quick: Some(quick),
+                    ..m.clone()
+                }
+                .predict_margin(&x, rows);
+                let walked = XgbModel {
+                    quick: None,
+                    ..m.clone()
+                }
+                .predict_margin(&x, rows);
+                let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+                assert!(bits(scored) == bits(walked), "{name}: sums differ");
+            }
         }
     }
 
