@@ -318,8 +318,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SERVAL_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
     /// Seconds a client may take from connecting to its first request's headers (TLS handshake
-    /// and HTTP/2 preface included) and to send any HTTP/1 request's headers; also how long an
-    /// idle HTTP/1 keep-alive connection stays open
+    /// and HTTP/2 preface included); also how long an HTTP/1 connection stays open with no
+    /// request in progress (idle keep-alive, or the next request's headers still arriving):
+    /// closed between this and a quarter more after its last request ended
     #[arg(long, env = "SERVAL_HEADER_TIMEOUT", default_value_t = 30.0)]
     pub header_timeout: f64,
     /// Seconds a connection (HTTP/2 and gRPC included) may stay open with no request in progress

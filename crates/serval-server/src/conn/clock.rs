@@ -1,6 +1,10 @@
 //! Every connection has a clock. From accept until its first request (TLS handshake, protocol
 //! detection, the HTTP/2 preface and SETTINGS, the first request's headers) a connection has
-//! `first` to arrive; afterwards it is closed once no request has been in progress for `idle`.
+//! `first` to arrive; afterwards it is closed once no request has been in progress for `idle` —
+//! for HTTP/1, `first` if shorter: between two HTTP/1 requests the client is either idle on its
+//! keep-alive connection or sending the next request's headers, and both are bounded by the
+//! header timeout. (hyper's own header timer would do this with a timer per request: armed,
+//! registered and cancelled on every request, a measurable part of a small request's cost.)
 //! At the connection cap, connections with no request in progress are closed first (never-used
 //! ones before used ones), so sockets that send nothing cannot lock other clients out.
 //!
@@ -25,6 +29,8 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Chosen for closing at the connection cap.
     evicted: AtomicBool,
+    /// An HTTP/1 request was seen: the time between requests is bounded by `first` too.
+    http1: AtomicBool,
     evict: Notify,
 }
 
@@ -45,8 +51,17 @@ impl Activity {
             started: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             evicted: AtomicBool::new(false),
+            http1: AtomicBool::new(false),
             evict: Notify::new(),
         }
+    }
+
+    /// An HTTP/1 request starts on this connection.
+    pub fn begin_http1(self: &Arc<Self>) -> InFlight {
+        if !self.http1.load(Ordering::Relaxed) {
+            self.http1.store(true, Ordering::Relaxed);
+        }
+        self.begin()
     }
 
     /// A request starts on this connection.
@@ -56,7 +71,8 @@ impl Activity {
         InFlight(self.clone())
     }
 
-    fn idle(&self) -> bool {
+    /// Whether no request is in progress.
+    pub fn idle(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
     }
 
@@ -84,13 +100,12 @@ const MIN_TICK: Duration = Duration::from_millis(10);
 const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Resolves when `activity`'s connection should be closed: no request `first` after accept, no
-/// request in progress for `idle` (closed between `idle` and `idle` and a quarter after the last
-/// one ended), or evicted.
+/// request in progress for `idle` (HTTP/1: the shorter of `idle` and `first`; closed between
+/// that and that and a quarter after the last one ended), or evicted.
 pub async fn expiry(activity: &Activity, first: Duration, idle: Duration) -> Expiry {
-    let (first, idle) = (first.min(LONGEST), idle.min(LONGEST));
+    let (first, longest_idle) = (first.min(LONGEST), idle.min(LONGEST));
     let evicted = activity.evict.notified();
     tokio::pin!(evicted);
-    let tick = (idle / 4).max(MIN_TICK);
     let mut wake = activity.accepted + first;
     let mut seen = 0;
     // When the connection was first seen with nothing in progress and no new request since.
@@ -101,6 +116,12 @@ pub async fn expiry(activity: &Activity, first: Duration, idle: Duration) -> Exp
             () = &mut evicted => return Expiry::Evicted,
         }
         let now = Instant::now();
+        let idle = if activity.http1.load(Ordering::Relaxed) {
+            longest_idle.min(first)
+        } else {
+            longest_idle
+        };
+        let tick = (idle / 4).max(MIN_TICK);
         let started = activity.started.load(Ordering::Relaxed);
         let busy = !activity.idle();
         if started == 0 && !busy {
@@ -220,6 +241,28 @@ mod tests {
         let quiet = done.elapsed();
         assert!(
             quiet >= IDLE && quiet <= IDLE + IDLE / 4 + MIN_TICK,
+            "{quiet:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn between_http1_requests_the_header_timeout_applies() {
+        let registry = Arc::new(Registry::default());
+        let connection = registry.add();
+        let activity = connection.activity.clone();
+        let request = activity.begin_http1();
+        let clock = tokio::spawn(async move { expiry(&activity, FIRST, IDLE).await });
+        tokio::time::sleep(IDLE * 2).await;
+        assert!(
+            !clock.is_finished(),
+            "a request in progress keeps the connection"
+        );
+        let done = Instant::now();
+        drop(request);
+        assert_eq!(clock.await.unwrap(), Expiry::Idle);
+        let quiet = done.elapsed();
+        assert!(
+            quiet >= FIRST && quiet <= FIRST + FIRST / 4 + MIN_TICK,
             "{quiet:?}"
         );
     }

@@ -44,8 +44,8 @@ pub struct Limits {
     /// Open connections per listener; more are closed at accept.
     pub max_connections: usize,
     /// How long a client may take from connecting to a complete first request head (TLS,
-    /// protocol detection, HTTP/2 preface included), and an HTTP/1 client to send any request's
-    /// headers (so also the HTTP/1 keep-alive idle time).
+    /// protocol detection, HTTP/2 preface included), and an HTTP/1 connection may go without a
+    /// request in progress (the keep-alive idle time, or sending the next request's headers).
     pub header_read_timeout: Duration,
     /// A connection with no request in progress for this long is closed (HTTP/2: GOAWAY).
     pub idle_timeout: Duration,
@@ -71,23 +71,59 @@ impl<A: App> hyper::service::Service<Request<hyper::body::Incoming>> for CloseWh
     type Future = Closing<A::Future>;
 
     fn call(&self, request: Request<hyper::body::Incoming>) -> Self::Future {
-        let close = request.version() <= Version::HTTP_11 && self.draining.load(Ordering::Relaxed);
+        let http1 = request.version() <= Version::HTTP_11;
+        let close = http1 && self.draining.load(Ordering::Relaxed);
+        let in_flight = if http1 {
+            self.activity.begin_http1()
+        } else {
+            self.activity.begin()
+        };
         Closing {
             inner: tower::Service::call(&mut *self.app.borrow_mut(), request),
             close,
-            _in_flight: self.activity.begin(),
+            in_flight: Some(in_flight),
         }
     }
 }
 
 pin_project_lite::pin_project! {
     /// A response future that adds `Connection: close` when asked to; its request counts as in
-    /// progress on its connection until the future is done or dropped.
+    /// progress on its connection until the future is done or dropped, or, for a streamed body,
+    /// until the body is sent or dropped.
     struct Closing<F> {
         #[pin]
         inner: F,
         close: bool,
-        _in_flight: InFlight,
+        in_flight: Option<InFlight>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A streamed response body that keeps its request in progress while it is being sent.
+    struct Holding {
+        #[pin]
+        body: axum::body::Body,
+        _in_flight: Option<InFlight>,
+    }
+}
+
+impl http_body::Body for Holding {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -97,6 +133,20 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Closing<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
+        // A body of unknown length (a streamed reply) may take long to send: the connection's
+        // clock sees its request in progress until it is sent.
+        if http_body::Body::size_hint(response.body())
+            .exact()
+            .is_none()
+        {
+            let in_flight = this.in_flight.take();
+            response = response.map(|body| {
+                axum::body::Body::new(Holding {
+                    body,
+                    _in_flight: in_flight,
+                })
+            });
+        }
         if *this.close {
             response
                 .headers_mut()
@@ -288,10 +338,8 @@ async fn serve_io<I, A: App>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+    // HTTP/1's header timeout is the connection clock's (see `clock`), not hyper's timer.
+    builder.http1().header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let connection = builder.serve_connection(TokioIo::new(io), app);
     tokio::pin!(connection);
@@ -407,5 +455,75 @@ mod tests {
         server.await.unwrap();
         // The listener is closed: a new client is refused.
         assert!(tokio::net::TcpStream::connect(address).await.is_err());
+    }
+
+    fn limits(header_read_timeout: Duration, idle_timeout: Duration) -> Limits {
+        Limits {
+            max_connections: 4,
+            header_read_timeout,
+            idle_timeout,
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Between two HTTP/1 requests, a client that starts the next request's headers and never
+    /// finishes them is closed after the header timeout (here the idle timeout is an hour).
+    #[tokio::test]
+    async fn an_unfinished_head_on_a_used_connection_is_closed_after_the_header_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (_phase_tx, phase) = watch::channel(Phase::Serving);
+        let (closed_tx, _closed) = tokio::sync::oneshot::channel();
+        let app = axum::Router::new().route("/x", axum::routing::get(|| async { "answered" }));
+        let limits = limits(Duration::from_millis(200), Duration::from_secs(3600));
+        tokio::spawn(serve(listener, app, limits, phase, closed_tx, None));
+        let mut client = tokio::net::TcpStream::connect(address).await.unwrap();
+        client
+            .write_all(b"GET /x HTTP/1.1\r\nHost: serval\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = vec![0u8; 1024];
+        let n = client.read(&mut reply).await.unwrap();
+        assert!(String::from_utf8_lossy(&reply[..n]).ends_with("answered"));
+        client
+            .write_all(b"GET /x HTTP/1.1\r\nHost: ser")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), client.read_to_end(&mut rest));
+        assert!(read.await.is_ok(), "the connection was not closed");
+    }
+
+    /// A streamed reply (no length known) keeps its request in progress, as the connection's
+    /// clock sees it, until its body is sent or dropped; a reply of known length ends it when
+    /// the reply is ready.
+    #[tokio::test]
+    async fn a_streamed_reply_keeps_its_request_in_progress_until_sent() {
+        use futures::StreamExt;
+        let registry = Arc::new(Registry::default());
+        let connection = registry.add();
+        let reply = |streamed: bool| {
+            let body = if streamed {
+                let chunks = futures::stream::iter([Ok::<_, Infallible>("a")]).boxed();
+                axum::body::Body::from_stream(chunks)
+            } else {
+                axum::body::Body::from("a")
+            };
+            Closing {
+                inner: std::future::ready(Ok(Response::new(body))),
+                close: false,
+                in_flight: Some(connection.activity.begin()),
+            }
+        };
+        let response = reply(false).await.unwrap();
+        assert!(connection.activity.idle());
+        drop(response);
+        let response = reply(true).await.unwrap();
+        assert!(!connection.activity.idle(), "a streamed body is being sent");
+        let sent = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap();
+        assert_eq!(sent.to_bytes(), "a");
+        assert!(connection.activity.idle());
     }
 }
