@@ -13,12 +13,13 @@
 //! `use crate::` lines and fails otherwise), top to bottom: `http`, `grpc`, `sync`,
 //! `triton_repo` → `conn` → `state` → `calls` → `loader` → `pipeline` → `models` → `auth` →
 //! `table` → `endpoint` → `wire` → `metrics` → `offload`, `memory` → `error` → `store_health`,
-//! `config`.
+//! `config`, `deadline`.
 
 mod auth;
 mod calls;
 pub mod config;
 mod conn;
+mod deadline;
 mod endpoint;
 pub mod error;
 pub mod grpc;

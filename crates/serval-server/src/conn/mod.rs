@@ -326,12 +326,23 @@ impl Refusals {
     }
 }
 
+/// Why a connection is being stopped.
+enum Stop {
+    /// The server is closing (the phase is `Closing`).
+    Closing,
+    /// The connection's clock ran out.
+    Expired(Expiry),
+}
+
 /// Serves one connection until it ends: shut down gracefully when the phase is `Closing`, closed
-/// when its clock runs out.
+/// when its clock runs out. The clock and the phase are watched by a task of their own that
+/// sends one message when the connection must stop: the connection's task is woken on every
+/// request, and polling a clock and two notifications each time (each poll of a `Notify` takes
+/// its lock) was a measurable part of a small request's cost.
 async fn serve_io<I, A: App>(
     io: I,
     app: CloseWhenDraining<A>,
-    activity: &Activity,
+    activity: &Arc<Activity>,
     limits: &Limits,
     mut phase: watch::Receiver<Phase>,
 ) where
@@ -343,26 +354,45 @@ async fn serve_io<I, A: App>(
     builder.http2().timer(TokioTimer::new());
     let connection = builder.serve_connection(TokioIo::new(io), app);
     tokio::pin!(connection);
-    let closing = async {
-        // `wait_for`'s guard is not Send: drop it inside this block.
-        let _ = phase.wait_for(|p| *p == Phase::Closing).await.map(|_| ());
+    let (stop_tx, stop) = tokio::sync::oneshot::channel();
+    let watcher = {
+        let activity = activity.clone();
+        let (first, idle) = (limits.header_read_timeout, limits.idle_timeout);
+        tokio::spawn(async move {
+            let closing = async {
+                // `wait_for`'s guard is not Send: drop it inside this block.
+                let _ = phase.wait_for(|p| *p == Phase::Closing).await.map(|_| ());
+            };
+            let why = tokio::select! {
+                () = closing => Stop::Closing,
+                expiry = clock::expiry(&activity, first, idle) => Stop::Expired(expiry),
+            };
+            let _ = stop_tx.send(why);
+        })
     };
-    let clock = clock::expiry(activity, limits.header_read_timeout, limits.idle_timeout);
     tokio::select! {
+        biased;
         _ = connection.as_mut() => {}
-        () = closing => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
-        expiry = clock => {
-            tracing::debug!("closing a connection: {expiry:?}");
-            if expiry != Expiry::FirstRequest && activity.used() {
-                // Nothing is in progress: HTTP/1 closes at once, HTTP/2 sends GOAWAY.
+        why = stop => match why {
+            Ok(Stop::Closing) => {
                 connection.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(GOODBYE, connection).await;
+                let _ = connection.await;
+            }
+            Ok(Stop::Expired(expiry)) => {
+                tracing::debug!("closing a connection: {expiry:?}");
+                if expiry != Expiry::FirstRequest && activity.used() {
+                    // Nothing is in progress: HTTP/1 closes at once, HTTP/2 sends GOAWAY.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(GOODBYE, connection).await;
+                }
+            }
+            // The watcher ended without a word (the runtime is going away): serve on.
+            Err(_) => {
+                let _ = connection.await;
             }
         }
     }
+    watcher.abort();
 }
 
 /// Accepts connections with `TCP_NODELAY`: a small write (a response, an HTTP/2 WINDOW_UPDATE or

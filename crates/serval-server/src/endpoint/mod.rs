@@ -342,7 +342,7 @@ pub async fn run(
     let mut unfinished = Unfinished(Some(endpoint), start, ctx.protocol);
     let explain = ctx.explain;
     let result =
-        match tokio::time::timeout_at(ctx.deadline, execute(endpoint, input, ctx, sampled, watch))
+        match crate::deadline::within(ctx.deadline, execute(endpoint, input, ctx, sampled, watch))
             .await
         {
             Ok(result) => result,

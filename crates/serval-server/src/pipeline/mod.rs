@@ -400,7 +400,7 @@ impl Admitted<'_> {
             Ok(resolved) => (resolved, memory),
             Err(source) => {
                 let read = decoder.sticky_key(&source, &budget, memory);
-                let (key, memory) = match tokio::time::timeout_at(ctx.deadline, read).await {
+                let (key, memory) = match crate::deadline::within(ctx.deadline, read).await {
                     Ok(Ok(read)) => read,
                     Ok(Err(error)) => return Err(self.refuse(error)),
                     Err(_) => return Err(self.refuse(Error::Timeout(timeout))),
@@ -414,7 +414,7 @@ impl Admitted<'_> {
             Ok(endpoint) => endpoint,
             Err(error) => {
                 let first =
-                    tokio::time::timeout_at(ctx.deadline, decoder.precedes(&budget, memory)).await;
+                    crate::deadline::within(ctx.deadline, decoder.precedes(&budget, memory)).await;
                 let error = match first {
                     Ok(Some(first)) => first,
                     Ok(None) => error,
@@ -438,13 +438,13 @@ impl Admitted<'_> {
         let (replay, memory) = if copies.is_empty() {
             (None, memory)
         } else {
-            tokio::time::timeout_at(ctx.deadline, decoder.replay(&budget, memory))
+            crate::deadline::within(ctx.deadline, decoder.replay(&budget, memory))
                 .await
                 .unwrap_or(Err(Error::Timeout(timeout)))
                 .map_err(failed)?
         };
         let decoded =
-            tokio::time::timeout_at(ctx.deadline, decoder.decode(&endpoint, &budget, memory))
+            crate::deadline::within(ctx.deadline, decoder.decode(&endpoint, &budget, memory))
                 .await
                 .unwrap_or(Err(Error::Timeout(timeout)));
         let Decoded {

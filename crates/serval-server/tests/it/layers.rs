@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["metrics"],
     &["offload", "memory"],
     &["error"],
-    &["store_health", "config"],
+    &["store_health", "config", "deadline"],
 ];
 
 fn rank(module: &str) -> Option<usize> {
