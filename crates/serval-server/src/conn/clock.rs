@@ -225,20 +225,29 @@ mod tests {
         assert_eq!(start.elapsed(), FIRST);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_connection_expires_within_a_quarter_past_the_idle_time() {
+    /// How long a connection stays open after its one request (in progress for twice the idle
+    /// time, which keeps it open) ends; `http1`: the request is an HTTP/1 one.
+    async fn open_after_a_request(http1: bool) -> Duration {
         let registry = Arc::new(Registry::default());
         let connection = registry.add();
         let activity = connection.activity.clone();
-        let request = activity.begin();
+        let request = if http1 {
+            activity.begin_http1()
+        } else {
+            activity.begin()
+        };
         let clock = tokio::spawn(async move { expiry(&activity, FIRST, IDLE).await });
-        // A request in progress for longer than the idle time keeps the connection.
         tokio::time::sleep(IDLE * 2).await;
-        assert!(!clock.is_finished());
+        assert!(!clock.is_finished(), "a request in progress keeps it");
         let done = Instant::now();
         drop(request);
         assert_eq!(clock.await.unwrap(), Expiry::Idle);
-        let quiet = done.elapsed();
+        done.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_expires_within_a_quarter_past_the_idle_time() {
+        let quiet = open_after_a_request(false).await;
         assert!(
             quiet >= IDLE && quiet <= IDLE + IDLE / 4 + MIN_TICK,
             "{quiet:?}"
@@ -247,20 +256,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn between_http1_requests_the_header_timeout_applies() {
-        let registry = Arc::new(Registry::default());
-        let connection = registry.add();
-        let activity = connection.activity.clone();
-        let request = activity.begin_http1();
-        let clock = tokio::spawn(async move { expiry(&activity, FIRST, IDLE).await });
-        tokio::time::sleep(IDLE * 2).await;
-        assert!(
-            !clock.is_finished(),
-            "a request in progress keeps the connection"
-        );
-        let done = Instant::now();
-        drop(request);
-        assert_eq!(clock.await.unwrap(), Expiry::Idle);
-        let quiet = done.elapsed();
+        let quiet = open_after_a_request(true).await;
         assert!(
             quiet >= FIRST && quiet <= FIRST + FIRST / 4 + MIN_TICK,
             "{quiet:?}"
