@@ -119,6 +119,29 @@ pub struct Quick<T> {
     leaves: Vec<T>,
 }
 
+/// One row's leaf values, every tree's in tree order (read as they are asked for: no buffer).
+pub struct RowLeaves<'a, T> {
+    alive: std::slice::Iter<'a, u64>,
+    first_leaf: std::slice::Iter<'a, u32>,
+    leaves: &'a [T],
+}
+
+impl<T: Copy> Iterator for RowLeaves<'_, T> {
+    type Item = T;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<T> {
+        let (bits, first) = (self.alive.next()?, self.first_leaf.next()?);
+        Some(self.leaves[*first as usize + bits.trailing_zeros() as usize])
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.alive.size_hint()
+    }
+}
+
+impl<T: Copy> ExactSizeIterator for RowLeaves<'_, T> {}
+
 impl<T: Value> Quick<T> {
     /// The scorer for `forest` over rows of `width` features, or `None` when it does not apply: a
     /// split that is not numerical (`nan_left(node)` is `None`: categories, LightGBM's
@@ -300,25 +323,23 @@ impl<T: Value> Quick<T> {
         mut sink: impl FnMut(usize, usize, T),
     ) {
         self.for_each_row(x, rows, width, |r, leaves| {
-            for (t, leaf) in leaves.iter().enumerate() {
-                sink(r, t, *leaf);
+            for (t, leaf) in leaves.enumerate() {
+                sink(r, t, leaf);
             }
         });
     }
 
-    /// Calls `each(row, leaves)` for every row, with the value of the leaf it reaches in every
-    /// tree (in tree order). `x` is `[rows, width]`, row-major.
+    /// Calls `each(row, leaves)` for every row, with the values of the leaves it reaches, every
+    /// tree's in tree order. `x` is `[rows, width]`, row-major.
     #[inline]
     pub fn for_each_row(
         &self,
         x: &[T],
         rows: usize,
         width: usize,
-        mut each: impl FnMut(usize, &[T]),
+        mut each: impl FnMut(usize, RowLeaves<'_, T>),
     ) {
-        let trees = self.first_leaf.len();
-        let mut alive = vec![u64::MAX; trees];
-        let mut values = vec![T::default(); trees];
+        let mut alive = vec![u64::MAX; self.first_leaf.len()];
         for r in 0..rows {
             let row = &x[r * width..(r + 1) * width];
             if r > 0 {
@@ -327,10 +348,14 @@ impl<T: Value> Quick<T> {
             for feature in &self.features {
                 self.rule_out(feature, row[feature.index as usize], &mut alive);
             }
-            for ((value, bits), first) in values.iter_mut().zip(&alive).zip(&self.first_leaf) {
-                *value = self.leaves[*first as usize + bits.trailing_zeros() as usize];
-            }
-            each(r, &values);
+            each(
+                r,
+                RowLeaves {
+                    alive: alive.iter(),
+                    first_leaf: self.first_leaf.iter(),
+                    leaves: &self.leaves,
+                },
+            );
         }
     }
 
@@ -380,19 +405,25 @@ impl<T: Value> Quick<T> {
 /// order as a walk adds them, so the sums are the same to the bit. Up to four outputs are
 /// summed in registers rather than through memory.
 #[inline]
-pub fn add_round_robin<T: Copy + std::ops::AddAssign>(leaves: &[T], out: &mut [T]) {
+pub fn add_round_robin<T: Copy + std::ops::AddAssign>(
+    leaves: impl ExactSizeIterator<Item = T>,
+    out: &mut [T],
+) {
     #[inline(always)]
-    fn fixed<T: Copy + std::ops::AddAssign, const G: usize>(leaves: &[T], out: &mut [T]) {
+    fn fixed<T: Copy + std::ops::AddAssign, const G: usize>(
+        mut leaves: impl ExactSizeIterator<Item = T>,
+        out: &mut [T],
+    ) {
         let mut sums: [T; G] = std::array::from_fn(|k| out[k]);
-        let chunks = leaves.chunks_exact(G);
-        let rest = chunks.remainder();
-        for chunk in chunks {
-            for k in 0..G {
-                sums[k] += chunk[k];
+        for _ in 0..leaves.len() / G {
+            for sum in &mut sums {
+                if let Some(leaf) = leaves.next() {
+                    *sum += leaf;
+                }
             }
         }
-        for (sum, leaf) in sums.iter_mut().zip(rest) {
-            *sum += *leaf;
+        for (sum, leaf) in sums.iter_mut().zip(leaves) {
+            *sum += leaf;
         }
         out.copy_from_slice(&sums);
     }
@@ -403,10 +434,10 @@ pub fn add_round_robin<T: Copy + std::ops::AddAssign>(leaves: &[T], out: &mut [T
         3 => fixed::<T, 3>(leaves, out),
         4 => fixed::<T, 4>(leaves, out),
         g => {
-            for chunk in leaves.chunks(g) {
-                for (sum, leaf) in out.iter_mut().zip(chunk) {
-                    *sum += *leaf;
-                }
+            let mut k = 0;
+            for leaf in leaves {
+                out[k] += leaf;
+                k = if k + 1 == g { 0 } else { k + 1 };
             }
         }
     }
@@ -490,7 +521,7 @@ pub(crate) mod testing {
                 expected[t % outputs] += leaf;
             }
             let mut got = base;
-            add_round_robin(&leaves, &mut got);
+            add_round_robin(leaves.iter().copied(), &mut got);
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&expected), "{outputs} outputs");
         }
