@@ -31,12 +31,34 @@ pub struct Activity {
     evicted: AtomicBool,
     /// An HTTP/1 request was seen: the time between requests is bounded by `first` too.
     http1: AtomicBool,
+    /// Streamed replies being sent: meanwhile only `idle` bounds an HTTP/1 connection.
+    sending: AtomicUsize,
     evict: Notify,
 }
 
 /// A request in progress on a connection: counted until dropped.
 #[derive(Debug)]
 pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    /// The connection it is on.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.0
+    }
+}
+
+/// A streamed reply being sent on a connection: counted until dropped. Unlike a request in
+/// progress, it leaves the connection idle to its clock and to eviction (a client that never
+/// reads must not hold a connection), but lifts HTTP/1's shorter bound so that a long download
+/// is not cut after the header timeout.
+#[derive(Debug)]
+pub struct Sending(Arc<Activity>);
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.sending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -52,8 +74,20 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             evicted: AtomicBool::new(false),
             http1: AtomicBool::new(false),
+            sending: AtomicUsize::new(0),
             evict: Notify::new(),
         }
+    }
+
+    /// A streamed reply starts to be sent on this connection.
+    pub fn sending(self: &Arc<Self>) -> Sending {
+        self.sending.fetch_add(1, Ordering::Relaxed);
+        Sending(self.clone())
+    }
+
+    /// Whether a streamed reply is being sent on this connection.
+    pub fn streaming(&self) -> bool {
+        self.sending.load(Ordering::Relaxed) > 0
     }
 
     /// An HTTP/1 request starts on this connection.
@@ -100,8 +134,9 @@ const MIN_TICK: Duration = Duration::from_millis(10);
 const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 /// Resolves when `activity`'s connection should be closed: no request `first` after accept, no
-/// request in progress for `idle` (HTTP/1: the shorter of `idle` and `first`; closed between
-/// that and that and a quarter after the last one ended), or evicted.
+/// request in progress for `idle` (HTTP/1: the shorter of `idle` and `first` unless a streamed
+/// reply is being sent; closed between that and that and a quarter after the last one ended), or
+/// evicted.
 pub async fn expiry(activity: &Activity, first: Duration, idle: Duration) -> Expiry {
     let (first, longest_idle) = (first.min(LONGEST), idle.min(LONGEST));
     let evicted = activity.evict.notified();
@@ -116,7 +151,7 @@ pub async fn expiry(activity: &Activity, first: Duration, idle: Duration) -> Exp
             () = &mut evicted => return Expiry::Evicted,
         }
         let now = Instant::now();
-        let idle = if activity.http1.load(Ordering::Relaxed) {
+        let idle = if activity.http1.load(Ordering::Relaxed) && !activity.streaming() {
             longest_idle.min(first)
         } else {
             longest_idle
@@ -227,7 +262,7 @@ mod tests {
 
     /// How long a connection stays open after its one request (in progress for twice the idle
     /// time, which keeps it open) ends; `http1`: the request is an HTTP/1 one.
-    async fn open_after_a_request(http1: bool) -> Duration {
+    async fn open_after_a_request(http1: bool, streamed: bool) -> Duration {
         let registry = Arc::new(Registry::default());
         let connection = registry.add();
         let activity = connection.activity.clone();
@@ -236,18 +271,20 @@ mod tests {
         } else {
             activity.begin()
         };
+        let sending = streamed.then(|| activity.sending());
         let clock = tokio::spawn(async move { expiry(&activity, FIRST, IDLE).await });
         tokio::time::sleep(IDLE * 2).await;
         assert!(!clock.is_finished(), "a request in progress keeps it");
         let done = Instant::now();
         drop(request);
+        let _sending = sending;
         assert_eq!(clock.await.unwrap(), Expiry::Idle);
         done.elapsed()
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_connection_expires_within_a_quarter_past_the_idle_time() {
-        let quiet = open_after_a_request(false).await;
+        let quiet = open_after_a_request(false, false).await;
         assert!(
             quiet >= IDLE && quiet <= IDLE + IDLE / 4 + MIN_TICK,
             "{quiet:?}"
@@ -256,9 +293,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn between_http1_requests_the_header_timeout_applies() {
-        let quiet = open_after_a_request(true).await;
+        let quiet = open_after_a_request(true, false).await;
         assert!(
             quiet >= FIRST && quiet <= FIRST + FIRST / 4 + MIN_TICK,
+            "{quiet:?}"
+        );
+        // While a streamed reply is sent, only the idle time bounds it (the reply's sender is
+        // never dropped in this test: it is idle to the clock all the same).
+        let quiet = open_after_a_request(true, true).await;
+        assert!(
+            quiet >= IDLE && quiet <= IDLE + IDLE / 4 + MIN_TICK,
             "{quiet:?}"
         );
     }

@@ -28,7 +28,7 @@ use tokio::sync::{Semaphore, watch};
 
 mod clock;
 
-use clock::{Activity, Expiry, InFlight, Registry};
+use clock::{Activity, Expiry, InFlight, Registry, Sending};
 
 /// Where the server is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,29 +81,29 @@ impl<A: App> hyper::service::Service<Request<hyper::body::Incoming>> for CloseWh
         Closing {
             inner: tower::Service::call(&mut *self.app.borrow_mut(), request),
             close,
-            in_flight: Some(in_flight),
+            in_flight,
         }
     }
 }
 
 pin_project_lite::pin_project! {
     /// A response future that adds `Connection: close` when asked to; its request counts as in
-    /// progress on its connection until the future is done or dropped, or, for a streamed body,
-    /// until the body is sent or dropped.
+    /// progress on its connection until the future is done or dropped; a streamed body counts
+    /// as being sent until it is sent or dropped.
     struct Closing<F> {
         #[pin]
         inner: F,
         close: bool,
-        in_flight: Option<InFlight>,
+        in_flight: InFlight,
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A streamed response body that keeps its request in progress while it is being sent.
+    /// A streamed response body, counted as being sent on its connection until it is.
     struct Holding {
         #[pin]
         body: axum::body::Body,
-        _in_flight: Option<InFlight>,
+        _sending: Sending,
     }
 }
 
@@ -133,17 +133,17 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for Closing<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
-        // A body of unknown length (a streamed reply) may take long to send: the connection's
-        // clock sees its request in progress until it is sent.
+        // A body of unknown length (a streamed reply) may take long to send: meanwhile HTTP/1's
+        // header timeout does not apply to its connection (the idle timeout and eviction do).
         if http_body::Body::size_hint(response.body())
             .exact()
             .is_none()
         {
-            let in_flight = this.in_flight.take();
+            let sending = this.in_flight.activity().sending();
             response = response.map(|body| {
                 axum::body::Body::new(Holding {
                     body,
-                    _in_flight: in_flight,
+                    _sending: sending,
                 })
             });
         }
@@ -524,11 +524,12 @@ mod tests {
         assert!(read.await.is_ok(), "the connection was not closed");
     }
 
-    /// A streamed reply (no length known) keeps its request in progress, as the connection's
-    /// clock sees it, until its body is sent or dropped; a reply of known length ends it when
-    /// the reply is ready.
+    /// A request ends, as the connection's clock sees it, when its reply is ready; a streamed
+    /// reply (no length known) is counted as being sent until it is (which lifts HTTP/1's header
+    /// timeout), but leaves the connection idle: a client that never reads it cannot keep the
+    /// connection from being evicted.
     #[tokio::test]
-    async fn a_streamed_reply_keeps_its_request_in_progress_until_sent() {
+    async fn a_streamed_reply_is_counted_as_sending_but_leaves_its_connection_evictable() {
         use futures::StreamExt;
         let registry = Arc::new(Registry::default());
         let connection = registry.add();
@@ -542,18 +543,28 @@ mod tests {
             Closing {
                 inner: std::future::ready(Ok(Response::new(body))),
                 close: false,
-                in_flight: Some(connection.activity.begin()),
+                in_flight: connection.activity.begin(),
             }
         };
         let response = reply(false).await.unwrap();
-        assert!(connection.activity.idle());
+        assert!(connection.activity.idle() && !connection.activity.streaming());
         drop(response);
         let response = reply(true).await.unwrap();
-        assert!(!connection.activity.idle(), "a streamed body is being sent");
+        assert!(
+            connection.activity.streaming(),
+            "a streamed body is being sent"
+        );
+        assert!(connection.activity.idle());
         let sent = http_body_util::BodyExt::collect(response.into_body())
             .await
             .unwrap();
         assert_eq!(sent.to_bytes(), "a");
-        assert!(connection.activity.idle());
+        assert!(!connection.activity.streaming());
+        let unread = reply(true).await.unwrap();
+        assert!(
+            registry.evict_idle(),
+            "an unread streamed reply does not hold its connection"
+        );
+        drop(unread);
     }
 }
